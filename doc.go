@@ -1,0 +1,3 @@
+// Package gqlpush turns persisted GraphQL subscriptions into plain HTTP
+// streams.
+package gqlpush

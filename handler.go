@@ -1,0 +1,489 @@
+package gqlpush
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of the [Config] fields left zero.
+const (
+	DefaultHeartbeat        = 15 * time.Second
+	DefaultAckTimeout       = 10 * time.Second
+	DefaultPingInterval     = 30 * time.Second
+	DefaultPongTimeout      = 10 * time.Second
+	DefaultKeepAliveTimeout = 30 * time.Second
+	DefaultIdleTimeout      = 3 * time.Second
+	DefaultReconnectLimit   = 30 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultQueueSize        = 256
+	DefaultMaxQueryBytes    = 16 << 10
+)
+
+// Config configures a [Handler]. Only Operations and Upstreams are required;
+// every other field has a working default when left zero.
+type Config struct {
+	// Operations are the subscriptions served, by name. Required.
+	Operations []*Operation
+
+	// Upstreams are the GraphQL servers the operations subscribe to.
+	// At least one is required, and at most one may have no name.
+	Upstreams []Upstream
+
+	// Prefix is the part of the request path before the operation name,
+	// such as "/operations/". Empty means the handler sees the name alone:
+	// mount it with http.StripPrefix, or at the root.
+	Prefix string
+
+	// Heartbeat is how long a stream may stay silent before a comment
+	// frame is sent, so proxies keep it open and the client can tell it
+	// is alive. Zero means DefaultHeartbeat; negative disables heartbeats.
+	Heartbeat time.Duration
+
+	// AckTimeout bounds the upstream handshake: the WebSocket dial and
+	// connection_ack. Zero means DefaultAckTimeout.
+	AckTimeout time.Duration
+
+	// PingInterval is how often gqlpush pings a graphql-transport-ws
+	// upstream; a pong later than PongTimeout drops the connection (it is
+	// then redialled). Zero means DefaultPingInterval; negative disables
+	// pings.
+	PingInterval time.Duration
+
+	// PongTimeout: see PingInterval. Zero means DefaultPongTimeout.
+	PongTimeout time.Duration
+
+	// KeepAliveTimeout drops a graphql-ws (legacy) upstream connection
+	// that has sent "ka" and then stays silent this long. Zero means
+	// DefaultKeepAliveTimeout.
+	KeepAliveTimeout time.Duration
+
+	// IdleTimeout is how long an upstream connection stays open after its
+	// last subscription ends. Zero means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+
+	// ReconnectLimit is how long a lost or unreachable upstream is
+	// redialled, with jittered exponential backoff, before its streams end
+	// with UPSTREAM_UNAVAILABLE. Clients stay connected meanwhile. Zero
+	// means DefaultReconnectLimit; negative means no redial at all.
+	ReconnectLimit time.Duration
+
+	// WriteTimeout bounds one write to a client or to an upstream. A
+	// client that takes longer is dropped. Zero means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+
+	// QueueSize is how many results a client may have unread before it is
+	// dropped with SLOW_CONSUMER. Zero means DefaultQueueSize.
+	QueueSize int
+
+	// MaxQueryBytes bounds the query string of a request; a longer one is
+	// refused with 414. Zero means DefaultMaxQueryBytes.
+	MaxQueryBytes int
+
+	// Authenticator verifies credentials. Nil means every caller is
+	// anonymous; operations with @auth, @rbac or @fromClaim then make
+	// NewHandler fail rather than serve them unguarded.
+	Authenticator Authenticator
+
+	// Logger receives operational events (upstream connects, losses). Nil
+	// means silent. Nothing secret is logged.
+	Logger *slog.Logger
+}
+
+// An Upstream is one GraphQL server that operations subscribe to.
+type Upstream struct {
+	// Name namespaces the upstream's root fields in operations: with Name
+	// "gql", an operation writes gql_messageCreated to reach the field
+	// messageCreated. Empty means no prefix; at most one upstream may
+	// have an empty name. Letters, digits and underscores, starting with a
+	// letter.
+	Name string
+
+	// URL is the upstream's ws:// or wss:// address. Required.
+	URL string
+
+	// Schema is the upstream's schema in SDL. Optional: when given,
+	// operations are validated against it when the handler is built, and
+	// enum and input-object variables are checked per request.
+	Schema string
+
+	// Protocol is the GraphQL-over-WebSocket subprotocol. Zero means
+	// ProtocolAuto.
+	Protocol Protocol
+
+	// Header is sent with the WebSocket handshake. Nil means none.
+	Header http.Header
+
+	// InitPayload is the payload of connection_init, a JSON object. Nil
+	// means none is sent.
+	InitPayload json.RawMessage
+
+	// Dialer opens connections. Nil means a zero WebSocketDialer.
+	Dialer Dialer
+}
+
+// settings is a Config with its defaults filled in.
+type settings struct {
+	heartbeat        time.Duration
+	ackTimeout       time.Duration
+	pingInterval     time.Duration
+	pongTimeout      time.Duration
+	keepAliveTimeout time.Duration
+	idleTimeout      time.Duration
+	reconnectLimit   time.Duration
+	writeTimeout     time.Duration
+	queueSize        int
+	maxQueryBytes    int
+}
+
+func orDefault[T time.Duration | int](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// A Handler serves persisted subscription operations over HTTP. Create it
+// with [NewHandler]; stop it with [Handler.Close].
+type Handler struct {
+	cfg       settings
+	prefix    string
+	endpoints map[string]*endpoint
+	auth      Authenticator
+	log       *slog.Logger
+	pool      *pool
+	hub       *hub
+
+	shutdown chan struct{} // closed by Close: streams end
+	nonce    atomic.Uint64 // makes keys of unshared subscriptions unique
+
+	mu      sync.Mutex
+	closing bool
+	streams int           // requests being served
+	idle    chan struct{} // closed when closing and streams is 0
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// upstream is an Upstream checked and resolved.
+type upstream struct {
+	name     string
+	label    string // for logs: never the URL, which may hold credentials
+	url      string
+	header   http.Header
+	init     json.RawMessage
+	protocol Protocol
+	dialer   Dialer
+	schema   *upstreamSchema
+	learned  atomic.Value // string: the protocol that worked, for ProtocolAuto
+}
+
+func (u *upstream) protocolsToTry() []Protocol {
+	switch u.protocol {
+	case ProtocolTransportWS, ProtocolLegacyWS:
+		return []Protocol{u.protocol}
+	}
+	if l, _ := u.learned.Load().(string); l == string(ProtocolLegacyWS) {
+		return []Protocol{ProtocolLegacyWS, ProtocolTransportWS}
+	}
+	return []Protocol{ProtocolTransportWS, ProtocolLegacyWS}
+}
+
+// An endpoint is an operation bound to its upstream.
+type endpoint struct {
+	op       *Operation
+	up       *upstream
+	query    string         // sent upstream
+	defaults map[string]any // coerced default values
+	coerce   coercer
+	vars     []*variableDef
+}
+
+func (e *endpoint) variablesJSON(vars string) json.RawMessage {
+	if vars == "" || vars == "{}" {
+		return nil
+	}
+	return json.RawMessage(vars)
+}
+
+var upstreamName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
+
+// NewHandler checks the configuration and every operation against it: each
+// operation's root field must name a configured upstream, and must validate
+// against that upstream's schema when one is given. It connects to nothing:
+// upstream connections open with the first subscription that needs them.
+func NewHandler(cfg Config) (*Handler, error) {
+	s := settings{
+		heartbeat:        orDefault(cfg.Heartbeat, DefaultHeartbeat),
+		ackTimeout:       orDefault(cfg.AckTimeout, DefaultAckTimeout),
+		pingInterval:     orDefault(cfg.PingInterval, DefaultPingInterval),
+		pongTimeout:      orDefault(cfg.PongTimeout, DefaultPongTimeout),
+		keepAliveTimeout: orDefault(cfg.KeepAliveTimeout, DefaultKeepAliveTimeout),
+		idleTimeout:      orDefault(cfg.IdleTimeout, DefaultIdleTimeout),
+		reconnectLimit:   orDefault(cfg.ReconnectLimit, DefaultReconnectLimit),
+		writeTimeout:     orDefault(cfg.WriteTimeout, DefaultWriteTimeout),
+		queueSize:        orDefault(cfg.QueueSize, DefaultQueueSize),
+		maxQueryBytes:    orDefault(cfg.MaxQueryBytes, DefaultMaxQueryBytes),
+	}
+	for name, d := range map[string]time.Duration{
+		"AckTimeout": s.ackTimeout, "PongTimeout": s.pongTimeout, "KeepAliveTimeout": s.keepAliveTimeout,
+		"IdleTimeout": s.idleTimeout, "WriteTimeout": s.writeTimeout,
+	} {
+		if d < 0 {
+			return nil, fmt.Errorf("gqlpush: Config.%s is negative", name)
+		}
+	}
+	if s.queueSize < 0 || s.maxQueryBytes < 0 {
+		return nil, errors.New("gqlpush: Config.QueueSize and Config.MaxQueryBytes must not be negative")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ups, err := resolveUpstreams(cfg.Upstreams)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Operations) == 0 {
+		return nil, errors.New("gqlpush: Config.Operations is empty")
+	}
+	h := &Handler{
+		cfg:       s,
+		prefix:    cfg.Prefix,
+		endpoints: make(map[string]*endpoint, len(cfg.Operations)),
+		auth:      cfg.Authenticator,
+		log:       log,
+		shutdown:  make(chan struct{}),
+		idle:      make(chan struct{}),
+	}
+	var errs []error
+	for _, op := range cfg.Operations {
+		if op == nil {
+			return nil, errors.New("gqlpush: Config.Operations holds a nil operation")
+		}
+		if _, dup := h.endpoints[op.name]; dup {
+			errs = append(errs, &OperationError{File: op.file, Message: "a second operation with this name"})
+			continue
+		}
+		ep, err := bind(op, ups, cfg.Authenticator != nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		h.endpoints[op.name] = ep
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	h.pool = newPool(&h.cfg, log)
+	h.hub = newHub(&h.cfg, h.pool, log)
+	return h, nil
+}
+
+func resolveUpstreams(in []Upstream) ([]*upstream, error) {
+	if len(in) == 0 {
+		return nil, errors.New("gqlpush: Config.Upstreams is empty")
+	}
+	var out []*upstream
+	seen := map[string]bool{}
+	for i, u := range in {
+		what := fmt.Sprintf("upstream %q", u.Name)
+		if u.Name == "" {
+			what = fmt.Sprintf("upstream #%d (unnamed)", i+1)
+		}
+		if seen[u.Name] {
+			if u.Name == "" {
+				return nil, errors.New("gqlpush: more than one upstream has no name")
+			}
+			return nil, fmt.Errorf("gqlpush: two upstreams are named %q", u.Name)
+		}
+		seen[u.Name] = true
+		if u.Name != "" && (!upstreamName.MatchString(u.Name) || strings.HasSuffix(u.Name, "_")) {
+			return nil, fmt.Errorf("gqlpush: %s: a name is letters, digits and underscores, starting with a letter and not ending with _", what)
+		}
+		if !u.Protocol.valid() {
+			return nil, fmt.Errorf("gqlpush: %s: unknown protocol %q (use %s, %s or %s)", what, u.Protocol, ProtocolAuto, ProtocolTransportWS, ProtocolLegacyWS)
+		}
+		pu, err := url.Parse(u.URL)
+		if err != nil || pu.Host == "" {
+			return nil, fmt.Errorf("gqlpush: %s: URL is not an absolute URL", what)
+		}
+		if u.Dialer == nil && pu.Scheme != "ws" && pu.Scheme != "wss" {
+			return nil, fmt.Errorf("gqlpush: %s: URL scheme %q is not ws or wss", what, pu.Scheme)
+		}
+		if u.InitPayload != nil {
+			var obj map[string]any
+			if err := json.Unmarshal(u.InitPayload, &obj); err != nil || obj == nil {
+				return nil, fmt.Errorf("gqlpush: %s: InitPayload is not a JSON object", what)
+			}
+		}
+		r := &upstream{
+			name:     u.Name,
+			label:    u.Name,
+			url:      u.URL,
+			header:   u.Header.Clone(),
+			init:     u.InitPayload,
+			protocol: u.Protocol,
+			dialer:   u.Dialer,
+		}
+		if r.label == "" {
+			r.label = pu.Host // host only: the URL may hold credentials
+		}
+		if r.header == nil {
+			r.header = http.Header{}
+		}
+		if r.dialer == nil {
+			r.dialer = &WebSocketDialer{}
+		}
+		if u.Schema != "" {
+			if r.schema, err = parseUpstreamSchema(u.Name, u.Schema); err != nil {
+				return nil, fmt.Errorf("gqlpush: %s: %w", what, err)
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// bind resolves an operation's upstream from its root field, validates it
+// against that upstream's schema, and prepares the query sent upstream.
+func bind(op *Operation, ups []*upstream, haveAuth bool) (*endpoint, error) {
+	fail := func(format string, args ...any) error {
+		return &OperationError{File: op.file, Line: op.rootField.Position.Line, Column: op.rootField.Position.Column, Message: fmt.Sprintf(format, args...)}
+	}
+	up, field := routeField(op.rootField.Name, ups)
+	if up == nil {
+		var names []string
+		for _, u := range ups {
+			names = append(names, u.name+"_")
+		}
+		return nil, fail("field %s names no configured upstream (fields start with one of: %s)", op.rootField.Name, strings.Join(names, ", "))
+	}
+	if !haveAuth {
+		needs := op.rules.requireAuth
+		for _, v := range op.vars {
+			needs = needs || v.claim != ""
+		}
+		if needs {
+			return nil, &OperationError{File: op.file, Message: "the operation requires authentication (@auth, @rbac or @fromClaim) but Config.Authenticator is nil"}
+		}
+	}
+	ep := &endpoint{op: op, up: up, vars: op.vars, defaults: map[string]any{}}
+	if up.schema != nil {
+		if err := up.schema.validate(op); err != nil {
+			return nil, err
+		}
+		ep.coerce = coercer{schema: up.schema.types}
+	}
+	for _, v := range op.vars {
+		if v.defaultLit == nil {
+			continue
+		}
+		d, err := ep.coerce.fromJSON(v.typ, literalJSON(v.defaultLit), v.name)
+		if err != nil {
+			return nil, &OperationError{File: op.file, Line: v.pos.Line, Column: v.pos.Column, Message: "default value: " + err.Error()}
+		}
+		ep.defaults[v.name] = d
+	}
+	q, err := op.upstreamQuery(field)
+	if err != nil {
+		return nil, err
+	}
+	ep.query = q
+	return ep, nil
+}
+
+// routeField finds the upstream a root field belongs to: the named upstream
+// whose name and an underscore start it (the longest such name), else the
+// unnamed upstream.
+func routeField(field string, ups []*upstream) (*upstream, string) {
+	var best, unnamed *upstream
+	for _, u := range ups {
+		if u.name == "" {
+			unnamed = u
+			continue
+		}
+		if strings.HasPrefix(field, u.name+"_") && len(field) > len(u.name)+1 && (best == nil || len(u.name) > len(best.name)) {
+			best = u
+		}
+	}
+	if best != nil {
+		return best, field[len(best.name)+1:]
+	}
+	if unnamed != nil {
+		return unnamed, field
+	}
+	return nil, ""
+}
+
+// Close ends every open stream with its end frame, refuses new requests
+// with 503, and closes the upstream connections. It returns when all of that
+// is done, or when ctx ends: then the upstream connections are closed at
+// once and ctx's error is returned. It may be called more than once, and
+// from http.Server.RegisterOnShutdown.
+func (h *Handler) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if !h.closing {
+		h.closing = true
+		close(h.shutdown)
+		if h.streams == 0 {
+			close(h.idle)
+		}
+	}
+	h.mu.Unlock()
+	h.hub.close()
+	var err error
+	select {
+	case <-h.idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if perr := h.pool.close(ctx); err == nil {
+		err = perr
+	}
+	return err
+}
+
+// track counts a stream in, unless the handler is closing.
+func (h *Handler) track() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.streams++
+	return true
+}
+
+func (h *Handler) untrack() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.streams--
+	if h.closing && h.streams == 0 {
+		close(h.idle)
+	}
+}
+
+// Stats is a snapshot of what a [Handler] holds open.
+type Stats struct {
+	Streams       int // requests being served
+	Subscriptions int // shared upstream subscriptions
+	UpstreamConns int // upstream connections, connected or being dialled
+}
+
+// Stats reports what the handler holds open now.
+func (h *Handler) Stats() Stats {
+	h.mu.Lock()
+	n := h.streams
+	h.mu.Unlock()
+	return Stats{Streams: n, Subscriptions: h.hub.count(), UpstreamConns: h.pool.count()}
+}

@@ -1,0 +1,320 @@
+package gqlpush_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gqlpush/gqlpush"
+)
+
+func TestSSEStreamBytes(t *testing.T) {
+	g := newGateway(t, nil)
+	c := g.open(t, "/operations/Sub?wg_sse=true")
+	if c.resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", c.resp.StatusCode)
+	}
+	for k, want := range map[string]string{
+		"Content-Type":      "text/event-stream",
+		"Cache-Control":     "no-cache",
+		"X-Accel-Buffering": "no",
+	} {
+		if got := c.resp.Header.Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	if got := c.frame(t); got != ":\n\n" {
+		t.Fatalf("first frame %q, want the comment", got)
+	}
+	g.waitSubscriptions(t, 1)
+	g.up.Chat.Post("", "hello")
+	g.up.Chat.Post("", "line\nbreak \"quoted\" <b>")
+	want := []string{
+		`data: {"data":{"gql_messageCreated":{"content":"hello","id":"1"}}}` + "\n\n",
+		// The upstream's bytes pass through: graph-gophers escapes < and >.
+		`data: {"data":{"gql_messageCreated":{"content":"line\nbreak \"quoted\" \u003cb\u003e","id":"2"}}}` + "\n\n",
+	}
+	for i, w := range want {
+		if got := c.frame(t); got != w {
+			t.Errorf("frame %d:\n got %q\nwant %q", i, got, w)
+		}
+	}
+	// The upstream got the operation rewritten for it.
+	sub := g.waitFor(t, "subscribe", isType("subscribe"))
+	wantQuery := "subscription MyQuery {\n  gql_messageCreated: messageCreated {\n    content\n    id\n  }\n}"
+	if sub.Query() != wantQuery {
+		t.Errorf("upstream query:\n%s\nwant:\n%s", sub.Query(), wantQuery)
+	}
+}
+
+func TestSSEAliasFlag(t *testing.T) {
+	g := newGateway(t, nil)
+	for _, q := range []string{"wg_see", "wg_sse", "wg_sse=1", "wg_see=true"} {
+		_, body := g.get(t, http.MethodGet, "/operations/Count?from=1&"+q)
+		want := ":\n\ndata: {\"data\":{\"gql_countdown\":1}}\n\nevent: complete\ndata: \n\n"
+		if body != want {
+			t.Errorf("%s: got %q, want %q", q, body, want)
+		}
+	}
+}
+
+func TestUpstreamCompleteEndsStream(t *testing.T) {
+	g := newGateway(t, nil)
+	resp, body := g.get(t, http.MethodGet, "/operations/Count?wg_sse")
+	want := ":\n\n" +
+		"data: {\"data\":{\"gql_countdown\":3}}\n\n" +
+		"data: {\"data\":{\"gql_countdown\":2}}\n\n" +
+		"data: {\"data\":{\"gql_countdown\":1}}\n\n" +
+		"event: complete\ndata: \n\n"
+	if resp.StatusCode != 200 || body != want {
+		t.Fatalf("got %d %q\nwant %q", resp.StatusCode, body, want)
+	}
+	g.waitIdle(t)
+}
+
+func TestPlainStreamBytes(t *testing.T) {
+	g := newGateway(t, nil)
+	resp, body := g.get(t, http.MethodGet, "/operations/Count?from=2")
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	want := "{\"data\":{\"gql_countdown\":2}}\n\n{\"data\":{\"gql_countdown\":1}}\n\n"
+	if body != want {
+		t.Fatalf("got %q, want %q", body, want)
+	}
+}
+
+func TestPlainStreamLive(t *testing.T) {
+	g := newGateway(t, nil)
+	c := g.open(t, "/operations/Room?room=a")
+	g.waitSubscriptions(t, 1)
+	g.up.Chat.Post("b", "not for a")
+	g.up.Chat.Post("a", "for a")
+	line, err := c.br.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	blank, _ := c.br.ReadString('\n')
+	if want := `{"data":{"gql_messageCreated":{"id":"2","content":"for a","room":"a"}}}` + "\n"; line+blank != want+"\n" {
+		t.Fatalf("got %q", line+blank)
+	}
+}
+
+func TestOnce(t *testing.T) {
+	g := newGateway(t, nil)
+	resp, body := g.get(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true&from=5")
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+	if want := `{"data":{"gql_countdown":5}}`; body != want {
+		t.Fatalf("got %q, want %q", body, want)
+	}
+	g.waitIdle(t)
+	g.waitSubscriptions(t, 0)
+}
+
+func TestOnceLive(t *testing.T) {
+	g := newGateway(t, nil)
+	done := make(chan string, 1)
+	go func() {
+		_, body := g.get(t, http.MethodGet, "/operations/Sub?wg_subscribe_once")
+		done <- body
+	}()
+	g.waitSubscriptions(t, 1)
+	g.up.Chat.Post("", "first")
+	if body, want := <-done, `{"data":{"gql_messageCreated":{"content":"first","id":"1"}}}`; body != want {
+		t.Fatalf("got %q, want %q", body, want)
+	}
+	g.waitFor(t, "complete", isType("complete"))
+	g.waitSubscriptions(t, 0)
+}
+
+func TestOnceSSE(t *testing.T) {
+	g := newGateway(t, nil)
+	resp, body := g.get(t, http.MethodGet, "/operations/Count?wg_subscribe_once&wg_sse&from=4")
+	want := ":\n\ndata: {\"data\":{\"gql_countdown\":4}}\n\nevent: complete\ndata: \n\n"
+	if resp.StatusCode != 200 || body != want {
+		t.Fatalf("got %d %q, want %q", resp.StatusCode, body, want)
+	}
+	g.waitIdle(t)
+	g.waitSubscriptions(t, 0)
+}
+
+func TestOnceCompletesEmpty(t *testing.T) {
+	g := newGateway(t, nil)
+	resp, body := g.get(t, http.MethodGet, "/operations/Count?wg_subscribe_once&from=0")
+	if resp.StatusCode != http.StatusNoContent || body != "" {
+		t.Fatalf("got %d %q, want 204 and no body", resp.StatusCode, body)
+	}
+}
+
+// upstreamErrorGateway serves an operation the upstream refuses: with no
+// schema configured, gqlpush cannot know it is invalid.
+func upstreamErrorGateway(t *testing.T) *gateway {
+	return newGateway(t, func(cfg *gqlpush.Config) {
+		cfg.Upstreams[0].Schema = ""
+		cfg.Operations = append(cfg.Operations, mustParse(t, map[string]string{"Bad": `subscription { gql_nope }`})...)
+	})
+}
+
+func TestUpstreamErrorSSE(t *testing.T) {
+	g := upstreamErrorGateway(t)
+	_, body := g.get(t, http.MethodGet, "/operations/Bad?wg_sse")
+	want := ":\n\n" +
+		`data: {"errors":[{"message":"Cannot query field \"nope\" on type \"Subscription\".","locations":[{"line":2,"column":3}]}]}` + "\n\n" +
+		"event: complete\ndata: \n\n"
+	if body != want {
+		t.Fatalf("got  %q\nwant %q", body, want)
+	}
+	g.waitIdle(t)
+}
+
+func TestUpstreamErrorPlainAndOnce(t *testing.T) {
+	g := upstreamErrorGateway(t)
+	errs := `{"errors":[{"message":"Cannot query field \"nope\" on type \"Subscription\".","locations":[{"line":2,"column":3}]}]}`
+	if _, body := g.get(t, http.MethodGet, "/operations/Bad"); body != errs+"\n\n" {
+		t.Errorf("plain: got %q", body)
+	}
+	resp, body := g.get(t, http.MethodGet, "/operations/Bad?wg_subscribe_once")
+	if resp.StatusCode != 200 || body != errs {
+		t.Errorf("once: got %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestUpstreamUnreachable(t *testing.T) {
+	g := newGateway(t, func(cfg *gqlpush.Config) {
+		cfg.ReconnectLimit = -1
+	})
+	g.up.Close() // nothing listens at its URL any more
+	_, body := g.get(t, http.MethodGet, "/operations/Sub?wg_sse")
+	want := ":\n\n" +
+		`data: {"errors":[{"message":"upstream unavailable","extensions":{"code":"UPSTREAM_UNAVAILABLE"}}]}` + "\n\n" +
+		"event: complete\ndata: \n\n"
+	if body != want {
+		t.Fatalf("got %q, want %q", body, want)
+	}
+	resp, body := g.get(t, http.MethodGet, "/operations/Sub?wg_subscribe_once")
+	if msg, code := errorOf(t, body); resp.StatusCode != http.StatusBadGateway || code != "UPSTREAM_UNAVAILABLE" || strings.Contains(msg, "127.0.0.1") {
+		t.Errorf("once: %d %q", resp.StatusCode, body)
+	}
+	g.waitIdle(t)
+}
+
+func TestClientLeavingCompletesUpstream(t *testing.T) {
+	g := newGateway(t, nil)
+	c := g.open(t, "/operations/Sub?wg_sse")
+	c.frame(t)
+	sub := g.waitFor(t, "subscribe", isType("subscribe"))
+	g.waitSubscriptions(t, 1)
+	c.leave()
+	g.waitFor(t, "complete for "+sub.ID, isTypeID("complete", sub.ID))
+	g.waitSubscriptions(t, 0)
+	g.waitIdle(t)
+}
+
+func TestManySubscriptionsOneConnection(t *testing.T) {
+	g := newGateway(t, nil)
+	const n = 50
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = g.open(t, fmt.Sprintf("/operations/Room?wg_sse&room=r%d", i))
+		clients[i].frame(t)
+	}
+	g.waitSubscriptions(t, n)
+	if conns := g.up.Conns(); len(conns) != 1 {
+		t.Fatalf("%d upstream connections, want 1", len(conns))
+	}
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.up.Chat.Post(fmt.Sprintf("r%d", i), fmt.Sprintf("to %d", i))
+		}()
+	}
+	wg.Wait()
+	for i, c := range clients {
+		f := c.frame(t)
+		if !strings.Contains(f, fmt.Sprintf(`"content":"to %d","room":"r%d"`, i, i)) {
+			t.Errorf("client %d got %q", i, f)
+		}
+	}
+	for _, c := range clients {
+		c.leave()
+	}
+	g.waitSubscriptions(t, 0)
+	g.waitIdle(t)
+}
+
+func TestCloseEndsStreams(t *testing.T) {
+	g := newGateway(t, nil)
+	sse := g.open(t, "/operations/Sub?wg_sse")
+	sse.frame(t)
+	plain := g.open(t, "/operations/Room?room=x")
+	g.waitSubscriptions(t, 2)
+
+	ctx := waitCtx(t)
+	if err := g.h.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := `data: {"errors":[{"message":"server shutting down","extensions":{"code":"SHUTTING_DOWN"}}]}` + "\n\n" + "event: complete\ndata: \n\n"
+	if got := sse.rest(t); got != want {
+		t.Errorf("sse got %q, want %q", got, want)
+	}
+	if got, want := plain.rest(t), `{"errors":[{"message":"server shutting down","extensions":{"code":"SHUTTING_DOWN"}}]}`+"\n\n"; got != want {
+		t.Errorf("plain got %q, want %q", got, want)
+	}
+	if s := g.h.Stats(); s != (gqlpush.Stats{}) {
+		t.Errorf("after Close: %+v", s)
+	}
+	resp, body := g.get(t, http.MethodGet, "/operations/Sub?wg_sse")
+	if _, code := errorOf(t, body); resp.StatusCode != http.StatusServiceUnavailable || code != "SHUTTING_DOWN" {
+		t.Errorf("after Close: %d %q", resp.StatusCode, body)
+	}
+	g.waitSubscriptions(t, 0)
+}
+
+func TestServerShutdownWithOpenStreams(t *testing.T) {
+	up := newGateway(t, nil).up
+	h, err := gqlpush.NewHandler(gqlpush.Config{
+		Operations: mustParse(t, testOperations),
+		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: up.URL}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.StripPrefix("/operations", h)}
+	srv.RegisterOnShutdown(func() { h.Close(context.Background()) })
+	ln := newLocalListener(t)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	g := &gateway{up: up, h: h, srv: nil}
+	base := "http://" + ln.Addr().String()
+	var clients []*client
+	for i := range 3 {
+		c := g.openURL(t, fmt.Sprintf("%s/operations/Room?wg_sse&room=s%d", base, i))
+		c.frame(t)
+		clients = append(clients, c)
+	}
+	if err := srv.Shutdown(waitCtx(t)); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; err != http.ErrServerClosed {
+		t.Fatalf("Serve: %v", err)
+	}
+	for _, c := range clients {
+		if got := c.rest(t); !strings.HasSuffix(got, "event: complete\ndata: \n\n") {
+			t.Errorf("stream ended with %q", got)
+		}
+	}
+	if err := h.Close(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if s := h.Stats(); s != (gqlpush.Stats{}) {
+		t.Errorf("after Shutdown: %+v", s)
+	}
+}
