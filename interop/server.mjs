@@ -1,0 +1,445 @@
+#!/usr/bin/env node
+// Reference upstream GraphQL-over-WebSocket server for gqlpush Go interop tests.
+//
+// Usage:
+//   node server.mjs --protocol graphql-transport-ws|graphql-ws [--port 0]
+//                   [--interval 100] [--keepalive 1000] [--ping 12000]
+//                   [--init-timeout 3000] [--ignore-stdin-eof]
+//
+//   --protocol graphql-transport-ws  graphql-ws library (useServer from graphql-ws/use/ws)
+//   --protocol graphql-ws            legacy subscriptions-transport-ws SubscriptionServer
+//   --port N          listen port on 127.0.0.1 (0 = pick a free port); path is /graphql
+//   --interval MS     messageCreated emission period (default 100)
+//   --keepalive MS    legacy server only: "ka" message period (default 1000, 0 = off)
+//   --ping MS         graphql-ws server only: WebSocket-level ping period, a client
+//                     that does not pong within MS is terminated (default 12000, 0 = off)
+//   --init-timeout MS graphql-ws server only: connectionInitWaitTimeout (default 3000)
+//   --ignore-stdin-eof  do not exit when stdin reaches EOF
+//
+// stdout (one line each, nothing else is ever written to stdout):
+//   LISTENING ws://127.0.0.1:<port>/graphql                     (always first)
+//   {"event":"connect","conn":N,"protocol":"...","payload":...,"headers":{...}}
+//   {"event":"subscribe","conn":N,"id":"...","query":"...","variables":...,"operationName":...,"extensions":...}
+//   {"event":"complete","conn":N,"id":"..."}                     (onComplete / onOperationComplete hook)
+//   {"event":"unsubscribe","conn":N,"id":"...","field":"...","args":{...}}
+//   {"event":"disconnect","conn":N,"code":C,"reason":"..."}
+//   {"event":"closed-all","count":K}
+//   "conn" numbers WebSocket connections 1, 2, ... in accept order. "payload" is
+//   the connection_init payload (null if absent), "variables"/"operationName"/
+//   "extensions" are null if absent. "unsubscribe" is printed from the
+//   subscription's async generator finally block only when it was stopped
+//   before finishing on its own (client complete/stop, or connection closed),
+//   never on natural completion. "complete" mirrors the library hook:
+//   graphql-ws onComplete (every operation end except validation errors),
+//   subscriptions-transport-ws onOperationComplete (stop, start-time failure,
+//   and, on close, every id ever started on that connection). "disconnect":
+//   graphql-ws onClose (every closed socket, incl. subprotocol rejections;
+//   code/reason as received), subscriptions-transport-ws onDisconnect (not
+//   called for sockets rejected for their subprotocol), printed after the
+//   connection's "unsubscribe" lines.
+// Diagnostics go to stderr. Note: graphql-ws closes the socket with 4500 and
+// the error message as reason when a query fails to parse ("Internal server
+// error" instead if NODE_ENV=production).
+//
+// stdin commands (one per line):
+//   close-all   terminate() every open WebSocket, then print {"event":"closed-all",...}
+//   exit        exit the process
+// The process also exits on SIGTERM, SIGINT and stdin EOF.
+
+import http from 'node:http';
+import readline from 'node:readline';
+import { parseArgs } from 'node:util';
+
+import { buildSchema, execute, subscribe } from 'graphql';
+import { WebSocketServer } from 'ws';
+import { useServer } from 'graphql-ws/use/ws';
+import subscriptionsTransportWs from 'subscriptions-transport-ws';
+
+const { SubscriptionServer } = subscriptionsTransportWs;
+
+// ---------------------------------------------------------------------------
+// flags
+
+function intFlag(name, value, def) {
+  if (value === undefined) return def;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) {
+    process.stderr.write(`invalid --${name}: ${value}\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
+let flags;
+try {
+  ({ values: flags } = parseArgs({
+    options: {
+      protocol: { type: 'string' },
+      port: { type: 'string' },
+      interval: { type: 'string' },
+      keepalive: { type: 'string' },
+      ping: { type: 'string' },
+      'init-timeout': { type: 'string' },
+      'ignore-stdin-eof': { type: 'boolean' },
+    },
+    strict: true,
+    allowPositionals: false,
+  }));
+} catch (err) {
+  process.stderr.write(`${err.message}\n`);
+  process.exit(2);
+}
+
+const PROTOCOL = flags.protocol;
+if (PROTOCOL !== 'graphql-transport-ws' && PROTOCOL !== 'graphql-ws') {
+  process.stderr.write('--protocol must be graphql-transport-ws or graphql-ws\n');
+  process.exit(2);
+}
+const PORT = intFlag('port', flags.port, 0);
+const INTERVAL = intFlag('interval', flags.interval, 100);
+const KEEPALIVE = intFlag('keepalive', flags.keepalive, 1000);
+const PING = intFlag('ping', flags.ping, 12000);
+const INIT_TIMEOUT = intFlag('init-timeout', flags['init-timeout'], 3000);
+const HOST = '127.0.0.1';
+const PATH = '/graphql';
+
+// ---------------------------------------------------------------------------
+// output
+
+// Writes to a pipe are synchronous on Linux, so every line is flushed when
+// write() returns.
+function out(line) {
+  process.stdout.write(line + '\n');
+}
+function emit(obj) {
+  out(JSON.stringify(obj));
+}
+function log(...args) {
+  process.stderr.write(`[interop ${PROTOCOL}] ${args.join(' ')}\n`);
+}
+
+process.stdout.on('error', (err) => {
+  // Reader went away (EPIPE): nobody is listening any more.
+  log('stdout error:', err.message);
+  shutdown(0);
+});
+
+// ---------------------------------------------------------------------------
+// connection bookkeeping (shared by both protocols)
+
+const sockets = new Set(); // open WebSocket objects
+const connInfo = new WeakMap(); // socket -> { conn, code, reason, disconnected }
+let nextConn = 1;
+
+function trackSocket(socket, request) {
+  const info = { conn: nextConn++, code: undefined, reason: undefined, disconnected: false };
+  connInfo.set(socket, info);
+  sockets.add(socket);
+  log(`conn ${info.conn} opened from ${request.socket.remoteAddress}:${request.socket.remotePort}` +
+    ` subprotocol=${JSON.stringify(socket.protocol)} offered=${JSON.stringify(request.headers['sec-websocket-protocol'] ?? null)}`);
+  socket.on('close', (code, reason) => {
+    info.code = code;
+    info.reason = String(reason);
+    sockets.delete(socket);
+    log(`conn ${info.conn} closed code=${code} reason=${JSON.stringify(String(reason))}`);
+  });
+}
+function connOf(socket) {
+  return connInfo.get(socket)?.conn ?? null;
+}
+
+// ---------------------------------------------------------------------------
+// schema
+
+const schema = buildSchema(/* GraphQL */ `
+  type Query {
+    hello: String!
+  }
+
+  type Message {
+    id: ID!
+    content: String!
+    room: String!
+  }
+
+  type Subscription {
+    messageCreated(room: String): Message!
+    countdown(from: Int!): Int!
+    greetings: String!
+  }
+`);
+
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+// observed wraps an async generator so that the server can tell when it was
+// stopped before running to completion (client unsubscribed, connection
+// closed). The generator's finally block prints the "unsubscribe" event.
+// return()/throw() also abort a pending sleep so that a stop takes effect at
+// once instead of after the current --interval.
+function observed(field, args, context, body) {
+  const ac = new AbortController();
+  const state = { finished: false };
+  async function* gen() {
+    try {
+      yield* body(ac.signal);
+      // body returns early (without yielding more) when aborted by return()/throw().
+      state.finished = !ac.signal.aborted;
+    } finally {
+      if (!state.finished) {
+        emit({
+          event: 'unsubscribe',
+          conn: context?.conn ?? null,
+          id: context?.opId ?? null,
+          field,
+          args,
+        });
+      }
+    }
+  }
+  const it = gen();
+  return {
+    next: (v) => it.next(v),
+    return: (v) => {
+      ac.abort();
+      return it.return(v);
+    },
+    throw: (e) => {
+      ac.abort();
+      return it.throw(e);
+    },
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+}
+
+const identity = (payload) => payload;
+
+schema.getQueryType().getFields().hello.resolve = () => 'world';
+
+const subFields = schema.getSubscriptionType().getFields();
+
+subFields.messageCreated.subscribe = (_root, args, context) =>
+  observed('messageCreated', args, context, async function* (signal) {
+    const room = args.room ?? 'general';
+    for (let n = 1; ; n++) {
+      await sleep(INTERVAL, signal);
+      if (signal.aborted) return;
+      yield { id: String(n), content: `message ${n}`, room };
+    }
+  });
+subFields.messageCreated.resolve = identity;
+
+subFields.countdown.subscribe = (_root, args, context) =>
+  observed('countdown', args, context, async function* (signal) {
+    for (let i = args.from; i >= 1; i--) {
+      await null;
+      if (signal.aborted) return;
+      yield i;
+    }
+  });
+subFields.countdown.resolve = identity;
+
+subFields.greetings.subscribe = (_root, args, context) =>
+  observed('greetings', args, context, async function* (signal) {
+    for (const g of ['Hi', 'Bonjour', 'Hola']) {
+      await null;
+      if (signal.aborted) return;
+      yield g;
+    }
+  });
+subFields.greetings.resolve = identity;
+
+// ---------------------------------------------------------------------------
+// servers
+
+const httpServer = http.createServer((req, res) => {
+  res.writeHead(404, { 'content-type': 'text/plain' });
+  res.end('not found\n');
+});
+
+function disconnectEvent(socket, code, reason) {
+  const info = connInfo.get(socket);
+  if (info) {
+    if (info.disconnected) return;
+    info.disconnected = true;
+  }
+  emit({
+    event: 'disconnect',
+    conn: info?.conn ?? null,
+    code: code ?? info?.code ?? null,
+    reason: reason ?? info?.reason ?? '',
+  });
+}
+
+let wsServer; // the underlying ws WebSocketServer (ws@8 or ws@7)
+
+if (PROTOCOL === 'graphql-transport-ws') {
+  wsServer = new WebSocketServer({ server: httpServer, path: PATH });
+  wsServer.on('connection', trackSocket); // registered before useServer's listener
+  useServer(
+    {
+      schema,
+      execute,
+      subscribe,
+      connectionInitWaitTimeout: INIT_TIMEOUT,
+      context: (ctx, id) => ({ conn: connOf(ctx.extra.socket), opId: id }),
+      onConnect: (ctx) => {
+        emit({
+          event: 'connect',
+          conn: connOf(ctx.extra.socket),
+          protocol: ctx.extra.socket.protocol,
+          payload: ctx.connectionParams ?? null,
+          headers: ctx.extra.request.headers,
+        });
+        // undefined -> connection_ack without payload
+      },
+      onSubscribe: (ctx, id, payload) => {
+        emit({
+          event: 'subscribe',
+          conn: connOf(ctx.extra.socket),
+          id,
+          query: payload.query,
+          variables: payload.variables ?? null,
+          operationName: payload.operationName ?? null,
+          extensions: payload.extensions ?? null,
+        });
+        // undefined -> default parse/validate/execute
+      },
+      onComplete: (ctx, id) => {
+        emit({ event: 'complete', conn: connOf(ctx.extra.socket), id });
+      },
+      onClose: (ctx, code, reason) => {
+        disconnectEvent(ctx.extra.socket, code, reason);
+      },
+    },
+    wsServer,
+    PING,
+  );
+} else {
+  const subscriptionServer = SubscriptionServer.create(
+    {
+      schema,
+      execute,
+      subscribe,
+      keepAlive: KEEPALIVE,
+      onConnect: (payload, socket, connectionContext) => {
+        emit({
+          event: 'connect',
+          conn: connOf(socket),
+          protocol: socket.protocol,
+          payload: payload ?? null,
+          headers: connectionContext.request.headers,
+        });
+        return true;
+      },
+      onOperation: (message, params, socket) => {
+        const p = message.payload ?? {};
+        emit({
+          event: 'subscribe',
+          conn: connOf(socket),
+          id: message.id,
+          query: p.query,
+          variables: p.variables ?? null,
+          operationName: p.operationName ?? null,
+          extensions: p.extensions ?? null,
+        });
+        return {
+          ...params,
+          context: { ...params.context, conn: connOf(socket), opId: message.id },
+        };
+      },
+      onOperationComplete: (socket, opId) => {
+        emit({ event: 'complete', conn: connOf(socket), id: opId });
+      },
+      onDisconnect: (socket) => {
+        // subscriptions-transport-ws calls this on both 'error' and 'close';
+        // disconnectEvent de-duplicates. It calls this right after asking the
+        // operations' iterators to return, before their finally blocks have
+        // run; defer so that "unsubscribe" lines precede "disconnect" as they
+        // do with graphql-ws.
+        setImmediate(() => disconnectEvent(socket));
+      },
+    },
+    { server: httpServer, path: PATH },
+  );
+  wsServer = subscriptionServer.server; // ws@7 server created by the library
+  // Run before the library's connection handler so that our 'close' listener
+  // (recording the close code) fires before the library calls onDisconnect.
+  wsServer.prependListener('connection', trackSocket);
+}
+
+wsServer.on('error', (err) => log('ws server error:', err.message));
+
+// ---------------------------------------------------------------------------
+// lifecycle
+
+let shuttingDown = false;
+function shutdown(code) {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  for (const s of sockets) {
+    try {
+      s.terminate();
+    } catch {
+      // ignore
+    }
+  }
+  try {
+    httpServer.close();
+  } catch {
+    // ignore
+  }
+  process.exit(code);
+}
+
+process.on('SIGTERM', () => shutdown(0));
+process.on('SIGINT', () => shutdown(0));
+process.on('SIGHUP', () => shutdown(0));
+
+httpServer.on('error', (err) => {
+  log('http server error:', err.message);
+  process.exit(1);
+});
+
+httpServer.listen(PORT, HOST, () => {
+  const { port } = httpServer.address();
+  out(`LISTENING ws://${HOST}:${port}${PATH}`);
+  log(`listening on ws://${HOST}:${port}${PATH} interval=${INTERVAL} keepalive=${KEEPALIVE} ping=${PING}`);
+
+  const rl = readline.createInterface({ input: process.stdin, terminal: false });
+  rl.on('line', (line) => {
+    const cmd = line.trim();
+    if (cmd === '') return;
+    if (cmd === 'close-all') {
+      const count = sockets.size;
+      for (const s of [...sockets]) s.terminate();
+      emit({ event: 'closed-all', count });
+    } else if (cmd === 'exit') {
+      shutdown(0);
+    } else {
+      log('unknown stdin command:', JSON.stringify(cmd));
+    }
+  });
+  rl.on('close', () => {
+    if (flags['ignore-stdin-eof']) {
+      log('stdin closed (ignored)');
+      return;
+    }
+    log('stdin closed, exiting');
+    shutdown(0);
+  });
+});
