@@ -1,3 +1,78 @@
-// Package gqlpush turns persisted GraphQL subscriptions into plain HTTP
-// streams.
+// Package gqlpush serves persisted GraphQL subscriptions as plain HTTP
+// streams. A subscription written in a .graphql file becomes an endpoint
+// that any browser or HTTP client follows with a GET — results pushed as
+// Server-Sent Events, or as a stream of JSON documents — while gqlpush
+// subscribes upstream to the GraphQL server over WebSocket and unsubscribes
+// the moment the client leaves.
+//
+// Mount it in an existing server:
+//
+//	//go:embed operations
+//	var files embed.FS
+//
+//	ops, err := gqlpush.LoadOperations(must(fs.Sub(files, "operations")))
+//	h, err := gqlpush.NewHandler(gqlpush.Config{
+//		Operations: ops,
+//		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: "ws://localhost:4000/graphql"}},
+//		Prefix:     "/operations/",
+//	})
+//	mux.Handle("/operations/", h)
+//	srv.RegisterOnShutdown(func() { h.Close(context.Background()) })
+//
+// operations/Sub.graphql is then served at /operations/Sub:
+//
+//	subscription MyQuery {
+//	  gql_messageCreated { content id }
+//	}
+//
+// # Operations
+//
+// One file holds one subscription with exactly one root field. Its endpoint
+// name is its path without .graphql (chat/New.graphql → chat/New). Root
+// fields are namespaced by the upstream's name: gql_messageCreated reaches
+// field messageCreated of the upstream named "gql"; the query sent upstream
+// aliases it back, so results keep the name the operation wrote. Loading
+// fails, naming file:line:col, on a syntax error, a query or mutation, more
+// or fewer than one root field, @internal (subscriptions cannot be
+// internal), a prefix that names no upstream, or — when the upstream's
+// schema is given — anything the schema rejects.
+//
+// # Requests
+//
+//	GET /operations/Sub?wg_sse=true                 Server-Sent Events
+//	GET /operations/Sub                             JSON documents, each followed by a blank line
+//	GET /operations/Sub?wg_subscribe_once=true      the first result as the whole body
+//	GET /operations/Room?room=a                     variables, one parameter each
+//	GET /operations/Room?wg_variables={"room":"a"}  or as one JSON object
+//
+// A flag is on when present and empty, "true" or "1", off when "false" or
+// "0". Variables are coerced to their declared types; defaults apply.
+// Before a stream starts, errors are JSON —
+// {"errors":[{"message":"…","extensions":{"code":"…"}}]} — with status 404
+// (NOT_FOUND), 405 (METHOD_NOT_ALLOWED), 400 or 414 (BAD_USER_INPUT), 503
+// (SHUTTING_DOWN).
+//
+// # Server-Sent Events
+//
+// The frames follow the SSE part of the HTML standard
+// (https://html.spec.whatwg.org/multipage/server-sent-events.html):
+//
+//	:                                          opens the stream, and is the heartbeat
+//	data: {"data":{…}}                         one per result, compact JSON
+//	data: {"errors":[…]}                       before the end, when it ends in error
+//	event: complete
+//	data:                                      the end
+//
+// each followed by a blank line. Errors that end a stream carry a code:
+// UPSTREAM_UNAVAILABLE (the upstream is lost for good), SLOW_CONSUMER (the
+// client fell too far behind), SHUTTING_DOWN ([Handler.Close]).
+//
+// # Upstreams
+//
+// gqlpush speaks graphql-transport-ws
+// (https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md) and the
+// older graphql-ws protocol of subscriptions-transport-ws. One WebSocket per
+// upstream carries every subscription; it opens with the first and closes
+// soon after the last. A lost connection is redialled with backoff and its
+// subscriptions resubscribed while clients stay connected.
 package gqlpush

@@ -35,8 +35,8 @@ var testOperations = map[string]string{
 }`,
 	"Count":    `subscription ($from: Int! = 3) { gql_countdown(from: $from) }`,
 	"CountReq": `subscription ($from: Int!) { gql_countdown(from: $from) }`,
-	"chat/Rooms": `subscription ($rooms: [String!], $min: Int) {
-  gql_messageCreated(filter: {rooms: $rooms, minLength: $min}) { id content room }
+	"chat/Rooms": `subscription ($rooms: [String!]) {
+  gql_messageCreated(filter: {rooms: $rooms}) { id content room }
 }`,
 	"Filter": `subscription ($filter: MessageFilter!) { gql_messageCreated(filter: $filter) { id } }`,
 }

@@ -295,33 +295,37 @@ func (s *subscriber) take(buf []*event) ([]*event, endReason) {
 // resultJSON renders an upstream result as the compact JSON sent to clients:
 // its data and errors, in that order; extensions stay upstream.
 func resultJSON(raw json.RawMessage) ([]byte, error) {
-	var r struct {
-		Data   json.RawMessage `json:"data"`
-		Errors json.RawMessage `json:"errors"`
-	}
+	// A map, not a struct: encoding/json matches struct fields without
+	// regard to case, and "Data" is not "data".
+	var r map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return nil, err
+	}
+	data, hasData := r["data"]
+	errs, hasErrs := r["errors"]
+	if hasErrs && bytes.Equal(errs, []byte("null")) {
+		hasErrs = false
+	}
+	if !hasData && !hasErrs {
+		return nil, errors.New("result has neither data nor errors")
 	}
 	var b bytes.Buffer
 	b.Grow(len(raw))
 	b.WriteByte('{')
-	if r.Data != nil {
+	if hasData {
 		b.WriteString(`"data":`)
-		if err := json.Compact(&b, r.Data); err != nil {
+		if err := json.Compact(&b, data); err != nil {
 			return nil, err
 		}
 	}
-	if r.Errors != nil && !bytes.Equal(r.Errors, []byte("null")) {
-		if r.Data != nil {
+	if hasErrs {
+		if hasData {
 			b.WriteByte(',')
 		}
 		b.WriteString(`"errors":`)
-		if err := json.Compact(&b, r.Errors); err != nil {
+		if err := json.Compact(&b, errs); err != nil {
 			return nil, err
 		}
-	}
-	if r.Data == nil && (r.Errors == nil || bytes.Equal(r.Errors, []byte("null"))) {
-		return nil, errors.New("result has neither data nor errors")
 	}
 	b.WriteByte('}')
 	return b.Bytes(), nil

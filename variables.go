@@ -9,6 +9,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -216,6 +217,9 @@ func (c coercer) fromParams(t *ast.Type, vals []string, path string) (any, error
 		return nil, inputErrorf("variable %q of type %s given %d times", path, t.String(), len(vals))
 	}
 	s := vals[0]
+	if !utf8.ValidString(s) {
+		return nil, inputErrorf("variable %q is not valid UTF-8", path)
+	}
 	switch t.NamedType {
 	case "Int":
 		if isDecimalInteger(s) {

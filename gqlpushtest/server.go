@@ -285,6 +285,22 @@ func (s *Server) WaitFor(ctx context.Context, match func(Message) bool) (Message
 	return m, err
 }
 
+// WaitMatches waits until at least n received messages match, and returns
+// every match so far, in order.
+func (s *Server) WaitMatches(ctx context.Context, n int, match func(Message) bool) ([]Message, error) {
+	var ms []Message
+	err := s.wait(ctx, func() bool {
+		ms = ms[:0]
+		for _, r := range s.received {
+			if match(r) {
+				ms = append(ms, r)
+			}
+		}
+		return len(ms) >= n
+	})
+	return ms, err
+}
+
 // WaitSubscriptions waits until exactly n subscriptions are running.
 func (s *Server) WaitSubscriptions(ctx context.Context, n int) error {
 	return s.wait(ctx, func() bool { return s.live == n })

@@ -1,0 +1,219 @@
+package gqlpush
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"testing"
+)
+
+// FuzzSSEFraming: whatever an upstream sends as a result, the frame is one
+// SSE event (no stray line breaks), and its payload is compact JSON holding
+// exactly the result's data and errors.
+func FuzzSSEFraming(f *testing.F) {
+	for _, s := range []string{
+		`{"data":{"a":1}}`,
+		`{"data":null,"errors":[{"message":"x"}]}`,
+		`{"errors":[{"message":"line\nbreak"}],"extensions":{"t":1}}`,
+		"{\n  \"data\": {\n    \"a\": \"b\\r\\n\"\n  }\n}",
+		`{"data":{"s":"\u2028 \u0000"}}`,
+		`{"extensions":{}}`,
+		`[]`,
+		`{"data":`,
+		`{"data":1,"data":2}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		payload, err := resultJSON(raw)
+		if err != nil {
+			return
+		}
+		ev := newEvent(payload)
+		if !bytes.HasPrefix(ev.sse, []byte("data: ")) || !bytes.HasSuffix(ev.sse, []byte("\n\n")) {
+			t.Fatalf("frame %q", ev.sse)
+		}
+		body := ev.sse[len("data: ") : len(ev.sse)-2]
+		if bytes.ContainsAny(body, "\r\n") {
+			t.Fatalf("line break inside the frame %q", ev.sse)
+		}
+		if !bytes.Equal(body, ev.json) || !bytes.Equal(ev.plain, append(bytes.Clone(ev.json), "\n\n"...)) {
+			t.Fatalf("frames disagree: %q %q %q", ev.sse, ev.plain, ev.json)
+		}
+		var got, in map[string]json.RawMessage
+		if err := json.Unmarshal(ev.json, &got); err != nil {
+			t.Fatalf("payload %q is not a JSON object: %v", ev.json, err)
+		}
+		if err := json.Unmarshal(raw, &in); err != nil {
+			t.Fatalf("resultJSON accepted %q, which is not an object", raw)
+		}
+		for k, v := range got {
+			if k != "data" && k != "errors" {
+				t.Fatalf("key %q leaked into %q", k, ev.json)
+			}
+			var a, b any
+			json.Unmarshal(v, &a)
+			json.Unmarshal(in[k], &b)
+			ja, _ := json.Marshal(a)
+			jb, _ := json.Marshal(b)
+			if !bytes.Equal(ja, jb) {
+				t.Fatalf("%s changed: %s became %s", k, in[k], v)
+			}
+		}
+	})
+}
+
+const fuzzOperation = `subscription (
+  $i: Int, $f: Float, $s: String!, $b: Boolean = true, $id: ID,
+  $list: [Int!], $nested: [[String]], $in: MessageFilter, $any: JSON
+) { gql_field(i: $i, f: $f, s: $s, b: $b, id: $id, list: $list, nested: $nested, in: $in, any: $any) }`
+
+const fuzzSchema = `
+scalar JSON
+input MessageFilter { rooms: [String!], minLength: Int = 0, kind: Kind }
+enum Kind { TEXT SYSTEM }
+type Query { a: Int }
+type Subscription { field(i: Int, f: Float, s: String!, b: Boolean, id: ID, list: [Int!], nested: [[String]], in: MessageFilter, any: JSON): Int }
+`
+
+func fuzzEndpoint(f *testing.F) *endpoint {
+	op, err := ParseOperation("F", fuzzOperation)
+	if err != nil {
+		f.Fatal(err)
+	}
+	h, err := NewHandler(Config{
+		Operations: []*Operation{op},
+		Upstreams:  []Upstream{{Name: "gql", URL: "ws://127.0.0.1:1/", Schema: fuzzSchema}},
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	return h.endpoints["F"]
+}
+
+// FuzzCoerceVariables: any query string either fails with a client error or
+// gives canonical variables: coercing them again, as wg_variables, gives the
+// same bytes.
+func FuzzCoerceVariables(f *testing.F) {
+	ep := fuzzEndpoint(f)
+	for _, s := range []string{
+		"s=x",
+		"s=x&i=3&f=1.5&b=false&id=7",
+		"s=&list=1&list=2",
+		"s=x&list=[1,2]",
+		"s=x&nested=[[\"a\"],null]",
+		`s=x&in={"rooms":["a"],"kind":"TEXT"}`,
+		`s=x&in={"kind":"NOPE"}`,
+		`s=x&any={"deep":[1,2.0,1e2]}`,
+		"s=x&any=plain text",
+		"s=x&i=99999999999",
+		"s=x&f=NaN",
+		"s=x&f=1e400",
+		"wg_variables=" + url.QueryEscape(`{"s":"x","i":1.0,"any":[1,{"a":null}]}`),
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, query string) {
+		vals, err := url.ParseQuery(query)
+		if err != nil {
+			return
+		}
+		var fromJSON map[string]any
+		params := map[string][]string{}
+		for k, v := range vals {
+			if k == "wg_variables" {
+				obj, err := decodeJSON(v[0])
+				m, ok := obj.(map[string]any)
+				if err != nil || !ok {
+					return
+				}
+				fromJSON = m
+				continue
+			}
+			params[k] = v
+		}
+		if fromJSON != nil {
+			params = nil
+		}
+		vars, err := ep.coerceVariables(fromJSON, params)
+		if err != nil {
+			var ie *inputError
+			if !errors.As(err, &ie) {
+				t.Fatalf("not a client error: %v", err)
+			}
+			return
+		}
+		b, err := encodeVariables(vars)
+		if err != nil {
+			t.Fatalf("encode %#v: %v", vars, err)
+		}
+		again, err := decodeJSON(string(b))
+		if err != nil {
+			t.Fatalf("canonical variables %s do not decode: %v", b, err)
+		}
+		vars2, err := ep.coerceVariables(again.(map[string]any), nil)
+		if err != nil {
+			t.Fatalf("canonical variables %s do not coerce: %v", b, err)
+		}
+		b2, _ := encodeVariables(vars2)
+		if !bytes.Equal(b, b2) {
+			t.Fatalf("not canonical: %s became %s", b, b2)
+		}
+		if _, ok := vars["s"].(string); !ok {
+			t.Fatalf("required $s missing from %s", b)
+		}
+	})
+}
+
+// FuzzDecodeMessage: the upstream decoder takes any bytes without panicking,
+// and what it accepts survives a round trip.
+func FuzzDecodeMessage(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"connection_ack"}`,
+		`{"type":"next","id":"1","payload":{"data":{"a":1}}}`,
+		`{"type":"error","id":"1","payload":[{"message":"x"}]}`,
+		`{"type":"complete","id":"1"}`,
+		`{"type":"ka"}`,
+		`{"type":"data","id":"2","payload":null}`,
+		`{"type":"ping","payload":{"x":1}}`,
+		`{"type":"next"}`,
+		`{"type":1}`,
+		`{"id":"1"}`,
+		`[]`,
+		``,
+		`{"type":"next","id":"1","payload":{"data":1},"extra":true}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeMessage(b)
+		if err != nil {
+			return
+		}
+		if m.Type == "" {
+			t.Fatal("accepted a message without a type")
+		}
+		out, err := encodeMessage(m)
+		if err != nil {
+			t.Fatalf("re-encode %+v: %v", m, err)
+		}
+		m2, err := decodeMessage(out)
+		if err != nil || m2.Type != m.Type || m2.ID != m.ID || !jsonEqual(m2.Payload, m.Payload) {
+			t.Fatalf("round trip: %+v → %s → %+v (%v)", m, out, m2, err)
+		}
+	})
+}
+
+func jsonEqual(a, b json.RawMessage) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	ja, _ := json.Marshal(x)
+	jb, _ := json.Marshal(y)
+	return bytes.Equal(ja, jb)
+}
