@@ -101,7 +101,13 @@ func (s *Server) serve(t transport, proto string, header http.Header) {
 		return
 	}
 	m, err := decode(b)
-	if err != nil || m.Type != "connection_init" {
+	switch {
+	case err == nil && m.Type == "connection_init":
+	case err == nil && m.Type == "subscribe":
+		// As graphql-ws does.
+		t.close(4401, "Unauthorized")
+		return
+	default:
 		t.close(4400, "expected connection_init")
 		return
 	}
