@@ -30,11 +30,12 @@ func FuzzSSEFraming(f *testing.F) {
 		if err != nil {
 			return
 		}
-		ev := newEvent(payload)
-		if !bytes.HasPrefix(ev.sse, []byte("data: ")) || !bytes.HasSuffix(ev.sse, []byte("\n\n")) {
+		ev := newEvent(payload, "0123456789abcdef", 42)
+		idLine := "id: 0123456789abcdef.42\ndata: "
+		if !bytes.HasPrefix(ev.sse, []byte(idLine)) || !bytes.HasSuffix(ev.sse, []byte("\n\n")) {
 			t.Fatalf("frame %q", ev.sse)
 		}
-		body := ev.sse[len("data: ") : len(ev.sse)-2]
+		body := ev.sse[len(idLine) : len(ev.sse)-2]
 		if bytes.ContainsAny(body, "\r\n") {
 			t.Fatalf("line break inside the frame %q", ev.sse)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -27,6 +28,8 @@ const (
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultQueueSize        = 256
 	DefaultMaxQueryBytes    = 16 << 10
+	DefaultResumeFrames     = 64
+	DefaultDrainWindow      = time.Second
 )
 
 // Config configures a [Handler]. Only Operations and Upstreams are required;
@@ -89,6 +92,29 @@ type Config struct {
 	// refused with 414. Zero means DefaultMaxQueryBytes.
 	MaxQueryBytes int
 
+	// ResumeFrames is how many recent results each shared subscription
+	// keeps, so that an SSE client that reconnects with the Last-Event-ID
+	// of a result still kept gets what it missed, then the live results.
+	// Zero means DefaultResumeFrames; negative sends no ids and keeps
+	// nothing.
+	ResumeFrames int
+
+	// ResumeGrace keeps a shared subscription whose last client left
+	// running this long, so that a client that reconnects after a network
+	// blip can resume. Zero means none: the upstream subscription ends the
+	// moment the last client leaves. A few seconds suits mobile clients.
+	ResumeGrace time.Duration
+
+	// DrainWindow spreads the ends of open streams over this long when
+	// Close is called, so that clients do not all reconnect at once; it
+	// never runs past Close's context deadline. Zero means
+	// DefaultDrainWindow; negative ends every stream at once.
+	DrainWindow time.Duration
+
+	// Observer is told of streams, subscriptions, upstream connections and
+	// deliveries, for metrics. Nil means none.
+	Observer *Observer
+
 	// Authenticator verifies credentials. Nil means every caller is
 	// anonymous; operations with @auth, @rbac or @fromClaim then make
 	// NewHandler fail rather than serve them unguarded.
@@ -143,6 +169,9 @@ type settings struct {
 	writeTimeout     time.Duration
 	queueSize        int
 	maxQueryBytes    int
+	resumeFrames     int
+	resumeGrace      time.Duration
+	drainWindow      time.Duration
 }
 
 func orDefault[T time.Duration | int](v, def T) T {
@@ -160,10 +189,12 @@ type Handler struct {
 	endpoints map[string]*endpoint
 	auth      Authenticator
 	log       *slog.Logger
+	obs       *Observer
 	pool      *pool
 	hub       *hub
 
 	shutdown chan struct{} // closed by Close: streams end
+	drain    time.Duration // set by Close before shutdown closes
 	nonce    atomic.Uint64 // makes keys of unshared subscriptions unique
 
 	mu      sync.Mutex
@@ -233,10 +264,13 @@ func NewHandler(cfg Config) (*Handler, error) {
 		writeTimeout:     orDefault(cfg.WriteTimeout, DefaultWriteTimeout),
 		queueSize:        orDefault(cfg.QueueSize, DefaultQueueSize),
 		maxQueryBytes:    orDefault(cfg.MaxQueryBytes, DefaultMaxQueryBytes),
+		resumeFrames:     orDefault(cfg.ResumeFrames, DefaultResumeFrames),
+		resumeGrace:      cfg.ResumeGrace,
+		drainWindow:      orDefault(cfg.DrainWindow, DefaultDrainWindow),
 	}
 	for name, d := range map[string]time.Duration{
 		"AckTimeout": s.ackTimeout, "PongTimeout": s.pongTimeout, "KeepAliveTimeout": s.keepAliveTimeout,
-		"IdleTimeout": s.idleTimeout, "WriteTimeout": s.writeTimeout,
+		"IdleTimeout": s.idleTimeout, "WriteTimeout": s.writeTimeout, "ResumeGrace": s.resumeGrace,
 	} {
 		if d < 0 {
 			return nil, fmt.Errorf("gqlpush: Config.%s is negative", name)
@@ -262,6 +296,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		endpoints: make(map[string]*endpoint, len(cfg.Operations)),
 		auth:      cfg.Authenticator,
 		log:       log,
+		obs:       cfg.Observer,
 		shutdown:  make(chan struct{}),
 		idle:      make(chan struct{}),
 	}
@@ -284,8 +319,8 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	h.pool = newPool(&h.cfg, log)
-	h.hub = newHub(&h.cfg, h.pool, log)
+	h.pool = newPool(&h.cfg, log, h.obs)
+	h.hub = newHub(&h.cfg, h.pool, log, h.obs)
 	return h, nil
 }
 
@@ -434,6 +469,11 @@ func (h *Handler) Close(ctx context.Context) error {
 	h.mu.Lock()
 	if !h.closing {
 		h.closing = true
+		h.drain = max(h.cfg.drainWindow, 0)
+		if deadline, ok := ctx.Deadline(); ok {
+			// Leave half the time that is left for the ends themselves.
+			h.drain = min(h.drain, time.Until(deadline)/2)
+		}
 		close(h.shutdown)
 		if h.streams == 0 {
 			close(h.idle)
@@ -451,6 +491,17 @@ func (h *Handler) Close(ctx context.Context) error {
 		err = perr
 	}
 	return err
+}
+
+// drainDelay picks when, within the drain window, a stream ends.
+func (h *Handler) drainDelay() time.Duration {
+	h.mu.Lock()
+	d := h.drain
+	h.mu.Unlock()
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
 }
 
 // track counts a stream in, unless the handler is closing.
@@ -478,6 +529,7 @@ type Stats struct {
 	Streams       int // requests being served
 	Subscriptions int // shared upstream subscriptions
 	UpstreamConns int // upstream connections, connected or being dialled
+	Frames        int // results held for clients behind and for resumption
 }
 
 // Stats reports what the handler holds open now.
@@ -485,5 +537,6 @@ func (h *Handler) Stats() Stats {
 	h.mu.Lock()
 	n := h.streams
 	h.mu.Unlock()
-	return Stats{Streams: n, Subscriptions: h.hub.count(), UpstreamConns: h.pool.count()}
+	subs, frames := h.hub.stats()
+	return Stats{Streams: n, Subscriptions: subs, UpstreamConns: h.pool.count(), Frames: frames}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -232,6 +233,14 @@ func (g *gateway) waitIdle(t *testing.T) {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+var eventID = regexp.MustCompile(`(?m)^id: [a-z2-7]{16}\.`)
+
+// normIDs replaces the random part of event ids with T, so that streams can
+// be compared byte for byte: "id: T.0".
+func normIDs(s string) string {
+	return eventID.ReplaceAllString(s, "id: T.")
 }
 
 // errorOf decodes a JSON error body.

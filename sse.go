@@ -1,6 +1,7 @@
 package gqlpush
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -13,9 +14,11 @@ import (
 // Frames of the wire format (the SSE part of the HTML standard,
 // https://html.spec.whatwg.org/multipage/server-sent-events.html).
 const (
+	sseIDPrefix    = "id: "
 	sseDataPrefix  = "data: "
 	sseComment     = ":\n\n"                       // first frame and heartbeat
 	sseComplete    = "event: complete\ndata: \n\n" // the end of an SSE stream
+	sseReset       = "event: reset\ndata: \n\n"    // a Last-Event-ID that cannot be resumed
 	plainHeartbeat = "\n"
 )
 
@@ -44,10 +47,12 @@ const (
 
 // A request is a parsed, checked client request.
 type request struct {
-	ep   *endpoint
-	sse  bool
-	once bool
-	vars []byte // canonical JSON
+	ep     *endpoint
+	sse    bool
+	once   bool
+	patch  bool   // wg_json_patch
+	dedupe bool   // wg_deduplicate
+	vars   []byte // canonical JSON
 }
 
 // An httpError is an error answered before the stream starts.
@@ -132,13 +137,13 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 			if req.once, err = parseFlag(k, v); err != nil {
 				return nil, badInput(err.Error())
 			}
-		case flagJSONPatch, flagDedupe:
-			on, err := parseFlag(k, v)
-			if err != nil {
+		case flagJSONPatch:
+			if req.patch, err = parseFlag(k, v); err != nil {
 				return nil, badInput(err.Error())
 			}
-			if on {
-				return nil, badInput(k + " is not supported")
+		case flagDedupe:
+			if req.dedupe, err = parseFlag(k, v); err != nil {
+				return nil, badInput(err.Error())
 			}
 		case flagVariables:
 			obj, err := decodeJSON(v)
@@ -217,57 +222,100 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 		// subscription.
 		key.nonce = h.nonce.Add(1)
 	}
-	s, err := h.hub.join(key, req.ep.up.header, req.ep.up.init)
+	lastID := ""
+	if req.sse && !req.once {
+		lastID = r.Header.Get("Last-Event-ID")
+	}
+	s, reset, err := h.hub.join(key, req.ep.up.header, req.ep.up.init, lastID)
 	if err != nil {
 		writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
 		return
 	}
 	defer h.hub.leave(s)
+	op := req.ep.op.name
+	h.obs.streamOpened(op)
+	reason := ReasonClientGone
+	defer func() { h.obs.streamClosed(op, reason) }()
 	if req.once && !req.sse {
-		h.serveOnce(w, r, s)
+		reason = h.serveOnce(w, r, s)
 		return
 	}
-	st := &stream{w: w, rc: http.NewResponseController(w), sse: req.sse, timeout: h.cfg.writeTimeout}
-	if !st.begin() {
+	st := &stream{w: w, rc: http.NewResponseController(w), req: req, timeout: h.cfg.writeTimeout}
+	if !st.begin(reset) {
 		return
 	}
 	// No deadline may outlive the stream on a kept-alive connection.
 	defer st.rc.SetWriteDeadline(time.Time{})
-	var beat <-chan time.Time
 	if h.cfg.heartbeat > 0 {
-		t := time.NewTimer(h.cfg.heartbeat)
-		defer t.Stop()
-		beat = t.C
-		st.beat = t
+		st.beat = time.NewTimer(h.cfg.heartbeat)
 		st.beatEvery = h.cfg.heartbeat
+		defer st.beat.Stop()
 	}
-	buf := make([]*event, 0, 8)
+	reason = h.streamLoop(r, s, st)
+	if reason == ReasonWriteFailed {
+		switch {
+		case s.isSlow():
+			reason = ReasonSlowConsumer // it fell behind while its write hung
+		case r.Context().Err() != nil:
+			reason = ReasonClientGone
+		}
+	}
+	if reason == ReasonSlowConsumer || reason == ReasonWriteFailed {
+		h.obs.subscriberDropped(op, reason)
+	}
+}
+
+// streamLoop writes results until the stream ends, and says why it ended.
+func (h *Handler) streamLoop(r *http.Request, s *subscriber, st *stream) string {
+	var (
+		beat      <-chan time.Time
+		shutdown  = h.shutdown
+		drainDone <-chan time.Time
+		buf       = make([]*event, 0, 8)
+		op        = st.req.ep.op.name
+	)
+	if st.beat != nil {
+		beat = st.beat.C
+	}
 	for {
 		select {
 		case <-r.Context().Done():
-			return
-		case <-h.shutdown:
+			return ReasonClientGone
+		case <-shutdown:
+			// Streams end spread over the drain window, so that clients
+			// do not all come back in the same instant.
+			shutdown = nil
+			t := time.NewTimer(h.drainDelay())
+			defer t.Stop()
+			drainDone = t.C
+		case <-drainDone:
 			st.end(endShutdown)
-			return
+			return ReasonShutdown
 		case <-beat:
 			if !st.heartbeat() {
-				return
+				return ReasonWriteFailed
 			}
 		case <-s.wake:
 			var end endReason
 			buf, end = s.take(buf[:0])
-			if req.once && len(buf) > 0 {
-				st.events(buf[:1])
-				st.end(endComplete)
-				return
+			if st.req.once && len(buf) > 0 {
+				buf = buf[:1]
+				end = endComplete
 			}
-			if !st.events(buf) {
-				return
+			n, ok := st.events(buf)
+			if n > 0 {
+				h.obs.framesDelivered(op, n, time.Since(buf[len(buf)-1].at))
 			}
 			clear(buf)
+			if !ok {
+				return ReasonWriteFailed
+			}
 			if end.kind != 0 {
 				st.end(end)
-				return
+				if st.req.once && end.kind == endKindComplete {
+					return ReasonOnce
+				}
+				return end.reason()
 			}
 		}
 	}
@@ -275,22 +323,22 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 
 // serveOnce answers wg_subscribe_once without wg_sse: the first result as
 // the whole JSON body.
-func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, s *subscriber) {
+func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, s *subscriber) string {
 	var buf []*event
 	for {
 		select {
 		case <-r.Context().Done():
-			return
+			return ReasonClientGone
 		case <-h.shutdown:
 			writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
-			return
+			return ReasonShutdown
 		case <-s.wake:
 		}
 		var end endReason
 		buf, end = s.take(buf[:0])
 		if len(buf) > 0 {
 			writeJSON(w, http.StatusOK, buf[0].json)
-			return
+			return ReasonOnce
 		}
 		switch end.kind {
 		case 0:
@@ -304,7 +352,7 @@ func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, s *subscribe
 		default:
 			writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
 		}
-		return
+		return end.reason()
 	}
 }
 
@@ -330,18 +378,19 @@ func errorsJSON(errs json.RawMessage) []byte {
 type stream struct {
 	w         http.ResponseWriter
 	rc        *http.ResponseController
-	sse       bool
+	req       *request
 	timeout   time.Duration
 	beat      *time.Timer
 	beatEvery time.Duration
+	last      *event // the last result this client has, for patch and dedupe
 	failed    bool
 }
 
 // begin sends the head and, for SSE, the first comment, flushed at once so
 // the client knows the stream is open before any result.
-func (st *stream) begin() bool {
+func (st *stream) begin(reset bool) bool {
 	hd := st.w.Header()
-	if st.sse {
+	if st.req.sse {
 		hd.Set("Content-Type", "text/event-stream")
 	} else {
 		hd.Set("Content-Type", "application/json")
@@ -349,35 +398,77 @@ func (st *stream) begin() bool {
 	hd.Set("Cache-Control", "no-cache")
 	hd.Set("X-Accel-Buffering", "no")
 	st.w.WriteHeader(http.StatusOK)
-	if st.sse {
-		return st.write([]byte(sseComment))
+	if !st.req.sse {
+		return st.flush()
+	}
+	st.deadline()
+	if !st.put([]byte(sseComment)) {
+		return false
+	}
+	if reset && !st.put([]byte(sseReset)) {
+		return false
 	}
 	return st.flush()
 }
 
-func (st *stream) events(evs []*event) bool {
+// events writes a batch of results and flushes once, so a client with
+// several results waiting gets them in one write. It reports how many
+// frames it wrote, and false when a write failed.
+func (st *stream) events(evs []*event) (int, bool) {
 	if len(evs) == 0 {
-		return true
+		return 0, true
 	}
 	st.deadline()
+	n := 0
 	for _, ev := range evs {
-		b := ev.plain
-		if st.sse {
-			b = ev.sse
+		b := st.frame(ev)
+		st.last = ev
+		if b == nil {
+			continue
 		}
-		if _, err := st.w.Write(b); err != nil {
-			st.failed = true
-			return false
+		if !st.put(b) {
+			return n, false
+		}
+		n++
+	}
+	if n == 0 {
+		return 0, true
+	}
+	return n, st.flush()
+}
+
+// frame picks the bytes this client gets for ev: the shared frame, a shared
+// patch frame, or nothing (a duplicate, or a patch with no change).
+func (st *stream) frame(ev *event) []byte {
+	prev := st.last
+	if prev != nil && st.req.dedupe && ((prev.seq+1 == ev.seq && ev.same) || bytes.Equal(prev.json, ev.json)) {
+		return nil
+	}
+	if prev != nil && st.req.patch && !st.req.once {
+		p := ev.patchFrom(prev)
+		switch {
+		case p.empty:
+			return nil
+		case p.sse != nil:
+			if st.req.sse {
+				return p.sse
+			}
+			return p.plain
 		}
 	}
-	return st.flush()
+	if st.req.sse {
+		return ev.sse
+	}
+	return ev.plain
 }
 
 func (st *stream) heartbeat() bool {
-	if st.sse {
-		return st.write([]byte(sseComment))
+	st.deadline()
+	b := []byte(plainHeartbeat)
+	if st.req.sse {
+		b = []byte(sseComment)
 	}
-	return st.write([]byte(plainHeartbeat))
+	return st.put(b) && st.flush()
 }
 
 // end writes the error frame of end, if any, then, for SSE, the complete
@@ -389,28 +480,27 @@ func (st *stream) end(end endReason) {
 	st.deadline()
 	if end.errors != nil {
 		body := errorsJSON(end.errors)
-		if st.sse {
-			st.w.Write([]byte(sseDataPrefix))
-			st.w.Write(body)
-			st.w.Write([]byte("\n\n"))
-		} else {
-			st.w.Write(body)
-			st.w.Write([]byte("\n\n"))
+		if st.req.sse {
+			st.put([]byte(sseDataPrefix))
 		}
+		st.put(body)
+		st.put([]byte("\n\n"))
 	}
-	if st.sse {
-		st.w.Write([]byte(sseComplete))
+	if st.req.sse {
+		st.put([]byte(sseComplete))
 	}
 	st.flush()
 }
 
-func (st *stream) write(b []byte) bool {
-	st.deadline()
+func (st *stream) put(b []byte) bool {
+	if st.failed {
+		return false
+	}
 	if _, err := st.w.Write(b); err != nil {
 		st.failed = true
 		return false
 	}
-	return st.flush()
+	return true
 }
 
 // deadline bounds the next write: a client that does not take it within the
@@ -420,6 +510,9 @@ func (st *stream) deadline() {
 }
 
 func (st *stream) flush() bool {
+	if st.failed {
+		return false
+	}
 	if err := st.rc.Flush(); err != nil {
 		st.failed = true
 		return false

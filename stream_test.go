@@ -33,12 +33,12 @@ func TestSSEStreamBytes(t *testing.T) {
 	g.up.Chat.Post("", "hello")
 	g.up.Chat.Post("", "line\nbreak \"quoted\" <b>")
 	want := []string{
-		`data: {"data":{"gql_messageCreated":{"content":"hello","id":"1"}}}` + "\n\n",
+		"id: T.0\n" + `data: {"data":{"gql_messageCreated":{"content":"hello","id":"1"}}}` + "\n\n",
 		// The upstream's bytes pass through: graph-gophers escapes < and >.
-		`data: {"data":{"gql_messageCreated":{"content":"line\nbreak \"quoted\" \u003cb\u003e","id":"2"}}}` + "\n\n",
+		"id: T.1\n" + `data: {"data":{"gql_messageCreated":{"content":"line\nbreak \"quoted\" \u003cb\u003e","id":"2"}}}` + "\n\n",
 	}
 	for i, w := range want {
-		if got := c.frame(t); got != w {
+		if got := normIDs(c.frame(t)); got != w {
 			t.Errorf("frame %d:\n got %q\nwant %q", i, got, w)
 		}
 	}
@@ -54,8 +54,8 @@ func TestSSEAliasFlag(t *testing.T) {
 	g := newGateway(t, nil)
 	for _, q := range []string{"wg_see", "wg_sse", "wg_sse=1", "wg_see=true"} {
 		_, body := g.get(t, http.MethodGet, "/operations/Count?from=1&"+q)
-		want := ":\n\ndata: {\"data\":{\"gql_countdown\":1}}\n\nevent: complete\ndata: \n\n"
-		if body != want {
+		want := ":\n\nid: T.0\ndata: {\"data\":{\"gql_countdown\":1}}\n\nevent: complete\ndata: \n\n"
+		if body = normIDs(body); body != want {
 			t.Errorf("%s: got %q, want %q", q, body, want)
 		}
 	}
@@ -65,11 +65,11 @@ func TestUpstreamCompleteEndsStream(t *testing.T) {
 	g := newGateway(t, nil)
 	resp, body := g.get(t, http.MethodGet, "/operations/Count?wg_sse")
 	want := ":\n\n" +
-		"data: {\"data\":{\"gql_countdown\":3}}\n\n" +
-		"data: {\"data\":{\"gql_countdown\":2}}\n\n" +
-		"data: {\"data\":{\"gql_countdown\":1}}\n\n" +
+		"id: T.0\ndata: {\"data\":{\"gql_countdown\":3}}\n\n" +
+		"id: T.1\ndata: {\"data\":{\"gql_countdown\":2}}\n\n" +
+		"id: T.2\ndata: {\"data\":{\"gql_countdown\":1}}\n\n" +
 		"event: complete\ndata: \n\n"
-	if resp.StatusCode != 200 || body != want {
+	if body = normIDs(body); resp.StatusCode != 200 || body != want {
 		t.Fatalf("got %d %q\nwant %q", resp.StatusCode, body, want)
 	}
 	g.waitIdle(t)

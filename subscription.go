@@ -2,11 +2,15 @@ package gqlpush
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 )
 
 // errClosed is returned to requests that arrive after Close.
@@ -36,23 +40,83 @@ var (
 	endSlow        = endReason{kind: endKindSlow, errors: json.RawMessage(`[{"message":"client fell too far behind the stream","extensions":{"code":"SLOW_CONSUMER"}}]`)}
 )
 
+// reason names an end for the Observer.
+func (e endReason) reason() string {
+	switch e.kind {
+	case endKindComplete:
+		return ReasonComplete
+	case endKindUpstreamError:
+		return ReasonUpstreamError
+	case endKindUnavailable:
+		return ReasonUpstreamUnavailable
+	case endKindShutdown:
+		return ReasonShutdown
+	case endKindSlow:
+		return ReasonSlowConsumer
+	}
+	return ReasonClientGone
+}
+
 // An event is one upstream result, framed once for every subscriber: buf
 // holds the SSE frame, and the plain frame and the bare JSON are slices of
 // it, so no bytes are copied per subscriber.
 type event struct {
 	seq   uint64
-	sse   []byte // "data: {…}\n\n"
-	plain []byte // "{…}\n\n"
-	json  []byte // "{…}"
+	at    time.Time // when it came from the upstream
+	same  bool      // its JSON equals the previous event's
+	sse   []byte    // "id: <token>.<seq>\ndata: {…}\n\n"
+	plain []byte    // "{…}\n\n"
+	json  []byte    // "{…}"
+
+	patchOnce sync.Once
+	patch     *patchFrames // from the previous event; nil when none is worth sending
 }
 
-func newEvent(payload []byte) *event {
-	buf := make([]byte, 0, len(sseDataPrefix)+len(payload)+2)
+func newEvent(payload []byte, token string, seq uint64) *event {
+	n := len(sseDataPrefix) + len(payload) + 2
+	if token != "" {
+		n += len(sseIDPrefix) + len(token) + 1 + 20 + 1
+	}
+	buf := make([]byte, 0, n)
+	if token != "" {
+		buf = append(buf, sseIDPrefix...)
+		buf = appendEventID(buf, token, seq)
+		buf = append(buf, '\n')
+	}
 	buf = append(buf, sseDataPrefix...)
+	start := len(buf)
 	buf = append(buf, payload...)
 	buf = append(buf, "\n\n"...)
-	start := len(sseDataPrefix)
-	return &event{sse: buf, plain: buf[start:], json: buf[start : len(buf)-2]}
+	return &event{seq: seq, sse: buf, plain: buf[start:], json: buf[start : len(buf)-2]}
+}
+
+// appendEventID writes an SSE event id: the shared subscription's token, a
+// dot, the sequence number. Neither part can hold CR, LF or NUL.
+func appendEventID(b []byte, token string, seq uint64) []byte {
+	b = append(b, token...)
+	b = append(b, '.')
+	return strconv.AppendUint(b, seq, 10)
+}
+
+// parseEventID reads a Last-Event-ID; ok is false for anything malformed.
+func parseEventID(s string) (token string, seq uint64, ok bool) {
+	token, num, found := strings.Cut(s, ".")
+	if !found || len(token) != tokenLen {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseUint(num, 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+	return token, seq, true
+}
+
+const tokenLen = 16
+
+// newToken names one shared subscription, so that event ids of another,
+// or of another gqlpush instance, are never taken for its own.
+func newToken() string {
+	return strings.ToLower(rand.Text()[:tokenLen])
 }
 
 // A hub holds the shared upstream subscriptions of a handler. Requests for the
@@ -63,6 +127,7 @@ type hub struct {
 	cfg  *settings
 	pool *pool
 	log  *slog.Logger
+	obs  *Observer
 
 	mu     sync.Mutex
 	subs   map[subKey]*shared
@@ -77,12 +142,13 @@ type subKey struct {
 }
 
 // A shared subscription is one upstream subscription and its subscribers.
-// Its events form a log: each subscriber reads it from its own cursor, and
-// the log keeps what the slowest subscriber has not read yet, up to the
-// queue size.
+// Its events form a log: each subscriber reads it from its own cursor. The
+// log keeps what the slowest subscriber has not read yet, and the last
+// resumeFrames events for clients that reconnect.
 type shared struct {
 	h       *hub
 	key     subKey
+	token   string          // names it in event ids; "" when resumption is off
 	payload json.RawMessage // of subscribe: query, variables, operationName
 	conn    *upConn
 	cs      *connSub
@@ -93,8 +159,9 @@ type shared struct {
 	next    uint64 // seq of the next event
 	subs    []*subscriber
 	ended   bool // by the upstream or the pool; end says why
-	stopped bool // its last subscriber left
+	stopped bool // its last subscriber left (and the grace passed)
 	end     endReason
+	grace   *time.Timer // running while it has no subscriber
 }
 
 // A subscriber is one client's view of a shared subscription.
@@ -105,17 +172,20 @@ type subscriber struct {
 	slow   bool          // fell behind; guarded by sh.mu
 }
 
-func newHub(cfg *settings, p *pool, log *slog.Logger) *hub {
-	return &hub{cfg: cfg, pool: p, log: log, subs: make(map[subKey]*shared)}
+func newHub(cfg *settings, p *pool, log *slog.Logger, obs *Observer) *hub {
+	return &hub{cfg: cfg, pool: p, log: log, obs: obs, subs: make(map[subKey]*shared)}
 }
 
 // join adds a subscriber to the shared subscription for key, starting one
-// upstream when there is none.
-func (h *hub) join(key subKey, header http.Header, init json.RawMessage) (*subscriber, error) {
+// upstream when there is none. With a lastEventID the subscriber resumes
+// after that event when the log still holds what followed it; reset reports
+// that it could not, so the client must start afresh.
+func (h *hub) join(key subKey, header http.Header, init json.RawMessage, lastEventID string) (s *subscriber, reset bool, err error) {
+	token, seq, resume := parseEventID(lastEventID)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return nil, errClosed
+		return nil, false, errClosed
 	}
 	sh := h.subs[key]
 	if sh == nil {
@@ -125,29 +195,47 @@ func (h *hub) join(key subKey, header http.Header, init json.RawMessage) (*subsc
 			OperationName: key.ep.op.opName,
 		})
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		sh = &shared{h: h, key: key, payload: payload}
-		s := &subscriber{sh: sh, wake: make(chan struct{}, 1)}
+		if h.cfg.resumeFrames > 0 && key.nonce == 0 {
+			sh.token = newToken()
+		}
+		s = &subscriber{sh: sh, wake: make(chan struct{}, 1)}
 		// The subscriber is in before the upstream hears of the
 		// subscription, so it cannot miss the first result.
 		sh.subs = append(sh.subs, s)
 		if err := h.pool.attach(connKey{up: key.ep.up, identity: key.identity}, header, init, sh); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		h.subs[key] = sh
-		return s, nil
+		h.obs.subscriptionStarted(key.ep.op.name)
+		return s, resume, nil
 	}
-	s := &subscriber{sh: sh, wake: make(chan struct{}, 1)}
+	s = &subscriber{sh: sh, wake: make(chan struct{}, 1)}
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.grace != nil {
+		sh.grace.Stop()
+		sh.grace = nil
+	}
 	s.cursor = sh.next
+	if resume {
+		if token == sh.token && seq >= sh.base && seq < sh.next {
+			s.cursor = seq + 1
+			if s.cursor < sh.next {
+				s.notify()
+			}
+		} else {
+			reset = true
+		}
+	}
 	sh.subs = append(sh.subs, s)
-	sh.mu.Unlock()
-	return s, nil
+	return s, reset, nil
 }
 
-// leave removes a subscriber. The last one to leave stops the upstream
-// subscription at once.
+// leave removes a subscriber. When the last one leaves, the upstream
+// subscription stops at once, or after the resume grace.
 func (h *hub) leave(s *subscriber) {
 	sh := s.sh
 	h.mu.Lock()
@@ -161,35 +249,88 @@ func (h *hub) leave(s *subscriber) {
 			break
 		}
 	}
-	stop := len(sh.subs) == 0 && !sh.ended && !sh.stopped
-	if stop {
-		sh.stopped = true
-		sh.events = nil
-		if h.subs[sh.key] == sh {
-			delete(h.subs, sh.key)
+	var stop bool
+	if len(sh.subs) == 0 && !sh.ended && !sh.stopped {
+		if grace := h.cfg.resumeGrace; grace > 0 && sh.key.nonce == 0 {
+			if sh.grace == nil {
+				sh.grace = time.AfterFunc(grace, sh.expire)
+			}
+		} else {
+			stop = sh.stopLocked()
 		}
-	} else {
-		sh.trimLocked()
+	}
+	sh.trimLocked()
+	sh.mu.Unlock()
+	h.mu.Unlock()
+	if stop {
+		sh.conn.detach(sh.cs)
+		h.obs.subscriptionStopped(sh.key.ep.op.name, ReasonClientGone)
+	}
+}
+
+// stopLocked takes the subscription out of the hub; the caller tells the
+// upstream. Called with h.mu and sh.mu held.
+func (sh *shared) stopLocked() bool {
+	sh.stopped = true
+	sh.events = nil
+	if sh.h.subs[sh.key] == sh {
+		delete(sh.h.subs, sh.key)
+	}
+	return true
+}
+
+// expire ends a subscription whose resume grace passed with no subscriber.
+func (sh *shared) expire() {
+	h := sh.h
+	h.mu.Lock()
+	sh.mu.Lock()
+	stop := sh.grace != nil && len(sh.subs) == 0 && !sh.ended && !sh.stopped
+	if stop {
+		sh.grace = nil
+		sh.stopLocked()
 	}
 	sh.mu.Unlock()
 	h.mu.Unlock()
 	if stop {
 		sh.conn.detach(sh.cs)
+		h.obs.subscriptionStopped(sh.key.ep.op.name, ReasonClientGone)
 	}
 }
 
-// count reports the number of shared subscriptions.
-func (h *hub) count() int {
+// stats reports the number of shared subscriptions and of the events they
+// hold.
+func (h *hub) stats() (subs, events int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.subs)
+	for _, sh := range h.subs {
+		sh.mu.Lock()
+		events += len(sh.events)
+		sh.mu.Unlock()
+	}
+	return len(h.subs), events
 }
 
-// close refuses new subscribers.
+// close refuses new subscribers and ends the subscriptions that wait out
+// their resume grace.
 func (h *hub) close() {
 	h.mu.Lock()
 	h.closed = true
+	var idle []*shared
+	for _, sh := range h.subs {
+		sh.mu.Lock()
+		if sh.grace != nil {
+			sh.grace.Stop()
+			sh.grace = nil
+			sh.stopLocked()
+			idle = append(idle, sh)
+		}
+		sh.mu.Unlock()
+	}
 	h.mu.Unlock()
+	for _, sh := range idle {
+		sh.conn.detach(sh.cs)
+		h.obs.subscriptionStopped(sh.key.ep.op.name, ReasonShutdown)
+	}
 }
 
 // publish frames one upstream result and hands it to every subscriber. It
@@ -201,29 +342,37 @@ func (sh *shared) publish(raw json.RawMessage) {
 		sh.h.log.Warn("bad upstream result", "operation", sh.key.ep.op.name, "err", err)
 		return
 	}
-	ev := newEvent(payload)
 	limit := uint64(sh.h.cfg.queueSize)
+	now := time.Now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.ended || sh.stopped {
 		return
 	}
-	ev.seq = sh.next
+	ev := newEvent(payload, sh.token, sh.next)
+	ev.at = now
+	if n := len(sh.events); n > 0 && sh.events[n-1].seq+1 == ev.seq {
+		ev.same = bytes.Equal(sh.events[n-1].json, ev.json)
+	}
 	sh.next++
 	sh.events = append(sh.events, ev)
+	low := sh.next
 	for _, s := range sh.subs {
 		if s.slow {
 			continue
 		}
 		if sh.next-s.cursor > limit {
 			s.slow = true
+		} else if s.cursor < low {
+			low = s.cursor
 		}
 		s.notify()
 	}
-	sh.trimLocked()
+	sh.trimTo(low)
 }
 
-// trimLocked drops the events every subscriber has read.
+// trimLocked drops what no subscriber will read and resumption does not
+// need.
 func (sh *shared) trimLocked() {
 	low := sh.next
 	for _, s := range sh.subs {
@@ -231,10 +380,17 @@ func (sh *shared) trimLocked() {
 			low = s.cursor
 		}
 	}
-	n := int(low - sh.base)
-	if n <= 0 {
+	sh.trimTo(low)
+}
+
+func (sh *shared) trimTo(low uint64) {
+	if keep := uint64(max(sh.h.cfg.resumeFrames, 0)); sh.next-low < keep {
+		low = sh.next - min(keep, sh.next)
+	}
+	if low <= sh.base {
 		return
 	}
+	n := int(low - sh.base)
 	clear(sh.events[:n])
 	if n == len(sh.events) {
 		sh.events = sh.events[:0]
@@ -255,15 +411,23 @@ func (sh *shared) finish(end endReason) {
 		delete(h.subs, sh.key)
 	}
 	sh.mu.Lock()
-	if !sh.ended && !sh.stopped {
+	done := !sh.ended && !sh.stopped
+	if done {
 		sh.ended = true
 		sh.end = end
+		if sh.grace != nil {
+			sh.grace.Stop()
+			sh.grace = nil
+		}
 		for _, s := range sh.subs {
 			s.notify()
 		}
 	}
 	sh.mu.Unlock()
 	h.mu.Unlock()
+	if done {
+		h.obs.subscriptionStopped(sh.key.ep.op.name, end.reason())
+	}
 }
 
 func (s *subscriber) notify() {
@@ -271,6 +435,12 @@ func (s *subscriber) notify() {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+func (s *subscriber) isSlow() bool {
+	s.sh.mu.Lock()
+	defer s.sh.mu.Unlock()
+	return s.slow
 }
 
 // take appends the unread events to buf. When the stream is over for this

@@ -67,7 +67,12 @@ type bubble struct {
 }
 
 func newBubble(t *testing.T, edit func(*gqlpush.Config)) *bubble {
-	up := gqlpushtest.NewUnstartedServer(nil)
+	return newBubbleWith(t, gqlpushtest.NewUnstartedServer(nil), edit)
+}
+
+// newBubbleWith serves the test operations in front of up, reached through
+// its in-memory dialer.
+func newBubbleWith(t *testing.T, up *gqlpushtest.Server, edit func(*gqlpush.Config)) *bubble {
 	cfg := gqlpush.Config{
 		Operations: mustParse(t, testOperations),
 		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: "ws://upstream.invalid/graphql", Schema: gqlpushtest.ChatSchema, Dialer: up.Dialer()}},

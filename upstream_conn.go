@@ -32,6 +32,7 @@ var (
 type pool struct {
 	cfg *settings
 	log *slog.Logger
+	obs *Observer
 
 	ctx      context.Context // cancelled to stop everything at once
 	cancel   context.CancelFunc
@@ -49,11 +50,12 @@ type connKey struct {
 	identity string // what was forwarded: different values never share a connection
 }
 
-func newPool(cfg *settings, log *slog.Logger) *pool {
+func newPool(cfg *settings, log *slog.Logger, obs *Observer) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &pool{
 		cfg:      cfg,
 		log:      log,
+		obs:      obs,
 		ctx:      ctx,
 		cancel:   cancel,
 		shutdown: make(chan struct{}),
@@ -168,12 +170,15 @@ func (c *upConn) run() {
 	up := c.key.up
 	var lostAt time.Time
 	ceiling := backoffMin
+	redials := 0
 	for {
 		t, w, err := c.connect()
 		if err == nil {
 			c.p.log.Debug("upstream connected", "upstream", up.label, "protocol", string(w.protocol))
-			lostAt, ceiling = time.Time{}, backoffMin
+			c.p.obs.upstreamConnected(up.label, redials)
+			lostAt, ceiling, redials = time.Time{}, backoffMin, 0
 			err = c.serve(t, w)
+			c.p.obs.upstreamDisconnected(up.label, err)
 			if err == nil {
 				return // closed on purpose
 			}
@@ -181,6 +186,7 @@ func (c *upConn) run() {
 		} else if c.p.ctx.Err() == nil {
 			c.p.log.Warn("upstream connection failed", "upstream", up.label, "err", err)
 		}
+		redials++
 		if lostAt.IsZero() {
 			lostAt = time.Now()
 		}
@@ -531,14 +537,16 @@ func (c *upConn) lookup(id string) *connSub {
 	return c.subs[id]
 }
 
+// remove takes off a subscription the upstream ended.
 func (c *upConn) remove(id string) *connSub {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	cs := c.subs[id]
 	if cs != nil {
 		cs.gone = true
 		delete(c.subs, id)
 	}
+	c.mu.Unlock()
+	c.signal() // the idle timer may have to start
 	return cs
 }
 

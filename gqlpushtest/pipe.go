@@ -20,6 +20,9 @@ func (d memDialer) Dial(ctx context.Context, req *gqlpush.DialRequest) (gqlpush.
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if d.s.isDown() {
+		return nil, errDown
+	}
 	if !slices.Contains(d.s.opts.Protocols, req.Subprotocol) {
 		return nil, &gqlpush.HandshakeError{StatusCode: http.StatusSwitchingProtocols, Subprotocol: req.Subprotocol}
 	}

@@ -86,6 +86,8 @@ type Server struct {
 	live     int           // subscriptions running
 	changed  chan struct{} // closed and replaced on every change
 	closed   bool
+	silent   bool
+	down     bool
 }
 
 // A Message is one message the server received.
@@ -191,6 +193,10 @@ func (s *Server) Close() {
 // ServeHTTP accepts a WebSocket and serves it. It makes the server
 // mountable in any mux, as the demo does.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.isDown() {
+		http.Error(w, "upstream down", http.StatusServiceUnavailable)
+		return
+	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: s.opts.Protocols})
 	if err != nil {
 		return
@@ -232,6 +238,40 @@ func (s *Server) CloseConnections() {
 	for _, c := range conns {
 		c.t.closeNow()
 	}
+}
+
+// SetDown takes the server down (true) or back up (false). While down it
+// drops every connection and refuses new ones — the WebSocket handshake
+// gets 503, the in-memory dialer an error — as a crashed upstream would,
+// without giving up its address.
+func (s *Server) SetDown(down bool) {
+	s.mu.Lock()
+	s.down = down
+	s.mu.Unlock()
+	if down {
+		s.CloseConnections()
+	}
+}
+
+func (s *Server) isDown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.down
+}
+
+// SetSilent makes the server stop sending anything — results, pongs, ka —
+// while it keeps its connections open and goes on reading, as a hung
+// upstream would; false makes it speak again. What it did not send is lost.
+func (s *Server) SetSilent(silent bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.silent = silent
+}
+
+func (s *Server) isSilent() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.silent
 }
 
 // CompleteAll ends every running subscription from the server side: each
@@ -336,4 +376,7 @@ func (s *Server) changedLocked() {
 	s.changed = make(chan struct{})
 }
 
-var errClosed = errors.New("gqlpushtest: server closed")
+var (
+	errClosed = errors.New("gqlpushtest: server closed")
+	errDown   = errors.New("gqlpushtest: server down")
+)

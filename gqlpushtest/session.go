@@ -76,7 +76,11 @@ func (s *Server) serve(t transport, proto string, header http.Header) {
 	s.nextConn++
 	ss.id = s.nextConn
 	s.conns[ss.id] = ss
+	down := s.down
 	s.mu.Unlock()
+	if down {
+		t.closeNow()
+	}
 	defer func() {
 		ss.stopAll()
 		s.mu.Lock()
@@ -189,6 +193,9 @@ func (s *Server) record(conn int, m wireMessage) {
 }
 
 func (ss *session) send(m wireMessage) bool {
+	if ss.s.isSilent() {
+		return true
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return false
