@@ -273,3 +273,59 @@ func (b *bubble) get(t *testing.T, target string) (*recorder, string) {
 	w.Flush()
 	return w, w.seen()
 }
+
+func TestCloseDrainsOverTheWindow(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		window   time.Duration // Config.DrainWindow
+		deadline time.Duration // of Close's context; 0 for none
+		within   time.Duration // every stream ends before this
+	}{
+		{"default window", 0, 0, gqlpush.DefaultDrainWindow},
+		{"configured window", 3 * time.Second, 0, 3 * time.Second},
+		{"bounded by the deadline", 0, 200 * time.Millisecond, 100 * time.Millisecond},
+		{"no drain", -1, 0, time.Nanosecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBubble(t, func(cfg *gqlpush.Config) { cfg.DrainWindow = tt.window })
+				const n = 20
+				start := time.Now()
+				ends := make(chan time.Duration, n)
+				for range n {
+					w, _, done := b.openSSE(t, "/Sub?wg_sse", nil)
+					w.seen()
+					go func() {
+						<-done
+						d := time.Since(start)
+						if got := w.seen(); !strings.HasSuffix(got, "event: complete\ndata: \n\n") || !strings.Contains(got, "SHUTTING_DOWN") {
+							t.Errorf("stream ended with %q", got)
+						}
+						ends <- d
+					}()
+				}
+				ctx := context.Background()
+				if tt.deadline > 0 {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, tt.deadline)
+					defer cancel()
+				}
+				if err := b.h.Close(ctx); err != nil {
+					t.Fatal(err)
+				}
+				distinct := map[time.Duration]bool{}
+				for range n {
+					d := <-ends
+					if d >= tt.within {
+						t.Errorf("a stream ended after %v, want before %v", d, tt.within)
+					}
+					distinct[d] = true
+				}
+				if tt.window >= 0 && len(distinct) < n/2 {
+					t.Errorf("the ends came at only %d instants: not spread", len(distinct))
+				}
+				b.up.Close()
+			})
+		})
+	}
+}

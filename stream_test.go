@@ -318,3 +318,28 @@ func TestServerShutdownWithOpenStreams(t *testing.T) {
 		t.Errorf("after Shutdown: %+v", s)
 	}
 }
+
+func TestUpstreamRestartOverTheNetwork(t *testing.T) {
+	g := newGateway(t, nil)
+	c := g.open(t, "/operations/Sub?wg_sse")
+	c.frame(t)
+	g.waitSubscriptions(t, 1)
+	g.up.Chat.Post("", "before")
+	if f := c.frame(t); !strings.Contains(f, `"before"`) {
+		t.Fatalf("before the restart: %q", f)
+	}
+	if err := g.up.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.up.WaitMatches(waitCtx(t), 2, isType("subscribe")); err != nil {
+		t.Fatalf("no resubscribe after the restart: %v", err)
+	}
+	g.waitSubscriptions(t, 1)
+	g.up.Chat.Post("", "after")
+	if f := c.frame(t); !strings.Contains(f, `"after"`) {
+		t.Fatalf("after the restart: %q (the client must stay connected, with no error)", f)
+	}
+	if n := len(g.up.Conns()); n != 2 {
+		t.Errorf("%d upstream connections, want 2", n)
+	}
+}
