@@ -1,8 +1,18 @@
 package gqlpush
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/vektah/gqlparser/v2/ast"
 )
@@ -12,6 +22,9 @@ type Principal struct {
 	Subject string         // the user's id (the "sub" claim of a JWT)
 	Roles   []string       // checked by @rbac
 	Claims  map[string]any // all verified claims, read by @fromClaim
+	// Expires is when the credentials stop being valid; a stream opened
+	// with them ends then. Zero means never.
+	Expires time.Time
 }
 
 // An Authenticator verifies the credentials of a request. It returns a nil
@@ -133,4 +146,229 @@ func parseFromClaim(d *ast.Directive, fail func(*ast.Position, string, ...any) e
 		return v.Raw, nil
 	}
 	return "", fail(v.Position, "@fromClaim: name is a claim path string or a well-known claim name")
+}
+
+// allows checks the @rbac rules against a principal's roles: every rule
+// given must hold.
+func (r accessRules) allows(p *Principal) bool {
+	if r.requireAuth && p == nil {
+		return false
+	}
+	has := func(role string) bool { return slices.Contains(p.Roles, role) }
+	all := func(roles []string) bool {
+		for _, role := range roles {
+			if !has(role) {
+				return false
+			}
+		}
+		return true
+	}
+	any := func(roles []string) bool {
+		return slices.ContainsFunc(roles, has)
+	}
+	for rule, roles := range r.rbac {
+		var ok bool
+		switch rule {
+		case "requireMatchAll":
+			ok = all(roles)
+		case "requireMatchAny":
+			ok = any(roles)
+		case "denyMatchAll":
+			ok = !all(roles)
+		case "denyMatchAny":
+			ok = !any(roles)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// lookupClaim finds a claim by path: "sub", "org.id". A claim whose own name
+// holds dots ("https://example.com/roles") is found too: at each level the
+// longest name that exists wins.
+func lookupClaim(claims map[string]any, path string) any {
+	if v, ok := claims[path]; ok {
+		return v
+	}
+	for i := len(path) - 1; i > 0; i-- {
+		if path[i] != '.' {
+			continue
+		}
+		if sub, ok := claims[path[:i]].(map[string]any); ok {
+			if v := lookupClaim(sub, path[i+1:]); v != nil {
+				return v
+			}
+		}
+	}
+	return nil
+}
+
+// errNotAuthenticated answers a request without valid credentials where
+// they are needed. Missing and invalid credentials get the same message: a
+// client learns nothing of which check failed.
+func errNotAuthenticated(presented bool) *httpError {
+	e := &httpError{status: http.StatusUnauthorized, code: CodeUnauthenticated, msg: "not authenticated", bearer: "Bearer"}
+	if presented {
+		e.bearer = `Bearer error="invalid_token"` // RFC 6750, section 3.1
+	}
+	return e
+}
+
+var errForbidden = &httpError{status: http.StatusForbidden, code: CodeForbidden, msg: "forbidden"}
+
+// authenticate verifies the request's credentials, if any, and checks the
+// operation's rules. Invalid credentials are refused even where none are
+// needed.
+func (h *Handler) authenticate(r *http.Request, ep *endpoint) (*Principal, *httpError) {
+	var p *Principal
+	if h.auth != nil {
+		var err error
+		p, err = h.auth.Authenticate(r)
+		if err != nil {
+			h.log.Debug("authentication failed", "operation", ep.op.name, "err", scrubURLs(err.Error()))
+			return nil, errNotAuthenticated(true)
+		}
+		if p != nil && !p.Expires.IsZero() && !time.Now().Before(p.Expires) {
+			return nil, errNotAuthenticated(true)
+		}
+	}
+	if p == nil && ep.needsAuth {
+		return nil, errNotAuthenticated(false)
+	}
+	if !ep.op.rules.allows(p) {
+		return nil, errForbidden
+	}
+	return p, nil
+}
+
+// hopByHop are headers that belong to one connection and can never be
+// forwarded onto the upstream's WebSocket handshake.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length"}
+
+// checkForwardHeaders canonicalises the names of Upstream.ForwardHeaders.
+func checkForwardHeaders(names []string) ([]string, error) {
+	var out []string
+	for _, n := range names {
+		c := http.CanonicalHeaderKey(strings.TrimSpace(n))
+		if c == "" || strings.ContainsAny(c, " :\r\n") {
+			return nil, errors.New("ForwardHeaders: " + strconv.Quote(n) + " is not a header name")
+		}
+		if slices.Contains(hopByHop, c) || strings.HasPrefix(c, "Sec-Websocket-") {
+			return nil, errors.New("ForwardHeaders: " + c + " belongs to one connection and cannot be forwarded")
+		}
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// forward builds what goes upstream for one caller: the handshake headers
+// (the upstream's own, then the allowed client headers) and the
+// connection_init payload. identity digests what was taken from the caller:
+// callers whose forwarded values differ never share an upstream connection
+// or a subscription. Nothing forwarded, no identity.
+func (h *Handler) forward(r *http.Request, up *upstream, p *Principal) (http.Header, json.RawMessage, string, *httpError) {
+	header, init := up.header, up.init
+	if len(up.forward) == 0 && up.initFunc == nil {
+		return header, init, "", nil
+	}
+	d := sha256.New()
+	field := func(b []byte) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		d.Write(n[:])
+		d.Write(b)
+	}
+	if len(up.forward) > 0 {
+		header = up.header.Clone()
+		for _, name := range up.forward {
+			vals := r.Header.Values(name)
+			field([]byte(name))
+			field([]byte(strconv.Itoa(len(vals))))
+			for _, v := range vals {
+				field([]byte(v))
+			}
+			if len(vals) > 0 {
+				header[name] = slices.Clone(vals)
+			}
+		}
+	}
+	if up.initFunc != nil {
+		payload, err := up.initFunc(r, p)
+		if err == nil && payload != nil && !isJSONObject(payload) {
+			err = errors.New("not a JSON object")
+		}
+		if err != nil {
+			h.log.Error("building the connection_init payload failed", "upstream", up.label, "err", scrubURLs(err.Error()))
+			return nil, nil, "", &httpError{status: http.StatusInternalServerError, code: CodeInternal, msg: "internal error"}
+		}
+		init = payload
+		field([]byte("init"))
+		field(payload)
+	}
+	return header, init, hex.EncodeToString(d.Sum(nil)), nil
+}
+
+func isJSONObject(b []byte) bool {
+	var obj map[string]any
+	return json.Unmarshal(b, &obj) == nil && obj != nil
+}
+
+// RetryAfter is the Retry-After of a 429: a hint, in seconds, of when a
+// stream may be free again.
+const RetryAfter = 5
+
+// limits caps open streams, in all and per principal. The counts move only
+// under the lock, and each acquire is undone by exactly one release.
+type limits struct {
+	max, perMax int // 0: no cap
+
+	mu    sync.Mutex
+	total int
+	per   map[string]int
+}
+
+func (l *limits) acquire(key string) (release func(), herr *httpError) {
+	if l.max == 0 && l.perMax == 0 {
+		return func() {}, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if (l.max > 0 && l.total >= l.max) || (l.perMax > 0 && l.per[key] >= l.perMax) {
+		return nil, &httpError{status: http.StatusTooManyRequests, code: CodeTooManyStreams, msg: "too many streams", retry: strconv.Itoa(RetryAfter)}
+	}
+	l.total++
+	l.per[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.total--
+			if l.per[key]--; l.per[key] == 0 {
+				delete(l.per, key)
+			}
+		})
+	}, nil
+}
+
+// limitKey names whose streams a request counts against: the principal's
+// subject, or, for anonymous callers, their address.
+func (h *Handler) limitKey(r *http.Request, p *Principal) string {
+	if p != nil && p.Subject != "" {
+		return "sub:" + p.Subject
+	}
+	if h.clientAddress != nil {
+		return "addr:" + h.clientAddress(r)
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "addr:" + host
 }

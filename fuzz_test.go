@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -137,7 +139,7 @@ func FuzzCoerceVariables(f *testing.F) {
 		if fromJSON != nil {
 			params = nil
 		}
-		vars, err := ep.coerceVariables(fromJSON, params)
+		vars, err := ep.coerceVariables(fromJSON, params, nil)
 		if err != nil {
 			var ie *inputError
 			if !errors.As(err, &ie) {
@@ -153,7 +155,7 @@ func FuzzCoerceVariables(f *testing.F) {
 		if err != nil {
 			t.Fatalf("canonical variables %s do not decode: %v", b, err)
 		}
-		vars2, err := ep.coerceVariables(again.(map[string]any), nil)
+		vars2, err := ep.coerceVariables(again.(map[string]any), nil, nil)
 		if err != nil {
 			t.Fatalf("canonical variables %s do not coerce: %v", b, err)
 		}
@@ -217,4 +219,80 @@ func jsonEqual(a, b json.RawMessage) bool {
 	ja, _ := json.Marshal(x)
 	jb, _ := json.Marshal(y)
 	return bytes.Equal(ja, jb)
+}
+
+// FuzzExtractToken: any headers give a token of bounded token68 shape, or
+// nothing, or an error; never a panic, and never a token the headers did
+// not carry.
+func FuzzExtractToken(f *testing.F) {
+	for _, s := range [][2]string{
+		{"Bearer abc.def.ghi", ""},
+		{"bearer   abc", ""},
+		{"", "access_token=abc.def"},
+		{"Bearer abc", "access_token=abc"},
+		{"Bearer abc", "access_token=xyz"},
+		{"Basic dXNlcjpwYXNz", ""},
+		{"Bearer ", "access_token="},
+		{"Bearer a b", "access_token=a; access_token=b"},
+		{"Bearer ====", "x=1; access_token=\"quoted\""},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, auth, cookie string) {
+		h := http.Header{}
+		if auth != "" {
+			h.Set("Authorization", auth)
+		}
+		if cookie != "" {
+			h.Set("Cookie", cookie)
+		}
+		tok, err := extractToken(h, DefaultAuthCookie)
+		if err != nil || tok == "" {
+			return
+		}
+		if !isToken68(tok) {
+			t.Fatalf("token %q is not token68", tok)
+		}
+		if !strings.Contains(auth, tok) && !strings.Contains(cookie, tok) {
+			t.Fatalf("token %q came from nowhere", tok)
+		}
+	})
+}
+
+// FuzzLookupClaim: a claim path finds the value a plain walk of its dotted
+// parts finds, when there is one, and never panics.
+func FuzzLookupClaim(f *testing.F) {
+	for _, s := range []string{
+		`{"sub":"u"}` + "\x00sub",
+		`{"org":{"id":7}}` + "\x00org.id",
+		`{"https://x.test/roles":["a"]}` + "\x00https://x.test/roles",
+		`{"a.b":{"c":1},"a":{"b":{"c":2}}}` + "\x00a.b.c",
+		`{"a":[1,2]}` + "\x00a.0",
+		`{}` + "\x00.",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		doc, path, ok := strings.Cut(in, "\x00")
+		if !ok {
+			return
+		}
+		var claims map[string]any
+		if json.Unmarshal([]byte(doc), &claims) != nil {
+			return
+		}
+		got := lookupClaim(claims, path)
+		var walk any = claims
+		for _, part := range strings.Split(path, ".") {
+			m, ok := walk.(map[string]any)
+			if !ok {
+				walk = nil
+				break
+			}
+			walk = m[part]
+		}
+		if got == nil && walk != nil {
+			t.Fatalf("path %q: nothing found, a plain walk finds %v", path, walk)
+		}
+	})
 }

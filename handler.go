@@ -115,10 +115,31 @@ type Config struct {
 	// deliveries, for metrics. Nil means none.
 	Observer *Observer
 
-	// Authenticator verifies credentials. Nil means every caller is
-	// anonymous; operations with @auth, @rbac or @fromClaim then make
-	// NewHandler fail rather than serve them unguarded.
+	// Authenticator verifies credentials (see JWTAuthenticator). Nil
+	// means every caller is anonymous; operations with @auth, @rbac or
+	// @fromClaim then make NewHandler fail rather than serve them
+	// unguarded.
 	Authenticator Authenticator
+
+	// MaxStreams caps the streams open at once; one more is refused with
+	// 429 TOO_MANY_STREAMS. Zero means no cap.
+	MaxStreams int
+
+	// MaxStreamsPerPrincipal caps the streams one caller may hold open: an
+	// authenticated caller by subject, an anonymous one by address. Zero
+	// means no cap.
+	MaxStreamsPerPrincipal int
+
+	// ClientAddress names an anonymous caller for MaxStreamsPerPrincipal.
+	// Nil means the host of the request's RemoteAddr. Behind a proxy or a
+	// load balancer, derive it from the header the proxy sets — and only
+	// from a header a client cannot forge past that proxy.
+	ClientAddress func(r *http.Request) string
+
+	// CORSOrigins lists the origins (https://app.example.com) whose pages
+	// may read streams from another origin, cookies included. Empty means
+	// none: browsers allow same-origin pages only.
+	CORSOrigins []string
 
 	// Logger receives operational events (upstream connects, losses). Nil
 	// means silent. Nothing secret is logged.
@@ -152,6 +173,20 @@ type Upstream struct {
 	// InitPayload is the payload of connection_init, a JSON object. Nil
 	// means none is sent.
 	InitPayload json.RawMessage
+
+	// ForwardHeaders names client request headers copied onto the
+	// upstream's WebSocket handshake, such as "Authorization". Nil means
+	// none. Callers whose forwarded values differ never share an upstream
+	// connection or a subscription. Cookie is forwarded only when named;
+	// headers of one connection (Connection, Upgrade, Sec-WebSocket-*, …)
+	// never are.
+	ForwardHeaders []string
+
+	// InitPayloadFunc builds the connection_init payload for a caller, from
+	// the request and its principal (nil when anonymous); it replaces
+	// InitPayload. Nil means InitPayload for everyone. As with
+	// ForwardHeaders, callers with different payloads are kept apart.
+	InitPayloadFunc func(r *http.Request, p *Principal) (json.RawMessage, error)
 
 	// Dialer opens connections. Nil means a zero WebSocketDialer.
 	Dialer Dialer
@@ -192,6 +227,10 @@ type Handler struct {
 	obs       *Observer
 	pool      *pool
 	hub       *hub
+	limits    *limits
+	origins   []string
+
+	clientAddress func(*http.Request) string
 
 	shutdown chan struct{} // closed by Close: streams end
 	drain    time.Duration // set by Close before shutdown closes
@@ -215,6 +254,8 @@ type upstream struct {
 	protocol Protocol
 	dialer   Dialer
 	schema   *upstreamSchema
+	forward  []string // canonical header names, sorted
+	initFunc func(*http.Request, *Principal) (json.RawMessage, error)
 	learned  atomic.Value // string: the protocol that worked, for ProtocolAuto
 }
 
@@ -231,12 +272,23 @@ func (u *upstream) protocolsToTry() []Protocol {
 
 // An endpoint is an operation bound to its upstream.
 type endpoint struct {
-	op       *Operation
-	up       *upstream
-	query    string         // sent upstream
-	defaults map[string]any // coerced default values
-	coerce   coercer
-	vars     []*variableDef
+	op        *Operation
+	up        *upstream
+	query     string         // sent upstream
+	defaults  map[string]any // coerced default values
+	coerce    coercer
+	vars      []*variableDef
+	needsAuth bool // @auth, @rbac or a @fromClaim variable
+}
+
+// declares reports whether the operation declares a variable of that name.
+func (e *endpoint) declares(name string) bool {
+	for _, v := range e.vars {
+		if v.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *endpoint) variablesJSON(vars string) json.RawMessage {
@@ -276,8 +328,12 @@ func NewHandler(cfg Config) (*Handler, error) {
 			return nil, fmt.Errorf("gqlpush: Config.%s is negative", name)
 		}
 	}
-	if s.queueSize < 0 || s.maxQueryBytes < 0 {
-		return nil, errors.New("gqlpush: Config.QueueSize and Config.MaxQueryBytes must not be negative")
+	if s.queueSize < 0 || s.maxQueryBytes < 0 || cfg.MaxStreams < 0 || cfg.MaxStreamsPerPrincipal < 0 {
+		return nil, errors.New("gqlpush: Config.QueueSize, MaxQueryBytes, MaxStreams and MaxStreamsPerPrincipal must not be negative")
+	}
+	origins, err := checkOrigins(cfg.CORSOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("gqlpush: Config.%w", err)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -297,8 +353,12 @@ func NewHandler(cfg Config) (*Handler, error) {
 		auth:      cfg.Authenticator,
 		log:       log,
 		obs:       cfg.Observer,
-		shutdown:  make(chan struct{}),
-		idle:      make(chan struct{}),
+		limits:    &limits{max: cfg.MaxStreams, perMax: cfg.MaxStreamsPerPrincipal, per: map[string]int{}},
+		origins:   origins,
+
+		clientAddress: cfg.ClientAddress,
+		shutdown:      make(chan struct{}),
+		idle:          make(chan struct{}),
 	}
 	var errs []error
 	for _, op := range cfg.Operations {
@@ -361,6 +421,10 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 				return nil, fmt.Errorf("gqlpush: %s: InitPayload is not a JSON object", what)
 			}
 		}
+		forward, err := checkForwardHeaders(u.ForwardHeaders)
+		if err != nil {
+			return nil, fmt.Errorf("gqlpush: %s: %w", what, err)
+		}
 		r := &upstream{
 			name:     u.Name,
 			label:    u.Name,
@@ -369,6 +433,8 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 			init:     u.InitPayload,
 			protocol: u.Protocol,
 			dialer:   u.Dialer,
+			forward:  forward,
+			initFunc: u.InitPayloadFunc,
 		}
 		if r.label == "" {
 			r.label = pu.Host // host only: the URL may hold credentials
@@ -403,16 +469,14 @@ func bind(op *Operation, ups []*upstream, haveAuth bool) (*endpoint, error) {
 		}
 		return nil, fail("field %s names no configured upstream (fields start with one of: %s)", op.rootField.Name, strings.Join(names, ", "))
 	}
-	if !haveAuth {
-		needs := op.rules.requireAuth
-		for _, v := range op.vars {
-			needs = needs || v.claim != ""
-		}
-		if needs {
-			return nil, &OperationError{File: op.file, Message: "the operation requires authentication (@auth, @rbac or @fromClaim) but Config.Authenticator is nil"}
-		}
+	needs := op.rules.requireAuth
+	for _, v := range op.vars {
+		needs = needs || v.claim != ""
 	}
-	ep := &endpoint{op: op, up: up, vars: op.vars, defaults: map[string]any{}}
+	if needs && !haveAuth {
+		return nil, &OperationError{File: op.file, Message: "the operation requires authentication (@auth, @rbac or @fromClaim) but Config.Authenticator is nil"}
+	}
+	ep := &endpoint{op: op, up: up, vars: op.vars, defaults: map[string]any{}, needsAuth: needs}
 	if up.schema != nil {
 		if err := up.schema.validate(op); err != nil {
 			return nil, err

@@ -33,6 +33,7 @@ const (
 	CodeUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
 	CodeSlowConsumer        = "SLOW_CONSUMER"
 	CodeShuttingDown        = "SHUTTING_DOWN"
+	CodeInternal            = "INTERNAL_SERVER_ERROR"
 )
 
 // Request flags.
@@ -47,12 +48,19 @@ const (
 
 // A request is a parsed, checked client request.
 type request struct {
-	ep     *endpoint
-	sse    bool
-	once   bool
-	patch  bool   // wg_json_patch
-	dedupe bool   // wg_deduplicate
-	vars   []byte // canonical JSON
+	ep        *endpoint
+	principal *Principal // nil: anonymous
+	sse       bool
+	once      bool
+	patch     bool   // wg_json_patch
+	dedupe    bool   // wg_deduplicate
+	vars      []byte // canonical JSON
+
+	// What goes upstream on the connection's handshake, and the identity
+	// that keeps callers with different values apart.
+	header   http.Header
+	init     json.RawMessage
+	identity string
 }
 
 // An httpError is an error answered before the stream starts.
@@ -60,6 +68,9 @@ type httpError struct {
 	status int
 	code   string
 	msg    string
+	allow  string // the Allow header of a 405
+	bearer string // the WWW-Authenticate header of a 401
+	retry  string // the Retry-After header of a 429
 }
 
 func (e *httpError) Error() string { return e.msg }
@@ -69,15 +80,26 @@ func badInput(msg string) *httpError {
 }
 
 // ServeHTTP serves GET <prefix><operation>?<flags and variables>.
+//
+// The checks run in this order, and the first that fails answers: the
+// operation exists (404), the method (405), the query string's size (414),
+// the credentials (401), the operation's rules (401, 403), flags and
+// variables (400), the stream caps (429).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.cors(w, r) {
+		return // a preflight, answered
+	}
 	req, herr := h.parseRequest(r)
 	if herr != nil {
-		if herr.status == http.StatusMethodNotAllowed {
-			w.Header().Set("Allow", "GET")
-		}
 		writeError(w, herr)
 		return
 	}
+	release, herr := h.limits.acquire(h.limitKey(r, req.principal))
+	if herr != nil {
+		writeError(w, herr)
+		return
+	}
+	defer release()
 	if !h.track() {
 		writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
 		return
@@ -97,16 +119,20 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 		return nil, &httpError{status: http.StatusNotFound, code: CodeNotFound, msg: "no operation " + strconv.Quote(name)}
 	}
 	if r.Method != http.MethodGet {
-		return nil, &httpError{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed, msg: "method " + r.Method + " not allowed: subscriptions are GET requests"}
+		return nil, &httpError{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed, msg: "method " + r.Method + " not allowed: subscriptions are GET requests", allow: "GET"}
 	}
 	if len(r.URL.RawQuery) > h.cfg.maxQueryBytes {
 		return nil, &httpError{status: http.StatusRequestURITooLong, code: CodeBadUserInput, msg: "query string longer than " + strconv.Itoa(h.cfg.maxQueryBytes) + " bytes"}
+	}
+	principal, herr := h.authenticate(r, ep)
+	if herr != nil {
+		return nil, herr
 	}
 	params, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, badInput("malformed query string")
 	}
-	req := &request{ep: ep}
+	req := &request{ep: ep, principal: principal}
 	var (
 		varsJSON   map[string]any
 		varsParams map[string][]string
@@ -114,6 +140,11 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 	)
 	for k, vals := range params {
 		if !strings.HasPrefix(k, "wg_") {
+			if k == "access_token" && !ep.declares(k) {
+				// RFC 6750 allows it; gqlpush does not: URLs end up
+				// in logs and in browser history.
+				return nil, badInput("a token is not accepted in the query string: send it in the Authorization header or the cookie")
+			}
 			if varsParams == nil {
 				varsParams = map[string][]string{}
 			}
@@ -159,7 +190,7 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 	if varsJSON != nil && varsParams != nil {
 		return nil, badInput("give variables either in wg_variables or as parameters, not both")
 	}
-	vars, err := ep.coerceVariables(varsJSON, varsParams)
+	vars, err := ep.coerceVariables(varsJSON, varsParams, principal)
 	if err != nil {
 		var ie *inputError
 		if errors.As(err, &ie) {
@@ -169,6 +200,9 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 	}
 	if req.vars, err = encodeVariables(vars); err != nil {
 		return nil, badInput("invalid variables")
+	}
+	if req.header, req.init, req.identity, herr = h.forward(r, ep.up, principal); herr != nil {
+		return nil, herr
 	}
 	return req, nil
 }
@@ -190,6 +224,15 @@ func parseFlag(name, v string) (bool, error) {
 func writeError(w http.ResponseWriter, e *httpError) {
 	body := errorBody(e.msg, e.code)
 	hd := w.Header()
+	if e.allow != "" {
+		hd.Set("Allow", e.allow)
+	}
+	if e.bearer != "" {
+		hd.Set("WWW-Authenticate", e.bearer)
+	}
+	if e.retry != "" {
+		hd.Set("Retry-After", e.retry)
+	}
 	hd.Set("Content-Type", "application/json")
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("Content-Length", strconv.Itoa(len(body)))
@@ -215,7 +258,7 @@ func errorBody(msg, code string) []byte {
 // that writes to w; one select handles results, the heartbeat, the client
 // leaving and shutdown.
 func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *request) {
-	key := subKey{ep: req.ep, vars: string(req.vars)}
+	key := subKey{ep: req.ep, identity: req.identity, vars: string(req.vars)}
 	if req.once {
 		// A one-shot request gets its own upstream subscription: it wants
 		// the upstream's first result, not the next one of a running
@@ -226,7 +269,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 	if req.sse && !req.once {
 		lastID = r.Header.Get("Last-Event-ID")
 	}
-	s, reset, err := h.hub.join(key, req.ep.up.header, req.ep.up.init, lastID)
+	s, reset, err := h.hub.join(key, req.header, req.init, lastID)
 	if err != nil {
 		writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
 		return
@@ -271,16 +314,25 @@ func (h *Handler) streamLoop(r *http.Request, s *subscriber, st *stream) string 
 		beat      <-chan time.Time
 		shutdown  = h.shutdown
 		drainDone <-chan time.Time
+		expired   <-chan time.Time
 		buf       = make([]*event, 0, 8)
 		op        = st.req.ep.op.name
 	)
 	if st.beat != nil {
 		beat = st.beat.C
 	}
+	if p := st.req.principal; p != nil && !p.Expires.IsZero() {
+		t := time.NewTimer(time.Until(p.Expires))
+		defer t.Stop()
+		expired = t.C
+	}
 	for {
 		select {
 		case <-r.Context().Done():
 			return ReasonClientGone
+		case <-expired:
+			st.end(endExpired)
+			return ReasonTokenExpired
 		case <-shutdown:
 			// Streams end spread over the drain window, so that clients
 			// do not all come back in the same instant.

@@ -24,6 +24,7 @@ const (
 	endKindUnavailable                      // the upstream is lost for good
 	endKindShutdown                         // the handler is closing
 	endKindSlow                             // this client fell behind
+	endKindExpired                          // this client's token expired
 )
 
 // An endReason says why a stream ends; errors is the list of GraphQL errors
@@ -38,6 +39,7 @@ var (
 	endUnavailable = endReason{kind: endKindUnavailable, errors: json.RawMessage(`[{"message":"upstream unavailable","extensions":{"code":"UPSTREAM_UNAVAILABLE"}}]`)}
 	endShutdown    = endReason{kind: endKindShutdown, errors: json.RawMessage(`[{"message":"server shutting down","extensions":{"code":"SHUTTING_DOWN"}}]`)}
 	endSlow        = endReason{kind: endKindSlow, errors: json.RawMessage(`[{"message":"client fell too far behind the stream","extensions":{"code":"SLOW_CONSUMER"}}]`)}
+	endExpired     = endReason{kind: endKindExpired, errors: json.RawMessage(`[{"message":"token expired","extensions":{"code":"UNAUTHENTICATED"}}]`)}
 )
 
 // reason names an end for the Observer.
@@ -53,6 +55,8 @@ func (e endReason) reason() string {
 		return ReasonShutdown
 	case endKindSlow:
 		return ReasonSlowConsumer
+	case endKindExpired:
+		return ReasonTokenExpired
 	}
 	return ReasonClientGone
 }

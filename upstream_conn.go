@@ -182,9 +182,9 @@ func (c *upConn) run() {
 			if err == nil {
 				return // closed on purpose
 			}
-			c.p.log.Warn("upstream connection lost", "upstream", up.label, "err", err)
+			c.p.log.Warn("upstream connection lost", "upstream", up.label, "err", scrubURLs(err.Error()))
 		} else if c.p.ctx.Err() == nil {
-			c.p.log.Warn("upstream connection failed", "upstream", up.label, "err", err)
+			c.p.log.Warn("upstream connection failed", "upstream", up.label, "err", scrubURLs(err.Error()))
 		}
 		redials++
 		if lostAt.IsZero() {

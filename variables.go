@@ -269,7 +269,7 @@ func (c coercer) fromParams(t *ast.Type, vals []string, path string) (any, error
 
 // coerceVariables checks the client's values against the operation's
 // declarations and returns the variables sent upstream, in canonical form.
-func (e *endpoint) coerceVariables(fromJSON map[string]any, fromParams map[string][]string) (map[string]any, error) {
+func (e *endpoint) coerceVariables(fromJSON map[string]any, fromParams map[string][]string, p *Principal) (map[string]any, error) {
 	declared := make(map[string]*variableDef, len(e.vars))
 	for _, v := range e.vars {
 		declared[v.name] = v
@@ -286,14 +286,21 @@ func (e *endpoint) coerceVariables(fromJSON map[string]any, fromParams map[strin
 	}
 	out := make(map[string]any, len(e.vars))
 	for _, v := range e.vars {
-		if v.claim != "" {
-			continue // filled from the verified token
-		}
 		var (
 			cv  any
 			err error
 		)
-		if raw, ok := fromJSON[v.name]; ok {
+		if v.claim != "" {
+			// From the verified token, never from the client.
+			var claim any
+			if p != nil {
+				claim = lookupClaim(p.Claims, v.claim)
+			}
+			if claim == nil {
+				return nil, inputErrorf("the token has no claim %q, which variable %q needs", v.claim, v.name)
+			}
+			cv, err = e.coerce.fromJSON(v.typ, claimJSON(claim), v.name)
+		} else if raw, ok := fromJSON[v.name]; ok {
 			cv, err = e.coerce.fromJSON(v.typ, raw, v.name)
 		} else if vals, ok := fromParams[v.name]; ok {
 			cv, err = e.coerce.fromParams(v.typ, vals, v.name)
@@ -334,6 +341,23 @@ func declaredNames(vars []*variableDef) string {
 		return "no variables"
 	}
 	return strings.Join(names, ", ")
+}
+
+// claimJSON gives a claim, whatever Go types an Authenticator used, the
+// shape decodeJSON gives, so that the one coercion serves.
+func claimJSON(v any) any {
+	if _, ok := v.(json.Number); ok {
+		return v
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	out, err := decodeJSON(string(b))
+	if err != nil {
+		return nil
+	}
+	return out
 }
 
 // encodeVariables renders variables canonically: keys sorted (encoding/json

@@ -1,0 +1,307 @@
+package gqlpush
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Defaults of the [JWTConfig] fields left zero.
+const (
+	DefaultAuthCookie = "access_token"
+	DefaultRolesClaim = "roles"
+	DefaultLeeway     = 30 * time.Second
+	// MaxTokenBytes bounds a token; a longer one is refused unread.
+	MaxTokenBytes = 16 << 10
+)
+
+// JWTConfig configures [NewJWTAuthenticator]. Exactly one of Secret, JWKSURL
+// and JWKS gives the keys.
+type JWTConfig struct {
+	// Secret verifies HMAC tokens (HS256, HS384, HS512). Use at least 32
+	// random bytes.
+	Secret []byte
+
+	// JWKSURL is where the JSON Web Key Set of the token issuer lives. It
+	// is fetched at start, refreshed hourly, and again (at most every
+	// five minutes) when a token names an unknown key id.
+	JWKSURL string
+
+	// JWKS is a JSON Web Key Set given in full (read from a file, say).
+	JWKS json.RawMessage
+
+	// Algorithms is the allow-list of signing algorithms. Nil means HS256
+	// with a Secret, and RS256, ES256 and EdDSA with a key set. "none" is
+	// never accepted, nor an HMAC algorithm with a key set or an
+	// asymmetric one with a Secret: a public key cannot pass for a secret.
+	Algorithms []string
+
+	// Issuer, when set, is required in the "iss" claim.
+	Issuer string
+
+	// Audience, when set, must be among the "aud" claim's values.
+	Audience string
+
+	// Leeway is the clock skew allowed on "exp", "nbf" and "iat". Zero
+	// means DefaultLeeway; negative means none.
+	Leeway time.Duration
+
+	// Cookie names the cookie that may carry the token, for browsers,
+	// whose EventSource cannot set an Authorization header. Empty means
+	// DefaultAuthCookie; "-" means no cookie is read.
+	Cookie string
+
+	// RolesClaim is the claim path of the roles @rbac checks (an array of
+	// strings, or one space-separated string). Empty means
+	// DefaultRolesClaim. A path such as "realm_access.roles" reaches into
+	// nested claims.
+	RolesClaim string
+
+	// HTTPClient fetches JWKSURL. Nil means http.DefaultClient.
+	HTTPClient *http.Client
+
+	// Logger receives key refresh failures. Nil means silent.
+	Logger *slog.Logger
+}
+
+// A JWTAuthenticator verifies JSON Web Tokens (RFC 7519) from the
+// Authorization header (Bearer) or a cookie. Tokens in the query string are
+// never read: they end up in logs. Every token must carry "exp".
+type JWTAuthenticator struct {
+	parser     *jwt.Parser
+	keyfunc    jwt.Keyfunc
+	cookie     string
+	rolesClaim string
+	leeway     time.Duration
+	cancel     context.CancelFunc // stops the key refresh
+}
+
+var _ Authenticator = (*JWTAuthenticator)(nil)
+
+var (
+	hmacAlgorithms       = []string{"HS256", "HS384", "HS512"}
+	asymmetricAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+// NewJWTAuthenticator checks the configuration and loads the keys. With a
+// JWKSURL the first fetch must succeed. Close it to stop the key refresh.
+func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
+	sources := 0
+	for _, set := range []bool{len(cfg.Secret) > 0, cfg.JWKSURL != "", len(cfg.JWKS) > 0} {
+		if set {
+			sources++
+		}
+	}
+	if sources != 1 {
+		return nil, errors.New("gqlpush: JWTConfig needs exactly one of Secret, JWKSURL and JWKS")
+	}
+	algs := cfg.Algorithms
+	allowed := asymmetricAlgorithms
+	if len(cfg.Secret) > 0 {
+		allowed = hmacAlgorithms
+		if algs == nil {
+			algs = []string{"HS256"}
+		}
+		if len(cfg.Secret) < 32 {
+			return nil, errors.New("gqlpush: JWTConfig.Secret is shorter than 32 bytes")
+		}
+	} else if algs == nil {
+		algs = []string{"RS256", "ES256", "EdDSA"}
+	}
+	if len(algs) == 0 {
+		return nil, errors.New("gqlpush: JWTConfig.Algorithms is empty")
+	}
+	for _, a := range algs {
+		if !slices.Contains(allowed, a) {
+			return nil, fmt.Errorf("gqlpush: JWTConfig.Algorithms: %q cannot be used with these keys (allowed: %s)", a, strings.Join(allowed, ", "))
+		}
+	}
+	a := &JWTAuthenticator{
+		cookie:     cfg.Cookie,
+		rolesClaim: cfg.RolesClaim,
+		leeway:     orDefault(cfg.Leeway, DefaultLeeway),
+	}
+	if a.cookie == "" {
+		a.cookie = DefaultAuthCookie
+	}
+	if a.rolesClaim == "" {
+		a.rolesClaim = DefaultRolesClaim
+	}
+	a.leeway = max(a.leeway, 0)
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(algs),
+		jwt.WithJSONNumber(),
+		jwt.WithLeeway(a.leeway),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	a.parser = jwt.NewParser(opts...)
+
+	switch {
+	case len(cfg.Secret) > 0:
+		secret := slices.Clone(cfg.Secret)
+		a.keyfunc = func(*jwt.Token) (any, error) { return secret, nil }
+	case len(cfg.JWKS) > 0:
+		k, err := keyfunc.NewJWKSetJSON(cfg.JWKS)
+		if err != nil {
+			return nil, fmt.Errorf("gqlpush: JWTConfig.JWKS: %w", err)
+		}
+		a.keyfunc = k.Keyfunc
+	default:
+		log := cfg.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		first := false
+		k, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
+			Client:                    cfg.HTTPClient,
+			HTTPTimeout:               10 * time.Second,
+			NoErrorReturnFirstHTTPReq: &first,
+			RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
+				return func(_ context.Context, err error) {
+					log.Warn("refresh of the JSON Web Key Set failed", "err", scrubURLs(err.Error()))
+				}
+			},
+		})
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("gqlpush: JWTConfig.JWKSURL: %s", scrubURLs(err.Error()))
+		}
+		a.keyfunc = k.Keyfunc
+		a.cancel = cancel
+	}
+	return a, nil
+}
+
+// Close stops the refresh of a key set fetched from JWKSURL.
+func (a *JWTAuthenticator) Close() {
+	if a.cancel != nil {
+		a.cancel()
+	}
+}
+
+// Errors of [JWTAuthenticator.Authenticate]. They never hold the token.
+var (
+	ErrConflictingCredentials = errors.New("gqlpush: the Authorization header and the cookie carry different tokens")
+	ErrMalformedCredentials   = errors.New("gqlpush: malformed credentials")
+)
+
+// Authenticate verifies the request's token. A request without one is
+// anonymous: nil, nil.
+func (a *JWTAuthenticator) Authenticate(r *http.Request) (*Principal, error) {
+	raw, err := extractToken(r.Header, a.cookie)
+	if err != nil || raw == "" {
+		return nil, err
+	}
+	claims := jwt.MapClaims{}
+	if _, err := a.parser.ParseWithClaims(raw, claims, a.keyfunc); err != nil {
+		return nil, fmt.Errorf("gqlpush: invalid token: %w", err)
+	}
+	p := &Principal{Claims: claims}
+	if sub, ok := claims["sub"].(string); ok {
+		p.Subject = sub
+	}
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+		p.Expires = exp.Add(a.leeway)
+	}
+	p.Roles = rolesOf(lookupClaim(claims, a.rolesClaim))
+	return p, nil
+}
+
+// extractToken finds the bearer token of a request: in the Authorization
+// header (RFC 6750, section 2.1) or in the cookie. Both may be present only
+// when they agree. "" with a nil error means there is none.
+func extractToken(h http.Header, cookie string) (string, error) {
+	var fromHeader, fromCookie string
+	switch auth := h.Values("Authorization"); len(auth) {
+	case 0:
+	case 1:
+		scheme, token, ok := strings.Cut(strings.TrimSpace(auth[0]), " ")
+		token = strings.TrimLeft(token, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || !isToken68(token) {
+			return "", ErrMalformedCredentials
+		}
+		fromHeader = token
+	default:
+		return "", ErrMalformedCredentials
+	}
+	if cookie != "-" {
+		r := http.Request{Header: http.Header{"Cookie": h.Values("Cookie")}}
+		var found []string
+		for _, c := range r.Cookies() {
+			if c.Name == cookie {
+				found = append(found, c.Value)
+			}
+		}
+		switch {
+		case len(found) > 1:
+			return "", ErrMalformedCredentials
+		case len(found) == 1:
+			if !isToken68(found[0]) {
+				return "", ErrMalformedCredentials
+			}
+			fromCookie = found[0]
+		}
+	}
+	if fromHeader != "" && fromCookie != "" && fromHeader != fromCookie {
+		return "", ErrConflictingCredentials
+	}
+	if fromHeader != "" {
+		return fromHeader, nil
+	}
+	return fromCookie, nil
+}
+
+// isToken68 reports whether s is a non-empty token68 (RFC 7235) of bounded
+// length, the shape of a bearer token.
+func isToken68(s string) bool {
+	if s == "" || len(s) > MaxTokenBytes {
+		return false
+	}
+	s = strings.TrimRight(s, "=")
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~+/", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// rolesOf reads roles: an array of strings, or one space-separated string.
+func rolesOf(v any) []string {
+	switch v := v.(type) {
+	case string:
+		return strings.Fields(v)
+	case []any:
+		roles := make([]string, 0, len(v))
+		for _, e := range v {
+			if s, ok := e.(string); ok && s != "" {
+				roles = append(roles, s)
+			}
+		}
+		return roles
+	case []string:
+		return v
+	}
+	return nil
+}
