@@ -13,7 +13,9 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -336,4 +338,40 @@ func TestJWTSecret(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestJWKSURLRotation(t *testing.T) {
+	first, second := newIssuer(t), newIssuer(t)
+	var mu sync.Mutex
+	current := first.jwks
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(current)
+	}))
+	defer jwks.Close()
+	a, err := gqlpush.NewJWTAuthenticator(gqlpush.JWTConfig{JWKSURL: jwks.URL, Issuer: testIssuer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	check := func(token string, ok bool) {
+		t.Helper()
+		r, _ := http.NewRequest(http.MethodGet, "/", nil)
+		r.Header = bearer(token)
+		p, err := a.Authenticate(r)
+		if ok != (err == nil && p != nil) {
+			t.Fatalf("accepted=%v (%v), want %v", err == nil, err, ok)
+		}
+	}
+	check(first.rs256(t, first.claims("alice")), true)
+	// The issuer rotates to a new key with a new id: the unknown id makes
+	// the authenticator fetch the set again.
+	mu.Lock()
+	current = []byte(strings.ReplaceAll(string(second.jwks), `"rsa1"`, `"rsa2"`))
+	mu.Unlock()
+	check(second.sign(t, jwt.SigningMethodRS256, "rsa2", second.rsa, second.claims("alice")), true)
+	// A token of the old key with the new id fails.
+	check(first.sign(t, jwt.SigningMethodRS256, "rsa2", first.rsa, first.claims("alice")), false)
 }
