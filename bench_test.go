@@ -92,8 +92,6 @@ func BenchmarkFanout(b *testing.B) {
 			<-all
 			b.StopTimer()
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(total), "ns/delivery")
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
 			cancel()
 			wg.Wait()
 		})

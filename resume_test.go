@@ -254,3 +254,31 @@ func TestJSONPatch(t *testing.T) {
 		b.close(t)
 	})
 }
+
+// With ResumeFrames N, a client may miss N results and still resume: only
+// what follows its last event has to be kept.
+func TestResumeAtTheEdgeOfTheWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBubble(t, func(cfg *gqlpush.Config) { cfg.ResumeFrames = 2 })
+		_, stopKeeper, keeperDone := b.openSSE(t, "/Sub?wg_sse", nil)
+		w, leave, done := b.openSSE(t, "/Sub?wg_sse", nil)
+		b.up.Chat.Post("", "a")
+		synctest.Wait()
+		last := lastID(t, w.seen())
+		leave()
+		<-done
+		b.up.Chat.Post("", "b")
+		b.up.Chat.Post("", "c") // exactly the window
+		synctest.Wait()
+		w2, leave2, done2 := b.openSSE(t, "/Sub?wg_sse", http.Header{"Last-Event-Id": {last}})
+		got := w2.seen()
+		if strings.Contains(got, "reset") || strings.Join(contents(got), ",") != "b,c" {
+			t.Fatalf("resumed with %q, want b and c", got)
+		}
+		leave2()
+		<-done2
+		stopKeeper()
+		<-keeperDone
+		b.close(t)
+	})
+}

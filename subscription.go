@@ -225,7 +225,9 @@ func (h *hub) join(key subKey, header http.Header, init json.RawMessage, lastEve
 	}
 	s.cursor = sh.next
 	if resume {
-		if token == sh.token && seq >= sh.base && seq < sh.next {
+		// Resumable when what follows the client's last event is all
+		// still kept (the event itself need not be).
+		if token == sh.token && seq+1 >= sh.base && seq < sh.next {
 			s.cursor = seq + 1
 			if s.cursor < sh.next {
 				s.notify()
