@@ -1,0 +1,348 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gqlpush/gqlpush"
+)
+
+// A usageError is a mistake in the flags or in what they name: the gateway
+// reports it and exits with status 2 before it listens.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// config is the checked command line, with everything it names loaded.
+type config struct {
+	listen         string
+	metrics        string // "" when no metrics are served
+	upstreams      []gqlpush.Upstream
+	operationsDir  string
+	operations     []*gqlpush.Operation
+	heartbeat      time.Duration
+	queue          int
+	writeTimeout   time.Duration
+	reconnectLimit time.Duration
+	resumeFrames   int
+	resumeGrace    time.Duration
+	drain          time.Duration
+}
+
+// handlerConfig is the gqlpush configuration the flags ask for; run adds the
+// logger and the metrics observer. Zero values keep their meaning in
+// gqlpush.Config: the library's default.
+func (c *config) handlerConfig() gqlpush.Config {
+	return gqlpush.Config{
+		Operations:     c.operations,
+		Upstreams:      c.upstreams,
+		Prefix:         prefix,
+		Heartbeat:      c.heartbeat,
+		QueueSize:      c.queue,
+		WriteTimeout:   c.writeTimeout,
+		ReconnectLimit: c.reconnectLimit,
+		ResumeFrames:   c.resumeFrames,
+		ResumeGrace:    c.resumeGrace,
+		DrainWindow:    c.drain,
+	}
+}
+
+// shutdownTimeout bounds the graceful shutdown. gqlpush spreads the ends of
+// the streams over the drain window, but over no more than half the time
+// left before the deadline; twice the window lets it use all of it. The
+// write timeout and a margin follow, so that the last end frames are written
+// and a client that stopped reading is dropped by its write deadline before
+// the shutdown gives up on it.
+func (c *config) shutdownTimeout() time.Duration {
+	drain := c.drain
+	if drain == 0 {
+		drain = gqlpush.DefaultDrainWindow
+	}
+	write := c.writeTimeout
+	if write == 0 {
+		write = gqlpush.DefaultWriteTimeout
+	}
+	return 2*max(drain, 0) + write + shutdownMargin
+}
+
+// listFlag collects the values of a repeatable flag; they are checked after
+// parsing, so that messages can leave credentials out.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ", ") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+const usageHead = `usage: gateway -operations DIR -upstream [NAME=]URL [flags]
+
+Serves the subscriptions in DIR/**/*.graphql at /operations/<path without
+.graphql> as Server-Sent Events (?wg_sse=true) or JSON streams, subscribing
+upstream over GraphQL-over-WebSocket. /healthz answers "ok". With -metrics
+ADDR, Prometheus metrics are served at http://ADDR/metrics.
+
+Flags:
+`
+
+// parseConfig parses the command line and loads what it names: the schema
+// files and the operations. -h and -help print the usage to stdout and
+// return flag.ErrHelp. Every other error is a *usageError.
+func parseConfig(args []string, stdout io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	// Errors are reported once, by main; only -h prints the usage.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
+	cfg := &config{}
+	var upstreams, schemas, protocols listFlag
+	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:9991", "listen on `ADDR` (host:port)")
+	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (host:port), on a listener of its own; empty serves none")
+	fs.Var(&upstreams, "upstream", "an upstream GraphQL server, `[NAME=]URL` with a ws:// or wss:// URL (repeatable).\nOperations reach its root fields as NAME_field; at most one upstream has no NAME, and its fields keep their names.")
+	fs.StringVar(&cfg.operationsDir, "operations", "", "serve the operation files (*.graphql) under `DIR`; required")
+	fs.Var(&schemas, "schema", "the SDL of an upstream, `NAME=FILE` (=FILE for the unnamed one; repeatable, optional).\nOperations are checked against it at startup, and variables per request.")
+	fs.Var(&protocols, "protocol", "the GraphQL-over-WebSocket subprotocol of upstreams, `[NAME=]PROTOCOL`: NAME=PROTOCOL for upstream NAME\n(=PROTOCOL for the unnamed one; repeatable), a bare PROTOCOL for every upstream not named in another -protocol.\nPROTOCOL is auto (offer graphql-transport-ws, then graphql-ws, and keep what the upstream takes),\ngraphql-transport-ws, or graphql-ws (the legacy subscriptions-transport-ws). Default auto.")
+	fs.DurationVar(&cfg.heartbeat, "heartbeat", gqlpush.DefaultHeartbeat, "how long a stream stays silent before a heartbeat frame; 0 means the default, negative disables")
+	fs.IntVar(&cfg.queue, "queue", gqlpush.DefaultQueueSize, "let a client have `N` results unread before it is dropped with SLOW_CONSUMER; 0 means the default")
+	fs.DurationVar(&cfg.writeTimeout, "write-timeout", gqlpush.DefaultWriteTimeout, "bound each write to a client or to an upstream to `D`: a client slower than that is dropped.\n0 means the default")
+	fs.DurationVar(&cfg.reconnectLimit, "reconnect-limit", gqlpush.DefaultReconnectLimit, "redial a lost or unreachable upstream for `D`, with jittered backoff, before its streams end with\nUPSTREAM_UNAVAILABLE; clients stay connected meanwhile. 0 means the default, negative never redials")
+	fs.IntVar(&cfg.resumeFrames, "resume-frames", gqlpush.DefaultResumeFrames, "keep the last `N` results of each shared subscription, so that an SSE client that reconnects with the\nLast-Event-ID of one of them gets what it missed; 0 means the default, negative sends no id lines")
+	fs.DurationVar(&cfg.resumeGrace, "resume-grace", 0, "keep a shared subscription running for `D` after its last client left, so that a client back from a\nnetwork blip can resume; 0 (the default) stops it at once")
+	fs.DurationVar(&cfg.drain, "drain", gqlpush.DefaultDrainWindow, "on shutdown, spread the ends of the open streams over `D`, so that clients do not all reconnect at once;\n0 means the default, negative ends them all at once. Shutdown waits at most twice D, plus the write\ntimeout, plus "+shutdownMargin.String())
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return nil, err
+		}
+		return nil, usagef("%v (see gateway -h)", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q: every setting is a flag (see gateway -h)", fs.Arg(0))
+	}
+	if cfg.operationsDir == "" {
+		return nil, usagef("-operations DIR is required")
+	}
+	if len(upstreams) == 0 {
+		return nil, usagef("at least one -upstream [NAME=]URL is required")
+	}
+	if err := cfg.checkValues(); err != nil {
+		return nil, err
+	}
+
+	seen := map[string]bool{}
+	for _, v := range upstreams {
+		u, err := parseUpstream(v)
+		if err != nil {
+			return nil, &usageError{err}
+		}
+		if seen[u.Name] {
+			if u.Name == "" {
+				return nil, usagef("-upstream: more than one upstream has no name")
+			}
+			return nil, usagef("-upstream: two upstreams are named %q", u.Name)
+		}
+		seen[u.Name] = true
+		cfg.upstreams = append(cfg.upstreams, u)
+	}
+
+	given := map[string]bool{}
+	for _, v := range schemas {
+		name, file, ok := strings.Cut(v, "=")
+		if !ok {
+			return nil, usagef("-schema %q: want NAME=FILE, or =FILE for the unnamed upstream", v)
+		}
+		what := "-schema " + v
+		if given[name] {
+			return nil, usagef("%s: a second schema for %s", what, upstreamLabel(name))
+		}
+		given[name] = true
+		i := upstreamIndex(cfg.upstreams, name)
+		if i < 0 {
+			if name == "" {
+				return nil, usagef("%s: no -upstream is unnamed", what)
+			}
+			return nil, usagef("%s: no -upstream is named %q", what, name)
+		}
+		sdl, err := os.ReadFile(file)
+		if err != nil {
+			return nil, usagef("%s: %v", what, err)
+		}
+		cfg.upstreams[i].Schema = string(sdl)
+	}
+	if err := applyProtocols(cfg.upstreams, protocols); err != nil {
+		return nil, err
+	}
+
+	fi, err := os.Stat(cfg.operationsDir)
+	if err != nil {
+		return nil, usagef("-operations: %v", err)
+	}
+	if !fi.IsDir() {
+		return nil, usagef("-operations %s: not a directory", cfg.operationsDir)
+	}
+	cfg.operations, err = gqlpush.LoadOperations(os.DirFS(cfg.operationsDir))
+	if err != nil {
+		return nil, &usageError{inDir(cfg.operationsDir, err)}
+	}
+	return cfg, nil
+}
+
+// checkValues refuses the negative values gqlpush would refuse when the
+// handler is built, and a -metrics address that cannot work.
+func (c *config) checkValues() error {
+	if c.queue < 0 {
+		return usagef("-queue %d: must not be negative (0 means the default, %d)", c.queue, gqlpush.DefaultQueueSize)
+	}
+	if c.writeTimeout < 0 {
+		return usagef("-write-timeout %v: must not be negative (0 means the default, %v)", c.writeTimeout, gqlpush.DefaultWriteTimeout)
+	}
+	if c.resumeGrace < 0 {
+		return usagef("-resume-grace %v: must not be negative", c.resumeGrace)
+	}
+	if c.metrics != "" {
+		_, port, err := net.SplitHostPort(c.metrics)
+		if err != nil {
+			return usagef("-metrics %q: want HOST:PORT", c.metrics)
+		}
+		if c.metrics == c.listen && port != "0" {
+			return usagef("-metrics %s: the same address as -listen; metrics need a listener of their own", c.metrics)
+		}
+	}
+	return nil
+}
+
+// applyProtocols sets the Protocol of every upstream from the -protocol
+// values: NAME=PROTOCOL and =PROTOCOL set one upstream, a bare PROTOCOL the
+// others. An upstream no value names speaks gqlpush.ProtocolAuto.
+func applyProtocols(ups []gqlpush.Upstream, values []string) error {
+	all, allSet := gqlpush.ProtocolAuto, false
+	named := map[string]gqlpush.Protocol{}
+	for _, v := range values {
+		name, raw, hasName := strings.Cut(v, "=")
+		if !hasName {
+			name, raw = "", v
+		}
+		what := "-protocol " + v
+		p, ok := parseProtocol(raw)
+		if !ok {
+			return usagef("%s: unknown protocol %q: want %s, %s or %s", what, raw, gqlpush.ProtocolAuto, gqlpush.ProtocolTransportWS, gqlpush.ProtocolLegacyWS)
+		}
+		if !hasName {
+			if allSet {
+				return usagef("%s: a second -protocol for every upstream", what)
+			}
+			all, allSet = p, true
+			continue
+		}
+		if _, dup := named[name]; dup {
+			return usagef("%s: a second -protocol for %s", what, upstreamLabel(name))
+		}
+		if upstreamIndex(ups, name) < 0 {
+			if name == "" {
+				return usagef("%s: no -upstream is unnamed", what)
+			}
+			return usagef("%s: no -upstream is named %q", what, name)
+		}
+		named[name] = p
+	}
+	for i := range ups {
+		ups[i].Protocol = all
+		if p, ok := named[ups[i].Name]; ok {
+			ups[i].Protocol = p
+		}
+	}
+	return nil
+}
+
+func parseProtocol(v string) (gqlpush.Protocol, bool) {
+	switch p := gqlpush.Protocol(v); p {
+	case gqlpush.ProtocolAuto, gqlpush.ProtocolTransportWS, gqlpush.ProtocolLegacyWS:
+		return p, true
+	}
+	return "", false
+}
+
+// parseUpstream reads an -upstream value: NAME=URL, =URL or a bare URL. A
+// '=' after "://" belongs to the URL (ws://host/graphql?token=t).
+func parseUpstream(v string) (gqlpush.Upstream, error) {
+	name, raw := "", v
+	if i := strings.IndexByte(v, '='); i >= 0 && !strings.Contains(v[:i], "://") {
+		name, raw = v[:i], v[i+1:]
+	}
+	what := "-upstream " + upstreamLabel(name)
+	u, err := url.Parse(raw)
+	if err != nil {
+		// The url.Error would quote the whole URL, credentials included.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return gqlpush.Upstream{}, fmt.Errorf("%s: not a URL: %v", what, err)
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return gqlpush.Upstream{}, fmt.Errorf("%s: URL %s: scheme %q is not ws or wss", what, u.Redacted(), u.Scheme)
+	}
+	if u.Host == "" {
+		return gqlpush.Upstream{}, fmt.Errorf("%s: URL %s has no host", what, u.Redacted())
+	}
+	return gqlpush.Upstream{Name: name, URL: raw}, nil
+}
+
+func upstreamLabel(name string) string {
+	if name == "" {
+		return "(unnamed)"
+	}
+	return name
+}
+
+func upstreamIndex(ups []gqlpush.Upstream, name string) int {
+	for i, u := range ups {
+		if u.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// inDir puts dir in front of the file names of operation errors, so that each
+// line of the message points at the file as the operator knows it:
+// ops/chat/New.graphql:3:5 rather than chat/New.graphql:3:5. Joined errors
+// (gqlpush reports every broken file, and every problem in a file) are
+// flattened into one list.
+func inDir(dir string, err error) error {
+	var out []error
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		if oe, ok := e.(*gqlpush.OperationError); ok {
+			c := *oe
+			c.File = filepath.Join(dir, filepath.FromSlash(c.File))
+			e = &c
+		}
+		out = append(out, e)
+	}
+	walk(err)
+	if len(out) == 1 {
+		return out[0]
+	}
+	return errors.Join(out...)
+}

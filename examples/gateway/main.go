@@ -1,0 +1,274 @@
+// Gateway is a deployable gqlpush bridge: it serves the persisted GraphQL
+// subscriptions of a directory of .graphql files as HTTP streams (Server-Sent
+// Events or JSON), subscribing to one or more upstream GraphQL servers over
+// GraphQL-over-WebSocket. It is configured by flags alone:
+//
+//	gateway -operations ./operations -upstream gql=wss://api.example.com/graphql \
+//	        -schema gql=./schema.graphql -listen :9991
+//
+// The operation file chat/New.graphql is served at /operations/chat/New.
+// /healthz answers 200 "ok" while the gateway serves, 503 once it shuts
+// down. With -metrics ADDR, Prometheus metrics (gqlpush's, the Go runtime's
+// and the process's) are served at http://ADDR/metrics, on a listener of
+// their own that is not exposed with the operations. Once it listens, the
+// gateway prints "metrics on http://ADDR/metrics" (with -metrics), then
+// "listening on http://ADDR/operations/", to standard output; it logs to
+// standard error.
+//
+// SIGINT or SIGTERM shuts it down gracefully: every open stream ends with an
+// error frame of code SHUTTING_DOWN and, on SSE, the complete event, the ends
+// spread over the -drain window so that clients do not all come back at
+// once; then the HTTP servers close. The exit status is 0 after a clean
+// shutdown, 2 when the flags or what they name (operations, schemas) are
+// invalid, and 1 on any other failure.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushprom"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// prefix is where the bridge is mounted.
+const prefix = "/operations/"
+
+const (
+	// shutdownMargin is what the graceful shutdown allows beyond the drain
+	// window and the write timeout (see config.shutdownTimeout).
+	shutdownMargin = 5 * time.Second
+
+	// readHeaderTimeout bounds the request head, against slow clients that
+	// hold connections open. There is no write timeout: responses are
+	// streams, and gqlpush bounds each write itself.
+	readHeaderTimeout = 10 * time.Second
+
+	// idleTimeout closes kept-alive connections nobody uses.
+	idleTimeout = 2 * time.Minute
+
+	// metricsWriteTimeout bounds one scrape's response: unlike the
+	// streams, it is short.
+	metricsWriteTimeout = 30 * time.Second
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// After the first signal, a second one kills the process at once.
+	context.AfterFunc(ctx, stop)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode reports err on stderr and returns the exit status for it: 0 for
+// nil, 2 for a usage error, 1 for anything else.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "gateway: %v\n", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// run is the gateway: it checks the flags and everything they name, listens,
+// and serves until ctx ends, then shuts down gracefully. Output goes to
+// stdout (the listening addresses, the -h text) and stderr (logs). Mistakes
+// in the flags or in what they name are *usageError, found before it listens.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	hcfg := cfg.handlerConfig()
+	hcfg.Logger = log
+	var metrics http.Handler
+	if cfg.metrics != "" {
+		var obs *gqlpush.Observer
+		metrics, obs, err = newMetrics(log)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		hcfg.Observer = obs
+	}
+	h, err := gqlpush.NewHandler(hcfg)
+	if err != nil {
+		return &usageError{inDir(cfg.operationsDir, err)}
+	}
+	// The handler holds nothing yet: Close returns at once on the way out.
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		h.Close(context.Background())
+		return err
+	}
+	var mln net.Listener
+	if cfg.metrics != "" {
+		mln, err = net.Listen("tcp", cfg.metrics)
+		if err != nil {
+			ln.Close()
+			h.Close(context.Background())
+			return fmt.Errorf("-metrics: %w", err)
+		}
+	}
+	return serve(ctx, h, cfg, log, stdout, ln, mln, metrics)
+}
+
+// newMetrics returns the /metrics handler of a registry of its own, with
+// gqlpush's metrics, the Go runtime's and the process's, and the observer
+// that feeds gqlpush's.
+func newMetrics(log *slog.Logger) (http.Handler, *gqlpush.Observer, error) {
+	reg := prometheus.NewRegistry()
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, nil, err
+		}
+	}
+	m, err := gqlpushprom.New(reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Counts failed scrapes in promhttp_metric_handler_errors_total.
+		Registry: reg,
+	})
+	return h, m.Observer(), nil
+}
+
+// serve serves h on ln, and metrics on mln when it is not nil, until ctx
+// ends or serving fails, then shuts down: first the handler, which ends
+// every stream with its end frame, then the HTTP server, which waits for the
+// responses to finish, then the metrics server, so that the drain can be
+// watched.
+func serve(ctx context.Context, h *gqlpush.Handler, cfg *config, log *slog.Logger, stdout io.Writer, ln, mln net.Listener, metrics http.Handler) error {
+	var stopping atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle(prefix, h)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if stopping.Load() {
+			// Load balancers stop sending new clients.
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	errorLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          errorLog,
+	}
+	var msrv *http.Server
+	var metricsServed chan error // nil, and never ready, without metrics
+	if mln != nil {
+		mmux := http.NewServeMux()
+		mmux.Handle("GET /metrics", metrics)
+		msrv = &http.Server{
+			Handler:           mmux,
+			ReadHeaderTimeout: readHeaderTimeout,
+			WriteTimeout:      metricsWriteTimeout,
+			IdleTimeout:       idleTimeout,
+			ErrorLog:          errorLog,
+		}
+		metricsServed = make(chan error, 1)
+		go serveHTTP(msrv, mln, metricsServed)
+		maddr := mln.Addr().String()
+		log.Info("metrics listening", "addr", maddr)
+		fmt.Fprintf(stdout, "metrics on http://%s/metrics\n", maddr)
+	}
+	served := make(chan error, 1)
+	go serveHTTP(srv, ln, served)
+
+	addr := ln.Addr().String()
+	log.Info("gateway listening", "addr", addr, "operations", len(cfg.operations), "upstreams", upstreamNames(cfg.upstreams))
+	fmt.Fprintf(stdout, "listening on http://%s%s\n", addr, prefix)
+
+	var err error
+	select {
+	case serr := <-served:
+		served = nil
+		err = fmt.Errorf("serve: %w", serr)
+	case serr := <-metricsServed:
+		metricsServed = nil
+		err = fmt.Errorf("serve metrics: %w", serr)
+	case <-ctx.Done():
+		log.Info("shutting down")
+	}
+	stopping.Store(true)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout())
+	defer cancel()
+	if cerr := h.Close(sctx); cerr != nil && err == nil {
+		err = fmt.Errorf("close streams: %w", cerr)
+	}
+	if serr := shutdown(sctx, srv, served); serr != nil && err == nil {
+		err = fmt.Errorf("shut down HTTP server: %w", serr)
+	}
+	if msrv != nil {
+		if serr := shutdown(sctx, msrv, metricsServed); serr != nil && err == nil {
+			err = fmt.Errorf("shut down metrics server: %w", serr)
+		}
+	}
+	if err == nil {
+		log.Info("gateway stopped")
+	}
+	return err
+}
+
+// shutdown shuts srv down gracefully, or closes it when ctx ends first, and
+// waits for its Serve to return on served (nil when it has returned already).
+func shutdown(ctx context.Context, srv *http.Server, served <-chan error) error {
+	err := srv.Shutdown(ctx)
+	if err != nil {
+		srv.Close()
+	}
+	if served != nil {
+		<-served // http.ErrServerClosed
+	}
+	return err
+}
+
+// serveHTTP runs srv.Serve and reports how it ended.
+func serveHTTP(srv *http.Server, ln net.Listener, done chan<- error) {
+	done <- srv.Serve(ln)
+}
+
+// upstreamNames lists the upstreams for logs: names only, never URLs, which
+// may hold credentials.
+func upstreamNames(ups []gqlpush.Upstream) []string {
+	names := make([]string, len(ups))
+	for i, u := range ups {
+		names[i] = u.Name
+		if u.Name == "" {
+			names[i] = "(unnamed)"
+		}
+	}
+	return names
+}
