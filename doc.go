@@ -49,7 +49,8 @@
 // "0". Variables are coerced to their declared types; defaults apply.
 // Before a stream starts, errors are JSON —
 // {"errors":[{"message":"…","extensions":{"code":"…"}}]} — with status 404
-// (NOT_FOUND), 405 (METHOD_NOT_ALLOWED), 400 or 414 (BAD_USER_INPUT), 503
+// (NOT_FOUND), 405 (METHOD_NOT_ALLOWED), 400 or 414 (BAD_USER_INPUT), 401
+// (UNAUTHENTICATED), 403 (FORBIDDEN), 429 (TOO_MANY_STREAMS), 503
 // (SHUTTING_DOWN).
 //
 // # Server-Sent Events
@@ -66,6 +67,16 @@
 // each followed by a blank line. Errors that end a stream carry a code:
 // UPSTREAM_UNAVAILABLE (the upstream is lost for good), SLOW_CONSUMER (the
 // client fell too far behind), SHUTTING_DOWN ([Handler.Close]).
+//
+// # Authentication
+//
+// With a [Config.Authenticator] (such as [JWTAuthenticator]), operations
+// declare who may follow them: @auth (a login is needed), @rbac(...) (role
+// rules), and @fromClaim(name: ...) on a variable, whose value then comes
+// from the verified token, never from the client. Missing or invalid
+// credentials get 401 (UNAUTHENTICATED), a failed role rule 403 (FORBIDDEN),
+// too many open streams 429 (TOO_MANY_STREAMS). A stream ends when its token
+// expires.
 //
 // # Upstreams
 //
