@@ -14,17 +14,22 @@ import (
 
 var benchResult = json.RawMessage(`{"data":{"gql_messageCreated":{"id":"12345","content":"a message of ordinary length, a sentence or two","sentAt":"1764140000000000000"}}}`)
 
-// BenchmarkFrame measures what is done once per upstream event, whatever the
-// number of subscribers: the result rendered compact and framed.
-func BenchmarkFrame(b *testing.B) {
+var benchMessage = []byte(`{"id":"17","type":"next","payload":` + string(benchResult) + `}`)
+
+// BenchmarkReadEvent measures what is done once per upstream event, whatever
+// the number of subscribers: the message decoded, the result compacted and
+// framed.
+func BenchmarkReadEvent(b *testing.B) {
 	b.ReportAllocs()
-	b.SetBytes(int64(len(benchResult)))
+	b.SetBytes(int64(len(benchMessage)))
 	for b.Loop() {
-		payload, err := resultJSON(benchResult)
+		m, err := scanMessage(benchMessage)
 		if err != nil {
 			b.Fatal(err)
 		}
-		newEvent(payload, "0123456789abcdef", 42)
+		if _, err := frameEvent(m.payload, "0123456789abcdef", 42, true); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

@@ -44,27 +44,39 @@ func FuzzSSEFraming(f *testing.F) {
 		if !bytes.Equal(body, ev.json) || !bytes.Equal(ev.plain, append(bytes.Clone(ev.json), "\n\n"...)) {
 			t.Fatalf("frames disagree: %q %q %q", ev.sse, ev.plain, ev.json)
 		}
-		var got, in map[string]json.RawMessage
-		if err := json.Unmarshal(ev.json, &got); err != nil {
-			t.Fatalf("payload %q is not a JSON object: %v", ev.json, err)
+		want, err := referenceResult(raw)
+		if err != nil {
+			t.Fatalf("accepted %q, which encoding/json refuses: %v", raw, err)
 		}
-		if err := json.Unmarshal(raw, &in); err != nil {
-			t.Fatalf("resultJSON accepted %q, which is not an object", raw)
-		}
-		for k, v := range got {
-			if k != "data" && k != "errors" {
-				t.Fatalf("key %q leaked into %q", k, ev.json)
-			}
-			var a, b any
-			json.Unmarshal(v, &a)
-			json.Unmarshal(in[k], &b)
-			ja, _ := json.Marshal(a)
-			jb, _ := json.Marshal(b)
-			if !bytes.Equal(ja, jb) {
-				t.Fatalf("%s changed: %s became %s", k, in[k], v)
-			}
+		if !bytes.Equal(ev.json, want) {
+			t.Fatalf("%q framed as %s, want %s", raw, ev.json, want)
 		}
 	})
+}
+
+// referenceResult is the framing's contract written with encoding/json:
+// data then errors (null errors dropped), each compacted.
+func referenceResult(raw []byte) ([]byte, error) {
+	var r map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteByte('{')
+	data, hasData := r["data"]
+	if hasData {
+		b.WriteString(`"data":`)
+		json.Compact(&b, data)
+	}
+	if errs, ok := r["errors"]; ok && string(errs) != "null" {
+		if hasData {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"errors":`)
+		json.Compact(&b, errs)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
 const fuzzOperation = `subscription (
@@ -190,22 +202,60 @@ func FuzzDecodeMessage(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := decodeMessage(b)
-		if err != nil {
+		fast, ferr := decodeMessage(b)
+		slow, serr := referenceDecode(b)
+		if (ferr == nil) != (serr == nil) {
+			t.Fatalf("%q: fast decoder says %v, encoding/json says %v", b, ferr, serr)
+		}
+		if ferr != nil {
 			return
 		}
-		if m.Type == "" {
+		if fast.Type != slow.Type || fast.ID != slow.ID || !bytes.Equal(fast.Payload, slow.Payload) {
+			t.Fatalf("%q: fast %+v, encoding/json %+v", b, fast, slow)
+		}
+		if fast.Type == "" {
 			t.Fatal("accepted a message without a type")
 		}
-		out, err := encodeMessage(m)
+		out, err := encodeMessage(fast)
 		if err != nil {
-			t.Fatalf("re-encode %+v: %v", m, err)
+			t.Fatalf("re-encode %+v: %v", fast, err)
 		}
 		m2, err := decodeMessage(out)
-		if err != nil || m2.Type != m.Type || m2.ID != m.ID || !jsonEqual(m2.Payload, m.Payload) {
-			t.Fatalf("round trip: %+v → %s → %+v (%v)", m, out, m2, err)
+		if err != nil || m2.Type != fast.Type || m2.ID != fast.ID || !jsonEqual(m2.Payload, fast.Payload) {
+			t.Fatalf("round trip: %+v → %s → %+v (%v)", fast, out, m2, err)
 		}
 	})
+}
+
+// referenceDecode is the decoder's contract written with encoding/json: an
+// object; "type" and "id" strings or null, matched exactly; the payload as
+// written, null meaning none; a type; an id on the messages that need one.
+func referenceDecode(b []byte) (message, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil || raw == nil {
+		return message{}, errNotObject
+	}
+	var m message
+	for key, dst := range map[string]*string{"type": &m.Type, "id": &m.ID} {
+		if v, ok := raw[key]; ok && string(v) != "null" {
+			if err := json.Unmarshal(v, dst); err != nil {
+				return message{}, err
+			}
+		}
+	}
+	if p, ok := raw["payload"]; ok && string(p) != "null" {
+		m.Payload = p
+	}
+	if m.Type == "" {
+		return message{}, errNoType
+	}
+	switch m.Type {
+	case msgNext, msgLegacyData, msgError, msgComplete:
+		if m.ID == "" {
+			return message{}, errors.New("no id")
+		}
+	}
+	return m, nil
 }
 
 func jsonEqual(a, b json.RawMessage) bool {

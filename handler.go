@@ -81,7 +81,9 @@ type Config struct {
 	ReconnectLimit time.Duration
 
 	// WriteTimeout bounds one write to a client or to an upstream. A
-	// client that takes longer is dropped. Zero means DefaultWriteTimeout.
+	// client that takes longer is dropped (to spare a timer update per
+	// write, a client write gets between half of it and all of it). Zero
+	// means DefaultWriteTimeout.
 	WriteTimeout time.Duration
 
 	// QueueSize is how many results a client may have unread before it is

@@ -1,9 +1,11 @@
 package gqlpush
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // A Protocol is a GraphQL-over-WebSocket subprotocol.
@@ -64,26 +66,138 @@ type subscribePayload struct {
 	OperationName string          `json:"operationName,omitempty"`
 }
 
-var errNoType = errors.New("message has no type")
+var (
+	errNoType      = errors.New("message has no type")
+	errInvalidJSON = errors.New("message is not valid JSON")
+	errNotObject   = errors.New("message is not a JSON object")
+)
 
-// decodeMessage reads one frame from the upstream. It never fails on unknown
-// fields, and fails on anything that is not a JSON object with a string type.
+// A frame is an upstream message as the reader sees it: id and payload are
+// slices of the message, valid until the next read.
+type frame struct {
+	typ     string
+	id      []byte
+	payload []byte // nil when absent or null
+}
+
+// knownTypes are the message types of both protocols; scanMessage returns
+// these strings, so reading a type allocates nothing.
+var knownTypes = []string{
+	msgConnectionInit, msgConnectionAck, msgPing, msgPong, msgSubscribe, msgNext, msgError, msgComplete,
+	msgLegacyStart, msgLegacyData, msgLegacyStop, msgLegacyKeepAlive, msgLegacyConnectionError, msgLegacyTerminate,
+}
+
+func internType(b []byte) string {
+	for _, t := range knownTypes {
+		if string(b) == t {
+			return t
+		}
+	}
+	return string(b)
+}
+
+// scanMessage reads one message from the upstream. It accepts what
+// decodeMessage accepts, without reflection and without copying: keys match
+// exactly, the last of duplicate keys wins, unknown keys are ignored.
+func scanMessage(b []byte) (frame, error) {
+	if !json.Valid(b) {
+		return frame{}, errInvalidJSON
+	}
+	var (
+		f         frame
+		slow, bad bool
+		isObject  = members(b, func(key, value []byte) {
+			k, ok := unquoted(key)
+			if !ok {
+				slow = true
+				return
+			}
+			switch string(k) {
+			case "type", "id":
+				if string(value) == "null" {
+					return
+				}
+				s, ok := unquoted(value)
+				if !ok || !utf8.Valid(s) {
+					if len(value) > 0 && value[0] == '"' {
+						slow = true // escapes, or bytes encoding/json replaces
+					} else {
+						bad = true
+					}
+					return
+				}
+				if k[0] == 't' {
+					f.typ = internType(s)
+				} else {
+					f.id = s
+				}
+			case "payload":
+				f.payload = value
+				if string(value) == "null" {
+					f.payload = nil
+				}
+			}
+		})
+	)
+	switch {
+	case !isObject:
+		return frame{}, errNotObject
+	case slow:
+		m, err := decodeMessageSlow(b)
+		return frame{typ: m.Type, id: []byte(m.ID), payload: m.Payload}, err
+	case bad:
+		return frame{}, errors.New("message type or id is not a string")
+	case f.typ == "":
+		return frame{}, errNoType
+	}
+	switch f.typ {
+	case msgNext, msgLegacyData, msgError, msgComplete:
+		if len(f.id) == 0 {
+			return frame{}, fmt.Errorf("upstream %s message has no id", f.typ)
+		}
+	}
+	return f, nil
+}
+
+// decodeMessage reads one message into a message of its own.
 func decodeMessage(b []byte) (message, error) {
+	f, err := scanMessage(b)
+	if err != nil {
+		return message{}, err
+	}
+	m := message{Type: f.typ, ID: string(f.id)}
+	if f.payload != nil {
+		m.Payload = bytes.Clone(f.payload)
+	}
+	return m, nil
+}
+
+// decodeMessageSlow decodes a message whose keys or strings hold escapes.
+func decodeMessageSlow(b []byte) (message, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return message{}, errNotObject
+	}
 	var m message
-	if err := json.Unmarshal(b, &m); err != nil {
-		return message{}, fmt.Errorf("decode upstream message: %w", err)
+	for key, dst := range map[string]*string{"type": &m.Type, "id": &m.ID} {
+		if v, ok := raw[key]; ok && string(v) != "null" {
+			if err := json.Unmarshal(v, dst); err != nil {
+				return message{}, errors.New("message type or id is not a string")
+			}
+		}
+	}
+	if p, ok := raw["payload"]; ok && string(p) != "null" {
+		m.Payload = p
 	}
 	if m.Type == "" {
 		return message{}, errNoType
 	}
+	m.Type = internType([]byte(m.Type))
 	switch m.Type {
 	case msgNext, msgLegacyData, msgError, msgComplete:
 		if m.ID == "" {
 			return message{}, fmt.Errorf("upstream %s message has no id", m.Type)
 		}
-	}
-	if len(m.Payload) > 0 && string(m.Payload) == "null" {
-		m.Payload = nil
 	}
 	return m, nil
 }

@@ -344,9 +344,17 @@ func (h *Handler) streamLoop(r *http.Request, s *subscriber, st *stream) string 
 			st.end(endShutdown)
 			return ReasonShutdown
 		case <-beat:
+			// The timer is not reset on every write, which would cost
+			// each one a timer operation: it fires every interval and
+			// checks how long the stream has been silent.
+			if idle := time.Since(st.lastWrite); idle < st.beatEvery {
+				st.beat.Reset(st.beatEvery - idle)
+				continue
+			}
 			if !st.heartbeat() {
 				return ReasonWriteFailed
 			}
+			st.beat.Reset(st.beatEvery)
 		case <-s.wake:
 			var end endReason
 			buf, end = s.take(buf[:0])
@@ -434,6 +442,8 @@ type stream struct {
 	timeout   time.Duration
 	beat      *time.Timer
 	beatEvery time.Duration
+	lastWrite time.Time // of the last flush
+	armed     time.Time // the write deadline in force
 	last      *event // the last result this client has, for patch and dedupe
 	failed    bool
 }
@@ -556,9 +566,16 @@ func (st *stream) put(b []byte) bool {
 }
 
 // deadline bounds the next write: a client that does not take it within the
-// write timeout is dropped.
+// write timeout is dropped. The deadline is moved only when less than half
+// the timeout is left, not on every write: a write always has at least half
+// the timeout, and a busy stream spares the poller most updates.
 func (st *stream) deadline() {
-	st.rc.SetWriteDeadline(time.Now().Add(st.timeout))
+	now := time.Now()
+	if st.armed.Sub(now) > st.timeout/2 {
+		return
+	}
+	st.armed = now.Add(st.timeout)
+	st.rc.SetWriteDeadline(st.armed)
 }
 
 func (st *stream) flush() bool {
@@ -569,8 +586,6 @@ func (st *stream) flush() bool {
 		st.failed = true
 		return false
 	}
-	if st.beat != nil {
-		st.beat.Reset(st.beatEvery)
-	}
+	st.lastWrite = time.Now()
 	return true
 }

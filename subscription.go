@@ -77,7 +77,16 @@ type event struct {
 }
 
 func newEvent(payload []byte, token string, seq uint64) *event {
-	n := len(sseDataPrefix) + len(payload) + 2
+	ev, _ := frameEvent(payload, token, seq, false)
+	return ev
+}
+
+// frameEvent builds the event of one upstream result: one buffer holding the
+// id line, the data line and the blank line, with raw compacted into it.
+// raw must be valid JSON; with result false it is taken as the payload
+// itself, already rendered.
+func frameEvent(raw []byte, token string, seq uint64, result bool) (*event, error) {
+	n := len(sseDataPrefix) + len(raw) + 2
 	if token != "" {
 		n += len(sseIDPrefix) + len(token) + 1 + 20 + 1
 	}
@@ -89,9 +98,16 @@ func newEvent(payload []byte, token string, seq uint64) *event {
 	}
 	buf = append(buf, sseDataPrefix...)
 	start := len(buf)
-	buf = append(buf, payload...)
+	if result {
+		var err error
+		if buf, err = appendResult(buf, raw); err != nil {
+			return nil, err
+		}
+	} else {
+		buf = append(buf, raw...)
+	}
 	buf = append(buf, "\n\n"...)
-	return &event{seq: seq, sse: buf, plain: buf[start:], json: buf[start : len(buf)-2]}
+	return &event{seq: seq, sse: buf, plain: buf[start:], json: buf[start : len(buf)-2]}, nil
 }
 
 // appendEventID writes an SSE event id: the shared subscription's token, a
@@ -342,20 +358,23 @@ func (h *hub) close() {
 // publish frames one upstream result and hands it to every subscriber. It
 // never waits for a client: a subscriber that has more than the queue size
 // unread is marked slow and dropped by its own writer.
-func (sh *shared) publish(raw json.RawMessage) {
-	payload, err := resultJSON(raw)
+//
+// Only the reader goroutine of the subscription's connection calls it, one
+// call at a time, and only it advances sh.next: so the event can be framed
+// with its sequence number before the lock is taken, keeping the lock short.
+func (sh *shared) publish(raw []byte) {
+	limit := uint64(sh.h.cfg.queueSize)
+	ev, err := frameEvent(raw, sh.token, sh.nextSeq(), true)
 	if err != nil {
 		sh.h.log.Warn("bad upstream result", "operation", sh.key.ep.op.name, "err", err)
 		return
 	}
-	limit := uint64(sh.h.cfg.queueSize)
 	now := time.Now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.ended || sh.stopped {
 		return
 	}
-	ev := newEvent(payload, sh.token, sh.next)
 	ev.at = now
 	if n := len(sh.events); n > 0 && sh.events[n-1].seq+1 == ev.seq {
 		ev.same = bytes.Equal(sh.events[n-1].json, ev.json)
@@ -375,6 +394,13 @@ func (sh *shared) publish(raw json.RawMessage) {
 		s.notify()
 	}
 	sh.trimTo(low)
+}
+
+// nextSeq reads sh.next; see publish.
+func (sh *shared) nextSeq() uint64 {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.next
 }
 
 // trimLocked drops what no subscriber will read and resumption does not
@@ -471,38 +497,61 @@ func (s *subscriber) take(buf []*event) ([]*event, endReason) {
 // resultJSON renders an upstream result as the compact JSON sent to clients:
 // its data and errors, in that order; extensions stay upstream.
 func resultJSON(raw json.RawMessage) ([]byte, error) {
-	// A map, not a struct: encoding/json matches struct fields without
-	// regard to case, and "Data" is not "data".
-	var r map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return nil, err
+	if !json.Valid(raw) {
+		return nil, errInvalidJSON
 	}
-	data, hasData := r["data"]
-	errs, hasErrs := r["errors"]
-	if hasErrs && bytes.Equal(errs, []byte("null")) {
+	return appendResult(nil, raw)
+}
+
+// appendResult appends the compact result of raw, which is valid JSON, to
+// dst. Keys match exactly: "Data" is not "data".
+func appendResult(dst, raw []byte) ([]byte, error) {
+	var (
+		data, errs       []byte
+		hasData, hasErrs bool
+		slow             bool
+	)
+	if !members(raw, func(key, value []byte) {
+		k, ok := unquoted(key)
+		if !ok {
+			slow = true
+			return
+		}
+		switch string(k) {
+		case "data":
+			data, hasData = value, true
+		case "errors":
+			errs, hasErrs = value, true
+		}
+	}) {
+		return nil, errNotObject
+	}
+	if slow {
+		// A key written with escapes: let encoding/json read the keys.
+		var r map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return nil, err
+		}
+		data, hasData = r["data"]
+		errs, hasErrs = r["errors"]
+	}
+	if hasErrs && string(errs) == "null" {
 		hasErrs = false
 	}
 	if !hasData && !hasErrs {
 		return nil, errors.New("result has neither data nor errors")
 	}
-	var b bytes.Buffer
-	b.Grow(len(raw))
-	b.WriteByte('{')
+	dst = append(dst, '{')
 	if hasData {
-		b.WriteString(`"data":`)
-		if err := json.Compact(&b, data); err != nil {
-			return nil, err
-		}
+		dst = append(dst, `"data":`...)
+		dst = appendCompact(dst, data)
 	}
 	if hasErrs {
 		if hasData {
-			b.WriteByte(',')
+			dst = append(dst, ',')
 		}
-		b.WriteString(`"errors":`)
-		if err := json.Compact(&b, errs); err != nil {
-			return nil, err
-		}
+		dst = append(dst, `"errors":`...)
+		dst = appendCompact(dst, errs)
 	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	return append(dst, '}'), nil
 }

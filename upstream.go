@@ -1,6 +1,7 @@
 package gqlpush
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,8 +36,9 @@ type DialRequest struct {
 type Conn interface {
 	// Subprotocol is the subprotocol the server selected, "" for none.
 	Subprotocol() string
-	// Read returns the next message. The context lives as long as the
-	// connection: gqlpush never cancels it to time out one read.
+	// Read returns the next message, which may live in a buffer that the
+	// next Read reuses. The context lives as long as the connection:
+	// gqlpush never cancels it to time out one read.
 	Read(ctx context.Context) ([]byte, error)
 	// Write sends one text message.
 	Write(ctx context.Context, msg []byte) error
@@ -114,12 +116,28 @@ func (e *HandshakeError) Error() string {
 	return fmt.Sprintf("upstream refused the WebSocket handshake with HTTP %d", e.StatusCode)
 }
 
-type wsConn struct{ c *websocket.Conn }
+// shrinkAbove is the capacity past which a connection's read buffer,
+// grown by one large message, is given back rather than kept.
+const shrinkAbove = 64 << 10
+
+type wsConn struct {
+	c    *websocket.Conn
+	buf  bytes.Buffer // reused by every Read
+	last int          // length of the last message
+}
 
 func (w *wsConn) Subprotocol() string { return w.c.Subprotocol() }
 
 func (w *wsConn) Read(ctx context.Context) ([]byte, error) {
-	_, b, err := w.c.Read(ctx)
+	_, r, err := w.c.Reader(ctx)
+	if err == nil {
+		if w.buf.Cap() > shrinkAbove && w.last < shrinkAbove/4 {
+			w.buf = bytes.Buffer{} // one large message grew it; let it go
+		}
+		w.buf.Reset()
+		_, err = w.buf.ReadFrom(r)
+		w.last = w.buf.Len()
+	}
 	if err != nil {
 		var ce websocket.CloseError
 		if errors.As(err, &ce) {
@@ -127,7 +145,7 @@ func (w *wsConn) Read(ctx context.Context) ([]byte, error) {
 		}
 		return nil, err
 	}
-	return b, nil
+	return w.buf.Bytes(), nil
 }
 
 func (w *wsConn) Write(ctx context.Context, msg []byte) error {

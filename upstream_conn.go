@@ -1,6 +1,7 @@
 package gqlpush
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -499,22 +500,22 @@ func (c *upConn) read(t Conn, w wire, lastSeen *atomic.Int64, kaSeen, pongSeen *
 			return
 		}
 		lastSeen.Store(time.Now().UnixNano())
-		m, err := decodeMessage(b)
+		m, err := scanMessage(b)
 		if err != nil {
 			c.p.log.Warn("bad upstream message", "upstream", c.key.up.label, "err", err)
 			continue
 		}
-		switch m.Type {
+		switch m.typ {
 		case w.next:
-			if cs := c.lookup(m.ID); cs != nil {
-				cs.sh.publish(m.Payload)
+			if cs := c.lookup(m.id); cs != nil {
+				cs.sh.publish(m.payload)
 			}
 		case msgError:
-			if cs := c.remove(m.ID); cs != nil {
-				cs.sh.finish(endReason{kind: endKindUpstreamError, errors: upstreamErrors(m.Payload)})
+			if cs := c.remove(m.id); cs != nil {
+				cs.sh.finish(endReason{kind: endKindUpstreamError, errors: upstreamErrors(m.payload)})
 			}
 		case msgComplete:
-			if cs := c.remove(m.ID); cs != nil {
+			if cs := c.remove(m.id); cs != nil {
 				cs.sh.finish(endComplete)
 			}
 		case msgPing:
@@ -526,24 +527,24 @@ func (c *upConn) read(t Conn, w wire, lastSeen *atomic.Int64, kaSeen, pongSeen *
 			kaSeen.Store(true)
 		case msgConnectionAck:
 		default:
-			c.p.log.Warn("unexpected upstream message", "upstream", c.key.up.label, "type", m.Type)
+			c.p.log.Warn("unexpected upstream message", "upstream", c.key.up.label, "type", m.typ)
 		}
 	}
 }
 
-func (c *upConn) lookup(id string) *connSub {
+func (c *upConn) lookup(id []byte) *connSub {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.subs[id]
+	return c.subs[string(id)] // no allocation: the compiler indexes with the bytes
 }
 
 // remove takes off a subscription the upstream ended.
-func (c *upConn) remove(id string) *connSub {
+func (c *upConn) remove(id []byte) *connSub {
 	c.mu.Lock()
-	cs := c.subs[id]
+	cs := c.subs[string(id)]
 	if cs != nil {
 		cs.gone = true
-		delete(c.subs, id)
+		delete(c.subs, cs.id)
 	}
 	c.mu.Unlock()
 	c.signal() // the idle timer may have to start
@@ -593,13 +594,15 @@ func (c *upConn) failAll(end endReason) {
 // upstreamErrors turns the payload of an upstream error message into a
 // GraphQL errors list: graphql-transport-ws sends a list, graphql-ws one
 // error object (or, from some servers, an object holding "errors").
-func upstreamErrors(payload json.RawMessage) json.RawMessage {
+func upstreamErrors(payload []byte) json.RawMessage {
 	var probe any
 	if json.Unmarshal(payload, &probe) == nil {
 		switch v := probe.(type) {
 		case []any:
 			if len(v) > 0 {
-				return payload
+				var b bytes.Buffer
+				json.Compact(&b, payload)
+				return b.Bytes() // a copy: payload is the reader's buffer
 			}
 		case map[string]any:
 			if errs, ok := v["errors"].([]any); ok && len(errs) > 0 {
