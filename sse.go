@@ -444,7 +444,7 @@ type stream struct {
 	beatEvery time.Duration
 	lastWrite time.Time // of the last flush
 	armed     time.Time // the write deadline in force
-	last      *event // the last result this client has, for patch and dedupe
+	last      *event    // the last result this client has, for patch and dedupe
 	failed    bool
 }
 
