@@ -272,6 +272,7 @@ func TestAnonymousCapByAddress(t *testing.T) {
 func TestCORS(t *testing.T) {
 	g := newGateway(t, func(cfg *gqlpush.Config) {
 		cfg.CORSOrigins = []string{"https://app.example.com"}
+		cfg.Upstreams[0].ForwardHeaders = []string{"X-Tenant"}
 	})
 	req := func(method, origin string, extra http.Header) *http.Response {
 		r, _ := http.NewRequestWithContext(waitCtx(t), method, g.srv.URL+"/operations/Count?wg_subscribe_once", nil)
@@ -292,7 +293,7 @@ func TestCORS(t *testing.T) {
 
 	resp := req(http.MethodOptions, "https://app.example.com", pre)
 	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
-		resp.Header.Get("Access-Control-Allow-Credentials") != "true" || !strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		resp.Header.Get("Access-Control-Allow-Credentials") != "true" || resp.Header.Get("Access-Control-Allow-Headers") != "Authorization, Last-Event-ID, Cache-Control, X-Tenant" {
 		t.Errorf("preflight from a listed origin: %d %v", resp.StatusCode, resp.Header)
 	}
 	resp = req(http.MethodGet, "https://app.example.com", nil)

@@ -52,7 +52,7 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
 	hd.Add("Vary", "Access-Control-Request-Method")
 	hd.Add("Vary", "Access-Control-Request-Headers")
 	hd.Set("Access-Control-Allow-Methods", "GET")
-	hd.Set("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Cache-Control")
+	hd.Set("Access-Control-Allow-Headers", h.corsHeaders)
 	hd.Set("Access-Control-Max-Age", "600")
 	w.WriteHeader(http.StatusNoContent)
 	return true

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -231,6 +232,9 @@ type Handler struct {
 	hub       *hub
 	limits    *limits
 	origins   []string
+	// corsHeaders are the request headers a cross-origin page may send:
+	// credentials, resumption, and every header forwarded upstream.
+	corsHeaders string
 
 	clientAddress func(*http.Request) string
 
@@ -381,6 +385,15 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	corsHeaders := []string{"Authorization", "Last-Event-ID", "Cache-Control"}
+	for _, u := range ups {
+		for _, name := range u.forward {
+			if !slices.Contains(corsHeaders, name) {
+				corsHeaders = append(corsHeaders, name)
+			}
+		}
+	}
+	h.corsHeaders = strings.Join(corsHeaders, ", ")
 	h.pool = newPool(&h.cfg, log, h.obs)
 	h.hub = newHub(&h.cfg, h.pool, log, h.obs)
 	return h, nil

@@ -78,7 +78,7 @@ type JWTConfig struct {
 // never read: they end up in logs. Every token must carry "exp".
 type JWTAuthenticator struct {
 	parser     *jwt.Parser
-	keyfunc    jwt.Keyfunc
+	keyfunc    func(ctx context.Context) jwt.Keyfunc // ctx: the request's
 	cookie     string
 	rolesClaim string
 	leeway     time.Duration
@@ -155,13 +155,15 @@ func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
 	switch {
 	case len(cfg.Secret) > 0:
 		secret := slices.Clone(cfg.Secret)
-		a.keyfunc = func(*jwt.Token) (any, error) { return secret, nil }
+		a.keyfunc = func(context.Context) jwt.Keyfunc {
+			return func(*jwt.Token) (any, error) { return secret, nil }
+		}
 	case len(cfg.JWKS) > 0:
 		k, err := keyfunc.NewJWKSetJSON(cfg.JWKS)
 		if err != nil {
 			return nil, fmt.Errorf("gqlpush: JWTConfig.JWKS: %w", err)
 		}
-		a.keyfunc = k.Keyfunc
+		a.keyfunc = k.KeyfuncCtx
 	default:
 		log := cfg.Logger
 		if log == nil {
@@ -170,8 +172,12 @@ func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
 		ctx, cancel := context.WithCancel(context.Background())
 		first := false
 		k, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
-			Client:                    cfg.HTTPClient,
-			HTTPTimeout:               10 * time.Second,
+			Client:      cfg.HTTPClient,
+			HTTPTimeout: 10 * time.Second,
+			// A token naming an unknown key makes the set be fetched again,
+			// at most every five minutes; a request does not wait for its
+			// turn longer than this.
+			RateLimitWaitMax:          100 * time.Millisecond,
 			NoErrorReturnFirstHTTPReq: &first,
 			RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
 				return func(_ context.Context, err error) {
@@ -181,15 +187,18 @@ func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
 		})
 		if err != nil {
 			cancel()
-			return nil, fmt.Errorf("gqlpush: JWTConfig.JWKSURL: %s", scrubURLs(err.Error()))
+			first, _, _ := strings.Cut(err.Error(), "\n") // the rest repeats it
+			return nil, fmt.Errorf("gqlpush: JWTConfig.JWKSURL: %s", scrubURLs(first))
 		}
-		a.keyfunc = k.Keyfunc
+		a.keyfunc = k.KeyfuncCtx
 		a.cancel = cancel
 	}
 	return a, nil
 }
 
-// Close stops the refresh of a key set fetched from JWKSURL.
+// Close stops the refresh of a key set fetched from JWKSURL. The refresh
+// goroutine belongs to github.com/MicahParks/keyfunc: it ends soon after,
+// not before Close returns.
 func (a *JWTAuthenticator) Close() {
 	if a.cancel != nil {
 		a.cancel()
@@ -210,7 +219,7 @@ func (a *JWTAuthenticator) Authenticate(r *http.Request) (*Principal, error) {
 		return nil, err
 	}
 	claims := jwt.MapClaims{}
-	if _, err := a.parser.ParseWithClaims(raw, claims, a.keyfunc); err != nil {
+	if _, err := a.parser.ParseWithClaims(raw, claims, a.keyfunc(r.Context())); err != nil {
 		return nil, fmt.Errorf("gqlpush: invalid token: %w", err)
 	}
 	p := &Principal{Claims: claims}
