@@ -40,13 +40,23 @@ type config struct {
 	resumeFrames   int
 	resumeGrace    time.Duration
 	drain          time.Duration
+
+	jwt            *gqlpush.JWTConfig // nil: every caller is anonymous
+	keys           string             // where jwt's keys come from, for the log
+	keysFlag       string             // the flag that gives them, for messages
+	warnings       []string           // logged once the gateway is ready to listen
+	forwardHeaders []string           // canonical names, for every upstream
+	corsOrigins    []string
+	clientIPHeader string // canonical; "" counts anonymous callers by remote address
+
+	maxStreams, maxStreamsPerPrincipal int
 }
 
 // handlerConfig is the gqlpush configuration the flags ask for; run adds the
-// logger and the metrics observer. Zero values keep their meaning in
-// gqlpush.Config: the library's default.
+// logger, the metrics observer and the authenticator. Zero values keep their
+// meaning in gqlpush.Config: the library's default, or no cap.
 func (c *config) handlerConfig() gqlpush.Config {
-	return gqlpush.Config{
+	hc := gqlpush.Config{
 		Operations:     c.operations,
 		Upstreams:      c.upstreams,
 		Prefix:         prefix,
@@ -57,7 +67,15 @@ func (c *config) handlerConfig() gqlpush.Config {
 		ResumeFrames:   c.resumeFrames,
 		ResumeGrace:    c.resumeGrace,
 		DrainWindow:    c.drain,
+
+		MaxStreams:             c.maxStreams,
+		MaxStreamsPerPrincipal: c.maxStreamsPerPrincipal,
+		CORSOrigins:            c.corsOrigins,
 	}
+	if c.clientIPHeader != "" {
+		hc.ClientAddress = clientAddress(c.clientIPHeader)
+	}
+	return hc
 }
 
 // shutdownTimeout bounds the graceful shutdown. gqlpush spreads the ends of
@@ -92,6 +110,12 @@ Serves the subscriptions in DIR/**/*.graphql at /operations/<path without
 upstream over GraphQL-over-WebSocket. /healthz answers "ok". With -metrics
 ADDR, Prometheus metrics are served at http://ADDR/metrics.
 
+With -jwt-secret-file or -jwks, callers may present a JSON Web Token, in an
+Authorization: Bearer header or in the -auth-cookie cookie. Operations with
+@auth, @rbac or @fromClaim require one; @fromClaim variables take their
+values from its claims. Without either flag every caller is anonymous, and
+such operations are refused at startup.
+
 Flags:
 `
 
@@ -107,7 +131,8 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		fs.PrintDefaults()
 	}
 	cfg := &config{}
-	var upstreams, schemas, protocols listFlag
+	var upstreams, schemas, protocols, forward, origins listFlag
+	var af authFlags
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:9991", "listen on `ADDR` (host:port)")
 	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (host:port), on a listener of its own; empty serves none")
 	fs.Var(&upstreams, "upstream", "an upstream GraphQL server, `[NAME=]URL` with a ws:// or wss:// URL (repeatable).\nOperations reach its root fields as NAME_field; at most one upstream has no NAME, and its fields keep their names.")
@@ -121,6 +146,18 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	fs.IntVar(&cfg.resumeFrames, "resume-frames", gqlpush.DefaultResumeFrames, "keep the last `N` results of each shared subscription, so that an SSE client that reconnects with the\nLast-Event-ID of one of them gets what it missed; 0 means the default, negative sends no id lines")
 	fs.DurationVar(&cfg.resumeGrace, "resume-grace", 0, "keep a shared subscription running for `D` after its last client left, so that a client back from a\nnetwork blip can resume; 0 (the default) stops it at once")
 	fs.DurationVar(&cfg.drain, "drain", gqlpush.DefaultDrainWindow, "on shutdown, spread the ends of the open streams over `D`, so that clients do not all reconnect at once;\n0 means the default, negative ends them all at once. Shutdown waits at most twice D, plus the write\ntimeout, plus "+shutdownMargin.String())
+
+	fs.StringVar(&af.secretFile, "jwt-secret-file", "", "verify HS256 tokens with the secret in `FILE`: its content, less one trailing newline; 32 bytes or more.\nLet the gateway's user alone read the file (a warning is logged otherwise). Not with -jwks")
+	fs.StringVar(&af.jwks, "jwks", "", "verify RS256, ES256 and EdDSA tokens with the JSON Web Key Set at `URL|FILE`. An http(s) URL is fetched\nat startup (the gateway does not start without it), then again hourly and when a token names an unknown key;\na FILE is read once. Not with -jwt-secret-file. Without either, every caller is anonymous")
+	fs.StringVar(&af.issuer, "jwt-issuer", "", "require `ISS` in the \"iss\" claim of tokens; by default any issuer is accepted")
+	fs.StringVar(&af.audience, "jwt-audience", "", "require `AUD` among the \"aud\" claim's values; by default any audience is accepted, so set it when\nthe issuer also signs tokens for other applications")
+	fs.StringVar(&af.cookie, "auth-cookie", gqlpush.DefaultAuthCookie, "read the token from the cookie `NAME` too, for browsers, whose EventSource cannot set an Authorization\nheader; - reads no cookie")
+	fs.StringVar(&af.rolesClaim, "roles-claim", gqlpush.DefaultRolesClaim, "the claim `NAME` that holds the roles @rbac checks: an array of strings, or one space-separated string;\na path such as realm_access.roles reaches into nested claims")
+	fs.Var(&forward, "forward-header", "copy the client request header `NAME` onto the WebSocket handshake of every upstream (repeatable).\nCallers whose values differ get upstream connections of their own. Headers of one connection (Connection,\nUpgrade, Sec-WebSocket-*, …) cannot be forwarded")
+	fs.IntVar(&cfg.maxStreams, "max-streams", 0, "refuse a new stream with 429 TOO_MANY_STREAMS while `N` streams are open; 0 sets no cap")
+	fs.IntVar(&cfg.maxStreamsPerPrincipal, "max-streams-per-principal", 0, "refuse a new stream with 429 TOO_MANY_STREAMS while its caller holds `N` open: a caller with a token\ncounts by subject, an anonymous one by address (see -client-ip-header); 0 sets no cap")
+	fs.StringVar(&cfg.clientIPHeader, "client-ip-header", "", "count anonymous callers for -max-streams-per-principal by the first address in the header `NAME`\n(X-Forwarded-For, X-Real-IP), or by the remote address when it has none. Name only a header that a proxy you\ntrust sets in front of the gateway, replacing what the client sent: anyone can write any address in it.\nBy default callers count by remote address")
+	fs.Var(&origins, "cors-origin", "let the pages of `ORIGIN` (https://app.example.com) read streams from another origin, with cookies\n(repeatable; * is refused). By default only same-origin pages may")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -142,6 +179,11 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	if err := cfg.checkValues(); err != nil {
 		return nil, err
 	}
+	flagsSet := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { flagsSet[f.Name] = true })
+	if err := cfg.checkAuth(af, flagsSet, forward, origins); err != nil {
+		return nil, err
+	}
 
 	seen := map[string]bool{}
 	for _, v := range upstreams {
@@ -156,6 +198,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 			return nil, usagef("-upstream: two upstreams are named %q", u.Name)
 		}
 		seen[u.Name] = true
+		u.ForwardHeaders = cfg.forwardHeaders
 		cfg.upstreams = append(cfg.upstreams, u)
 	}
 

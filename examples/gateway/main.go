@@ -15,12 +15,21 @@
 // "listening on http://ADDR/operations/", to standard output; it logs to
 // standard error.
 //
+// With -jwt-secret-file (HS256) or -jwks (a JSON Web Key Set, by URL or
+// file), callers authenticate with a JSON Web Token in an Authorization:
+// Bearer header or a cookie: operations with @auth, @rbac or @fromClaim
+// require one, and @fromClaim variables take their values from its claims.
+// -max-streams and -max-streams-per-principal cap the open streams,
+// -forward-header passes client headers upstream, -cors-origin lets pages of
+// other origins read the streams. No secret, token or URL credential is
+// ever printed or logged.
+//
 // SIGINT or SIGTERM shuts it down gracefully: every open stream ends with an
 // error frame of code SHUTTING_DOWN and, on SSE, the complete event, the ends
 // spread over the -drain window so that clients do not all come back at
 // once; then the HTTP servers close. The exit status is 0 after a clean
-// shutdown, 2 when the flags or what they name (operations, schemas) are
-// invalid, and 1 on any other failure.
+// shutdown, 2 when the flags or what they name (operations, schemas, the
+// secret, the key set) are invalid, and 1 on any other failure.
 package main
 
 import (
@@ -34,6 +43,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -113,9 +123,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		hcfg.Observer = obs
 	}
+	auth, closeAuth, err := cfg.authenticator(log)
+	if err != nil {
+		return err
+	}
+	defer closeAuth()
+	if auth != nil {
+		hcfg.Authenticator = auth
+		// A token that names an unknown key makes the authenticator fetch
+		// the key set again, and its request wait for that: closing the
+		// authenticator once shutdown begins ends the wait. The keys it
+		// holds keep verifying the requests still served.
+		defer afterDone(ctx, closeAuth)()
+	}
 	h, err := gqlpush.NewHandler(hcfg)
 	if err != nil {
-		return &usageError{inDir(cfg.operationsDir, err)}
+		err = inDir(cfg.operationsDir, err)
+		if auth == nil && strings.Contains(err.Error(), "Authenticator is nil") {
+			err = fmt.Errorf("%w\n(operations with @auth, @rbac or @fromClaim need -jwt-secret-file or -jwks)", err)
+		}
+		return &usageError{err}
+	}
+	for _, w := range cfg.warnings {
+		log.Warn(w)
 	}
 	// The handler holds nothing yet: Close returns at once on the way out.
 	ln, err := net.Listen("tcp", cfg.listen)
@@ -133,6 +163,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return serve(ctx, h, cfg, log, stdout, ln, mln, metrics)
+}
+
+// afterDone calls f once ctx is done, in a goroutine of its own. The
+// function it returns cancels that call, or waits for it to return.
+func afterDone(ctx context.Context, f func()) (stop func()) {
+	done := make(chan struct{})
+	cancel := context.AfterFunc(ctx, func() {
+		defer close(done)
+		f()
+	})
+	return func() {
+		if !cancel() {
+			<-done
+		}
+	}
 }
 
 // newMetrics returns the /metrics handler of a registry of its own, with
@@ -208,7 +253,7 @@ func serve(ctx context.Context, h *gqlpush.Handler, cfg *config, log *slog.Logge
 	go serveHTTP(srv, ln, served)
 
 	addr := ln.Addr().String()
-	log.Info("gateway listening", "addr", addr, "operations", len(cfg.operations), "upstreams", upstreamNames(cfg.upstreams))
+	log.Info("gateway listening", "addr", addr, "operations", len(cfg.operations), "upstreams", upstreamNames(cfg.upstreams), "auth", cfg.authLabel())
 	fmt.Fprintf(stdout, "listening on http://%s%s\n", addr, prefix)
 
 	var err error

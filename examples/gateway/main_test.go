@@ -219,33 +219,49 @@ func TestConfigErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), waitTime)
-			defer cancel()
-			var stdout, stderr, report bytes.Buffer
-			args := append([]string{"-listen", busy.Addr().String()}, tc.args...)
-			err := run(ctx, args, &stdout, &stderr)
-			if code := exitCode(err, &report); code != 2 {
-				t.Fatalf("exit status %d, want 2; error: %v", code, err)
+			var notWant []string
+			if tc.notWant != "" {
+				notWant = []string{tc.notWant}
 			}
-			msg := report.String()
-			if !strings.HasPrefix(msg, "gateway: ") {
-				t.Errorf("message %q does not start with gateway: ", msg)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(msg, w) {
-					t.Errorf("message %q does not contain %q", msg, w)
-				}
-			}
-			if tc.notWant != "" && strings.Contains(msg, tc.notWant) {
-				t.Errorf("message %q contains %q", msg, tc.notWant)
-			}
-			if stdout.Len() > 0 {
-				t.Errorf("stdout %q, want nothing (no listening line, no usage)", stdout.String())
-			}
-			if stderr.Len() > 0 {
-				t.Errorf("stderr %q, want nothing logged", stderr.String())
-			}
+			checkUsageError(t, busy.Addr().String(), tc.args, tc.want, notWant)
 		})
+	}
+}
+
+// checkUsageError runs the gateway with args, asking it to listen on busy,
+// an address that is taken: a run that got as far as listening would fail
+// with a listen error (status 1), not with the usage error (status 2) it
+// must report first. The message must hold every want and no notWant, and
+// nothing else may be printed or logged.
+func checkUsageError(t *testing.T, busy string, args, want, notWant []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	var stdout, stderr, report bytes.Buffer
+	args = append([]string{"-listen", busy}, args...)
+	err := run(ctx, args, &stdout, &stderr)
+	if code := exitCode(err, &report); code != 2 {
+		t.Fatalf("exit status %d, want 2; error: %v", code, err)
+	}
+	msg := report.String()
+	if !strings.HasPrefix(msg, "gateway: ") {
+		t.Errorf("message %q does not start with gateway: ", msg)
+	}
+	for _, w := range want {
+		if !strings.Contains(msg, w) {
+			t.Errorf("message %q does not contain %q", msg, w)
+		}
+	}
+	for _, w := range notWant {
+		if strings.Contains(msg, w) {
+			t.Errorf("message %q contains %q", msg, w)
+		}
+	}
+	if stdout.Len() > 0 {
+		t.Errorf("stdout %q, want nothing (no listening line, no usage)", stdout.String())
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("stderr %q, want nothing logged", stderr.String())
 	}
 }
 
@@ -257,7 +273,9 @@ func TestHelp(t *testing.T) {
 	}
 	for _, w := range []string{"usage: gateway", "-listen ADDR", "-upstream [NAME=]URL", "-operations DIR", "-schema NAME=FILE", "-heartbeat",
 		"-protocol [NAME=]PROTOCOL", "-metrics ADDR", "http://ADDR/metrics", "-queue N", "-write-timeout D", "-reconnect-limit D",
-		"-resume-frames N", "-resume-grace D", "-drain D"} {
+		"-resume-frames N", "-resume-grace D", "-drain D",
+		"-jwt-secret-file FILE", "-jwks URL|FILE", "-jwt-issuer ISS", "-jwt-audience AUD", "-auth-cookie NAME", "-roles-claim NAME",
+		"-forward-header NAME", "-max-streams N", "-max-streams-per-principal N", "-cors-origin ORIGIN", "-client-ip-header NAME"} {
 		if !strings.Contains(stdout.String(), w) {
 			t.Errorf("usage does not mention %q:\n%s", w, stdout.String())
 		}
@@ -274,6 +292,12 @@ func TestHelp(t *testing.T) {
 		"protocol":        "Default auto.",
 		"resume-grace":    "0 (the default) stops it at once",
 		"metrics":         "empty serves none",
+		"auth-cookie":     fmt.Sprintf("(default %q)", gqlpush.DefaultAuthCookie),
+		"roles-claim":     fmt.Sprintf("(default %q)", gqlpush.DefaultRolesClaim),
+		"max-streams":     "0 sets no cap",
+		"cors-origin":     "* is refused",
+		// The warning an operator must read before naming a header.
+		"client-ip-header": "replacing what the client sent",
 	} {
 		text, ok := flags[name]
 		if !ok {
@@ -443,6 +467,7 @@ type gateway struct {
 	base    string // http://127.0.0.1:port
 	metrics string // http://127.0.0.1:port/metrics, with -metrics
 	client  *http.Client
+	stdout  *readyWriter
 	stderr  *syncBuffer
 
 	cancel  context.CancelFunc
@@ -464,6 +489,7 @@ func startGateway(t *testing.T, args ...string) *gateway {
 		done:   make(chan error, 1),
 	}
 	out := &readyWriter{ready: make(chan string, 1)}
+	g.stdout = out
 	args = append([]string{"-listen", "127.0.0.1:0"}, args...)
 	go func() { g.done <- run(ctx, args, out, g.stderr) }()
 	t.Cleanup(func() {
@@ -642,6 +668,13 @@ func (w *readyWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// String returns what was written.
+func (w *readyWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // metricsURL is the URL of the "metrics on" line printed before the

@@ -1,0 +1,758 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushtest"
+)
+
+const (
+	// testSecret is the HS256 secret of the tests, longer than the 32
+	// bytes required. It must never show in what the gateway prints.
+	testSecret   = "gateway-test-secret-0123456789abcdefghij"
+	testIssuer   = "https://issuer.test"
+	testAudience = "gqlpush-gateway"
+)
+
+// authOps are operations on the in-process upstream that need a token:
+// one with @auth, one whose room comes from the token; and one open to all.
+var authOps = map[string]string{
+	"Mine.graphql":  "subscription @auth { gql_messageCreated { id content } }\n",
+	"Room.graphql":  "subscription ($room: String! @fromClaim(name: \"room\")) {\n  gql_messageCreated(room: $room) { content room }\n}\n",
+	"Count.graphql": "subscription @auth { gql_countdown(from: 2) }\n",
+	"Open.graphql":  "subscription { gql_messageCreated { id content } }\n",
+}
+
+// writeSecret writes a secret file of mode perm (umask aside) and returns
+// its path.
+func writeSecret(t *testing.T, dir, content string, perm os.FileMode) string {
+	t.Helper()
+	f, err := os.CreateTemp(dir, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(content); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Chmod(perm); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
+}
+
+// claims are good claims for the tests' issuer and audience, valid for an
+// hour.
+func claims(sub string) jwt.MapClaims {
+	now := time.Now()
+	return jwt.MapClaims{
+		"iss": testIssuer, "aud": testAudience, "sub": sub,
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+	}
+}
+
+func sign(t *testing.T, method jwt.SigningMethod, kid string, key any, c jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(method, c)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func hs256(t *testing.T, secret string, c jwt.MapClaims) string {
+	return sign(t, jwt.SigningMethodHS256, "", []byte(secret), c)
+}
+
+// An rsaIssuer signs RS256 tokens with a key it publishes as a JSON Web Key
+// Set.
+type rsaIssuer struct {
+	key  *rsa.PrivateKey
+	jwks []byte
+}
+
+func newRSAIssuer(t *testing.T) *rsaIssuer {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	jwks, err := json.Marshal(map[string]any{"keys": []any{map[string]any{
+		"kty": "RSA", "kid": "rsa1", "alg": "RS256", "use": "sig",
+		"n": b64(key.N.Bytes()), "e": b64(big.NewInt(int64(key.E)).Bytes()),
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rsaIssuer{key: key, jwks: jwks}
+}
+
+func (is *rsaIssuer) token(t *testing.T, c jwt.MapClaims) string {
+	return sign(t, jwt.SigningMethodRS256, "rsa1", is.key, c)
+}
+
+func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
+
+// do makes a request and reads the whole response.
+func (g *gateway) do(t *testing.T, method, path string, header http.Header) (*http.Response, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, g.base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: %v (so far %q)", method, path, err, b)
+	}
+	return resp, string(b)
+}
+
+// openOK opens an SSE stream that must start: 200 and the first comment.
+func (g *gateway) openOK(t *testing.T, path string, header http.Header) *stream {
+	t.Helper()
+	s := g.openWith(t, path, header)
+	if s.resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %d %s", path, s.resp.StatusCode, s.rest(t))
+	}
+	if f := s.frame(t); f != comment {
+		t.Fatalf("%s: first frame %q", path, f)
+	}
+	return s
+}
+
+// wantRefused checks a response refused before the stream with status and
+// code, and the header that goes with it.
+func wantRefused(t *testing.T, what string, resp *http.Response, body string, status int, code, header, value string) {
+	t.Helper()
+	want := fmt.Sprintf(`"extensions":{"code":"%s"}`, code)
+	if resp.StatusCode != status || !strings.Contains(body, want) || resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("%s: %d %s %q, want %d and %s", what, resp.StatusCode, resp.Header.Get("Content-Type"), body, status, want)
+	}
+	if got := resp.Header.Get(header); got != value {
+		t.Errorf("%s: %s %q, want %q", what, header, got, value)
+	}
+}
+
+// checkNoSecrets fails when anything the gateway printed or logged holds
+// one of secrets, whole or its last 16 characters (a token's signature).
+func checkNoSecrets(t *testing.T, g *gateway, secrets ...string) {
+	t.Helper()
+	out := g.stdout.String() + g.stderr.String()
+	for _, s := range secrets {
+		if strings.Contains(out, s) || (len(s) > 16 && strings.Contains(out, s[len(s)-16:])) {
+			t.Errorf("the gateway printed a secret (%.6s…):\n%s", s, out)
+		}
+	}
+}
+
+func TestAuthConfigErrors(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	// A JWKS URL whose server answers 404, and one that serves no key set.
+	notFound := httptest.NewServer(http.NotFoundHandler())
+	defer notFound.Close()
+	notJWKS := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "<html>login</html>")
+	}))
+	defer notJWKS.Close()
+
+	tmp := t.TempDir()
+	good := writeFiles(t, filepath.Join(tmp, "good"), map[string]string{"Messages.graphql": "subscription { gql_messageCreated { id } }\n"})
+	guarded := writeFiles(t, filepath.Join(tmp, "guarded"), authOps)
+	secret := writeSecret(t, tmp, testSecret+"\n", 0o600)
+	short := writeSecret(t, tmp, "hunter2hunter2\n", 0o600)
+	blank := writeSecret(t, tmp, "\n", 0o600)
+	jwks := filepath.Join(writeFiles(t, filepath.Join(tmp, "jwks"), map[string]string{
+		"good.json":    string(newRSAIssuer(t).jwks),
+		"garbage.json": "s3cr3t-not-json",
+		"empty.json":   `{"keys":[]}`,
+		"nokeys.json":  `{"issuer":"x"}`,
+		"badkey.json":  `{"keys":[{"kty":"nope","kid":"k"}]}`,
+	}), "good.json")
+	jwksFile := func(name string) string { return filepath.Join(filepath.Dir(jwks), name) }
+	missing := filepath.Join(tmp, "missing")
+	const up = "gql=ws://127.0.0.1:1/graphql" // never dialled
+	base := []string{"-operations", good, "-upstream", up}
+
+	tests := []struct {
+		name    string
+		args    []string
+		want    []string // in the message
+		notWant []string
+	}{
+		{name: "secret file missing", args: []string{"-jwt-secret-file", missing},
+			want: []string{"-jwt-secret-file " + missing, "no such file"}},
+		{name: "secret file is a directory", args: []string{"-jwt-secret-file", tmp},
+			want: []string{"-jwt-secret-file " + tmp, "a directory, not a file"}},
+		{name: "secret file name empty", args: []string{"-jwt-secret-file", ""},
+			want: []string{"-jwt-secret-file: empty"}},
+		{name: "short secret", args: []string{"-jwt-secret-file", short},
+			want: []string{"-jwt-secret-file " + short, "shorter than 32 bytes"}, notWant: []string{"hunter2"}},
+		{name: "secret of a newline", args: []string{"-jwt-secret-file", blank},
+			want: []string{"shorter than 32 bytes"}},
+		{name: "secret and key set", args: []string{"-jwt-secret-file", secret, "-jwks", jwks},
+			want: []string{"-jwt-secret-file and -jwks: give one of them, not both"}},
+		{name: "key set file missing", args: []string{"-jwks", missing},
+			want: []string{"-jwks " + missing, "no such file"}},
+		{name: "key set file not JSON", args: []string{"-jwks", jwksFile("garbage.json")},
+			want: []string{"-jwks " + jwksFile("garbage.json"), "not a JSON Web Key Set"}, notWant: []string{"s3cr3t"}},
+		{name: "key set without keys", args: []string{"-jwks", jwksFile("empty.json")},
+			want: []string{"-jwks " + jwksFile("empty.json"), "the key set has no keys"}},
+		{name: "key set without a keys member", args: []string{"-jwks", jwksFile("nokeys.json")},
+			want: []string{"the key set has no keys"}},
+		{name: "key set with an unknown key type", args: []string{"-jwks", jwksFile("badkey.json")},
+			want: []string{jwksFile("badkey.json"), "JWKS"}},
+		{name: "key set empty flag", args: []string{"-jwks", ""},
+			want: []string{"-jwks: empty"}},
+		{name: "key set URL unreachable", args: []string{"-jwks", "http://user:hunter2@127.0.0.1:1/jwks?token=abc123#frag"},
+			want:    []string{"-jwks", "http://user:xxxxx@127.0.0.1:1/jwks"},
+			notWant: []string{"hunter2", "abc123", "token=", "frag"}},
+		{name: "key set URL answers 404", args: []string{"-jwks", notFound.URL + "/jwks?key=abc123"},
+			want: []string{"-jwks", notFound.URL + "/jwks", "404"}, notWant: []string{"abc123"}},
+		{name: "key set URL serves no key set", args: []string{"-jwks", notJWKS.URL + "/jwks"},
+			want: []string{"-jwks", notJWKS.URL + "/jwks"}},
+		{name: "key set URL of another scheme", args: []string{"-jwks", "ftp://user:hunter2@example.com/jwks"},
+			want: []string{`scheme "ftp" is not http or https`}, notWant: []string{"hunter2"}},
+		{name: "key set URL without host", args: []string{"-jwks", "https:///jwks"},
+			want: []string{"-jwks https:///jwks: the URL has no host"}},
+		{name: "key set URL malformed", args: []string{"-jwks", "https://user:hunter2@exa mple.com/jwks"},
+			want: []string{"-jwks: not a URL"}, notWant: []string{"hunter2"}},
+
+		{name: "issuer without keys", args: []string{"-jwt-issuer", testIssuer},
+			want: []string{"-jwt-issuer: no tokens are verified without -jwt-secret-file or -jwks"}},
+		{name: "audience without keys", args: []string{"-jwt-audience", testAudience},
+			want: []string{"-jwt-audience: no tokens are verified"}},
+		{name: "cookie without keys", args: []string{"-auth-cookie", "session"},
+			want: []string{"-auth-cookie: no tokens are verified"}},
+		{name: "roles claim without keys", args: []string{"-roles-claim", "groups"},
+			want: []string{"-roles-claim: no tokens are verified"}},
+		{name: "empty issuer", args: []string{"-jwt-secret-file", secret, "-jwt-issuer", ""},
+			want: []string{"-jwt-issuer: empty"}},
+		{name: "empty audience", args: []string{"-jwt-secret-file", secret, "-jwt-audience", ""},
+			want: []string{"-jwt-audience: empty"}},
+		{name: "bad cookie name", args: []string{"-jwt-secret-file", secret, "-auth-cookie", "my session"},
+			want: []string{`-auth-cookie "my session": not a cookie name`}},
+		{name: "empty cookie name", args: []string{"-jwt-secret-file", secret, "-auth-cookie", ""},
+			want: []string{`-auth-cookie "": not a cookie name (- reads no cookie)`}},
+		{name: "bad roles claim", args: []string{"-jwt-secret-file", secret, "-roles-claim", "realm_access..roles"},
+			want: []string{`-roles-claim "realm_access..roles": not a claim path`}},
+		{name: "auth operations without keys", args: []string{"-operations", guarded},
+			want: []string{filepath.Join(guarded, "Mine.graphql"), "requires authentication", "need -jwt-secret-file or -jwks"}},
+
+		{name: "negative max streams", args: []string{"-max-streams", "-1"},
+			want: []string{"-max-streams -1: must not be negative"}},
+		{name: "negative max streams per principal", args: []string{"-max-streams-per-principal", "-2"},
+			want: []string{"-max-streams-per-principal -2: must not be negative"}},
+		{name: "max streams not a number", args: []string{"-max-streams", "many"},
+			want: []string{`invalid value "many" for flag -max-streams`}},
+
+		{name: "forward Connection", args: []string{"-forward-header", "Connection"},
+			want: []string{"-forward-header Connection: a header of one connection, never forwarded"}},
+		{name: "forward upgrade", args: []string{"-forward-header", "X-Tenant", "-forward-header", "upgrade"},
+			want: []string{"-forward-header Upgrade: a header of one connection"}},
+		{name: "forward Host", args: []string{"-forward-header", "host"},
+			want: []string{"-forward-header Host: a header of one connection"}},
+		{name: "forward a WebSocket header", args: []string{"-forward-header", "Sec-WebSocket-Protocol"},
+			want: []string{"-forward-header Sec-Websocket-Protocol: a header of one connection"}},
+		{name: "forward a bad name", args: []string{"-forward-header", "X Tenant"},
+			want: []string{`-forward-header "X Tenant": not a header name`}},
+		{name: "forward an empty name", args: []string{"-forward-header", ""},
+			want: []string{`-forward-header "": not a header name`}},
+
+		{name: "CORS wildcard", args: []string{"-cors-origin", "*"},
+			want: []string{"-cors-origin *: not allowed", "list the origins one by one"}},
+		{name: "CORS origin with a path", args: []string{"-cors-origin", "https://app.example.com/app"},
+			want: []string{`-cors-origin "https://app.example.com/app": not an origin like https://app.example.com`}},
+		{name: "CORS origin without scheme", args: []string{"-cors-origin", "https://ok.example.com", "-cors-origin", "app.example.com"},
+			want: []string{`-cors-origin "app.example.com": not an origin`}},
+		{name: "CORS origin with a query", args: []string{"-cors-origin", "https://app.example.com?x=1"},
+			want: []string{"not an origin"}},
+		{name: "CORS origin with credentials", args: []string{"-cors-origin", "https://user:hunter2@app.example.com"},
+			want: []string{"-cors-origin: an origin has no user info"}, notWant: []string{"hunter2"}},
+
+		{name: "client IP header without a cap", args: []string{"-client-ip-header", "X-Forwarded-For"},
+			want: []string{"-client-ip-header X-Forwarded-For: only counts callers for -max-streams-per-principal, which sets no cap"}},
+		{name: "client IP header bad name", args: []string{"-max-streams-per-principal", "1", "-client-ip-header", "X-Forwarded-For:"},
+			want: []string{`-client-ip-header "X-Forwarded-For:": not a header name`}},
+		{name: "client IP header empty", args: []string{"-max-streams-per-principal", "1", "-client-ip-header", ""},
+			want: []string{`-client-ip-header "": not a header name`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append([]string{}, base...), tc.args...)
+			if slices.Contains(tc.args, "-operations") {
+				args = append([]string{"-upstream", up}, tc.args...)
+			}
+			checkUsageError(t, busy.Addr().String(), args, tc.want, append(tc.notWant, testSecret))
+		})
+	}
+
+	// With a good secret, the gateway gets as far as listening: the
+	// address is taken, so that fails (status 1), and the other cases
+	// fail for their flags alone.
+	var stdout, stderr, report syncBuffer
+	withSecret := append(append([]string{}, base...), "-jwt-secret-file", secret)
+	err = run(context.Background(), append([]string{"-listen", busy.Addr().String()}, withSecret...), &stdout, &stderr)
+	if code := exitCode(err, &report); code != 1 {
+		t.Errorf("good secret: exit status %d, want 1 (address in use); error: %v", code, err)
+	}
+}
+
+// TestAuthFlagsToConfig checks what the authentication, limit and CORS
+// flags set in the configuration.
+func TestAuthFlagsToConfig(t *testing.T) {
+	tmp := t.TempDir()
+	ops := writeFiles(t, filepath.Join(tmp, "ops"), map[string]string{"Messages.graphql": "subscription { gql_messageCreated { id } }\n"})
+	base := []string{"-operations", ops, "-upstream", "ws://127.0.0.1:1/graphql", "-upstream", "gql=ws://127.0.0.1:2/graphql"}
+	parse := func(t *testing.T, args ...string) (*config, gqlpush.Config) {
+		t.Helper()
+		cfg, err := parseConfig(append(append([]string{}, base...), args...), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg, cfg.handlerConfig()
+	}
+
+	t.Run("defaults", func(t *testing.T) {
+		cfg, hc := parse(t)
+		if cfg.jwt != nil || hc.Authenticator != nil {
+			t.Errorf("an authenticator without -jwt-secret-file or -jwks: %+v", cfg.jwt)
+		}
+		if hc.MaxStreams != 0 || hc.MaxStreamsPerPrincipal != 0 || hc.CORSOrigins != nil || hc.ClientAddress != nil {
+			t.Errorf("caps %d %d, origins %q, client address set %v: want none", hc.MaxStreams, hc.MaxStreamsPerPrincipal, hc.CORSOrigins, hc.ClientAddress != nil)
+		}
+		for _, u := range hc.Upstreams {
+			if u.ForwardHeaders != nil {
+				t.Errorf("upstream %q forwards %q", u.Name, u.ForwardHeaders)
+			}
+		}
+		if cfg.authLabel() != "none: every caller is anonymous" {
+			t.Errorf("auth %q", cfg.authLabel())
+		}
+	})
+
+	t.Run("every flag", func(t *testing.T) {
+		secret := writeSecret(t, tmp, testSecret+"\r\n", 0o600)
+		cfg, hc := parse(t, "-jwt-secret-file", secret, "-jwt-issuer", testIssuer, "-jwt-audience", testAudience,
+			"-auth-cookie", "session", "-roles-claim", "realm_access.roles",
+			"-forward-header", "x-tenant", "-forward-header", "Authorization",
+			"-max-streams", "100", "-max-streams-per-principal", "3", "-client-ip-header", "x-forwarded-for",
+			"-cors-origin", "https://app.example.com", "-cors-origin", "http://localhost:3000")
+		j := cfg.jwt
+		if j == nil {
+			t.Fatal("no JWT configuration")
+		}
+		if string(j.Secret) != testSecret {
+			t.Errorf("the secret read is %d bytes, want the file less its line end (%d bytes)", len(j.Secret), len(testSecret))
+		}
+		if j.JWKS != nil || j.JWKSURL != "" || j.Issuer != testIssuer || j.Audience != testAudience || j.Cookie != "session" || j.RolesClaim != "realm_access.roles" {
+			t.Errorf("JWT configuration: issuer %q audience %q cookie %q roles %q, JWKS %d bytes, URL %q",
+				j.Issuer, j.Audience, j.Cookie, j.RolesClaim, len(j.JWKS), j.JWKSURL)
+		}
+		if want := "HS256 secret from " + secret; cfg.authLabel() != want {
+			t.Errorf("auth %q, want %q", cfg.authLabel(), want)
+		}
+		if hc.MaxStreams != 100 || hc.MaxStreamsPerPrincipal != 3 {
+			t.Errorf("caps %d %d, want 100 3", hc.MaxStreams, hc.MaxStreamsPerPrincipal)
+		}
+		if want := []string{"https://app.example.com", "http://localhost:3000"}; !slices.Equal(hc.CORSOrigins, want) {
+			t.Errorf("CORS origins %q, want %q", hc.CORSOrigins, want)
+		}
+		for _, u := range hc.Upstreams {
+			if want := []string{"X-Tenant", "Authorization"}; !slices.Equal(u.ForwardHeaders, want) {
+				t.Errorf("upstream %q forwards %q, want %q", u.Name, u.ForwardHeaders, want)
+			}
+		}
+		if hc.ClientAddress == nil {
+			t.Fatal("no ClientAddress with -client-ip-header")
+		}
+		r := httptest.NewRequest(http.MethodGet, "/operations/Messages", nil)
+		r.Header.Set("X-Forwarded-For", "203.0.113.7")
+		if got := hc.ClientAddress(r); got != "203.0.113.7" {
+			t.Errorf("client address %q, want the header's", got)
+		}
+		if len(cfg.warnings) > 0 {
+			t.Errorf("warnings %q, want none", cfg.warnings)
+		}
+	})
+
+	t.Run("defaults with a secret", func(t *testing.T) {
+		// One line end goes, the rest of the file is the secret.
+		secret := writeSecret(t, tmp, testSecret+"\n\n", 0o600)
+		cfg, _ := parse(t, "-jwt-secret-file", secret, "-auth-cookie", "-")
+		j := cfg.jwt
+		if string(j.Secret) != testSecret+"\n" || j.Issuer != "" || j.Audience != "" || j.Cookie != "-" || j.RolesClaim != gqlpush.DefaultRolesClaim {
+			t.Errorf("JWT configuration: %d-byte secret, issuer %q audience %q cookie %q roles %q", len(j.Secret), j.Issuer, j.Audience, j.Cookie, j.RolesClaim)
+		}
+	})
+
+	t.Run("world-readable secret", func(t *testing.T) {
+		secret := writeSecret(t, tmp, testSecret, 0o644)
+		cfg, _ := parse(t, "-jwt-secret-file", secret)
+		if len(cfg.warnings) != 1 || !strings.Contains(cfg.warnings[0], "readable by group or others (mode -rw-r--r--)") {
+			t.Errorf("warnings %q", cfg.warnings)
+		}
+	})
+
+	t.Run("key set URL", func(t *testing.T) {
+		raw := "https://user:hunter2@issuer.example.com/.well-known/jwks.json?key=abc123"
+		cfg, _ := parse(t, "-jwks", raw)
+		if cfg.jwt.JWKSURL != raw || cfg.jwt.Secret != nil || cfg.jwt.JWKS != nil || cfg.jwt.Cookie != gqlpush.DefaultAuthCookie {
+			t.Errorf("JWT configuration: URL %q, %d-byte secret, JWKS %d bytes, cookie %q", cfg.jwt.JWKSURL, len(cfg.jwt.Secret), len(cfg.jwt.JWKS), cfg.jwt.Cookie)
+		}
+		if want := "JSON Web Key Set at https://user:xxxxx@issuer.example.com/.well-known/jwks.json"; cfg.authLabel() != want {
+			t.Errorf("auth %q, want %q", cfg.authLabel(), want)
+		}
+		if len(cfg.warnings) != 1 || !strings.Contains(cfg.warnings[0], "-jwt-audience") {
+			t.Errorf("warnings %q, want one about the audience", cfg.warnings)
+		}
+
+		cfg, _ = parse(t, "-jwks", "http://keys.example.com/jwks", "-jwt-audience", testAudience)
+		if len(cfg.warnings) != 1 || !strings.Contains(cfg.warnings[0], "plain http") {
+			t.Errorf("warnings %q, want one about plain http", cfg.warnings)
+		}
+	})
+}
+
+func TestClientAddress(t *testing.T) {
+	addr := clientAddress("X-Forwarded-For")
+	for _, tc := range []struct {
+		name   string
+		values []string
+		want   string
+	}{
+		{"none", nil, "192.0.2.1"},
+		{"one", []string{"203.0.113.7"}, "203.0.113.7"},
+		{"first of a list", []string{"203.0.113.7, 10.0.0.1, 10.0.0.2"}, "203.0.113.7"},
+		{"first header line", []string{"203.0.113.7", "198.51.100.1"}, "203.0.113.7"},
+		{"spaces", []string{"  198.51.100.1 ,10.0.0.1"}, "198.51.100.1"},
+		{"with a port", []string{"203.0.113.7:5555"}, "203.0.113.7"},
+		{"IPv6", []string{"2001:DB8::1"}, "2001:db8::1"},
+		{"IPv6 with a port", []string{"[2001:db8::1]:443"}, "2001:db8::1"},
+		{"IPv4-mapped IPv6", []string{"::ffff:203.0.113.7"}, "203.0.113.7"},
+		{"not an address", []string{"unknown, 203.0.113.7"}, "192.0.2.1"},
+		{"empty", []string{""}, "192.0.2.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/operations/Open", nil)
+			r.RemoteAddr = "192.0.2.1:40000"
+			for _, v := range tc.values {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if got := addr(r); got != tc.want {
+				t.Errorf("%q: got %q, want %q", tc.values, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestAuthEndToEnd runs the gateway with an HS256 secret in front of the
+// in-process upstream: tokens in the Authorization header and in the
+// cookie, a claim variable, a forwarded header, the stream caps by subject
+// and by the address a proxy reports, and CORS.
+func TestAuthEndToEnd(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	dir := writeFiles(t, t.TempDir(), map[string]string{"chat.graphql": gqlpushtest.ChatSchema})
+	ops := writeFiles(t, filepath.Join(dir, "ops"), authOps)
+	secret := writeSecret(t, dir, testSecret+"\n", 0o600)
+	g := startGateway(t, "-operations", ops, "-upstream", "gql="+up.URL, "-schema", "gql="+filepath.Join(dir, "chat.graphql"),
+		"-jwt-secret-file", secret, "-jwt-issuer", testIssuer, "-jwt-audience", testAudience, "-auth-cookie", "session",
+		"-forward-header", "X-Tenant", "-max-streams-per-principal", "1", "-client-ip-header", "X-Forwarded-For",
+		"-cors-origin", "https://app.example.com", "-heartbeat", "1h")
+
+	withRoom := func(sub, room string) jwt.MapClaims {
+		c := claims(sub)
+		c["room"] = room
+		return c
+	}
+	alice := hs256(t, testSecret, withRoom("alice", "a"))
+	bob := hs256(t, testSecret, withRoom("bob", "b"))
+	expired := claims("alice")
+	expired["exp"] = time.Now().Add(-time.Hour).Unix()
+	otherAudience := claims("alice")
+	otherAudience["aud"] = "another-app"
+	otherIssuer := claims("alice")
+	otherIssuer["iss"] = "https://elsewhere.test"
+	bad := map[string]string{
+		"another secret": hs256(t, strings.Repeat("x", 32), claims("alice")),
+		"expired":        hs256(t, testSecret, expired),
+		"other audience": hs256(t, testSecret, otherAudience),
+		"other issuer":   hs256(t, testSecret, otherIssuer),
+		"tampered":       alice[:len(alice)-4] + "AAAA",
+	}
+
+	// No token, where one is needed.
+	for _, path := range []string{"/operations/Mine?wg_sse=true", "/operations/Room?wg_sse=true", "/operations/Count?wg_subscribe_once=true"} {
+		resp, body := g.do(t, http.MethodGet, path, nil)
+		wantRefused(t, path+" without a token", resp, body, http.StatusUnauthorized, gqlpush.CodeUnauthenticated, "WWW-Authenticate", "Bearer")
+	}
+	// Tokens that are not valid, even where none is needed.
+	for name, tok := range bad {
+		for _, path := range []string{"/operations/Mine?wg_sse=true", "/operations/Open?wg_sse=true"} {
+			resp, body := g.do(t, http.MethodGet, path, bearer(tok))
+			wantRefused(t, path+" with a token of "+name, resp, body, http.StatusUnauthorized, gqlpush.CodeUnauthenticated, "WWW-Authenticate", `Bearer error="invalid_token"`)
+		}
+	}
+	// The token in the default cookie is not read: -auth-cookie names
+	// another.
+	resp, body := g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", http.Header{"Cookie": {gqlpush.DefaultAuthCookie + "=" + alice}})
+	wantRefused(t, "token in the default cookie", resp, body, http.StatusUnauthorized, gqlpush.CodeUnauthenticated, "WWW-Authenticate", "Bearer")
+
+	// Alice by the Authorization header, Bob by the cookie.
+	header := bearer(alice)
+	header.Set("X-Tenant", "acme")
+	sa := g.openOK(t, "/operations/Mine?wg_sse=true", header)
+	sb := g.openOK(t, "/operations/Room?wg_sse=true", http.Header{"Cookie": {"session=" + bob}})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := up.WaitSubscriptions(ctx, 2); err != nil {
+		t.Fatalf("upstream runs %d subscriptions, want 2", up.Subscriptions())
+	}
+	up.Chat.Post("b", "for bob")
+	if f := sa.dataFrame(t); !strings.Contains(f, `"content":"for bob"`) {
+		t.Errorf("alice, on every room, got %q", f)
+	}
+	if f, want := sb.dataFrame(t), `{"data":{"gql_messageCreated":{"content":"for bob","room":"b"}}}`; !strings.Contains(f, "data: "+want+"\n") {
+		t.Errorf("bob got %q, want %s", f, want)
+	}
+	// Bob's room is his token's: a message to room a skips him.
+	up.Chat.Post("a", "for alice")
+	up.Chat.Post("b", "for bob again")
+	if f := sa.dataFrame(t); !strings.Contains(f, `"content":"for alice"`) {
+		t.Errorf("alice got %q", f)
+	}
+	if f := sb.dataFrame(t); !strings.Contains(f, `"content":"for bob again"`) {
+		t.Errorf("bob got %q, want his second message", f)
+	}
+	var rooms []string
+	for _, m := range up.Received() {
+		if m.Type == "subscribe" {
+			rooms = append(rooms, jsonField(m.Variables(), "room"))
+		}
+	}
+	if !slices.Contains(rooms, `"b"`) {
+		t.Errorf("no subscription upstream with the room of bob's token; rooms: %q", rooms)
+	}
+
+	// X-Tenant reached the upstream on alice's connection; the token, not
+	// forwarded, never did.
+	tenants := 0
+	for _, c := range up.Conns() {
+		if c.Header.Get("X-Tenant") == "acme" {
+			tenants++
+		}
+		if c.Header.Get("Authorization") != "" || c.Header.Get("Cookie") != "" {
+			t.Errorf("connection %d got the caller's credentials: %v", c.ID, c.Header)
+		}
+	}
+	if tenants != 1 {
+		t.Errorf("%d upstream connections with X-Tenant: acme, want 1: %+v", tenants, up.Conns())
+	}
+
+	// One stream per subject: Alice's second is refused, whatever carries
+	// her token and whichever the operation.
+	resp, body = g.do(t, http.MethodGet, "/operations/Open?wg_sse=true", http.Header{"Cookie": {"session=" + alice}})
+	wantRefused(t, "alice's second stream", resp, body, http.StatusTooManyRequests, gqlpush.CodeTooManyStreams, "Retry-After", "5")
+
+	// Anonymous callers count by the address the proxy reports.
+	g.openOK(t, "/operations/Open?wg_sse=true", http.Header{"X-Forwarded-For": {"203.0.113.7, 10.0.0.1"}})
+	resp, body = g.do(t, http.MethodGet, "/operations/Open?wg_sse=true", http.Header{"X-Forwarded-For": {"203.0.113.7"}})
+	wantRefused(t, "second stream of 203.0.113.7", resp, body, http.StatusTooManyRequests, gqlpush.CodeTooManyStreams, "Retry-After", "5")
+	g.openOK(t, "/operations/Open?wg_sse=true", http.Header{"X-Forwarded-For": {"198.51.100.1"}})
+	// Without the header, by the remote address.
+	g.openOK(t, "/operations/Open?wg_sse=true", nil)
+	resp, body = g.do(t, http.MethodGet, "/operations/Open?wg_sse=true", nil)
+	wantRefused(t, "second stream of the remote address", resp, body, http.StatusTooManyRequests, gqlpush.CodeTooManyStreams, "Retry-After", "5")
+
+	// CORS: a listed origin's preflight is answered, another's refused.
+	preflight := func(origin string) http.Header {
+		return http.Header{"Origin": {origin}, "Access-Control-Request-Method": {"GET"}, "Access-Control-Request-Headers": {"authorization"}}
+	}
+	resp, _ = g.do(t, http.MethodOptions, "/operations/Mine", preflight("https://app.example.com"))
+	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
+		resp.Header.Get("Access-Control-Allow-Credentials") != "true" || !strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Errorf("preflight of a listed origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	resp, _ = g.do(t, http.MethodOptions, "/operations/Mine", preflight("https://evil.example.com"))
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight of another origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	carol := hs256(t, testSecret, claims("carol"))
+	resp, body = g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", http.Header{"Origin": {"https://app.example.com"}, "Cookie": {"session=" + carol}})
+	if want := `{"data":{"gql_countdown":2}}`; resp.StatusCode != http.StatusOK || body != want {
+		t.Errorf("cross-origin request: %d %q, want 200 %q", resp.StatusCode, body, want)
+	}
+	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "https://app.example.com" {
+		t.Errorf("cross-origin request: Access-Control-Allow-Origin %q", got)
+	}
+
+	if err := g.stop(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	log := g.stderr.String()
+	if want := "auth=\"HS256 secret from " + secret + "\""; !strings.Contains(log, want) {
+		t.Errorf("log does not say %s:\n%s", want, log)
+	}
+	if strings.Contains(log, "level=WARN") {
+		t.Errorf("warnings with a private secret file:\n%s", log)
+	}
+	checkNoSecrets(t, g, append(slices.Collect(maps.Values(bad)), testSecret, alice, bob, carol)...)
+}
+
+// TestSecretFileWarning: a secret file others may read is used, with a
+// warning that names the file and never shows the secret.
+func TestSecretFileWarning(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	dir := t.TempDir()
+	secret := writeSecret(t, dir, testSecret, 0o644)
+	g := startGateway(t, "-operations", writeFiles(t, filepath.Join(dir, "ops"), authOps), "-upstream", "gql="+up.URL, "-jwt-secret-file", secret)
+	tok := hs256(t, testSecret, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+	resp, body := g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", bearer(tok))
+	if want := `{"data":{"gql_countdown":2}}`; resp.StatusCode != http.StatusOK || body != want {
+		t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, want)
+	}
+	if err := g.stop(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if log := g.stderr.String(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, secret+": readable by group or others (mode -rw-r--r--)") {
+		t.Errorf("no warning about the secret file's mode:\n%s", log)
+	}
+	checkNoSecrets(t, g, testSecret, tok)
+}
+
+// TestJWKSFile verifies RS256 tokens with a key set read from a file.
+func TestJWKSFile(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	is := newRSAIssuer(t)
+	dir := writeFiles(t, t.TempDir(), map[string]string{"jwks.json": string(is.jwks)})
+	g := startGateway(t, "-operations", writeFiles(t, filepath.Join(dir, "ops"), authOps), "-upstream", "gql="+up.URL,
+		"-jwks", filepath.Join(dir, "jwks.json"), "-jwt-issuer", testIssuer)
+
+	good := is.token(t, claims("alice"))
+	resp, body := g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", bearer(good))
+	if want := `{"data":{"gql_countdown":2}}`; resp.StatusCode != http.StatusOK || body != want {
+		t.Errorf("RS256 token: %d %q, want 200 %q", resp.StatusCode, body, want)
+	}
+	resp, body = g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", http.Header{"Cookie": {gqlpush.DefaultAuthCookie + "=" + good}})
+	if want := `{"data":{"gql_countdown":2}}`; resp.StatusCode != http.StatusOK || body != want {
+		t.Errorf("RS256 token in the default cookie: %d %q, want 200 %q", resp.StatusCode, body, want)
+	}
+	other := newRSAIssuer(t)
+	bad := map[string]string{
+		// The public key set passed off as an HMAC secret.
+		"HS256 keyed with the key set": sign(t, jwt.SigningMethodHS256, "rsa1", is.jwks, claims("alice")),
+		"another key, same key id":     other.token(t, claims("alice")),
+		"unknown key id":               sign(t, jwt.SigningMethodRS256, "rsa2", is.key, claims("alice")),
+	}
+	for name, tok := range bad {
+		resp, body := g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", bearer(tok))
+		wantRefused(t, name, resp, body, http.StatusUnauthorized, gqlpush.CodeUnauthenticated, "WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	resp, body = g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", nil)
+	wantRefused(t, "no token", resp, body, http.StatusUnauthorized, gqlpush.CodeUnauthenticated, "WWW-Authenticate", "Bearer")
+
+	if err := g.stop(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	// No -jwt-audience with a key set: the operator is warned.
+	if log := g.stderr.String(); !strings.Contains(log, "level=WARN") || !strings.Contains(log, "tokens of any audience are accepted") {
+		t.Errorf("no warning about the audience:\n%s", log)
+	}
+	checkNoSecrets(t, g, append(slices.Collect(maps.Values(bad)), good)...)
+}
+
+// TestJWKSURL verifies RS256 tokens with a key set fetched from a URL that
+// holds credentials, which never show, and caps the streams in all.
+func TestJWKSURL(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	is := newRSAIssuer(t)
+	var fetches atomic.Int32
+	keys := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, pass, _ := r.BasicAuth()
+		if r.URL.Path != "/jwks" || r.URL.Query().Get("key") != "abc123" || user != "gw" || pass != "hunter2" {
+			http.NotFound(w, r)
+			return
+		}
+		fetches.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(is.jwks)
+	}))
+	t.Cleanup(keys.Close)
+	jwksURL := strings.Replace(keys.URL, "http://", "http://gw:hunter2@", 1) + "/jwks?key=abc123"
+	g := startGateway(t, "-operations", writeFiles(t, t.TempDir(), authOps), "-upstream", "gql="+up.URL,
+		"-jwks", jwksURL, "-jwt-issuer", testIssuer, "-jwt-audience", testAudience, "-max-streams", "1", "-heartbeat", "1h")
+	if n := fetches.Load(); n < 1 {
+		t.Fatalf("the gateway listens, and fetched the key set %d times", n)
+	}
+
+	alice, bob := is.token(t, claims("alice")), is.token(t, claims("bob"))
+	s := g.openOK(t, "/operations/Mine?wg_sse=true", bearer(alice))
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := up.WaitSubscriptions(ctx, 1); err != nil {
+		t.Fatalf("upstream runs %d subscriptions, want 1", up.Subscriptions())
+	}
+	up.Chat.Post("", "hello")
+	if f := s.dataFrame(t); !strings.Contains(f, `"content":"hello"`) {
+		t.Errorf("got %q", f)
+	}
+	// -max-streams 1: Bob's stream is one too many.
+	resp, body := g.do(t, http.MethodGet, "/operations/Mine?wg_sse=true", bearer(bob))
+	wantRefused(t, "a second stream", resp, body, http.StatusTooManyRequests, gqlpush.CodeTooManyStreams, "Retry-After", "5")
+	resp, body = g.do(t, http.MethodGet, "/operations/Mine?wg_sse=true", nil)
+	wantRefused(t, "no token", resp, body, http.StatusUnauthorized, gqlpush.CodeUnauthenticated, "WWW-Authenticate", "Bearer")
+
+	if err := g.stop(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	log := g.stderr.String()
+	if want := "JSON Web Key Set at " + strings.Replace(keys.URL, "http://", "http://gw:xxxxx@", 1) + "/jwks"; !strings.Contains(log, want) {
+		t.Errorf("log does not say %q:\n%s", want, log)
+	}
+	if strings.Contains(log, "level=WARN") {
+		t.Errorf("warnings with a loopback URL and an audience:\n%s", log)
+	}
+	checkNoSecrets(t, g, "hunter2", "abc123", alice, bob)
+}
