@@ -1,7 +1,6 @@
 package gqlpush_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -51,16 +50,11 @@ func TestForwardingAndIsolation(t *testing.T) {
 	}
 	alice, bob := token("alice", "a"), token("bob", "b")
 	open := func(tok string) *client {
-		req, _ := http.NewRequestWithContext(waitCtx(t), http.MethodGet, g.srv.URL+"/operations/Mine?wg_sse", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("X-Tenant", "t1")
-		req.Header.Set("Cookie", "other=secret-cookie")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := &client{resp: resp, br: newReader(resp), cancel: func() {}}
-		t.Cleanup(c.leave)
+		c, _ := g.openWith(t, g.srv.URL+"/operations/Mine?wg_sse", http.Header{
+			"Authorization": {"Bearer " + tok},
+			"X-Tenant":      {"t1"},
+			"Cookie":        {"other=secret-cookie"},
+		})
 		c.frame(t)
 		return c
 	}
@@ -126,19 +120,9 @@ func TestSameForwardedValuesShare(t *testing.T) {
 	c := is.claims("alice")
 	c["org"] = map[string]any{"room": "a"}
 	tok := is.rs256(t, c)
-	var cs []*client
 	for range 2 {
-		req, _ := http.NewRequestWithContext(waitCtx(t), http.MethodGet, g.srv.URL+"/operations/Mine?wg_sse", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("X-Tenant", "same")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cl := &client{resp: resp, br: newReader(resp), cancel: func() {}}
-		t.Cleanup(cl.leave)
-		cl.frame(t)
-		cs = append(cs, cl)
+		c, _ := g.openWith(t, g.srv.URL+"/operations/Mine?wg_sse", http.Header{"Authorization": {"Bearer " + tok}, "X-Tenant": {"same"}})
+		c.frame(t)
 	}
 	g.waitSubscriptions(t, 1)
 	if n := len(g.up.Conns()); n != 1 {
@@ -199,17 +183,7 @@ func TestStreamCaps(t *testing.T) {
 		return bearer(is.rs256(t, c))
 	}
 	openAs := func(h http.Header) (*client, *http.Response) {
-		req, _ := http.NewRequestWithContext(waitCtx(t), http.MethodGet, g.srv.URL+"/operations/Mine?wg_sse", nil)
-		for k, v := range h {
-			req.Header[k] = v
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := &client{resp: resp, br: newReader(resp), cancel: func() {}}
-		t.Cleanup(c.leave)
-		return c, resp
+		return g.openWith(t, g.srv.URL+"/operations/Mine?wg_sse", h)
 	}
 	refused := func(h http.Header, why string) {
 		t.Helper()
@@ -249,15 +223,7 @@ func TestAnonymousCapByAddress(t *testing.T) {
 		cfg.ClientAddress = func(r *http.Request) string { return r.Header.Get("X-Client") }
 	})
 	open := func(addr string) (*client, *http.Response) {
-		req, _ := http.NewRequestWithContext(waitCtx(t), http.MethodGet, g.srv.URL+"/operations/Sub?wg_sse", nil)
-		req.Header.Set("X-Client", addr)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := &client{resp: resp, br: newReader(resp), cancel: func() {}}
-		t.Cleanup(c.leave)
-		return c, resp
+		return g.openWith(t, g.srv.URL+"/operations/Sub?wg_sse", http.Header{"X-Client": {addr}})
 	}
 	c1, _ := open("10.0.0.1")
 	c1.frame(t)
@@ -335,5 +301,3 @@ func TestForwardHeadersChecked(t *testing.T) {
 		}
 	}
 }
-
-func newReader(resp *http.Response) *bufio.Reader { return bufio.NewReader(resp.Body) }

@@ -104,9 +104,23 @@ func waitCtx(t testing.TB) context.Context {
 // get makes a request and reads the whole response.
 func (g *gateway) get(t *testing.T, method, path string) (*http.Response, string) {
 	t.Helper()
+	return g.request(t, method, path, nil)
+}
+
+// do makes a GET with headers and reads the whole response.
+func (g *gateway) do(t *testing.T, path string, header http.Header) (*http.Response, string) {
+	t.Helper()
+	return g.request(t, http.MethodGet, path, header)
+}
+
+func (g *gateway) request(t *testing.T, method, path string, header http.Header) (*http.Response, string) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(waitCtx(t), method, g.srv.URL+path, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -136,10 +150,21 @@ func (g *gateway) open(t *testing.T, path string) *client {
 
 func (g *gateway) openURL(t *testing.T, url string) *client {
 	t.Helper()
+	c, _ := g.openWith(t, url, nil)
+	return c
+}
+
+// openWith starts a streaming request with headers, whatever its status.
+func (g *gateway) openWith(t *testing.T, url string, header http.Header) (*client, *http.Response) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -148,7 +173,7 @@ func (g *gateway) openURL(t *testing.T, url string) *client {
 	}
 	c := &client{resp: resp, br: bufio.NewReader(resp.Body), cancel: cancel}
 	t.Cleanup(c.leave)
-	return c
+	return c, resp
 }
 
 func (c *client) leave() {

@@ -229,15 +229,20 @@ func (s *Server) add() bool {
 // CloseConnections drops every connection abruptly, as a crashed upstream
 // would; the server keeps accepting new ones.
 func (s *Server) CloseConnections() {
+	for _, c := range s.sessions() {
+		c.t.closeNow()
+	}
+}
+
+// sessions returns the connections being served now.
+func (s *Server) sessions() []*session {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	conns := make([]*session, 0, len(s.conns))
 	for _, c := range s.conns {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.t.closeNow()
-	}
+	return conns
 }
 
 // SetDown takes the server down (true) or back up (false). While down it
@@ -277,13 +282,7 @@ func (s *Server) isSilent() bool {
 // CompleteAll ends every running subscription from the server side: each
 // client receives complete.
 func (s *Server) CompleteAll() {
-	s.mu.Lock()
-	conns := make([]*session, 0, len(s.conns))
-	for _, c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range s.sessions() {
 		c.completeAll()
 	}
 }

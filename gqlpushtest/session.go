@@ -329,26 +329,23 @@ func (ss *session) stop(id string) {
 	}
 }
 
-// completeAll ends every subscription from the server side.
-func (ss *session) completeAll() {
-	ss.mu.Lock()
-	ops := make([]*operation, 0, len(ss.subs))
-	for _, op := range ss.subs {
-		ops = append(ops, op)
-	}
-	ss.mu.Unlock()
-	for _, op := range ops {
-		op.cancel()
-	}
-}
+// completeAll ends every subscription from the server side: each gets
+// complete.
+func (ss *session) completeAll() { ss.endAll(false) }
 
-func (ss *session) stopAll() {
+// stopAll ends every subscription as the connection closes: none gets
+// anything more.
+func (ss *session) stopAll() { ss.endAll(true) }
+
+func (ss *session) endAll(silently bool) {
 	ss.mu.Lock()
 	ops := make([]*operation, 0, len(ss.subs))
 	for id, op := range ss.subs {
-		op.clientStopped = true
 		ops = append(ops, op)
-		delete(ss.subs, id)
+		if silently {
+			op.clientStopped = true
+			delete(ss.subs, id)
+		}
 	}
 	ss.mu.Unlock()
 	for _, op := range ops {
