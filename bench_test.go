@@ -69,7 +69,7 @@ func BenchmarkFanout(b *testing.B) {
 				s := &subscriber{sh: sh, wake: make(chan struct{}, 1)}
 				sh.subs = append(sh.subs, s)
 				w := &discard{header: http.Header{}}
-				st := &stream{w: w, rc: http.NewResponseController(w), req: req, timeout: time.Minute}
+				st := &stream{sink: &httpSink{w: w, rc: http.NewResponseController(w)}, req: req, timeout: time.Minute}
 				wg.Add(1)
 				go func() {
 					defer wg.Done()

@@ -238,9 +238,9 @@ type Handler struct {
 
 	clientAddress func(*http.Request) string
 
-	shutdown chan struct{} // closed by Close: streams end
-	drain    time.Duration // set by Close before shutdown closes
-	nonce    atomic.Uint64 // makes keys of unshared subscriptions unique
+	shuttingDown atomic.Bool   // set by Close: streams end
+	drain        time.Duration // set by Close before shuttingDown
+	nonce        atomic.Uint64 // makes keys of unshared subscriptions unique
 
 	mu      sync.Mutex
 	closing bool
@@ -363,7 +363,6 @@ func NewHandler(cfg Config) (*Handler, error) {
 		origins:   origins,
 
 		clientAddress: cfg.ClientAddress,
-		shutdown:      make(chan struct{}),
 		idle:          make(chan struct{}),
 	}
 	var errs []error
@@ -553,7 +552,7 @@ func (h *Handler) Close(ctx context.Context) error {
 			// Leave half the time that is left for the ends themselves.
 			h.drain = min(h.drain, time.Until(deadline)/2)
 		}
-		close(h.shutdown)
+		h.shuttingDown.Store(true)
 		if h.streams == 0 {
 			close(h.idle)
 		}

@@ -99,13 +99,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, herr)
 		return
 	}
-	defer release()
 	if !h.track() {
+		release()
 		writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
 		return
 	}
-	defer h.untrack()
-	h.serveStream(w, r, req)
+	h.serveStream(w, r, req, func() {
+		h.untrack()
+		release()
+	})
 }
 
 func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
@@ -257,7 +259,10 @@ func errorBody(msg, code string) []byte {
 // serveStream subscribes and writes the response. It is the only goroutine
 // that writes to w; one select handles results, the heartbeat, the client
 // leaving and shutdown.
-func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *request) {
+// serveStream subscribes and writes the response. done is called once the
+// stream is over, whenever that is: over HTTP/1.x the stream outlives
+// ServeHTTP (see runStream).
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *request, done func()) {
 	key := subKey{ep: req.ep, identity: req.identity, vars: string(req.vars)}
 	if req.once {
 		// A one-shot request gets its own upstream subscription: it wants
@@ -271,48 +276,66 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 	}
 	s, reset, err := h.hub.join(key, req.header, req.init, lastID)
 	if err != nil {
+		done()
 		writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
 		return
 	}
-	defer h.hub.leave(s)
 	op := req.ep.op.name
 	h.obs.streamOpened(op)
-	reason := ReasonClientGone
-	defer func() { h.obs.streamClosed(op, reason) }()
+	finish := func(reason string) {
+		h.hub.leave(s)
+		h.obs.streamClosed(op, reason)
+		done()
+	}
 	if req.once && !req.sse {
-		reason = h.serveOnce(w, r, s)
+		finish(h.serveOnce(w, r, s))
 		return
 	}
-	st := &stream{w: w, rc: http.NewResponseController(w), req: req, timeout: h.cfg.writeTimeout}
-	if !st.begin(reset) {
+	st := &stream{req: req, timeout: h.cfg.writeTimeout}
+	if !st.begin(w, r, reset) {
+		finish(ReasonWriteFailed)
 		return
 	}
-	// No deadline may outlive the stream on a kept-alive connection.
-	defer st.rc.SetWriteDeadline(time.Time{})
+	if _, raw := st.sink.(*rawSink); raw {
+		// The connection is gqlpush's now: ServeHTTP returns, and with it
+		// goes net/http's state for the request — its goroutine and
+		// stack, its buffers — while the stream goes on in a goroutine of
+		// its own, counted by the Handler until it ends.
+		go h.runStream(s, st, finish)
+		return
+	}
+	h.runStream(s, st, finish)
+}
+
+// runStream writes the stream until it ends, then releases it.
+func (h *Handler) runStream(s *subscriber, st *stream, finish func(reason string)) {
 	if h.cfg.heartbeat > 0 {
 		st.beat = time.NewTimer(h.cfg.heartbeat)
 		st.beatEvery = h.cfg.heartbeat
 		defer st.beat.Stop()
 	}
-	reason = h.streamLoop(r, s, st)
+	reason := h.streamLoop(s, st)
 	if reason == ReasonWriteFailed {
 		switch {
 		case s.isSlow():
 			reason = ReasonSlowConsumer // it fell behind while its write hung
-		case r.Context().Err() != nil:
+		case st.isGone():
 			reason = ReasonClientGone
 		}
 	}
 	if reason == ReasonSlowConsumer || reason == ReasonWriteFailed {
-		h.obs.subscriberDropped(op, reason)
+		h.obs.subscriberDropped(st.req.ep.op.name, reason)
 	}
+	// The connection closes before the stream is released: once Close
+	// returns, every response is over.
+	st.sink.close()
+	finish(reason)
 }
 
 // streamLoop writes results until the stream ends, and says why it ended.
-func (h *Handler) streamLoop(r *http.Request, s *subscriber, st *stream) string {
+func (h *Handler) streamLoop(s *subscriber, st *stream) string {
 	var (
 		beat      <-chan time.Time
-		shutdown  = h.shutdown
 		drainDone <-chan time.Time
 		expired   <-chan time.Time
 		buf       = make([]*event, 0, 8)
@@ -326,20 +349,14 @@ func (h *Handler) streamLoop(r *http.Request, s *subscriber, st *stream) string 
 		defer t.Stop()
 		expired = t.C
 	}
+	gone := st.sink.gone()
 	for {
 		select {
-		case <-r.Context().Done():
+		case <-gone:
 			return ReasonClientGone
 		case <-expired:
 			st.end(endExpired)
 			return ReasonTokenExpired
-		case <-shutdown:
-			// Streams end spread over the drain window, so that clients
-			// do not all come back in the same instant.
-			shutdown = nil
-			t := time.NewTimer(h.drainDelay())
-			defer t.Stop()
-			drainDone = t.C
 		case <-drainDone:
 			st.end(endShutdown)
 			return ReasonShutdown
@@ -356,6 +373,16 @@ func (h *Handler) streamLoop(r *http.Request, s *subscriber, st *stream) string 
 			}
 			st.beat.Reset(st.beatEvery)
 		case <-s.wake:
+			// Close wakes every subscriber rather than closing a channel
+			// that every stream would wait on: such a channel's lock would
+			// be taken by every stream at every turn of this loop.
+			if drainDone == nil && h.shuttingDown.Load() {
+				// Streams end spread over the drain window, so that
+				// clients do not all come back in the same instant.
+				t := time.NewTimer(h.drainDelay())
+				defer t.Stop()
+				drainDone = t.C
+			}
 			var end endReason
 			buf, end = s.take(buf[:0])
 			if st.req.once && len(buf) > 0 {
@@ -363,7 +390,7 @@ func (h *Handler) streamLoop(r *http.Request, s *subscriber, st *stream) string 
 				end = endComplete
 			}
 			n, ok := st.events(buf)
-			if n > 0 {
+			if n > 0 && h.obs != nil {
 				h.obs.framesDelivered(op, n, time.Since(buf[len(buf)-1].at))
 			}
 			clear(buf)
@@ -389,10 +416,11 @@ func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, s *subscribe
 		select {
 		case <-r.Context().Done():
 			return ReasonClientGone
-		case <-h.shutdown:
+		case <-s.wake:
+		}
+		if h.shuttingDown.Load() {
 			writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
 			return ReasonShutdown
-		case <-s.wake:
 		}
 		var end endReason
 		buf, end = s.take(buf[:0])
@@ -433,25 +461,26 @@ func errorsJSON(errs json.RawMessage) []byte {
 	return append(b, '}')
 }
 
-// A stream writes the frames of one response. Writes stop at the first error:
-// the client is gone or too slow.
+// A stream writes the frames of one response, through its sink. Writes stop
+// at the first error: the client is gone or too slow.
 type stream struct {
-	w         http.ResponseWriter
-	rc        *http.ResponseController
+	sink      sink
 	req       *request
 	timeout   time.Duration
 	beat      *time.Timer
 	beatEvery time.Duration
-	lastWrite time.Time // of the last flush
+	lastWrite time.Time // of the last write
 	armed     time.Time // the write deadline in force
 	last      *event    // the last result this client has, for patch and dedupe
+	batch     [][]byte  // frames of one write, reused
 	failed    bool
 }
 
-// begin sends the head and, for SSE, the first comment, flushed at once so
-// the client knows the stream is open before any result.
-func (st *stream) begin(reset bool) bool {
-	hd := st.w.Header()
+// begin sends the head and, for SSE, the first comment (and the reset
+// event, when resumption failed), at once, so the client knows the stream
+// is open before any result.
+func (st *stream) begin(w http.ResponseWriter, r *http.Request, reset bool) bool {
+	hd := w.Header()
 	if st.req.sse {
 		hd.Set("Content-Type", "text/event-stream")
 	} else {
@@ -459,44 +488,40 @@ func (st *stream) begin(reset bool) bool {
 	}
 	hd.Set("Cache-Control", "no-cache")
 	hd.Set("X-Accel-Buffering", "no")
-	st.w.WriteHeader(http.StatusOK)
-	if !st.req.sse {
-		return st.flush()
+	var first []byte
+	if st.req.sse {
+		first = []byte(sseComment)
+		if reset {
+			first = []byte(sseComment + sseReset)
+		}
 	}
-	st.deadline()
-	if !st.put([]byte(sseComment)) {
+	sk, err := openSink(w, r, first, st.deadline(time.Now()))
+	if err != nil {
 		return false
 	}
-	if reset && !st.put([]byte(sseReset)) {
-		return false
-	}
-	return st.flush()
+	st.sink = sk
+	st.lastWrite = time.Now()
+	return true
 }
 
-// events writes a batch of results and flushes once, so a client with
-// several results waiting gets them in one write. It reports how many
-// frames it wrote, and false when a write failed.
+// events writes a batch of results in one write, so a client with several
+// results waiting gets them at once. It reports how many frames it wrote,
+// and false when the write failed.
 func (st *stream) events(evs []*event) (int, bool) {
-	if len(evs) == 0 {
-		return 0, true
-	}
-	st.deadline()
-	n := 0
+	batch := st.batch[:0]
 	for _, ev := range evs {
-		b := st.frame(ev)
+		if b := st.frame(ev); b != nil {
+			batch = append(batch, b)
+		}
 		st.last = ev
-		if b == nil {
-			continue
-		}
-		if !st.put(b) {
-			return n, false
-		}
-		n++
 	}
-	if n == 0 {
+	st.batch = batch
+	if len(batch) == 0 {
 		return 0, true
 	}
-	return n, st.flush()
+	ok := st.write(batch)
+	clear(batch) // let the events go
+	return len(batch), ok
 }
 
 // frame picks the bytes this client gets for ev: the shared frame, a shared
@@ -524,44 +549,50 @@ func (st *stream) frame(ev *event) []byte {
 	return ev.plain
 }
 
+var (
+	sseCommentBytes     = []byte(sseComment)
+	plainHeartbeatBytes = []byte(plainHeartbeat)
+	sseCompleteBytes    = []byte(sseComplete)
+	sseDataPrefixBytes  = []byte(sseDataPrefix)
+	blankLineBytes      = []byte("\n\n")
+)
+
 func (st *stream) heartbeat() bool {
-	st.deadline()
-	b := []byte(plainHeartbeat)
 	if st.req.sse {
-		b = []byte(sseComment)
+		return st.write([][]byte{sseCommentBytes})
 	}
-	return st.put(b) && st.flush()
+	return st.write([][]byte{plainHeartbeatBytes})
 }
 
 // end writes the error frame of end, if any, then, for SSE, the complete
 // event.
 func (st *stream) end(end endReason) {
-	if st.failed {
-		return
-	}
-	st.deadline()
+	batch := st.batch[:0]
 	if end.errors != nil {
-		body := errorsJSON(end.errors)
 		if st.req.sse {
-			st.put([]byte(sseDataPrefix))
+			batch = append(batch, sseDataPrefixBytes)
 		}
-		st.put(body)
-		st.put([]byte("\n\n"))
+		batch = append(batch, errorsJSON(end.errors), blankLineBytes)
 	}
 	if st.req.sse {
-		st.put([]byte(sseComplete))
+		batch = append(batch, sseCompleteBytes)
 	}
-	st.flush()
+	if len(batch) > 0 {
+		st.write(batch)
+	}
 }
 
-func (st *stream) put(b []byte) bool {
+// write writes frames in one write, unless an earlier write failed.
+func (st *stream) write(frames [][]byte) bool {
 	if st.failed {
 		return false
 	}
-	if _, err := st.w.Write(b); err != nil {
+	now := time.Now()
+	if err := st.sink.writev(frames, st.deadline(now)); err != nil {
 		st.failed = true
 		return false
 	}
+	st.lastWrite = now
 	return true
 }
 
@@ -569,23 +600,19 @@ func (st *stream) put(b []byte) bool {
 // write timeout is dropped. The deadline is moved only when less than half
 // the timeout is left, not on every write: a write always has at least half
 // the timeout, and a busy stream spares the poller most updates.
-func (st *stream) deadline() {
-	now := time.Now()
-	if st.armed.Sub(now) > st.timeout/2 {
-		return
+func (st *stream) deadline(now time.Time) time.Time {
+	if st.armed.Sub(now) <= st.timeout/2 {
+		st.armed = now.Add(st.timeout)
 	}
-	st.armed = now.Add(st.timeout)
-	st.rc.SetWriteDeadline(st.armed)
+	return st.armed
 }
 
-func (st *stream) flush() bool {
-	if st.failed {
+// isGone reports whether the client has gone.
+func (st *stream) isGone() bool {
+	select {
+	case <-st.sink.gone():
+		return true
+	default:
 		return false
 	}
-	if err := st.rc.Flush(); err != nil {
-		st.failed = true
-		return false
-	}
-	st.lastWrite = time.Now()
-	return true
 }

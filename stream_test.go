@@ -3,10 +3,14 @@ package gqlpush_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/gqlpush/gqlpush"
 )
@@ -341,5 +345,106 @@ func TestUpstreamRestartOverTheNetwork(t *testing.T) {
 	}
 	if n := len(g.up.Conns()); n != 2 {
 		t.Errorf("%d upstream connections, want 2", n)
+	}
+}
+
+// TestWireHTTP1 reads an SSE response off the socket: over HTTP/1.1 the
+// stream is the raw body of a response that ends with the connection, with
+// no chunked encoding.
+func TestWireHTTP1(t *testing.T) {
+	g := newGateway(t, nil)
+	conn, err := net.Dial("tcp", g.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(waitTime))
+	fmt.Fprintf(conn, "GET /operations/Count?wg_sse&from=1 HTTP/1.1\r\nHost: gqlpush\r\nOrigin: https://elsewhere.example\r\n\r\n")
+	got, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, body, ok := strings.Cut(string(got), "\r\n\r\n")
+	if !ok {
+		t.Fatalf("no head: %q", got)
+	}
+	lines := strings.Split(head, "\r\n")
+	if lines[0] != "HTTP/1.1 200 OK" {
+		t.Errorf("status line %q", lines[0])
+	}
+	want := map[string]string{
+		"Cache-Control": "no-cache", "Connection": "close", "Content-Type": "text/event-stream", "X-Accel-Buffering": "no",
+	}
+	for _, l := range lines[1:] {
+		k, v, _ := strings.Cut(l, ": ")
+		switch k {
+		case "Date":
+			if _, err := http.ParseTime(v); err != nil {
+				t.Errorf("Date %q", v)
+			}
+		case "Transfer-Encoding", "Content-Length":
+			t.Errorf("header %q: the body is the stream itself", l)
+		default:
+			if want[k] != v {
+				t.Errorf("header %q", l)
+			}
+			delete(want, k)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("missing headers %v", want)
+	}
+	if body = normIDs(body); body != ":\n\nid: T.0\ndata: {\"data\":{\"gql_countdown\":1}}\n\nevent: complete\ndata: \n\n" {
+		t.Errorf("body %q", body)
+	}
+}
+
+// TestWireHTTP2 streams over HTTP/2, where the connection cannot be taken
+// over: the same frames go through the ResponseWriter.
+func TestWireHTTP2(t *testing.T) {
+	up := newGateway(t, nil).up
+	h, err := gqlpush.NewHandler(gqlpush.Config{
+		Operations: mustParse(t, testOperations),
+		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: up.URL}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	defer h.Close(context.Background())
+	req, _ := http.NewRequestWithContext(waitCtx(t), http.MethodGet, srv.URL+"/Count?wg_sse&from=2", nil)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("served over %s", resp.Proto)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ":\n\nid: T.0\ndata: {\"data\":{\"gql_countdown\":2}}\n\nid: T.1\ndata: {\"data\":{\"gql_countdown\":1}}\n\nevent: complete\ndata: \n\n"
+	if got := normIDs(string(body)); got != want || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("got %q %v", got, resp.Header)
+	}
+	// The client leaving ends the subscription over HTTP/2 too.
+	req, _ = http.NewRequestWithContext(waitCtx(t), http.MethodGet, srv.URL+"/Sub?wg_sse", nil)
+	ctx, cancel := context.WithCancel(waitCtx(t))
+	resp, err = srv.Client().Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.WaitSubscriptions(waitCtx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	resp.Body.Close()
+	if err := up.WaitSubscriptions(waitCtx(t), 0); err != nil {
+		t.Fatal("the upstream subscription outlived the client")
 	}
 }

@@ -332,7 +332,8 @@ func (h *hub) stats() (subs, events int) {
 	return len(h.subs), events
 }
 
-// close refuses new subscribers and ends the subscriptions that wait out
+// close refuses new subscribers, wakes every subscriber (their streams then
+// see that the handler is closing), and ends the subscriptions that wait out
 // their resume grace.
 func (h *hub) close() {
 	h.mu.Lock()
@@ -340,6 +341,9 @@ func (h *hub) close() {
 	var idle []*shared
 	for _, sh := range h.subs {
 		sh.mu.Lock()
+		for _, s := range sh.subs {
+			s.notify()
+		}
 		if sh.grace != nil {
 			sh.grace.Stop()
 			sh.grace = nil

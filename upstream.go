@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/coder/websocket"
 )
@@ -37,8 +36,8 @@ type Conn interface {
 	// Subprotocol is the subprotocol the server selected, "" for none.
 	Subprotocol() string
 	// Read returns the next message, which may live in a buffer that the
-	// next Read reuses. The context lives as long as the connection:
-	// gqlpush never cancels it to time out one read.
+	// next Read reuses. gqlpush passes a context that is never cancelled,
+	// and ends a read by closing the connection.
 	Read(ctx context.Context) ([]byte, error)
 	// Write sends one text message.
 	Write(ctx context.Context, msg []byte) error
@@ -164,16 +163,4 @@ func closeIsProtocolRefusal(err error) bool {
 	}
 	var he *HandshakeError
 	return errors.As(err, &he) && (he.Subprotocol != "" || he.StatusCode == http.StatusBadRequest)
-}
-
-// sleepCtx waits d or until ctx ends, and reports whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

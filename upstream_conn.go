@@ -22,6 +22,12 @@ const (
 	backoffMax = 5 * time.Second
 )
 
+// readContext is the context of every Read: it is never cancelled. A read
+// ends when its transport is closed, which every path that gives up on a
+// connection does; a context that can end would cost each read a
+// registration with it (coder/websocket arms a context.AfterFunc per read).
+var readContext = context.Background()
+
 var (
 	errPongTimeout      = errors.New("upstream did not answer ping in time")
 	errKeepAliveTimeout = errors.New("upstream keep-alive (ka) stopped")
@@ -263,13 +269,15 @@ func (c *upConn) handshake(p Protocol) (Conn, error) {
 		t.CloseNow()
 	})
 	defer timer.Stop()
+	stop := context.AfterFunc(c.p.ctx, func() { t.CloseNow() }) // Close, hurried
+	defer stop()
 	init, err := encodeMessage(message{Type: msgConnectionInit, Payload: c.init})
 	if err == nil {
 		err = t.Write(c.p.ctx, init)
 	}
 	for err == nil {
 		var b []byte
-		b, err = t.Read(c.p.ctx)
+		b, err = t.Read(readContext)
 		if err != nil {
 			break
 		}
@@ -494,7 +502,7 @@ func (c *upConn) flush(t Conn, w wire) error {
 // read is the reader goroutine of one transport.
 func (c *upConn) read(t Conn, w wire, lastSeen *atomic.Int64, kaSeen, pongSeen *atomic.Bool, done chan<- error) {
 	for {
-		b, err := t.Read(c.p.ctx)
+		b, err := t.Read(readContext)
 		if err != nil {
 			done <- err
 			return

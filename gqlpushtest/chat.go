@@ -69,9 +69,16 @@ type ChatMessage struct {
 type Chat struct {
 	mu       sync.Mutex
 	nextID   int
-	messages []ChatMessage
-	subs     map[*chatSub]struct{}
+	messages []ChatMessage // the last MaxHistory
+	// Subscriptions to one room are indexed by it, so that a post costs
+	// what its room's subscribers cost; the others (all rooms, or a
+	// filter) are checked one by one.
+	byRoom map[string]map[*chatSub]struct{}
+	others map[*chatSub]struct{}
 }
+
+// MaxHistory is how many messages a Chat keeps for the messages query.
+const MaxHistory = 1000
 
 type chatSub struct {
 	room      string   // "" for all rooms
@@ -93,7 +100,7 @@ func (s *chatSub) wants(m ChatMessage) bool {
 
 // NewChat returns an empty chat.
 func NewChat() *Chat {
-	return &Chat{subs: make(map[*chatSub]struct{})}
+	return &Chat{byRoom: make(map[string]map[*chatSub]struct{}), others: make(map[*chatSub]struct{})}
 }
 
 // NewChatSchema parses [ChatSchema] with chat as its resolver.
@@ -113,9 +120,17 @@ func (c *Chat) Post(room, content string) ChatMessage {
 	c.mu.Lock()
 	c.nextID++
 	m := ChatMessage{ID: strconv.Itoa(c.nextID), Content: content, Room: room, SentAt: time.Now()}
+	if len(c.messages) == MaxHistory {
+		c.messages = append(c.messages[:0], c.messages[1:]...)
+	}
 	c.messages = append(c.messages, m)
 	var targets []*chatSub
-	for s := range c.subs {
+	for s := range c.byRoom[room] {
+		if s.wants(m) {
+			targets = append(targets, s)
+		}
+	}
+	for s := range c.others {
 		if s.wants(m) {
 			targets = append(targets, s)
 		}
@@ -135,7 +150,35 @@ func (c *Chat) Post(room, content string) ChatMessage {
 func (c *Chat) Subscribers() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.subs)
+	n := len(c.others)
+	for _, set := range c.byRoom {
+		n += len(set)
+	}
+	return n
+}
+
+// add and remove keep the index; the caller holds c.mu.
+func (c *Chat) add(s *chatSub) {
+	if s.room == "" || s.rooms != nil || s.minLength > 0 {
+		c.others[s] = struct{}{}
+		return
+	}
+	set := c.byRoom[s.room]
+	if set == nil {
+		set = make(map[*chatSub]struct{})
+		c.byRoom[s.room] = set
+	}
+	set[s] = struct{}{}
+}
+
+func (c *Chat) remove(s *chatSub) {
+	delete(c.others, s)
+	if set := c.byRoom[s.room]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(c.byRoom, s.room)
+		}
+	}
 }
 
 type chatResolver struct{ chat *Chat }
@@ -184,13 +227,13 @@ func (r *chatResolver) MessageCreated(ctx context.Context, args struct {
 	}
 	c := r.chat
 	c.mu.Lock()
-	c.subs[s] = struct{}{}
+	c.add(s)
 	c.mu.Unlock()
 	// Unregister when the subscription ends. context.AfterFunc runs the
 	// removal without a goroutine waiting for it.
 	context.AfterFunc(ctx, func() {
 		c.mu.Lock()
-		delete(c.subs, s)
+		c.remove(s)
 		c.mu.Unlock()
 	})
 	return s.ch
