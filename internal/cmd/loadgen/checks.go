@@ -1,0 +1,113 @@
+package main
+
+import "fmt"
+
+// The targets, compared by -check. They are for a person who runs
+// loadgen on a quiet machine: tests never compare them.
+const (
+	fanoutCPUPerEventUS   = 4.0
+	fanoutP50US           = 1000.0
+	fanoutP99US           = 4000.0
+	distinctCPUPerEventUS = 8.0
+	saturateMinPerSec     = 250_000.0
+	idleMaxKiBPerClient   = 20.0
+	stallMaxP99Ratio      = 1.10
+	churnMaxRSSRatio      = 1.10
+)
+
+// checksFor compares a report with the targets of its scenario. A figure
+// that was not measured fails its check.
+func checksFor(cfg config, r *report) []check {
+	var cs []check
+	add := func(name, target string, value *float64, format string, pass func(float64) bool) {
+		c := check{Name: name, Target: target, Value: "not measured"}
+		if value != nil {
+			c.Value = fmt.Sprintf(format, *value)
+			c.Pass = pass(*value)
+		}
+		cs = append(cs, c)
+	}
+	atMost := func(limit float64) func(float64) bool { return func(v float64) bool { return v <= limit } }
+	var w *window
+	if len(r.Windows) > 0 {
+		w = r.Windows[0]
+	}
+	cpu := func() *float64 {
+		if w == nil {
+			return nil
+		}
+		return w.CPUPerEvent
+	}
+	lat := func(f func(*latency) float64) *float64 {
+		if w == nil || w.Latency == nil {
+			return nil
+		}
+		return ptr(f(w.Latency))
+	}
+	nothingLost := func() {
+		var v *float64
+		if r.Lost != nil && r.OOO != nil && r.Clients != nil {
+			v = ptr(float64(*r.Lost + *r.OOO + r.Clients.Ended + r.Clients.Failed))
+		}
+		add("nothing lost (lost + out of order + dropped)", "= 0", v, "%.0f", func(v float64) bool { return v == 0 })
+	}
+	switch cfg.scenario {
+	case "fanout":
+		add("gateway CPU per delivered event", fmt.Sprintf("≤ %g µs", fanoutCPUPerEventUS), cpu(), "%.2f µs", atMost(fanoutCPUPerEventUS))
+		add("latency p50", fmt.Sprintf("≤ %g ms", fanoutP50US/1000), lat(func(l *latency) float64 { return l.P50us }), "%.0f µs", atMost(fanoutP50US))
+		add("latency p99", fmt.Sprintf("≤ %g ms", fanoutP99US/1000), lat(func(l *latency) float64 { return l.P99us }), "%.0f µs", atMost(fanoutP99US))
+		nothingLost()
+	case "distinct":
+		add("gateway CPU per delivered event", fmt.Sprintf("≤ %g µs", distinctCPUPerEventUS), cpu(), "%.2f µs", atMost(distinctCPUPerEventUS))
+		nothingLost()
+	case "saturate":
+		var v *float64
+		if s := r.Saturate; s != nil {
+			v = ptr(0.0)
+			if s.KeptUp != nil {
+				v = &s.KeptUp.DeliveredPerSec
+			}
+		}
+		add("delivered/s before falling behind", fmt.Sprintf("≥ %.0f", saturateMinPerSec), v, "%.0f", func(v float64) bool { return v >= saturateMinPerSec })
+	case "idle":
+		var v *float64
+		if r.Idle != nil {
+			v = r.Idle.PerClientKiB
+		}
+		add("RSS growth per connected client", fmt.Sprintf("≤ %g KiB", idleMaxKiBPerClient), v, "%.2f KiB", atMost(idleMaxKiBPerClient))
+	case "stall":
+		var v *float64
+		if r.Stall != nil {
+			v = r.Stall.Ratio
+		}
+		add("normal p99 with / without the stalled client", fmt.Sprintf("≤ %.2f", stallMaxP99Ratio), v, "%.3f", atMost(stallMaxP99Ratio))
+		nothingLost()
+	case "churn":
+		var g, s, rss *float64
+		if c := r.Churn; c != nil {
+			b, f := c.Baseline, c.Final
+			if b.Goroutines != nil && f.Goroutines != nil {
+				g = ptr(float64(*f.Goroutines - *b.Goroutines))
+			}
+			if b.Subscriptions != nil && f.Subscriptions != nil {
+				s = ptr(float64(*f.Subscriptions - *b.Subscriptions))
+			}
+			// RSS after FreeOSMemory compares live memory; without it,
+			// the runtime's lazy return of free pages would count too.
+			bv, fv := b.RSSAfterGC, f.RSSAfterGC
+			if bv == nil || fv == nil {
+				bv, fv = b.RSS, f.RSS
+			}
+			if bv != nil && fv != nil && *bv > 0 {
+				rss = ptr(float64(*fv) / float64(*bv))
+			}
+		}
+		add("goroutines back to baseline (final − baseline)", "≤ 0", g, "%+.0f", atMost(0))
+		add("upstream subscriptions back to baseline", "= 0", s, "%+.0f", func(v float64) bool { return v == 0 })
+		add("RSS final / baseline", fmt.Sprintf("≤ %.2f", churnMaxRSSRatio), rss, "%.3f", atMost(churnMaxRSSRatio))
+	}
+	if r.Error != "" {
+		cs = append(cs, check{Name: "the run completed", Target: "no error", Value: r.Error})
+	}
+	return cs
+}

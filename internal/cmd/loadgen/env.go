@@ -1,0 +1,510 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// An env is what a scenario runs against: the upstream, the gateway, the
+// publisher, and the report being filled in.
+type env struct {
+	cfg   config
+	log   io.Writer
+	rep   *report
+	ticks int64
+
+	up   *inProcessUpstream // nil when external
+	gw   *gatewayProc       // nil when external
+	addr string             // the gateway's host:port
+	pid  int                // the gateway's pid; 0 when unknown
+	dbg  *debugClient
+
+	pub       *publisher // nil when loadgen does not publish
+	pubCancel context.CancelFunc
+}
+
+func (e *env) logf(format string, args ...any) {
+	fmt.Fprintf(e.log, "loadgen: "+format+"\n", args...)
+}
+
+// execute runs cfg's scenario. The report is never nil, even on error.
+func execute(ctx context.Context, cfg config, command string, log io.Writer) (rep *report, err error) {
+	ticks := clockTicks()
+	rep = &report{
+		Scenario: cfg.scenario,
+		Command:  command,
+		Started:  time.Now(),
+		Machine:  describeMachine(ticks),
+		Params:   paramsOf(cfg),
+	}
+	e := &env{cfg: cfg, log: log, rep: rep, ticks: ticks}
+	defer func() {
+		if terr := e.teardown(); err == nil {
+			err = terr
+		}
+	}()
+	if err := e.setup(ctx); err != nil {
+		return rep, err
+	}
+	switch cfg.scenario {
+	case "fanout":
+		err = e.steady(ctx, false)
+	case "distinct":
+		err = e.steady(ctx, true)
+	case "saturate":
+		err = e.saturate(ctx)
+	case "idle":
+		err = e.idle(ctx)
+	case "stall":
+		err = e.stall(ctx)
+	case "churn":
+		err = e.churn(ctx)
+	}
+	if err == nil && e.gw != nil && e.gw.exited() {
+		err = fmt.Errorf("the gateway exited during the run: %v", e.gw.err)
+	}
+	return rep, err
+}
+
+func paramsOf(c config) params {
+	p := params{Timeout: c.timeout.String()}
+	switch c.scenario {
+	case "churn":
+		p.Cycles, p.WarmupCycles, p.Concurrency = c.cycles, max(c.warmupCycles, 0), c.concurrency
+		p.Operation = "Room (a room per cycle)"
+		if c.churnVars == "shared" {
+			p.Operation = "Sub"
+		}
+		return p
+	case "distinct":
+		p.Operation = "Room (a room per client)"
+	default:
+		p.Operation = "Sub"
+	}
+	p.Clients, p.Warmup, p.Duration = c.clients, c.warmup.String(), c.duration.String()
+	p.Ramp = fmt.Sprintf("%d per %v", c.ramp, c.rampEvery)
+	if c.gatewayURL == "" {
+		p.Heartbeat = c.heartbeat.String()
+	}
+	switch c.scenario {
+	case "fanout", "distinct", "stall", "saturate":
+		p.Rate = c.rate
+	}
+	if c.scenario == "saturate" {
+		p.Factor, p.MaxRate = c.factor, c.maxRate
+	}
+	if c.scenario == "stall" {
+		p.Stalled, p.RcvBuf = c.stalled, c.rcvbuf
+	}
+	return p
+}
+
+// publishes reports whether the scenario posts events.
+func (c *config) publishes() bool {
+	switch c.scenario {
+	case "fanout", "distinct", "saturate", "stall":
+		return true
+	}
+	return false
+}
+
+// filesNeeded is how many descriptors each process needs: one per client
+// and some to spare.
+func (c *config) filesNeeded() uint64 {
+	switch c.scenario {
+	case "churn":
+		return uint64(c.concurrency) + 256
+	case "stall":
+		return uint64(c.clients+c.stalled) + 256
+	}
+	return uint64(c.clients) + 256
+}
+
+func (e *env) setup(ctx context.Context) error {
+	cfg := e.cfg
+	need := cfg.filesNeeded()
+	soft, hard, err := fileLimit()
+	if err == nil && soft < need {
+		raiseFileLimit()
+		soft, hard, err = fileLimit()
+	}
+	if err == nil && soft < need {
+		return fmt.Errorf("loadgen needs about %d open files and its limit is %d (hard %d): raise the hard limit (ulimit -Hn, LimitNOFILE) or lower -clients", need, soft, hard)
+	}
+
+	// The upstream.
+	upURL := cfg.upstreamURL
+	if upURL == "" {
+		if cfg.upstreamListen != "" {
+			if err := checkLoopbackAddr(ctx, cfg.upstreamListen); err != nil {
+				return fmt.Errorf("-upstream-listen: %w", err)
+			}
+		}
+		up, err := startUpstream(cfg.upstreamListen)
+		if err != nil {
+			return fmt.Errorf("start the upstream: %w", err)
+		}
+		e.up, upURL = up, up.url
+		e.logf("in-process upstream at %s", upURL)
+	} else if err := checkLoopbackURL(ctx, upURL); err != nil {
+		return fmt.Errorf("-upstream: %w", err)
+	}
+	e.rep.Upstream = upstreamInfo{URL: upURL, InProcess: e.up != nil}
+
+	// The gateway.
+	if cfg.gatewayURL == "" {
+		extra := []string{"-heartbeat", cfg.heartbeat.String()}
+		if cfg.verbose {
+			extra = append(extra, "-v")
+		}
+		if cfg.gatewayLatency {
+			extra = append(extra, "-observe-latency")
+		}
+		if cfg.gatewaySndbuf > 0 {
+			extra = append(extra, "-sndbuf", fmt.Sprint(cfg.gatewaySndbuf))
+		}
+		if cfg.gatewayProfile != "" {
+			extra = append(extra, "-cpuprofile", cfg.gatewayProfile)
+		}
+		gw, err := startGateway(ctx, upURL, extra, e.log)
+		if err != nil {
+			return err
+		}
+		e.gw, e.addr, e.pid = gw, gw.addr, gw.pid
+		e.logf("gateway (child, pid %d) at http://%s", e.pid, e.addr)
+	} else {
+		e.addr = strings.TrimPrefix(cfg.gatewayURL, "http://")
+		if i := strings.IndexByte(e.addr, '/'); i >= 0 {
+			e.addr = e.addr[:i]
+		}
+		if err := checkLoopbackAddr(ctx, e.addr); err != nil {
+			return fmt.Errorf("-gateway: %w", err)
+		}
+	}
+	e.dbg = newDebugClient("http://" + e.addr)
+	e.pid = cmp.Or(cfg.gatewayPID, e.pid)
+	if e.pid == 0 {
+		if di, err := e.dbg.info(ctx); err == nil {
+			e.pid = di.PID
+		} else {
+			e.rep.note("the gateway's pid is unknown (no -gateway-pid, no %s): no CPU or RSS figures", debugPath)
+		}
+	}
+	e.rep.Gateway = gatewayInfo{URL: "http://" + e.addr, PID: e.pid, Child: e.gw != nil}
+	if e.pid != 0 {
+		if _, err := procCPU(e.pid, e.ticks); err != nil {
+			e.rep.note("cannot read /proc/%d: %v: no CPU or RSS figures", e.pid, err)
+			e.pid = 0
+		} else if lim, err := procFileLimit(e.pid); err == nil {
+			e.rep.Gateway.FileLimit = &lim
+			if uint64(lim) < need {
+				return fmt.Errorf("the gateway needs about %d open files and its limit is %d: raise it", need, lim)
+			}
+		}
+	}
+
+	// The publisher.
+	if cfg.publishes() {
+		if e.up == nil {
+			e.rep.note("the upstream is external: loadgen does not publish, and cannot count lost events")
+		} else {
+			rooms := []string{""}
+			if cfg.scenario == "distinct" {
+				rooms = make([]string, cfg.clients)
+				for i := range rooms {
+					rooms[i] = roomName(i)
+				}
+			}
+			e.pub = newPublisher(e.up.srv.Chat, rooms)
+			var pctx context.Context
+			pctx, e.pubCancel = context.WithCancel(context.Background())
+			go e.pub.run(pctx)
+			e.rep.Upstream.Publishing = true
+		}
+	}
+	return nil
+}
+
+// teardown stops the publisher, the gateway and the upstream, in an order
+// that cannot deadlock: a post blocked on a full subscription is released
+// when the upstream's connections close.
+func (e *env) teardown() error {
+	if e.pubCancel != nil {
+		e.pubCancel()
+	}
+	var err error
+	if e.gw != nil {
+		crashed := e.gw.exited()
+		if werr := e.gw.stop(); werr != nil {
+			e.rep.Gateway.Exit = werr.Error()
+			if crashed {
+				err = fmt.Errorf("the gateway exited: %w", werr)
+			}
+		} else {
+			e.rep.Gateway.Exit = "0"
+		}
+	}
+	if e.up != nil {
+		e.up.close()
+	}
+	if e.pub != nil {
+		<-e.pub.done
+	}
+	return err
+}
+
+func roomName(i int) string { return fmt.Sprintf("r%d", i) }
+
+// sleep waits d, calling tick (when not nil) every 250 ms; it fails early
+// when ctx ends or the child gateway exits.
+func (e *env) sleep(ctx context.Context, d time.Duration, tick func()) error {
+	end := time.NewTimer(d)
+	defer end.Stop()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	var gone <-chan struct{}
+	if e.gw != nil {
+		gone = e.gw.done
+	}
+	for {
+		select {
+		case <-end.C:
+			return nil
+		case <-t.C:
+			if tick != nil {
+				tick()
+			}
+		case <-gone:
+			return fmt.Errorf("the gateway exited: %v", e.gw.err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// waitUntil polls cond every `every` until it holds, ctx ends or timeout
+// passes.
+func waitUntil(ctx context.Context, timeout, every time.Duration, cond func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// A snap is every counter at one instant; a window is the difference of two.
+type snap struct {
+	at          time.Time
+	gwCPU       *time.Duration
+	gwRSS       *int64
+	self        *time.Duration
+	busy, total int64
+	machOK      bool
+	t           totals
+	ended       int64
+	posted      int64
+}
+
+func (e *env) snap(f *fleet) snap {
+	s := snap{at: time.Now()}
+	if f != nil {
+		s.t = f.totals()
+		s.ended = f.ended.Load()
+	}
+	if e.pub != nil {
+		s.posted = e.pub.posted.Load()
+	}
+	if e.pid != 0 {
+		if v, err := procCPU(e.pid, e.ticks); err == nil {
+			s.gwCPU = &v
+		}
+		if v, err := procRSS(e.pid); err == nil {
+			s.gwRSS = &v
+		}
+	}
+	if v, err := procCPU(os.Getpid(), e.ticks); err == nil {
+		s.self = &v
+	}
+	if b, t, err := machineTicks(); err == nil {
+		s.busy, s.total, s.machOK = b, t, true
+	}
+	return s
+}
+
+func (e *env) window(name string, a, b snap, hs *histSet, clients int, offered float64) *window {
+	secs := b.at.Sub(a.at).Seconds()
+	w := &window{
+		Name:            name,
+		Seconds:         secs,
+		Clients:         clients,
+		Offered:         offered,
+		Delivered:       b.t.delivered - a.t.delivered,
+		Heartbeats:      b.t.heartbeats - a.t.heartbeats,
+		Gaps:            b.t.gaps - a.t.gaps,
+		OOO:             b.t.ooo - a.t.ooo,
+		Ended:           b.ended - a.ended,
+		GatewayRSSStart: a.gwRSS,
+		GatewayRSSEnd:   b.gwRSS,
+	}
+	w.DeliveredPerSec = float64(w.Delivered) / secs
+	if hs != nil {
+		w.Latency = hs.summary()
+	}
+	if e.pub != nil {
+		w.Posted = ptr(float64(b.posted-a.posted) / secs)
+	}
+	var gw, self float64
+	if a.gwCPU != nil && b.gwCPU != nil {
+		gw = (*b.gwCPU - *a.gwCPU).Seconds()
+		w.GatewayCPU = &gw
+		if w.Delivered > 0 {
+			w.CPUPerEvent = ptr(gw * 1e6 / float64(w.Delivered))
+		}
+	}
+	if a.self != nil && b.self != nil {
+		self = (*b.self - *a.self).Seconds()
+		w.LoadgenCPU = &self
+	}
+	if a.machOK && b.machOK {
+		busy := float64(b.busy-a.busy) / float64(e.ticks) / secs
+		w.MachineBusy = &busy
+		if w.GatewayCPU != nil && w.LoadgenCPU != nil {
+			w.OtherBusy = ptr(max(busy-(gw+self)/secs, 0))
+		}
+	}
+	return w
+}
+
+// measure records one window of d.
+func (e *env) measure(ctx context.Context, f *fleet, name string, d time.Duration, offered float64, tick func()) (*window, error) {
+	gwLatency := e.cfg.gatewayLatency && e.gw != nil
+	if gwLatency {
+		e.dbg.latency(ctx) // starts a new record
+	}
+	hs := newHistSet()
+	f.hist.Store(hs)
+	a := e.snap(f)
+	err := e.sleep(ctx, d, tick)
+	b := e.snap(f)
+	f.hist.Store(nil)
+	if err != nil {
+		return nil, err
+	}
+	w := e.window(name, a, b, hs, len(f.clients), offered)
+	if gwLatency {
+		w.GatewayLatency, _ = e.dbg.latency(ctx)
+	}
+	e.rep.Windows = append(e.rep.Windows, w)
+	if w.Delivered > 0 {
+		e.logf("%s: %.0f delivered/s, p99 %s µs, gateway %s µs CPU per event", name, w.DeliveredPerSec,
+			ptrText(latP99(w.Latency), "%.0f"), ptrText(w.CPUPerEvent, "%.2f"))
+	} else {
+		e.logf("%s: %d heartbeats, gateway %s s CPU", name, w.Heartbeats, ptrText(w.GatewayCPU, "%.2f"))
+	}
+	return w, nil
+}
+
+func latP99(l *latency) *float64 {
+	if l == nil {
+		return nil
+	}
+	return &l.P99us
+}
+
+// openFleet starts the clients, ramped, and waits until every one is open.
+func (e *env) openFleet(ctx context.Context, f *fleet, targets []string, rooms []int) error {
+	start := time.Now()
+	e.logf("opening %d clients, %d every %v", len(targets), e.cfg.ramp, e.cfg.rampEvery)
+	if err := f.add(ctx, targets, rooms, e.cfg.ramp, e.cfg.rampEvery); err != nil {
+		return err
+	}
+	err := f.waitOpen(ctx, e.cfg.settle+time.Minute)
+	e.rep.Clients = &clientsInfo{Started: len(targets), Ramp: time.Since(start).Seconds()}
+	e.recordClients(f)
+	if err != nil {
+		return err
+	}
+	e.logf("%d clients open in %.1fs", len(targets), time.Since(start).Seconds())
+	return nil
+}
+
+func (e *env) recordClients(f *fleet) {
+	c := e.rep.Clients
+	c.Opened, c.Failed, c.Ended = f.opened.Load(), f.failed.Load(), f.ended.Load()
+	c.Reasons = f.reasonList()
+}
+
+// waitSubscribed waits until the upstream runs n subscriptions (in-process
+// upstream), or the gateway holds n (its debug endpoint), so that no event
+// is posted before every client can receive it.
+func (e *env) waitSubscribed(ctx context.Context, n int) error {
+	var cond func() bool
+	switch {
+	case e.up != nil:
+		cond = func() bool { return e.up.srv.Subscriptions() >= n }
+	default:
+		if _, err := e.dbg.info(ctx); err != nil {
+			return nil // nothing to ask: the warmup has to do
+		}
+		cond = func() bool {
+			di, err := e.dbg.info(ctx)
+			return err == nil && di.Subscriptions >= n
+		}
+	}
+	if err := waitUntil(ctx, e.cfg.settle, 20*time.Millisecond, cond); err != nil {
+		return fmt.Errorf("waiting for %d upstream subscriptions: %w", n, err)
+	}
+	return nil
+}
+
+// finishLoss stops publishing, lets every open client receive the last
+// event of its room, and counts what never came.
+func (e *env) finishLoss(ctx context.Context, f *fleet) error {
+	if e.pub == nil {
+		return nil
+	}
+	if err := e.pub.set(ctx, 0); err != nil {
+		return err
+	}
+	final := e.pub.finalSeq()
+	drained := func() bool {
+		for _, c := range f.clients {
+			if c.state.Load() == stateOpen && c.next.Load() < final[c.room] {
+				return false
+			}
+		}
+		return true
+	}
+	if err := waitUntil(ctx, 10*time.Second, 20*time.Millisecond, drained); err != nil && ctx.Err() != nil {
+		return err
+	}
+	var lost, ooo int64
+	for _, c := range f.clients {
+		if st := c.state.Load(); st != stateOpen && st != stateEnded {
+			continue
+		}
+		lost += c.gaps.Load() + max(final[c.room]-c.next.Load(), 0)
+		ooo += c.ooo.Load()
+	}
+	e.rep.Lost, e.rep.OOO = &lost, &ooo
+	return nil
+}
+
+func (e *env) upstreamSubs() *int {
+	if e.up == nil {
+		return nil
+	}
+	return ptr(e.up.srv.Subscriptions())
+}

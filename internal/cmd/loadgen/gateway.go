@@ -1,0 +1,559 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"runtime/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushtest"
+)
+
+// The operations the gateway serves. Sub is shared by every client; Room
+// gives each room its own upstream subscription. A gateway started by hand
+// and targeted with -gateway must serve the same two.
+const (
+	subOperation  = `subscription Sub { gql_messageCreated { id content sentAt } }`
+	roomOperation = `subscription Room($room: String!) { gql_messageCreated(room: $room) { id content sentAt } }`
+	opsPrefix     = "/operations/"
+	debugPath     = "/debug/goroutines"
+	freePath      = "/debug/freeosmemory"
+	latencyPath   = "/debug/latency"
+)
+
+// debugInfo is what the gateway reports at debugPath.
+type debugInfo struct {
+	PID           int   `json:"pid"`
+	Goroutines    int   `json:"goroutines"`
+	Streams       int   `json:"streams"`
+	Subscriptions int   `json:"subscriptions"`
+	UpstreamConns int   `json:"upstream_conns"`
+	Frames        int   `json:"frames"`
+	Opened        int64 `json:"streams_opened"`
+	Closed        int64 `json:"streams_closed"`
+	DroppedSlow   int64 `json:"dropped_slow_consumer"`
+	DroppedWrite  int64 `json:"dropped_write_failed"`
+	// From runtime/metrics: what the RSS is made of.
+	HeapLive uint64 `json:"heap_live"` // heap bytes marked live by the last GC
+	HeapGoal uint64 `json:"heap_goal"` // heap size the next GC aims at
+	Stacks   uint64 `json:"stacks"`    // bytes of goroutine stacks
+}
+
+// readMemory fills the runtime/metrics fields of di.
+func (di *debugInfo) readMemory() {
+	ms := []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/heap/goal:bytes"},
+		{Name: "/memory/classes/heap/stacks:bytes"},
+	}
+	metrics.Read(ms)
+	get := func(i int) uint64 {
+		if ms[i].Value.Kind() == metrics.KindUint64 {
+			return ms[i].Value.Uint64()
+		}
+		return 0
+	}
+	di.HeapLive, di.HeapGoal, di.Stacks = get(0), get(1), get(2)
+}
+
+// gatewayCounters count what the gateway's Observer hears. Nothing is
+// counted per frame, unless latency is on: the hot path stays the library's
+// own.
+type gatewayCounters struct {
+	opened, closed, slow, write atomic.Int64
+
+	// latency, when not nil, gets the latency FramesDelivered reports: from
+	// the upstream's message to the end of the write to the client, of the
+	// newest frame of each write.
+	latency atomic.Pointer[histSet]
+}
+
+func (c *gatewayCounters) observer(latency bool) *gqlpush.Observer {
+	var delivered func(string, int, time.Duration)
+	if latency {
+		c.latency.Store(newHistSet())
+		delivered = func(_ string, _ int, d time.Duration) {
+			// The low bits of the latency pick the shard: free, and
+			// spread enough.
+			c.latency.Load().record(int(d&(histShards-1)), d.Nanoseconds())
+		}
+	}
+	return &gqlpush.Observer{
+		FramesDelivered: delivered,
+		StreamOpened:    func(string) { c.opened.Add(1) },
+		StreamClosed:    func(string, string) { c.closed.Add(1) },
+		SubscriberDropped: func(_, reason string) {
+			if reason == gqlpush.ReasonSlowConsumer {
+				c.slow.Add(1)
+			} else {
+				c.write.Add(1)
+			}
+		},
+	}
+}
+
+// gatewayMain runs the gateway under measurement, as a child process of
+// loadgen (loadgen gateway -upstream URL ...), and returns its exit status.
+func gatewayMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := runGateway(ctx, args, stdin, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen gateway:", err)
+		return 1
+	}
+	return 0
+}
+
+// runGateway serves the embedded operations at /operations/ and the debug
+// endpoints on one loopback listener, prints "LISTENING <addr>", and serves
+// until ctx ends or stdin reaches EOF (loadgen closes it, or dies).
+func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("loadgen gateway", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	upstream := fs.String("upstream", "", "the upstream's graphql-transport-ws `URL` (required, loopback)")
+	listen := fs.String("listen", "127.0.0.1:0", "listen `address` (loopback)")
+	heartbeat := fs.Duration("heartbeat", gqlpush.DefaultHeartbeat, "SSE heartbeat interval")
+	queue := fs.Int("queue-size", 0, "gqlpush Config.QueueSize (0: the library's default)")
+	writeTimeout := fs.Duration("write-timeout", 0, "gqlpush Config.WriteTimeout (0: the library's default)")
+	idleTimeout := fs.Duration("idle-timeout", 0, "gqlpush Config.IdleTimeout (0: the library's default)")
+	verbose := fs.Bool("v", false, "log gqlpush's events to stderr")
+	exitOnEOF := fs.Bool("exit-on-eof", true, "exit when stdin reaches EOF")
+	sndbuf := fs.Int("sndbuf", 0, "SO_SNDBUF of accepted connections, in `bytes` (0: the kernel's autotuning)")
+	cpuProfile := fs.String("cpuprofile", "", "write the gateway's CPU profile to `file`")
+	observeLatency := fs.Bool("observe-latency", false, "record the latency gqlpush's Observer reports, served (and reset) at "+latencyPath)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *upstream == "" {
+		return errors.New("-upstream is required")
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if err := checkLoopbackURL(ctx, *upstream); err != nil {
+		return fmt.Errorf("-upstream: %w", err)
+	}
+	if err := checkLoopbackAddr(ctx, *listen); err != nil {
+		return fmt.Errorf("-listen: %w", err)
+	}
+	sub, err := gqlpush.ParseOperation("Sub", subOperation)
+	if err != nil {
+		return err
+	}
+	room, err := gqlpush.ParseOperation("Room", roomOperation)
+	if err != nil {
+		return err
+	}
+	var log *slog.Logger
+	if *verbose {
+		log = slog.New(slog.NewTextHandler(stderr, nil))
+	}
+	var counters gatewayCounters
+	h, err := gqlpush.NewHandler(gqlpush.Config{
+		Operations:   []*gqlpush.Operation{sub, room},
+		Upstreams:    []gqlpush.Upstream{{Name: "gql", URL: *upstream, Schema: gqlpushtest.ChatSchema}},
+		Prefix:       opsPrefix,
+		Heartbeat:    *heartbeat,
+		QueueSize:    *queue,
+		WriteTimeout: *writeTimeout,
+		IdleTimeout:  *idleTimeout,
+		DrainWindow:  -1, // loadgen has closed its clients by then
+		Observer:     counters.observer(*observeLatency),
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		h.Close(context.Background())
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(opsPrefix, h)
+	mux.HandleFunc("GET "+debugPath, func(w http.ResponseWriter, r *http.Request) {
+		st := h.Stats()
+		di := debugInfo{
+			PID:           os.Getpid(),
+			Goroutines:    runtime.NumGoroutine(),
+			Streams:       st.Streams,
+			Subscriptions: st.Subscriptions,
+			UpstreamConns: st.UpstreamConns,
+			Frames:        st.Frames,
+			Opened:        counters.opened.Load(),
+			Closed:        counters.closed.Load(),
+			DroppedSlow:   counters.slow.Load(),
+			DroppedWrite:  counters.write.Load(),
+		}
+		di.readMemory()
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(di)
+	})
+	mux.HandleFunc("POST "+latencyPath, func(w http.ResponseWriter, r *http.Request) {
+		var l *latency
+		if *observeLatency {
+			l = counters.latency.Swap(newHistSet()).summary()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(l)
+	})
+	mux.HandleFunc("POST "+freePath, func(w http.ResponseWriter, r *http.Request) {
+		debug.FreeOSMemory()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	if *sndbuf > 0 {
+		ln = sndbufListener{Listener: ln, size: *sndbuf}
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go serveGateway(srv, ln, served)
+	fmt.Fprintf(stdout, "LISTENING %s\n", ln.Addr())
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if *exitOnEOF {
+		// Not joined: it ends with the process, blocked in a read of
+		// stdin that only EOF ends.
+		go watchStdin(stdin, cancel)
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	h.Close(sctx)
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	if serveErr == nil {
+		serveErr = <-served
+	}
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+func serveGateway(srv *http.Server, ln net.Listener, served chan<- error) {
+	served <- srv.Serve(ln)
+}
+
+// sndbufListener fixes the send buffer of accepted connections, which turns
+// off the kernel's autotuning of it: a client that does not read then blocks
+// the gateway's writes after that many bytes rather than after up to
+// tcp_wmem's maximum (4 MiB by default).
+type sndbufListener struct {
+	net.Listener
+	size int
+}
+
+func (l sndbufListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(l.size)
+	}
+	return c, err
+}
+
+// watchStdin calls cancel when stdin reaches EOF: loadgen closed it, or
+// died.
+func watchStdin(stdin io.Reader, cancel context.CancelFunc) {
+	io.Copy(io.Discard, stdin)
+	cancel()
+}
+
+// A gatewayProc is the child process running the gateway.
+type gatewayProc struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	addr  string
+	pid   int
+	done  chan struct{} // closed when the process has been waited for
+	err   error         // of Wait, once done is closed
+	once  sync.Once
+}
+
+// startGateway re-executes this program as `gateway` and waits for it to
+// listen. The child's stdout lines other than LISTENING, and its stderr, go
+// to stderr.
+func startGateway(ctx context.Context, upstreamURL string, extra []string, stderr io.Writer) (*gatewayProc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	args := append([]string{"gateway", "-upstream", upstreamURL, "-listen", "127.0.0.1:0"}, extra...)
+	cmd := exec.Command(exe, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	lw := &lineWatcher{out: stderr, addr: make(chan string, 1)}
+	cmd.Stdout = lw
+	cmd.Stderr = &prefixWriter{out: stderr}
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start gateway: %w", err)
+	}
+	g := &gatewayProc{cmd: cmd, stdin: stdin, pid: cmd.Process.Pid, done: make(chan struct{})}
+	go g.wait()
+	t := time.NewTimer(30 * time.Second)
+	defer t.Stop()
+	select {
+	case g.addr = <-lw.addr:
+		return g, nil
+	case <-g.done:
+		return nil, fmt.Errorf("gateway exited before listening: %v", g.err)
+	case <-t.C:
+		g.stop()
+		return nil, errors.New("gateway did not listen within 30s")
+	case <-ctx.Done():
+		g.stop()
+		return nil, ctx.Err()
+	}
+}
+
+func (g *gatewayProc) wait() {
+	g.err = g.cmd.Wait()
+	close(g.done)
+}
+
+// exited reports whether the child is gone.
+func (g *gatewayProc) exited() bool {
+	select {
+	case <-g.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop closes the child's stdin, which makes it shut down, and waits for it;
+// after 10 s it is killed. It returns how the child exited.
+func (g *gatewayProc) stop() error {
+	g.once.Do(func() {
+		g.stdin.Close()
+		t := time.NewTimer(10 * time.Second)
+		defer t.Stop()
+		select {
+		case <-g.done:
+		case <-t.C:
+			g.cmd.Process.Kill()
+			<-g.done
+		}
+	})
+	return g.err
+}
+
+// lineWatcher takes the child's stdout: the first "LISTENING <addr>" line
+// goes to addr, every other line to out.
+type lineWatcher struct {
+	out  io.Writer
+	addr chan string
+	buf  []byte
+	seen bool
+}
+
+func (w *lineWatcher) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := string(w.buf[:i])
+		w.buf = w.buf[i+1:]
+		if a, ok := strings.CutPrefix(line, "LISTENING "); ok && !w.seen {
+			w.seen = true
+			w.addr <- a
+			continue
+		}
+		fmt.Fprintln(w.out, "gateway: "+line)
+	}
+}
+
+// prefixWriter marks the child's stderr as its own.
+type prefixWriter struct {
+	out io.Writer
+	buf []byte
+}
+
+func (w *prefixWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		fmt.Fprintln(w.out, "gateway: "+string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
+}
+
+// syncWriter serialises writes from several goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
+}
+
+// debugClient asks the gateway's debug endpoints. It keeps no connection
+// open between requests, so no transport goroutine outlives a run.
+type debugClient struct {
+	hc   *http.Client
+	base string // http://host:port
+}
+
+func newDebugClient(base string) *debugClient {
+	return &debugClient{hc: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}, base: base}
+}
+
+func (d *debugClient) info(ctx context.Context) (*debugInfo, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base+debugPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d", debugPath, resp.StatusCode)
+	}
+	var di debugInfo
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&di); err != nil {
+		return nil, err
+	}
+	return &di, nil
+}
+
+// latency returns the gateway's own latency since the last call, and
+// starts a new record.
+func (d *debugClient) latency(ctx context.Context) (*latency, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+latencyPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d", latencyPath, resp.StatusCode)
+	}
+	var l *latency
+	err = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&l)
+	return l, err
+}
+
+func (d *debugClient) freeOSMemory(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+freePath, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("%s: HTTP %d", freePath, resp.StatusCode)
+	}
+	return nil
+}
+
+// checkLoopbackURL refuses a URL whose host is not a loopback address.
+func checkLoopbackURL(ctx context.Context, raw string) error {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return fmt.Errorf("%q is not an absolute URL", raw)
+	}
+	hostport := raw[i+3:]
+	if j := strings.IndexAny(hostport, "/?#"); j >= 0 {
+		hostport = hostport[:j]
+	}
+	if j := strings.LastIndexByte(hostport, '@'); j >= 0 {
+		hostport = hostport[j+1:]
+	}
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	return checkLoopbackHost(ctx, strings.Trim(host, "[]"))
+}
+
+// checkLoopbackAddr refuses a listen or dial address that is not loopback.
+func checkLoopbackAddr(ctx context.Context, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return fmt.Errorf("%q listens on every interface: name a loopback address", addr)
+	}
+	return checkLoopbackHost(ctx, host)
+}
+
+func checkLoopbackHost(ctx context.Context, host string) error {
+	if ip := net.ParseIP(host); ip != nil {
+		if !ip.IsLoopback() {
+			return fmt.Errorf("%s is not a loopback address: loadgen runs on loopback only", host)
+		}
+		return nil
+	}
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		return err
+	}
+	for _, ip := range ips {
+		if !ip.IP.IsLoopback() {
+			return fmt.Errorf("%s resolves to %s, not a loopback address: loadgen runs on loopback only", host, ip.IP)
+		}
+	}
+	if len(ips) == 0 {
+		return fmt.Errorf("%s resolves to nothing", host)
+	}
+	return nil
+}

@@ -1,0 +1,340 @@
+// Command loadgen measures a gqlpush gateway under load: many SSE clients on
+// persisted subscription operations, an upstream that stamps each event, and
+// the gateway's own CPU and memory read from /proc. It runs on loopback only,
+// on Linux.
+//
+//	go run ./internal/cmd/loadgen -scenario fanout [-clients N] [-rate R] [-duration D] [-warmup D] [-check] [-json]
+//
+// Scenarios, each one command, with defaults that match the performance
+// issue (every flag overrides; go run ./internal/cmd/loadgen -h lists them):
+//
+//	fanout    1,000 clients on one operation, upstream 10 events/s (10,000 delivered/s)
+//	saturate  1,000 clients on one operation, the upstream rate ×1.5 per step until delivery falls behind
+//	distinct  1,000 clients each with its own variables, 10 events/s each
+//	idle      10,000 clients, heartbeats only
+//	stall     100 clients, 100 events/s, measured without and then with 1 client that never reads
+//	churn     20,000 connect → first frame → disconnect cycles, 50 at a time; then the
+//	          gateway's goroutines, RSS and the upstream's subscriptions against their baseline
+//
+// # What runs where
+//
+// By default loadgen starts both ends itself. The upstream is an in-process
+// gqlpushtest server that loadgen publishes into. The gateway is this
+// program run again as a child process (loadgen gateway -upstream URL), so
+// that the CPU and memory read from /proc are the gateway's alone; it serves
+// the operations Sub and Room (see gateway.go) at /operations/, and its pid,
+// goroutines, stream counts, drops and memory at /debug/goroutines. It exits
+// when loadgen closes its stdin, so it never outlives loadgen.
+//
+// -gateway URL targets a gateway already running, which must serve Sub and
+// Room as the child does; its CPU and RSS are read for -gateway-pid, or for
+// the pid its /debug/goroutines reports (loadgen gateway -listen ADDR
+// -exit-on-eof=false runs one by hand). Point it at the in-process upstream
+// with -upstream-listen. -upstream URL targets an upstream already running:
+// loadgen then does not publish, and reports what it can.
+//
+// # What is measured
+//
+// Clients are raw HTTP/1.1 connections, one goroutine each, ramped. Each
+// event's content is its room's sequence number, so a client counts what
+// was lost and what came out of order; latency is the client's read time
+// minus the upstream's sentAt stamp, on the same clock. Events and
+// latencies count inside the measurement window only, after the warmup;
+// loss counts the whole run, after a drain. CPU is utime + stime of
+// /proc/<pid>/stat (one clock tick, 10 ms, of resolution: windows of
+// seconds), per delivered event; RSS is VmRSS.
+//
+// loadgen's clients and upstream share the machine with the gateway: on a
+// small machine their CPU competes with the gateway's and adds to latency.
+// Each window reports loadgen's own CPU, and the machine's busy cores from
+// /proc/stat; what is left is other processes, a sign of a noisy run. That
+// figure comes from the kernel's tick sampling, which misses short bursts
+// woken by timers: it is indicative, and often low under light load.
+//
+// With -check, the figures are compared with the issue's targets (checks.go):
+// PASS or FAIL each, and exit status 1 on any FAIL. The report goes to
+// stdout (JSON with -json); progress goes to stderr.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "gateway" {
+		os.Exit(gatewayMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// config is the command line, with the scenario's defaults filled in.
+type config struct {
+	scenario  string
+	clients   int
+	rate      float64
+	duration  time.Duration
+	warmup    time.Duration
+	check     bool
+	json      bool
+	timeout   time.Duration
+	ramp      int
+	rampEvery time.Duration
+	settle    time.Duration
+
+	gatewayURL     string
+	gatewayPID     int
+	upstreamURL    string
+	upstreamListen string
+	heartbeat      time.Duration
+	verbose        bool
+	cpuProfile     string
+	gatewayLatency bool
+	gatewaySndbuf  int
+	gatewayProfile string
+
+	factor  float64 // saturate
+	maxRate float64
+
+	stalled int // stall
+	rcvbuf  int
+
+	cycles       int // churn
+	warmupCycles int
+	concurrency  int
+	churnVars    string
+}
+
+// scenarioDefaults are the issue's sizes.
+func scenarioDefaults(name string) (config, bool) {
+	switch name {
+	case "fanout":
+		return config{clients: 1000, rate: 10, warmup: 3 * time.Second, duration: 10 * time.Second}, true
+	case "saturate":
+		return config{clients: 1000, rate: 20, warmup: time.Second, duration: 5 * time.Second, factor: 1.5, maxRate: 5000}, true
+	case "distinct":
+		return config{clients: 1000, rate: 10, warmup: 3 * time.Second, duration: 10 * time.Second}, true
+	case "idle":
+		return config{clients: 10000, warmup: 2 * time.Second, duration: 20 * time.Second}, true
+	case "stall":
+		return config{clients: 100, rate: 100, warmup: 2 * time.Second, duration: 15 * time.Second, stalled: 1, rcvbuf: 4096}, true
+	case "churn":
+		return config{cycles: 20000, warmupCycles: 1000, concurrency: 50, churnVars: "distinct"}, true
+	}
+	return config{}, false
+}
+
+const usageHead = `usage: loadgen -scenario NAME [flags]
+
+Scenarios (defaults in brackets; 0 for a flag means the scenario's default):
+  fanout    [-clients 1000 -rate 10 -warmup 3s -duration 10s]
+  saturate  [-clients 1000 -rate 20 -factor 1.5 -max-rate 5000 -warmup 1s -duration 5s]
+            -rate is the first step, -warmup the settling time and -duration
+            the window of each step
+  distinct  [-clients 1000 -rate 10 -warmup 3s -duration 10s]  -rate per client
+  idle      [-clients 10000 -warmup 2s -duration 20s]  -duration is the hold
+  stall     [-clients 100 -rate 100 -stalled 1 -rcvbuf 4096 -warmup 2s -duration 15s]
+            each of the two phases
+  churn     [-cycles 20000 -warmup-cycles 1000 -concurrency 50 -churn-vars distinct]
+
+Flags:
+`
+
+// parseConfig reads the command line.
+func parseConfig(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageHead)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.scenario, "scenario", "", "fanout, saturate, distinct, idle, stall or churn (required)")
+	fs.IntVar(&c.clients, "clients", 0, "SSE clients")
+	fs.Float64Var(&c.rate, "rate", 0, "upstream events per second, per operation (per room for distinct)")
+	fs.DurationVar(&c.duration, "duration", 0, "measurement window")
+	fs.DurationVar(&c.warmup, "warmup", 0, "time between the clients being subscribed (or a rate change) and the window")
+	fs.BoolVar(&c.check, "check", false, "compare the figures with the targets; exit 1 on any FAIL")
+	fs.BoolVar(&c.json, "json", false, "write the report as JSON")
+	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "bound on the whole run")
+	fs.IntVar(&c.ramp, "ramp", 200, "clients started per ramp step")
+	fs.DurationVar(&c.rampEvery, "ramp-every", 100*time.Millisecond, "ramp step interval")
+	fs.DurationVar(&c.settle, "settle", 30*time.Second, "bound on each wait for the gateway to settle (subscriptions, goroutines)")
+	fs.StringVar(&c.gatewayURL, "gateway", "", "target this running gateway (`URL` http://127.0.0.1:PORT) instead of starting one")
+	fs.IntVar(&c.gatewayPID, "gateway-pid", 0, "`PID` of the -gateway process, for its CPU and RSS (default: asked at its /debug/goroutines)")
+	fs.StringVar(&c.upstreamURL, "upstream", "", "target this running upstream (`URL` ws://…) instead of the in-process one; loadgen then does not publish")
+	fs.StringVar(&c.upstreamListen, "upstream-listen", "", "listen `address` of the in-process upstream (needed with -gateway: point the gateway at ws://ADDRESS/graphql)")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "the child gateway's SSE heartbeat")
+	fs.BoolVar(&c.verbose, "v", false, "the child gateway logs gqlpush's events to stderr")
+	fs.BoolVar(&c.gatewayLatency, "gateway-latency", false, "the child gateway also records the latency gqlpush's Observer reports (upstream message to the end of the write to the client): it tells the gateway's share of the end-to-end latency, at the price of a histogram update per write")
+	fs.StringVar(&c.gatewayProfile, "gateway-cpuprofile", "", "the child gateway writes its CPU profile to `file` (where the gateway's time goes)")
+	fs.IntVar(&c.gatewaySndbuf, "gateway-sndbuf", 0, "the child gateway fixes SO_SNDBUF of its client connections to `bytes` (0: the kernel autotunes it, up to tcp_wmem's maximum)")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write loadgen's own CPU profile to `file` (clients, upstream, publisher: what loadgen costs the machine)")
+	fs.Float64Var(&c.factor, "factor", 0, "saturate: rate factor per step")
+	fs.Float64Var(&c.maxRate, "max-rate", 0, "saturate: stop stepping above this upstream rate")
+	fs.IntVar(&c.stalled, "stalled", 0, "stall: clients that never read")
+	fs.IntVar(&c.rcvbuf, "rcvbuf", 0, "stall: SO_RCVBUF of a stalled client, in bytes")
+	fs.IntVar(&c.cycles, "cycles", 0, "churn: subscribe/unsubscribe cycles measured")
+	fs.IntVar(&c.warmupCycles, "warmup-cycles", 0, "churn: cycles before the baseline is taken (-1: none)")
+	fs.IntVar(&c.concurrency, "concurrency", 0, "churn: cycles at once")
+	fs.StringVar(&c.churnVars, "churn-vars", "", "churn: distinct (a room per cycle: an upstream subscribe and complete each) or shared (one operation)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	d, ok := scenarioDefaults(c.scenario)
+	if !ok {
+		fs.Usage()
+		return c, fmt.Errorf("-scenario must be fanout, saturate, distinct, idle, stall or churn, not %q", c.scenario)
+	}
+	orInt := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	orInt(&c.clients, d.clients)
+	orInt(&c.stalled, d.stalled)
+	orInt(&c.rcvbuf, d.rcvbuf)
+	orInt(&c.cycles, d.cycles)
+	orInt(&c.warmupCycles, d.warmupCycles)
+	orInt(&c.concurrency, d.concurrency)
+	if c.rate == 0 {
+		c.rate = d.rate
+	}
+	if c.factor == 0 {
+		c.factor = d.factor
+	}
+	if c.maxRate == 0 {
+		c.maxRate = d.maxRate
+	}
+	if c.duration == 0 {
+		c.duration = d.duration
+	}
+	if c.warmup == 0 {
+		c.warmup = d.warmup
+	}
+	if c.churnVars == "" {
+		c.churnVars = d.churnVars
+	}
+	return c, c.validate()
+}
+
+func (c *config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.clients < 1 && c.scenario != "churn" {
+		bad("-clients must be at least 1")
+	}
+	switch c.scenario {
+	case "fanout", "saturate", "distinct", "stall":
+		if c.rate <= 0 {
+			bad("-rate must be positive")
+		}
+	}
+	if c.scenario != "churn" && c.duration <= 0 {
+		bad("-duration must be positive")
+	}
+	if c.warmup < 0 || c.timeout <= 0 || c.settle <= 0 || c.rampEvery <= 0 || c.ramp < 1 {
+		bad("-warmup must not be negative; -timeout, -settle, -ramp and -ramp-every must be positive")
+	}
+	if c.scenario == "saturate" && (c.factor <= 1 || c.maxRate < c.rate) {
+		bad("-factor must be above 1 and -max-rate at least -rate")
+	}
+	if c.scenario == "stall" && (c.stalled < 1 || c.rcvbuf < 1) {
+		bad("-stalled and -rcvbuf must be positive")
+	}
+	if c.scenario == "churn" {
+		if c.cycles < 1 || c.concurrency < 1 || c.warmupCycles < -1 {
+			bad("-cycles and -concurrency must be positive")
+		}
+		if c.churnVars != "distinct" && c.churnVars != "shared" {
+			bad("-churn-vars must be distinct or shared")
+		}
+	}
+	if c.gatewayPID != 0 && c.gatewayURL == "" {
+		bad("-gateway-pid needs -gateway")
+	}
+	if c.upstreamURL != "" && c.upstreamListen != "" {
+		bad("-upstream and -upstream-listen exclude each other")
+	}
+	if c.gatewayURL != "" && c.upstreamURL == "" && c.upstreamListen == "" {
+		bad("with -gateway, give -upstream-listen ADDRESS (and point the gateway at ws://ADDRESS/graphql) or -upstream URL")
+	}
+	if c.gatewayURL != "" {
+		c.gatewayURL = strings.TrimRight(c.gatewayURL, "/")
+		if !strings.HasPrefix(c.gatewayURL, "http://") {
+			bad("-gateway must be an http:// URL")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// run runs one scenario and writes its report; it returns the exit status:
+// 0, 1 (a failure, or a FAIL with -check) or 2 (a usage error).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	stderr = &syncWriter{w: stderr}
+	cfg, err := parseConfig(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+	defer cancel()
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "loadgen:", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "loadgen:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+	rep, err := execute(ctx, cfg, "loadgen "+strings.Join(args, " "), stderr)
+	switch {
+	case err == nil:
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
+		err = fmt.Errorf("-timeout %v reached: %w", cfg.timeout, err)
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		err = errors.New("interrupted")
+	}
+	if err != nil {
+		rep.Error = err.Error()
+	}
+	if cfg.check {
+		rep.Checks = checksFor(cfg, rep)
+	}
+	if cfg.json {
+		rep.writeJSON(stdout)
+	} else {
+		rep.writeText(stdout, cfg.check)
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 1
+	case cfg.check && !rep.passed():
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// A report is what a run found. Figures that could not be measured are nil
+// (null in JSON) rather than zero.
+type report struct {
+	Scenario string        `json:"scenario"`
+	Command  string        `json:"command"`
+	Started  time.Time     `json:"started"`
+	Machine  machine       `json:"machine"`
+	Params   params        `json:"params"`
+	Gateway  gatewayInfo   `json:"gateway"`
+	Upstream upstreamInfo  `json:"upstream"`
+	Clients  *clientsInfo  `json:"clients,omitempty"`
+	Windows  []*window     `json:"windows,omitempty"`
+	Lost     *int64        `json:"lost"`         // results never delivered to a client that was subscribed
+	OOO      *int64        `json:"out_of_order"` // results that came after a later one
+	Saturate *saturateInfo `json:"saturate,omitempty"`
+	Idle     *idleInfo     `json:"idle,omitempty"`
+	Stall    *stallInfo    `json:"stall,omitempty"`
+	Churn    *churnInfo    `json:"churn,omitempty"`
+	Checks   []check       `json:"checks,omitempty"`
+	Notes    []string      `json:"notes,omitempty"`
+	Error    string        `json:"error,omitempty"`
+}
+
+type params struct {
+	Clients      int     `json:"clients,omitempty"`
+	Rate         float64 `json:"rate_per_s,omitempty"` // upstream events per second, per operation or room
+	Warmup       string  `json:"warmup,omitempty"`
+	Duration     string  `json:"duration,omitempty"`
+	Ramp         string  `json:"ramp,omitempty"`
+	Heartbeat    string  `json:"heartbeat,omitempty"`
+	Operation    string  `json:"operation,omitempty"`
+	Factor       float64 `json:"factor,omitempty"`
+	MaxRate      float64 `json:"max_rate_per_s,omitempty"`
+	Stalled      int     `json:"stalled,omitempty"`
+	RcvBuf       int     `json:"rcvbuf,omitempty"`
+	Cycles       int     `json:"cycles,omitempty"`
+	WarmupCycles int     `json:"warmup_cycles,omitempty"`
+	Concurrency  int     `json:"concurrency,omitempty"`
+	Timeout      string  `json:"timeout"`
+}
+
+type gatewayInfo struct {
+	URL       string `json:"url"`
+	PID       int    `json:"pid,omitempty"`
+	Child     bool   `json:"child"`      // started by loadgen
+	FileLimit *int64 `json:"file_limit"` // its soft RLIMIT_NOFILE
+	Exit      string `json:"exit,omitempty"`
+}
+
+type upstreamInfo struct {
+	URL        string `json:"url"`
+	InProcess  bool   `json:"in_process"`
+	Publishing bool   `json:"publishing"`
+	// Subscriptions running on the upstream at the end of the
+	// measurement (in-process upstream only).
+	Subscriptions *int `json:"subscriptions"`
+}
+
+type clientsInfo struct {
+	Started int            `json:"started"`
+	Opened  int64          `json:"opened"`
+	Failed  int64          `json:"failed"`
+	Ended   int64          `json:"ended_early"` // streams that ended while loadgen still read them
+	Reasons map[string]int `json:"reasons,omitempty"`
+	Ramp    float64        `json:"ramp_s"` // from the first dial to the last client open
+}
+
+// A window is one measurement interval.
+type window struct {
+	Name            string   `json:"name"`
+	Seconds         float64  `json:"seconds"`
+	Clients         int      `json:"clients"`
+	Offered         float64  `json:"offered_per_s,omitempty"` // clients × rate: what full delivery is
+	Posted          *float64 `json:"posted_per_s"`            // upstream events posted per second
+	Delivered       int64    `json:"delivered"`
+	DeliveredPerSec float64  `json:"delivered_per_s"`
+	Heartbeats      int64    `json:"heartbeats"`
+	Latency         *latency `json:"latency"`                   // receive time − sentAt
+	GatewayLatency  *latency `json:"gateway_latency,omitempty"` // -gateway-latency: upstream message to written
+	GatewayCPU      *float64 `json:"gateway_cpu_s"`
+	CPUPerEvent     *float64 `json:"gateway_cpu_per_event_us"`
+	GatewayRSSStart *int64   `json:"gateway_rss_start"`
+	GatewayRSSEnd   *int64   `json:"gateway_rss_end"`
+	LoadgenCPU      *float64 `json:"loadgen_cpu_s"`
+	MachineBusy     *float64 `json:"machine_busy_cores"` // every process, from /proc/stat
+	OtherBusy       *float64 `json:"other_busy_cores"`   // machine − gateway − loadgen: noise
+	Gaps            int64    `json:"gaps"`               // results skipped, seen in the window
+	OOO             int64    `json:"out_of_order"`
+	Ended           int64    `json:"ended"` // streams that ended in the window
+}
+
+type saturateInfo struct {
+	KeptUp      *window `json:"kept_up"` // the last step that kept up
+	FellBehind  string  `json:"fell_behind,omitempty"`
+	StepSeconds float64 `json:"step_s"`
+}
+
+type idleInfo struct {
+	RSSBefore        *int64   `json:"rss_before"`
+	RSSConnected     *int64   `json:"rss_connected"`
+	RSSEnd           *int64   `json:"rss_end"`
+	PerClientKiB     *float64 `json:"rss_per_client_kib"` // (max(connected, end) − before) / clients
+	GoroutinesBefore *int     `json:"goroutines_before"`
+	GoroutinesAfter  *int     `json:"goroutines_connected"`
+	// What one client adds, from the gateway's runtime/metrics (needs its
+	// debug endpoint): live heap, goroutine stacks, and the heap goal,
+	// which with GOGC=100 is about twice the live heap: the GC's headroom
+	// is part of the RSS.
+	HeapLivePerClientKiB *float64 `json:"heap_live_per_client_kib"`
+	StacksPerClientKiB   *float64 `json:"stacks_per_client_kib"`
+	HeapGoalPerClientKiB *float64 `json:"heap_goal_per_client_kib"`
+	// Each client gets a heartbeat every -heartbeat after it opened: in
+	// the hold, between floor and ceil of hold/heartbeat each.
+	HeartbeatsMin int `json:"heartbeats_expected_min"`
+	HeartbeatsMax int `json:"heartbeats_expected_max"`
+}
+
+type stallInfo struct {
+	P99Without   *float64 `json:"p99_without_us"`
+	P99With      *float64 `json:"p99_with_us"`
+	Ratio        *float64 `json:"ratio"`
+	Dropped      *bool    `json:"stalled_dropped"`
+	DropReason   string   `json:"stalled_drop_reason,omitempty"`
+	DroppedAfter *float64 `json:"stalled_dropped_after_s"` // polled every 250 ms
+	// KernelBytes is what the kernel held for the stalled clients at the
+	// end: the gateway's send queues plus their receive queues. A stalled
+	// client is dropped only once this is full and a write then times out.
+	KernelBytes *int64 `json:"stalled_kernel_bytes"`
+}
+
+type churnInfo struct {
+	Cycles       int            `json:"cycles"`
+	Errors       int64          `json:"errors"`
+	ErrorKinds   map[string]int `json:"error_kinds,omitempty"`
+	Seconds      float64        `json:"seconds"`
+	CyclesPerSec float64        `json:"cycles_per_s"`
+	Open         *latency       `json:"open_latency"` // dial to the first frame
+	// What the upstream received during the cycles (in-process upstream).
+	UpstreamSubscribes *int     `json:"upstream_subscribes"`
+	UpstreamCompletes  *int     `json:"upstream_completes"`
+	GatewayCPU         *float64 `json:"gateway_cpu_s"`
+	CPUPerCycle        *float64 `json:"gateway_cpu_per_cycle_us"`
+	Baseline           settled  `json:"baseline"`
+	Final              settled  `json:"final"`
+	Settle             float64  `json:"settle_s"` // how long the final figures took to settle
+}
+
+// settled is the gateway at rest.
+type settled struct {
+	Goroutines    *int   `json:"goroutines"`
+	RSS           *int64 `json:"rss"`
+	RSSAfterGC    *int64 `json:"rss_after_free_os_memory"`
+	Streams       *int   `json:"streams"`
+	UpstreamConns *int   `json:"upstream_conns"`
+	Subscriptions *int   `json:"upstream_subscriptions"` // on the upstream itself
+}
+
+type check struct {
+	Name   string `json:"name"`
+	Target string `json:"target"`
+	Value  string `json:"value"`
+	Pass   bool   `json:"pass"`
+}
+
+func (r *report) passed() bool {
+	for _, c := range r.Checks {
+		if !c.Pass {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *report) note(format string, args ...any) {
+	r.Notes = append(r.Notes, fmt.Sprintf(format, args...))
+}
+
+func (r *report) writeJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// writeText writes the report for a person.
+func (r *report) writeText(w io.Writer, withChecks bool) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	p("loadgen %s — %s", r.Scenario, r.Started.Format(time.RFC3339))
+	p("  command:  %s", r.Command)
+	m := r.Machine
+	p("  machine:  %s, %d cores (GOMAXPROCS %d), %s, kernel %s, loadavg %s, %d ticks/s",
+		m.CPU, m.Cores, m.GOMAXPROCS, m.Go, m.Kernel, m.LoadAvg, m.ClockTicks)
+	p("  params:   %s", r.paramText())
+	gw := "external"
+	if r.Gateway.Child {
+		gw = "child process"
+	}
+	p("  gateway:  %s %s, pid %s, open files limit %s", gw, r.Gateway.URL, intText(r.Gateway.PID), ptrText(r.Gateway.FileLimit, "%d"))
+	up := "external (loadgen does not publish)"
+	if r.Upstream.InProcess {
+		up = "in-process gqlpushtest"
+	}
+	p("  upstream: %s %s", up, r.Upstream.URL)
+	if c := r.Clients; c != nil {
+		p("  clients:  %d started, %d opened, %d failed, %d ended early, ramp %.1fs%s",
+			c.Started, c.Opened, c.Failed, c.Ended, c.Ramp, reasonsText(c.Reasons))
+	}
+	for _, wd := range r.Windows {
+		p("")
+		r.writeWindow(w, wd)
+	}
+	if s := r.Saturate; s != nil {
+		p("")
+		if s.KeptUp != nil {
+			p("  kept up to:  %.0f delivered/s (%s)", s.KeptUp.DeliveredPerSec, s.KeptUp.Name)
+		} else {
+			p("  kept up to:  no step kept up")
+		}
+		if s.FellBehind != "" {
+			p("  fell behind: %s", s.FellBehind)
+		}
+	}
+	if i := r.Idle; i != nil {
+		p("")
+		p("  RSS before clients:     %s", bytesText(i.RSSBefore))
+		p("  RSS all connected:      %s", bytesText(i.RSSConnected))
+		p("  RSS end of hold:        %s", bytesText(i.RSSEnd))
+		p("  RSS per client:         %s KiB", ptrText(i.PerClientKiB, "%.2f"))
+		p("  per client, from runtime/metrics: heap live %s KiB, stacks %s KiB, heap goal %s KiB",
+			ptrText(i.HeapLivePerClientKiB, "%.2f"), ptrText(i.StacksPerClientKiB, "%.2f"), ptrText(i.HeapGoalPerClientKiB, "%.2f"))
+		p("  goroutines before/after: %s / %s", ptrText(i.GoroutinesBefore, "%d"), ptrText(i.GoroutinesAfter, "%d"))
+		p("  heartbeats expected:    %d to %d", i.HeartbeatsMin, i.HeartbeatsMax)
+	}
+	if s := r.Stall; s != nil {
+		p("")
+		p("  normal clients' p99 without the stalled client: %s µs", ptrText(s.P99Without, "%.0f"))
+		p("  normal clients' p99 with the stalled client:    %s µs (ratio %s)", ptrText(s.P99With, "%.0f"), ptrText(s.Ratio, "%.3f"))
+		p("  stalled client dropped: %s %s after %s s; kernel buffers held %s KiB for it at the end",
+			ptrText(s.Dropped, "%v"), s.DropReason, ptrText(s.DroppedAfter, "%.2f"), ptrText(kib(s.KernelBytes), "%.0f"))
+	}
+	if c := r.Churn; c != nil {
+		p("")
+		p("  cycles:      %d in %.1fs (%.0f/s), %d errors%s", c.Cycles, c.Seconds, c.CyclesPerSec, c.Errors, reasonsText(c.ErrorKinds))
+		if c.Open != nil {
+			p("  open (dial → first frame): p50 %.0f µs, p99 %.0f µs, max %.0f µs", c.Open.P50us, c.Open.P99us, c.Open.MaxUs)
+		}
+		p("  gateway CPU: %s s, %s µs per cycle", ptrText(c.GatewayCPU, "%.2f"), ptrText(c.CPUPerCycle, "%.1f"))
+		p("  upstream received %s subscribe and %s complete messages during the cycles",
+			ptrText(c.UpstreamSubscribes, "%d"), ptrText(c.UpstreamCompletes, "%d"))
+		p("  %-24s %12s %12s", "", "baseline", "final")
+		row := func(name string, a, b string) { p("  %-24s %12s %12s", name, a, b) }
+		row("goroutines", ptrText(c.Baseline.Goroutines, "%d"), ptrText(c.Final.Goroutines, "%d"))
+		row("RSS", bytesText(c.Baseline.RSS), bytesText(c.Final.RSS))
+		row("RSS after FreeOSMemory", bytesText(c.Baseline.RSSAfterGC), bytesText(c.Final.RSSAfterGC))
+		row("streams", ptrText(c.Baseline.Streams, "%d"), ptrText(c.Final.Streams, "%d"))
+		row("upstream connections", ptrText(c.Baseline.UpstreamConns, "%d"), ptrText(c.Final.UpstreamConns, "%d"))
+		row("upstream subscriptions", ptrText(c.Baseline.Subscriptions, "%d"), ptrText(c.Final.Subscriptions, "%d"))
+		p("  settled in:  %.1fs", c.Settle)
+	}
+	if r.Lost != nil || r.OOO != nil {
+		p("")
+		p("  lost: %s, out of order: %s", ptrText(r.Lost, "%d"), ptrText(r.OOO, "%d"))
+	}
+	if r.Upstream.Subscriptions != nil {
+		p("  upstream subscriptions: %d", *r.Upstream.Subscriptions)
+	}
+	if r.Gateway.Exit != "" {
+		p("  gateway exit: %s", r.Gateway.Exit)
+	}
+	for _, n := range r.Notes {
+		p("  note: %s", n)
+	}
+	if r.Error != "" {
+		p("  ERROR: %s", r.Error)
+	}
+	if withChecks {
+		p("")
+		for _, c := range r.Checks {
+			v := "PASS"
+			if !c.Pass {
+				v = "FAIL"
+			}
+			p("  %s  %-40s %-14s got %s", v, c.Name, c.Target, c.Value)
+		}
+	}
+}
+
+func (r *report) writeWindow(w io.Writer, wd *window) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, "  "+format+"\n", args...) }
+	p("[%s] %.2fs, %d clients", wd.Name, wd.Seconds, wd.Clients)
+	if wd.Offered > 0 {
+		p("  offered:    %.0f events/s (clients × rate); upstream posted %s", wd.Offered, ptrText(wd.Posted, "%.1f/s"))
+	}
+	p("  delivered:  %d (%.0f/s), heartbeats %d, gaps %d, out of order %d, streams ended %d",
+		wd.Delivered, wd.DeliveredPerSec, wd.Heartbeats, wd.Gaps, wd.OOO, wd.Ended)
+	if l := wd.Latency; l != nil {
+		p("  latency:    p50 %.0f µs, p99 %.0f µs, max %.0f µs (%d samples)", l.P50us, l.P99us, l.MaxUs, l.Samples)
+	} else {
+		p("  latency:    no samples")
+	}
+	if l := wd.GatewayLatency; l != nil {
+		p("  in gateway: p50 %.0f µs, p99 %.0f µs, max %.0f µs (%d writes; upstream message → written to the client)", l.P50us, l.P99us, l.MaxUs, l.Samples)
+	}
+	p("  gateway:    CPU %s s, %s µs per delivered event, RSS %s → %s",
+		ptrText(wd.GatewayCPU, "%.2f"), ptrText(wd.CPUPerEvent, "%.2f"), bytesText(wd.GatewayRSSStart), bytesText(wd.GatewayRSSEnd))
+	p("  machine:    %s cores busy (loadgen %s s CPU, other processes %s cores)",
+		ptrText(wd.MachineBusy, "%.2f"), ptrText(wd.LoadgenCPU, "%.2f"), ptrText(wd.OtherBusy, "%.2f"))
+}
+
+func (r *report) paramText() string {
+	b, _ := json.Marshal(r.Params)
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s=%v", k, m[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func ptrText[T any](v *T, format string) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+func intText(v int) string {
+	if v == 0 {
+		return "n/a"
+	}
+	return fmt.Sprint(v)
+}
+
+func bytesText(v *int64) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(*v)/(1<<20))
+}
+
+func reasonsText(m map[string]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s ×%d", k, m[k]))
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func kib(v *int64) *float64 {
+	if v == nil {
+		return nil
+	}
+	return ptr(float64(*v) / 1024)
+}

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/gqlpush/gqlpush/gqlpushtest"
+)
+
+// An inProcessUpstream is the gqlpushtest server loadgen publishes into.
+type inProcessUpstream struct {
+	srv    *gqlpushtest.Server
+	http   *http.Server  // when it listens on a given address; nil otherwise
+	served chan struct{} // closed when http's Serve returned
+	url    string
+}
+
+// startUpstream starts the in-process upstream: on a loopback port of its
+// own choosing when listen is empty, else on listen (so that a gateway
+// started by hand can be pointed at it).
+func startUpstream(listen string) (*inProcessUpstream, error) {
+	if listen == "" {
+		srv := gqlpushtest.NewServer(nil)
+		return &inProcessUpstream{srv: srv, url: srv.URL}, nil
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, err
+	}
+	srv := gqlpushtest.NewUnstartedServer(nil)
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	u := &inProcessUpstream{srv: srv, http: hs, served: make(chan struct{}), url: "ws://" + ln.Addr().String() + "/graphql"}
+	go u.serve(ln)
+	return u, nil
+}
+
+// serve accepts connections until close closes the server.
+func (u *inProcessUpstream) serve(ln net.Listener) {
+	defer close(u.served)
+	u.http.Serve(ln)
+}
+
+// close closes the listener and every connection, and waits for the
+// server's goroutines.
+func (u *inProcessUpstream) close() {
+	if u.http != nil {
+		u.http.Close()
+		<-u.served
+	}
+	u.srv.Close()
+}
+
+// A publisher posts chat messages at a steady rate, round robin over its
+// rooms. Each message's content is the room's sequence number, from 0, so a
+// client can tell a lost result from a late one; the chat stamps each with
+// sentAt (Unix nanoseconds) when it is posted.
+//
+// It ticks at most every millisecond and posts what is due since the rate
+// was set, so the average rate holds whatever the ticker's jitter or a late
+// wake-up, and a high rate is a batch of posts per tick rather than a busy
+// loop. A rate change is heard between posts, even in a long batch.
+type publisher struct {
+	chat  *gqlpushtest.Chat
+	rooms []string
+	ctrl  chan pubCtrl
+	done  chan struct{}
+
+	posted atomic.Int64
+
+	// seq is each room's next sequence number. Only run writes it; the
+	// coordinator reads it after pause, which orders the reads after the
+	// writes.
+	seq []int64
+}
+
+type pubCtrl struct {
+	rate float64 // per room, per second; 0 pauses
+	ack  chan struct{}
+}
+
+// Bounds of the publisher's tick.
+const (
+	minTick = time.Millisecond
+	maxTick = 100 * time.Millisecond
+)
+
+func newPublisher(chat *gqlpushtest.Chat, rooms []string) *publisher {
+	return &publisher{chat: chat, rooms: rooms, ctrl: make(chan pubCtrl), done: make(chan struct{}), seq: make([]int64, len(rooms))}
+}
+
+// set changes the rate, per room and per second; 0 pauses. It returns once
+// the publisher posts nothing more at the old rate.
+func (p *publisher) set(ctx context.Context, rate float64) error {
+	c := pubCtrl{rate: rate, ack: make(chan struct{})}
+	select {
+	case p.ctrl <- c:
+	case <-p.done:
+		return errors.New("publisher stopped")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-c.ack:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// finalSeq returns the next sequence number of every room; call it after
+// set(ctx, 0).
+func (p *publisher) finalSeq() []int64 { return p.seq }
+
+func (p *publisher) run(ctx context.Context) {
+	defer close(p.done)
+	var (
+		ticker *time.Ticker
+		tick   <-chan time.Time
+		total  float64 // posts per second, all rooms
+		start  time.Time
+		sent   int64
+		room   int
+	)
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	apply := func(c pubCtrl) {
+		if ticker != nil {
+			ticker.Stop()
+			ticker, tick = nil, nil
+		}
+		total = c.rate * float64(len(p.rooms))
+		if total > 0 {
+			period := time.Duration(float64(time.Second) / total)
+			period = min(max(period, minTick), maxTick)
+			ticker = time.NewTicker(period)
+			tick = ticker.C
+			start, sent = time.Now(), 0
+		}
+		close(c.ack)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-p.ctrl:
+			apply(c)
+		case now := <-tick:
+			due := int64(now.Sub(start).Seconds()*total) - sent
+		batch:
+			for i := range due {
+				if i%64 == 63 {
+					select {
+					case c := <-p.ctrl:
+						apply(c)
+						break batch
+					case <-ctx.Done():
+						return
+					default:
+					}
+				}
+				p.chat.Post(p.rooms[room], strconv.FormatInt(p.seq[room], 10))
+				p.seq[room]++
+				room++
+				if room == len(p.rooms) {
+					room = 0
+				}
+				sent++
+				p.posted.Add(1)
+			}
+		}
+	}
+}
