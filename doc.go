@@ -17,7 +17,9 @@
 //		Prefix:     "/operations/",
 //	})
 //	mux.Handle("/operations/", h)
-//	srv.RegisterOnShutdown(func() { h.Close(context.Background()) })
+//	...
+//	h.Close(ctx)      // on shutdown: every stream ends with its end frame,
+//	srv.Shutdown(ctx) // then the server's other requests
 //
 // operations/Sub.graphql is then served at /operations/Sub:
 //
@@ -77,6 +79,15 @@
 // credentials get 401 (UNAUTHENTICATED), a failed role rule 403 (FORBIDDEN),
 // too many open streams 429 (TOO_MANY_STREAMS). A stream ends when its token
 // expires.
+//
+// # Connections
+//
+// Over HTTP/1.x a stream takes its connection over from net/http: it writes
+// its frames straight to the socket, in the chunked coding, and ServeHTTP
+// returns while the stream goes on, owned by the [Handler] until it ends.
+// http.Server.Shutdown therefore does not wait for streams: call
+// [Handler.Close] for that. [Config.UseResponseWriter] keeps streams on the
+// ResponseWriter, as HTTP/2 always does.
 //
 // # Upstreams
 //

@@ -118,6 +118,23 @@ type Config struct {
 	// deliveries, for metrics. Nil means none.
 	Observer *Observer
 
+	// UseResponseWriter keeps every stream on the ResponseWriter.
+	//
+	// False, the default: over HTTP/1.x a stream takes its connection over
+	// from net/http (http.Hijacker), and ServeHTTP returns as soon as the
+	// stream has started; the stream goes on in a goroutine the Handler
+	// owns, until it ends or Close ends it. That saves a stream net/http's
+	// goroutine, buffers and chunk writer: about 12 KiB and a few
+	// microseconds per result. But to the http.Server and to middleware
+	// the request is over: http.Server.Shutdown neither waits for such
+	// streams nor closes them (call Close for that), and middleware that
+	// times requests, logs their size or bounds how many run sees a short
+	// request.
+	//
+	// True: ServeHTTP blocks for the life of the stream and writes through
+	// the ResponseWriter, as HTTP/2 always does.
+	UseResponseWriter bool
+
 	// Authenticator verifies credentials (see JWTAuthenticator). Nil
 	// means every caller is anonymous; operations with @auth, @rbac or
 	// @fromClaim then make NewHandler fail rather than serve them
@@ -197,19 +214,20 @@ type Upstream struct {
 
 // settings is a Config with its defaults filled in.
 type settings struct {
-	heartbeat        time.Duration
-	ackTimeout       time.Duration
-	pingInterval     time.Duration
-	pongTimeout      time.Duration
-	keepAliveTimeout time.Duration
-	idleTimeout      time.Duration
-	reconnectLimit   time.Duration
-	writeTimeout     time.Duration
-	queueSize        int
-	maxQueryBytes    int
-	resumeFrames     int
-	resumeGrace      time.Duration
-	drainWindow      time.Duration
+	heartbeat         time.Duration
+	ackTimeout        time.Duration
+	pingInterval      time.Duration
+	pongTimeout       time.Duration
+	keepAliveTimeout  time.Duration
+	idleTimeout       time.Duration
+	reconnectLimit    time.Duration
+	writeTimeout      time.Duration
+	queueSize         int
+	maxQueryBytes     int
+	resumeFrames      int
+	resumeGrace       time.Duration
+	drainWindow       time.Duration
+	useResponseWriter bool
 }
 
 func orDefault[T time.Duration | int](v, def T) T {
@@ -325,6 +343,8 @@ func NewHandler(cfg Config) (*Handler, error) {
 		resumeFrames:     orDefault(cfg.ResumeFrames, DefaultResumeFrames),
 		resumeGrace:      cfg.ResumeGrace,
 		drainWindow:      orDefault(cfg.DrainWindow, DefaultDrainWindow),
+
+		useResponseWriter: cfg.UseResponseWriter,
 	}
 	for name, d := range map[string]time.Duration{
 		"AckTimeout": s.ackTimeout, "PongTimeout": s.pongTimeout, "KeepAliveTimeout": s.keepAliveTimeout,
@@ -541,8 +561,16 @@ func routeField(field string, ups []*upstream) (*upstream, string) {
 // Close ends every open stream with its end frame, refuses new requests
 // with 503, and closes the upstream connections. It returns when all of that
 // is done, or when ctx ends: then the upstream connections are closed at
-// once and ctx's error is returned. It may be called more than once, and
-// from http.Server.RegisterOnShutdown.
+// once and ctx's error is returned. It may be called more than once.
+//
+// Call it, and wait for it, before or while http.Server.Shutdown runs:
+// streams over HTTP/1.x run on connections taken over from the server (see
+// Config.UseResponseWriter), which Shutdown neither waits for nor closes.
+//
+//	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+//	defer cancel()
+//	h.Close(ctx)      // every stream ends with its end frame
+//	srv.Shutdown(ctx) // then the server's own requests
 func (h *Handler) Close(ctx context.Context) error {
 	h.mu.Lock()
 	if !h.closing {

@@ -1,21 +1,21 @@
 package gqlpush
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 )
 
 // A sink is where the bytes of one stream go. Over HTTP/1.x gqlpush takes
 // the connection over (rawSink): frames go to the socket as they are, with
-// no chunked encoding and no copy into a buffer, several in one writev, and
-// net/http's buffers and background reader are freed for the life of the
-// stream. Where the connection cannot be taken (HTTP/2, a ResponseWriter
-// wrapped by middleware, a test recorder), the stream goes through the
+// no copy into a buffer, several in one writev, and net/http's state for
+// the request — its goroutine, its buffers, its background reader — is freed
+// for the life of the stream. Where the connection cannot be taken (HTTP/2,
+// a ResponseWriter wrapped by middleware, a test recorder), or
+// Config.UseResponseWriter says so, the stream goes through the
 // ResponseWriter (httpSink).
 type sink interface {
 	// writev writes frames in order, as one write where the transport
@@ -27,18 +27,15 @@ type sink interface {
 	close()
 }
 
-// openSink sends the head of a 200 response with the given header and
-// returns the sink for the body. first is written with the head, in the
-// same write.
-func openSink(w http.ResponseWriter, r *http.Request, first []byte, deadline time.Time) (sink, error) {
-	if r.ProtoMajor == 1 {
-		rc := http.NewResponseController(w)
-		conn, rw, err := rc.Hijack()
-		if err == nil {
-			return newRawSink(conn, rw, w.Header(), first, deadline)
-		}
-		if !errors.Is(err, http.ErrNotSupported) {
-			return nil, err
+// openSink sends the head of a 200 response with w's header, and first,
+// and returns the sink for the rest of the body.
+func openSink(w http.ResponseWriter, r *http.Request, hijack bool, first []byte, deadline time.Time) (sink, error) {
+	if hijack && r.ProtoMajor == 1 {
+		if conn, rw, err := http.NewResponseController(w).Hijack(); err == nil {
+			// Hijack fails before it takes anything; then the
+			// ResponseWriter path below serves.
+			rw.Reader.Discard(rw.Reader.Buffered()) // a client has nothing to send
+			return newRawSink(conn, w.Header(), first, deadline)
 		}
 	}
 	s := &httpSink{w: w, rc: http.NewResponseController(w), done: r.Context().Done()}
@@ -76,76 +73,125 @@ func (s *httpSink) gone() <-chan struct{} { return s.done }
 // kept-alive connection.
 func (s *httpSink) close() { s.rc.SetWriteDeadline(time.Time{}) }
 
-// rawSink streams on a hijacked HTTP/1.x connection. The response has no
-// length and no chunking: it ends when the connection closes (RFC 9112,
-// section 6.3), which "Connection: close" announces.
+// rawSink streams on a hijacked HTTP/1.x connection, in the chunked
+// transfer coding (RFC 9112, section 7.1), so that a client can tell a
+// response that ended (the last chunk) from a connection that was cut. The
+// connection closes after the response, which "Connection: close" announces.
 type rawSink struct {
 	conn    net.Conn
+	vector  bool          // the conn takes writev; else batches are copied into buf
 	goneCh  chan struct{} // closed by watch when the client goes
 	watched chan struct{} // closed when watch returns
-	bufs    net.Buffers   // reused by writev
+	bufs    net.Buffers   // the frames of one write, with the chunk's size line and end; reused
+	buf     []byte        // the one write of a batch, without writev; reused
+	size    []byte        // the chunk's size line; reused
 	armed   time.Time
+	failed  bool // a write failed: the response cannot be ended cleanly
 }
 
-func newRawSink(conn net.Conn, rw *bufio.ReadWriter, header http.Header, first []byte, deadline time.Time) (sink, error) {
+var (
+	crlf      = []byte("\r\n")
+	lastChunk = []byte("0\r\n\r\n")
+)
+
+// framingHeaders are dropped from a hijacked response's header: the body's
+// framing is the chunked coding, whatever middleware may have set.
+var framingHeaders = []string{"Content-Length", "Transfer-Encoding", "Trailer"}
+
+func newRawSink(conn net.Conn, header http.Header, first []byte, deadline time.Time) (sink, error) {
 	// The server may have left deadlines on the connection; the stream
 	// sets its own.
 	conn.SetReadDeadline(time.Time{})
+	for _, k := range framingHeaders {
+		header.Del(k)
+	}
+	header.Set("Transfer-Encoding", "chunked")
 	header.Set("Connection", "close")
-	header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	if header.Get("Date") == "" {
+		header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
 	var head bytes.Buffer
-	head.Grow(256 + len(first))
 	head.WriteString("HTTP/1.1 200 OK\r\n")
-	header.Write(&head) // sorted, with CR and LF in values made spaces
+	header.Write(&head) // sorted; CR and LF in values made spaces
 	head.WriteString("\r\n")
-	head.Write(first)
-	// Whatever the client sent past its request is dropped, and with it
-	// net/http's 4 KiB read buffer: watch reads the socket itself.
-	rw.Reader.Discard(rw.Reader.Buffered())
-	s := &rawSink{conn: conn, goneCh: make(chan struct{}), watched: make(chan struct{})}
+	_, vector := conn.(*net.TCPConn)
+	s := &rawSink{conn: conn, vector: vector, goneCh: make(chan struct{}), watched: make(chan struct{})}
 	go watch(conn, s.goneCh, s.watched)
-	if err := s.writev([][]byte{head.Bytes()}, deadline); err != nil {
+	if err := s.write(deadline, head.Bytes(), first); err != nil {
 		s.close()
 		return nil, err
 	}
 	return s, nil
 }
 
+// maxClientBytes is what a client may send on a stream before it is taken
+// for gone: a client has nothing to send.
+const maxClientBytes = 4 << 10
+
 // watch reads the connection until it fails, which is how a client's
-// leaving shows; it takes the place of net/http's background reader. A
-// client has nothing to send on a stream, and what it sends is dropped.
+// leaving shows; it takes the place of net/http's background reader.
 func watch(r io.Reader, gone, done chan<- struct{}) {
 	defer close(done)
-	var b [16]byte
-	for {
-		if _, err := r.Read(b[:]); err != nil {
-			close(gone)
-			return
+	var b [512]byte
+	for n := 0; n <= maxClientBytes; {
+		k, err := r.Read(b[:])
+		if err != nil {
+			break
 		}
+		n += k
 	}
+	close(gone)
 }
 
+// writev writes frames as one chunk.
 func (s *rawSink) writev(frames [][]byte, deadline time.Time) error {
+	return s.write(deadline, nil, frames...)
+}
+
+// write writes head (raw) and then frames as one chunk, in one system call.
+func (s *rawSink) write(deadline time.Time, head []byte, frames ...[]byte) error {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
 	if !deadline.Equal(s.armed) {
 		s.armed = deadline
 		s.conn.SetWriteDeadline(deadline)
 	}
-	if len(frames) == 1 {
-		_, err := s.conn.Write(frames[0])
-		return err
+	s.size = strconv.AppendUint(s.size[:0], uint64(n), 16)
+	s.size = append(s.size, crlf...)
+	bufs := append(s.bufs[:0], head)
+	if n > 0 {
+		bufs = append(bufs, s.size)
+		bufs = append(bufs, frames...)
+		bufs = append(bufs, crlf)
 	}
-	// net.Buffers is consumed as it is written; its backing array is
-	// kept for the next batch.
-	bufs := append(s.bufs[:0], frames...)
+	if !s.vector {
+		// TLS and others write each buffer on its own: one record and
+		// one system call each. Copy the batch into one write instead.
+		s.buf = s.buf[:0]
+		for _, b := range bufs {
+			s.buf = append(s.buf, b...)
+		}
+		bufs = append(bufs[:0], s.buf)
+	}
 	s.bufs = bufs
-	_, err := bufs.WriteTo(s.conn)
-	clear(s.bufs[:cap(s.bufs)])
+	_, err := bufs.WriteTo(s.conn) // consumes bufs, not s.bufs
+	clear(s.bufs[:cap(s.bufs)])    // let the frames go
+	s.failed = s.failed || err != nil
 	return err
 }
 
 func (s *rawSink) gone() <-chan struct{} { return s.goneCh }
 
+// close ends the response with the last chunk, unless a write failed, and
+// closes the connection. A client that only half-closed its side still gets
+// a well-formed end; one that is gone costs a small write that fails, or
+// waits at most a second.
 func (s *rawSink) close() {
+	if !s.failed {
+		s.write(time.Now().Add(time.Second), lastChunk)
+	}
 	s.conn.Close()
 	<-s.watched
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -256,9 +257,6 @@ func errorBody(msg, code string) []byte {
 	return b
 }
 
-// serveStream subscribes and writes the response. It is the only goroutine
-// that writes to w; one select handles results, the heartbeat, the client
-// leaving and shutdown.
 // serveStream subscribes and writes the response. done is called once the
 // stream is over, whenever that is: over HTTP/1.x the stream outlives
 // ServeHTTP (see runStream).
@@ -283,17 +281,19 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 	op := req.ep.op.name
 	h.obs.streamOpened(op)
 	finish := func(reason string) {
-		h.hub.leave(s)
+		defer done()
+		defer h.hub.leave(s)
 		h.obs.streamClosed(op, reason)
-		done()
 	}
 	if req.once && !req.sse {
-		finish(h.serveOnce(w, r, s))
+		reason := ReasonClientGone
+		defer func() { finish(reason) }()
+		reason = h.serveOnce(w, r, s)
 		return
 	}
 	st := &stream{req: req, timeout: h.cfg.writeTimeout}
-	if !st.begin(w, r, reset) {
-		finish(ReasonWriteFailed)
+	if !st.begin(w, r, !h.cfg.useResponseWriter, reset) {
+		finish(ReasonClientGone) // the head could not be written
 		return
 	}
 	if _, raw := st.sink.(*rawSink); raw {
@@ -301,20 +301,39 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 		// goes net/http's state for the request — its goroutine and
 		// stack, its buffers — while the stream goes on in a goroutine of
 		// its own, counted by the Handler until it ends.
-		go h.runStream(s, st, finish)
+		go h.runStream(s, st, finish, true)
 		return
 	}
-	h.runStream(s, st, finish)
+	h.runStream(s, st, finish, false)
 }
 
-// runStream writes the stream until it ends, then releases it.
-func (h *Handler) runStream(s *subscriber, st *stream, finish func(reason string)) {
+// runStream writes the stream until it ends, then releases it. Whatever
+// happens, even a panic (in an Observer, say), the stream is released; on a
+// connection gqlpush took over, where no net/http recovers it, a panic is
+// logged, as net/http logs a handler's.
+func (h *Handler) runStream(s *subscriber, st *stream, finish func(reason string), detached bool) {
+	if detached {
+		// Deferred first, so it runs last: it also catches a panic in
+		// the release below.
+		defer func() {
+			if p := recover(); p != nil {
+				h.log.Error("panic serving a stream", "operation", st.req.ep.op.name, "panic", p, "stack", string(debug.Stack()))
+			}
+		}()
+	}
+	reason := ReasonClientGone
+	defer func() {
+		// The connection closes before the stream is released: once
+		// Close returns, every response is over.
+		st.sink.close()
+		finish(reason)
+	}()
 	if h.cfg.heartbeat > 0 {
 		st.beat = time.NewTimer(h.cfg.heartbeat)
 		st.beatEvery = h.cfg.heartbeat
 		defer st.beat.Stop()
 	}
-	reason := h.streamLoop(s, st)
+	reason = h.streamLoop(s, st)
 	if reason == ReasonWriteFailed {
 		switch {
 		case s.isSlow():
@@ -326,10 +345,6 @@ func (h *Handler) runStream(s *subscriber, st *stream, finish func(reason string
 	if reason == ReasonSlowConsumer || reason == ReasonWriteFailed {
 		h.obs.subscriberDropped(st.req.ep.op.name, reason)
 	}
-	// The connection closes before the stream is released: once Close
-	// returns, every response is over.
-	st.sink.close()
-	finish(reason)
 }
 
 // streamLoop writes results until the stream ends, and says why it ended.
@@ -373,9 +388,14 @@ func (h *Handler) streamLoop(s *subscriber, st *stream) string {
 			}
 			st.beat.Reset(st.beatEvery)
 		case <-s.wake:
+			var end endReason
+			buf, end = s.take(buf[:0])
 			// Close wakes every subscriber rather than closing a channel
 			// that every stream would wait on: such a channel's lock would
-			// be taken by every stream at every turn of this loop.
+			// be taken by every stream at every turn of this loop. The
+			// flag is read after take, which holds the lock Close holds
+			// when it wakes: a wake that Close found pending is followed
+			// by a take that sees the flag.
 			if drainDone == nil && h.shuttingDown.Load() {
 				// Streams end spread over the drain window, so that
 				// clients do not all come back in the same instant.
@@ -383,14 +403,12 @@ func (h *Handler) streamLoop(s *subscriber, st *stream) string {
 				defer t.Stop()
 				drainDone = t.C
 			}
-			var end endReason
-			buf, end = s.take(buf[:0])
 			if st.req.once && len(buf) > 0 {
 				buf = buf[:1]
 				end = endComplete
 			}
 			n, ok := st.events(buf)
-			if n > 0 && h.obs != nil {
+			if n > 0 && h.obs != nil { // spares time.Since without an Observer
 				h.obs.framesDelivered(op, n, time.Since(buf[len(buf)-1].at))
 			}
 			clear(buf)
@@ -479,7 +497,7 @@ type stream struct {
 // begin sends the head and, for SSE, the first comment (and the reset
 // event, when resumption failed), at once, so the client knows the stream
 // is open before any result.
-func (st *stream) begin(w http.ResponseWriter, r *http.Request, reset bool) bool {
+func (st *stream) begin(w http.ResponseWriter, r *http.Request, hijack bool, reset bool) bool {
 	hd := w.Header()
 	if st.req.sse {
 		hd.Set("Content-Type", "text/event-stream")
@@ -495,7 +513,7 @@ func (st *stream) begin(w http.ResponseWriter, r *http.Request, reset bool) bool
 			first = []byte(sseComment + sseReset)
 		}
 	}
-	sk, err := openSink(w, r, first, st.deadline(time.Now()))
+	sk, err := openSink(w, r, hijack, first, st.deadline(time.Now()))
 	if err != nil {
 		return false
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -282,44 +283,69 @@ func TestCloseEndsStreams(t *testing.T) {
 }
 
 func TestServerShutdownWithOpenStreams(t *testing.T) {
-	up := newGateway(t, nil).up
-	h, err := gqlpush.NewHandler(gqlpush.Config{
-		Operations: mustParse(t, testOperations),
-		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: up.URL}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.StripPrefix("/operations", h)}
-	srv.RegisterOnShutdown(func() { h.Close(context.Background()) })
-	ln := newLocalListener(t)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	for _, tt := range []struct {
+		name              string
+		useResponseWriter bool
+	}{
+		// Streams on connections taken over: Close, then Shutdown.
+		{"hijacked", false},
+		// Streams on the ResponseWriter: Shutdown waits for them, so
+		// Close may run from RegisterOnShutdown.
+		{"response writer", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newGateway(t, nil).up
+			h, err := gqlpush.NewHandler(gqlpush.Config{
+				Operations:        mustParse(t, testOperations),
+				Upstreams:         []gqlpush.Upstream{{Name: "gql", URL: up.URL}},
+				UseResponseWriter: tt.useResponseWriter,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{Handler: http.StripPrefix("/operations", h)}
+			if tt.useResponseWriter {
+				srv.RegisterOnShutdown(func() { h.Close(context.Background()) })
+			}
+			ln := newLocalListener(t)
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(ln) }()
 
-	g := &gateway{up: up, h: h, srv: nil}
-	base := "http://" + ln.Addr().String()
-	var clients []*client
-	for i := range 3 {
-		c := g.openURL(t, fmt.Sprintf("%s/operations/Room?wg_sse&room=s%d", base, i))
-		c.frame(t)
-		clients = append(clients, c)
-	}
-	if err := srv.Shutdown(waitCtx(t)); err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	if err := <-served; err != http.ErrServerClosed {
-		t.Fatalf("Serve: %v", err)
-	}
-	for _, c := range clients {
-		if got := c.rest(t); !strings.HasSuffix(got, "event: complete\ndata: \n\n") {
-			t.Errorf("stream ended with %q", got)
-		}
-	}
-	if err := h.Close(waitCtx(t)); err != nil {
-		t.Fatal(err)
-	}
-	if s := h.Stats(); s != (gqlpush.Stats{}) {
-		t.Errorf("after Shutdown: %+v", s)
+			g := &gateway{up: up, h: h, srv: nil}
+			base := "http://" + ln.Addr().String()
+			var clients []*client
+			for i := range 3 {
+				c := g.openURL(t, fmt.Sprintf("%s/operations/Room?wg_sse&room=s%d", base, i))
+				c.frame(t)
+				clients = append(clients, c)
+			}
+			if !tt.useResponseWriter {
+				if err := h.Close(waitCtx(t)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := srv.Shutdown(waitCtx(t)); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			if err := <-served; err != http.ErrServerClosed {
+				t.Fatalf("Serve: %v", err)
+			}
+			// Shutdown returned: every stream is over, with its end.
+			if s := h.Stats(); s != (gqlpush.Stats{}) && tt.useResponseWriter {
+				t.Errorf("after Shutdown: %+v", s)
+			}
+			for _, c := range clients {
+				if got := c.rest(t); !strings.HasSuffix(got, "event: complete\ndata: \n\n") {
+					t.Errorf("stream ended with %q", got)
+				}
+			}
+			if err := h.Close(waitCtx(t)); err != nil {
+				t.Fatal(err)
+			}
+			if s := h.Stats(); s != (gqlpush.Stats{}) {
+				t.Errorf("after Close: %+v", s)
+			}
+		})
 	}
 }
 
@@ -349,8 +375,8 @@ func TestUpstreamRestartOverTheNetwork(t *testing.T) {
 }
 
 // TestWireHTTP1 reads an SSE response off the socket: over HTTP/1.1 the
-// stream is the raw body of a response that ends with the connection, with
-// no chunked encoding.
+// stream is chunked, one chunk per write of whole frames, ends with the last
+// chunk, and the connection closes after it.
 func TestWireHTTP1(t *testing.T) {
 	g := newGateway(t, nil)
 	conn, err := net.Dial("tcp", g.srv.Listener.Addr().String())
@@ -373,29 +399,41 @@ func TestWireHTTP1(t *testing.T) {
 		t.Errorf("status line %q", lines[0])
 	}
 	want := map[string]string{
-		"Cache-Control": "no-cache", "Connection": "close", "Content-Type": "text/event-stream", "X-Accel-Buffering": "no",
+		"Cache-Control": "no-cache", "Connection": "close", "Content-Type": "text/event-stream",
+		"Transfer-Encoding": "chunked", "X-Accel-Buffering": "no",
 	}
 	for _, l := range lines[1:] {
 		k, v, _ := strings.Cut(l, ": ")
-		switch k {
-		case "Date":
+		if k == "Date" {
 			if _, err := http.ParseTime(v); err != nil {
 				t.Errorf("Date %q", v)
 			}
-		case "Transfer-Encoding", "Content-Length":
-			t.Errorf("header %q: the body is the stream itself", l)
-		default:
-			if want[k] != v {
-				t.Errorf("header %q", l)
-			}
-			delete(want, k)
+			continue
 		}
+		if want[k] != v {
+			t.Errorf("header %q", l)
+		}
+		delete(want, k)
 	}
 	if len(want) > 0 {
 		t.Errorf("missing headers %v", want)
 	}
-	if body = normIDs(body); body != ":\n\nid: T.0\ndata: {\"data\":{\"gql_countdown\":1}}\n\nevent: complete\ndata: \n\n" {
-		t.Errorf("body %q", body)
+	// Chunk by chunk: the opening comment, the result, the end.
+	wantChunks := []string{":\n\n", "id: T.0\ndata: {\"data\":{\"gql_countdown\":1}}\n\n", "event: complete\ndata: \n\n"}
+	rest := body
+	for i, w := range wantChunks {
+		size, after, ok := strings.Cut(rest, "\r\n")
+		n, err := strconv.ParseUint(size, 16, 32)
+		if !ok || err != nil || int(n) > len(after)-2 || after[n:n+2] != "\r\n" {
+			t.Fatalf("chunk %d malformed in %q", i, body)
+		}
+		if c := normIDs(after[:n]); c != w {
+			t.Errorf("chunk %d is %q, want %q", i, c, w)
+		}
+		rest = after[n+2:]
+	}
+	if rest != "0\r\n\r\n" {
+		t.Errorf("after the frames: %q, want the last chunk", rest)
 	}
 }
 

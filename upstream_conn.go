@@ -328,6 +328,12 @@ func (c *upConn) serve(t Conn, w wire) error {
 	}
 	c.mu.Unlock()
 
+	// Reads never see a context end (see readContext): when the pool must
+	// stop at once, closing the transport is what ends them, and what cuts
+	// short a polite close that waits on a peer.
+	stop := context.AfterFunc(c.p.ctx, func() { t.CloseNow() })
+	defer stop()
+
 	var lastSeen atomic.Int64 // unix nanoseconds of the last message
 	var kaSeen, pongSeen atomic.Bool
 	lastSeen.Store(time.Now().UnixNano())
@@ -655,7 +661,7 @@ func (p *pool) close(ctx context.Context) error {
 		p.cancel()
 		return nil
 	case <-ctx.Done():
-		p.cancel() // every read and write returns, every transport closes
+		p.cancel() // every transport closes at once, ending its reads and writes
 		<-p.idle
 		return ctx.Err()
 	}
