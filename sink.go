@@ -82,8 +82,8 @@ type rawSink struct {
 	vector  bool          // the conn takes writev; else batches are copied into buf
 	goneCh  chan struct{} // closed by watch when the client goes
 	watched chan struct{} // closed when watch returns
-	bufs    net.Buffers   // the frames of one write, with the chunk's size line and end; reused
-	buf     []byte        // the one write of a batch, without writev; reused
+	bufs    net.Buffers   // a large batch, with the chunk's size line and end; reused
+	buf     []byte        // a small batch, copied for one write; reused
 	size    []byte        // the chunk's size line; reused
 	armed   time.Time
 	failed  bool // a write failed: the response cannot be ended cleanly
@@ -148,6 +148,12 @@ func (s *rawSink) writev(frames [][]byte, deadline time.Time) error {
 	return s.write(deadline, nil, frames...)
 }
 
+// copyBelow is the size under which a batch is copied into one buffer and
+// written with write(2); larger batches go out with writev(2), uncopied. For
+// the usual frame of a few hundred bytes, one copy costs less than the
+// kernel's walk over the iovecs of a chunk's size line, frames and CRLF.
+const copyBelow = 16 << 10
+
 // write writes head (raw) and then frames as one chunk, in one system call.
 func (s *rawSink) write(deadline time.Time, head []byte, frames ...[]byte) error {
 	n := 0
@@ -158,26 +164,34 @@ func (s *rawSink) write(deadline time.Time, head []byte, frames ...[]byte) error
 		s.armed = deadline
 		s.conn.SetWriteDeadline(deadline)
 	}
-	s.size = strconv.AppendUint(s.size[:0], uint64(n), 16)
-	s.size = append(s.size, crlf...)
-	bufs := append(s.bufs[:0], head)
-	if n > 0 {
-		bufs = append(bufs, s.size)
+	var err error
+	if !s.vector || len(head)+n < copyBelow {
+		// TLS and others would write each buffer of a writev on its own,
+		// one record and one system call each: they always get one copy.
+		b := append(s.buf[:0], head...)
+		if n > 0 {
+			b = strconv.AppendUint(b, uint64(n), 16)
+			b = append(b, crlf...)
+			for _, f := range frames {
+				b = append(b, f...)
+			}
+			b = append(b, crlf...)
+		}
+		_, err = s.conn.Write(b)
+		if cap(b) > copyBelow {
+			b = nil // one large batch does not keep its buffer
+		}
+		s.buf = b
+	} else {
+		s.size = strconv.AppendUint(s.size[:0], uint64(n), 16)
+		s.size = append(s.size, crlf...)
+		bufs := append(s.bufs[:0], head, s.size)
 		bufs = append(bufs, frames...)
 		bufs = append(bufs, crlf)
+		s.bufs = bufs
+		_, err = bufs.WriteTo(s.conn) // consumes bufs, not s.bufs
+		clear(s.bufs[:cap(s.bufs)])   // let the frames go
 	}
-	if !s.vector {
-		// TLS and others write each buffer on its own: one record and
-		// one system call each. Copy the batch into one write instead.
-		s.buf = s.buf[:0]
-		for _, b := range bufs {
-			s.buf = append(s.buf, b...)
-		}
-		bufs = append(bufs[:0], s.buf)
-	}
-	s.bufs = bufs
-	_, err := bufs.WriteTo(s.conn) // consumes bufs, not s.bufs
-	clear(s.bufs[:cap(s.bufs)])    // let the frames go
 	s.failed = s.failed || err != nil
 	return err
 }
