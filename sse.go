@@ -280,19 +280,25 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 	}
 	op := req.ep.op.name
 	h.obs.streamOpened(op)
+	// The stream ends in two steps: finish lets the subscription go and
+	// reports the end, before the response's last bytes are written, so
+	// that a client that has read its response finds both done; done
+	// releases the stream's slot after the response is over, so that
+	// Close returns only when every response is.
 	finish := func(reason string) {
-		defer done()
 		defer h.hub.leave(s)
 		h.obs.streamClosed(op, reason)
 	}
 	if req.once && !req.sse {
 		reason := ReasonClientGone
+		defer done()
 		defer func() { finish(reason) }()
 		reason = h.serveOnce(w, r, s)
 		return
 	}
 	st := &stream{req: req, timeout: h.cfg.writeTimeout}
 	if !st.begin(w, r, !h.cfg.useResponseWriter, reset) {
+		defer done()
 		finish(ReasonClientGone) // the head could not be written
 		return
 	}
@@ -301,17 +307,17 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 		// goes net/http's state for the request — its goroutine and
 		// stack, its buffers — while the stream goes on in a goroutine of
 		// its own, counted by the Handler until it ends.
-		go h.runStream(s, st, finish, true)
+		go h.runStream(s, st, finish, done, true)
 		return
 	}
-	h.runStream(s, st, finish, false)
+	h.runStream(s, st, finish, done, false)
 }
 
 // runStream writes the stream until it ends, then releases it. Whatever
 // happens, even a panic (in an Observer, say), the stream is released; on a
 // connection gqlpush took over, where no net/http recovers it, a panic is
 // logged, as net/http logs a handler's.
-func (h *Handler) runStream(s *subscriber, st *stream, finish func(reason string), detached bool) {
+func (h *Handler) runStream(s *subscriber, st *stream, finish func(reason string), done func(), detached bool) {
 	if detached {
 		// Deferred first, so it runs last: it also catches a panic in
 		// the release below.
@@ -323,9 +329,8 @@ func (h *Handler) runStream(s *subscriber, st *stream, finish func(reason string
 	}
 	reason := ReasonClientGone
 	defer func() {
-		// The connection closes before the stream is released: once
-		// Close returns, every response is over.
-		st.sink.close()
+		defer done()
+		defer st.sink.close()
 		finish(reason)
 	}()
 	if h.cfg.heartbeat > 0 {
