@@ -323,9 +323,9 @@ func startGateway(ctx context.Context, upstreamURL string, extra []string, stder
 	if err != nil {
 		return nil, err
 	}
-	lw := &lineWatcher{out: stderr, addr: make(chan string, 1)}
-	cmd.Stdout = lw
-	cmd.Stderr = &prefixWriter{out: stderr}
+	addr := make(chan string, 1)
+	cmd.Stdout = watchLines(stderr, addr)
+	cmd.Stderr = prefixLines(stderr)
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start gateway: %w", err)
@@ -335,7 +335,7 @@ func startGateway(ctx context.Context, upstreamURL string, extra []string, stder
 	t := time.NewTimer(30 * time.Second)
 	defer t.Stop()
 	select {
-	case g.addr = <-lw.addr:
+	case g.addr = <-addr:
 		return g, nil
 	case <-g.done:
 		return nil, fmt.Errorf("gateway exited before listening: %v", g.err)
@@ -380,16 +380,13 @@ func (g *gatewayProc) stop() error {
 	return g.err
 }
 
-// lineWatcher takes the child's stdout: the first "LISTENING <addr>" line
-// goes to addr, every other line to out.
-type lineWatcher struct {
-	out  io.Writer
-	addr chan string
+// lines splits what is written into lines and hands each to line.
+type lines struct {
 	buf  []byte
-	seen bool
+	line func(string)
 }
 
-func (w *lineWatcher) Write(p []byte) (int, error) {
+func (w *lines) Write(p []byte) (int, error) {
 	w.buf = append(w.buf, p...)
 	for {
 		i := bytes.IndexByte(w.buf, '\n')
@@ -398,31 +395,27 @@ func (w *lineWatcher) Write(p []byte) (int, error) {
 		}
 		line := string(w.buf[:i])
 		w.buf = w.buf[i+1:]
-		if a, ok := strings.CutPrefix(line, "LISTENING "); ok && !w.seen {
-			w.seen = true
-			w.addr <- a
-			continue
-		}
-		fmt.Fprintln(w.out, "gateway: "+line)
+		w.line(line)
 	}
 }
 
-// prefixWriter marks the child's stderr as its own.
-type prefixWriter struct {
-	out io.Writer
-	buf []byte
+// watchLines takes the child's stdout: the first "LISTENING <addr>" line
+// goes to addr, every other line to out.
+func watchLines(out io.Writer, addr chan<- string) *lines {
+	seen := false
+	return &lines{line: func(line string) {
+		if a, ok := strings.CutPrefix(line, "LISTENING "); ok && !seen {
+			seen = true
+			addr <- a
+			return
+		}
+		fmt.Fprintln(out, "gateway: "+line)
+	}}
 }
 
-func (w *prefixWriter) Write(p []byte) (int, error) {
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		fmt.Fprintln(w.out, "gateway: "+string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
-	}
+// prefixLines marks the child's stderr as its own.
+func prefixLines(out io.Writer) *lines {
+	return &lines{line: func(line string) { fmt.Fprintln(out, "gateway: "+line) }}
 }
 
 // syncWriter serialises writes from several goroutines.
@@ -449,20 +442,8 @@ func newDebugClient(base string) *debugClient {
 }
 
 func (d *debugClient) info(ctx context.Context) (*debugInfo, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base+debugPath, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := d.hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: HTTP %d", debugPath, resp.StatusCode)
-	}
 	var di debugInfo
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&di); err != nil {
+	if err := d.call(ctx, http.MethodGet, debugPath, http.StatusOK, &di); err != nil {
 		return nil, err
 	}
 	return &di, nil
@@ -471,25 +452,19 @@ func (d *debugClient) info(ctx context.Context) (*debugInfo, error) {
 // latency returns the gateway's own latency since the last call, and
 // starts a new record.
 func (d *debugClient) latency(ctx context.Context) (*latency, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+latencyPath, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := d.hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: HTTP %d", latencyPath, resp.StatusCode)
-	}
 	var l *latency
-	err = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&l)
+	err := d.call(ctx, http.MethodPost, latencyPath, http.StatusOK, &l)
 	return l, err
 }
 
 func (d *debugClient) freeOSMemory(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.base+freePath, nil)
+	return d.call(ctx, http.MethodPost, freePath, http.StatusNoContent, nil)
+}
+
+// call makes one request to a debug endpoint and decodes its JSON answer
+// into out, unless out is nil.
+func (d *debugClient) call(ctx context.Context, method, path string, status int, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, d.base+path, nil)
 	if err != nil {
 		return err
 	}
@@ -497,11 +472,14 @@ func (d *debugClient) freeOSMemory(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("%s: HTTP %d", freePath, resp.StatusCode)
+	defer resp.Body.Close()
+	if resp.StatusCode != status {
+		return fmt.Errorf("%s: HTTP %d", path, resp.StatusCode)
 	}
-	return nil
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(out)
 }
 
 // checkLoopbackURL refuses a URL whose host is not a loopback address.

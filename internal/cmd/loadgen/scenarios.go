@@ -14,6 +14,22 @@ import (
 	"time"
 )
 
+// openShared opens n clients on Sub, the one shared operation, and waits
+// until its upstream subscription runs. The fleet comes back even with an
+// error, for the caller to record and close. seq says whether clients check
+// the results' sequence numbers, as newFleet's does.
+func (e *env) openShared(ctx context.Context, n int, seq bool) (*fleet, error) {
+	targets := make([]string, n)
+	for i := range targets {
+		targets[i] = opsPrefix + "Sub?wg_sse=true"
+	}
+	f := newFleet(ctx, e.addr, seq)
+	if err := e.openFleet(ctx, f, targets, nil); err != nil {
+		return f, err
+	}
+	return f, e.waitSubscribed(ctx, 1)
+}
+
 // steady is fanout (every client on Sub) and distinct (each on Room with
 // its own room): a fixed rate, one window.
 func (e *env) steady(ctx context.Context, distinct bool) error {
@@ -64,17 +80,10 @@ func (e *env) saturate(ctx context.Context) error {
 		return errors.New("saturate steps the upstream's rate: it needs the in-process upstream")
 	}
 	n := e.cfg.clients
-	targets := make([]string, n)
-	for i := range targets {
-		targets[i] = opsPrefix + "Sub?wg_sse=true"
-	}
-	f := newFleet(ctx, e.addr, true)
+	f, err := e.openShared(ctx, n, true)
 	defer f.close()
 	defer e.recordClients(f)
-	if err := e.openFleet(ctx, f, targets, nil); err != nil {
-		return err
-	}
-	if err := e.waitSubscribed(ctx, 1); err != nil {
+	if err != nil {
 		return err
 	}
 	info := &saturateInfo{StepSeconds: e.cfg.duration.Seconds()}
@@ -150,17 +159,10 @@ func (e *env) idle(ctx context.Context) error {
 	if dbgErr == nil {
 		info.GoroutinesBefore = &diBefore.Goroutines
 	}
-	targets := make([]string, n)
-	for i := range targets {
-		targets[i] = opsPrefix + "Sub?wg_sse=true"
-	}
-	f := newFleet(ctx, e.addr, false)
+	f, err := e.openShared(ctx, n, false)
 	defer f.close()
 	defer e.recordClients(f)
-	if err := e.openFleet(ctx, f, targets, nil); err != nil {
-		return err
-	}
-	if err := e.waitSubscribed(ctx, 1); err != nil {
+	if err != nil {
 		return err
 	}
 	if err := e.sleep(ctx, e.cfg.warmup, nil); err != nil {
@@ -197,17 +199,10 @@ func (e *env) stall(ctx context.Context) error {
 	info := &stallInfo{}
 	e.rep.Stall = info
 	n := e.cfg.clients
-	targets := make([]string, n)
-	for i := range targets {
-		targets[i] = opsPrefix + "Sub?wg_sse=true"
-	}
-	f := newFleet(ctx, e.addr, true)
+	f, err := e.openShared(ctx, n, true)
 	defer f.close()
 	defer e.recordClients(f)
-	if err := e.openFleet(ctx, f, targets, nil); err != nil {
-		return err
-	}
-	if err := e.waitSubscribed(ctx, 1); err != nil {
+	if err != nil {
 		return err
 	}
 	if err := e.pub.set(ctx, e.cfg.rate); err != nil {
