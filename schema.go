@@ -10,7 +10,6 @@ import (
 	"github.com/vektah/gqlparser/v2"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/formatter"
-	"github.com/vektah/gqlparser/v2/gqlerror"
 	"github.com/vektah/gqlparser/v2/parser"
 )
 
@@ -36,16 +35,17 @@ type upstreamSchema struct {
 // the schema whose subscription fields carry that prefix and that declares
 // gqlpush's directives.
 func parseUpstreamSchema(name, sdl string) (*upstreamSchema, error) {
-	types, err := gqlparser.LoadSchema(&ast.Source{Name: "schema.graphql", Input: sdl})
+	// Errors read "schema:line:col: …", after the upstream's name.
+	types, err := gqlparser.LoadSchema(&ast.Source{Name: "schema", Input: sdl})
 	if err != nil {
-		return nil, fmt.Errorf("schema: %w", err)
+		return nil, err
 	}
 	if types.Subscription == nil {
 		return nil, errors.New("schema: it has no subscription type")
 	}
-	doc, err := parser.ParseSchema(&ast.Source{Name: "schema.graphql", Input: sdl})
+	doc, err := parser.ParseSchema(&ast.Source{Name: "schema", Input: sdl})
 	if err != nil {
-		return nil, fmt.Errorf("schema: %w", err)
+		return nil, err
 	}
 	if name != "" {
 		rename := func(defs ast.DefinitionList) {
@@ -99,13 +99,4 @@ func (s *upstreamSchema) validate(o *Operation) error {
 		errs = append(errs, e)
 	}
 	return errors.Join(errs...)
-}
-
-// gqlErrorText renders a gqlparser error without its file name prefix.
-func gqlErrorText(err error) string {
-	var ge *gqlerror.Error
-	if errors.As(err, &ge) {
-		return ge.Message
-	}
-	return err.Error()
 }

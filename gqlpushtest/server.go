@@ -287,7 +287,9 @@ func (s *Server) CompleteAll() {
 	}
 }
 
-// Received returns a copy of every message received so far, in order.
+// Received returns a copy of every message received so far, in order. The
+// server keeps them all, for tests: a long-running server's record grows by
+// a subscribe and a complete per subscription.
 func (s *Server) Received() []Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
