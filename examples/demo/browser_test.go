@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+// browserEnv, set to 1, makes a missing Chromium fail TestBrowser instead of
+// skipping it, as in CI (.ci/run).
+const browserEnv = "GQLPUSH_BROWSER"
+
+// browserWait bounds each wait for the page: long enough for a slow, loaded
+// machine running a browser, so a failure means a hang, not slowness.
+const browserWait = 60 * time.Second
+
+// chromium returns the path of Debian's Chromium, or skips the test when there
+// is none, unless browserEnv is 1.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"/usr/bin/chromium", "chromium"} {
+		if path, err := exec.LookPath(name); err == nil {
+			return path
+		}
+	}
+	if os.Getenv(browserEnv) == "1" {
+		t.Fatalf("no Chromium (/usr/bin/chromium or chromium on PATH), and %s=1", browserEnv)
+	}
+	t.Skipf("no Chromium (/usr/bin/chromium or chromium on PATH); %s=1 makes that a failure", browserEnv)
+	return ""
+}
+
+// consoleErrors keeps what the page reported at the level of an error: calls
+// of console.error and console.assert, exceptions nothing caught, and the
+// browser's own log entries, where Chromium reports Content Security Policy
+// violations and failed requests.
+type consoleErrors struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+// listen is a chromedp.Listen func: it runs in the loop that reads the tab's
+// messages, so an event is seen before the reply to any later command.
+func (c *consoleErrors) listen(ev any) {
+	var msg string
+	switch ev := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type != runtime.ConsoleAPICalledTypeError && ev.Type != runtime.ConsoleAPICalledTypeAssert {
+			return
+		}
+		args := make([]string, 0, len(ev.Args))
+		for _, a := range ev.Args {
+			if a.Description != "" {
+				args = append(args, a.Description)
+			} else {
+				args = append(args, string(a.Value))
+			}
+		}
+		msg = "console." + string(ev.Type) + ": " + strings.Join(args, " ")
+	case *runtime.EventExceptionThrown:
+		d := ev.ExceptionDetails
+		msg = "exception: " + d.Text
+		if d.Exception != nil {
+			// The description is the error, then its stack.
+			desc, _, _ := strings.Cut(d.Exception.Description, "\n")
+			msg += " " + desc
+		}
+		msg += fmt.Sprintf(" (%s:%d:%d)", d.URL, d.LineNumber+1, d.ColumnNumber+1)
+	case *log.EventEntryAdded:
+		if ev.Entry.Level != log.EntryLevelError {
+			return
+		}
+		msg = "log (" + string(ev.Entry.Source) + "): " + ev.Entry.Text
+		if ev.Entry.URL != "" {
+			msg += " (" + ev.Entry.URL + ")"
+		}
+	default:
+		return
+	}
+	c.mu.Lock()
+	c.msgs = append(c.msgs, msg)
+	c.mu.Unlock()
+}
+
+func (c *consoleErrors) all() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.msgs...)
+}
+
+// pageView is what the page shows, as the person in front of it sees it.
+type pageView struct {
+	State      string `json:"state"`
+	StateClass string `json:"stateClass"`
+	Problem    string `json:"problem"` // empty when hidden
+	Input      string `json:"input"`
+	Messages   []struct {
+		ID       string `json:"id"`
+		Content  string `json:"content"`  // the textContent of the message
+		Elements int    `json:"elements"` // elements inside the message's text
+	} `json:"messages"`
+	Bold   int  `json:"bold"`   // <b> elements anywhere in the list
+	Closed bool `json:"closed"` // the page's EventSource is CLOSED
+}
+
+// viewJS reads a pageView. The page's top-level const source is in the global
+// scope, where Runtime.evaluate sees it.
+const viewJS = `(() => {
+	const $ = (id) => document.getElementById(id);
+	const problem = $('problem');
+	return {
+		state: $('state').textContent,
+		stateClass: $('state').className,
+		problem: problem.hidden ? '' : problem.textContent,
+		input: $('content').value,
+		messages: [...$('messages').children].map((li) => ({
+			id: li.children[0].textContent,
+			content: li.children[1].textContent,
+			elements: li.children[1].childElementCount,
+		})),
+		bold: $('messages').querySelectorAll('b').length,
+		closed: source.readyState === EventSource.CLOSED,
+	};
+})()`
+
+// readView reads what the page shows, within browserWait.
+func readView(tab context.Context) (pageView, error) {
+	ctx, cancel := context.WithTimeout(tab, browserWait)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[pageView](viewJS))
+}
+
+func view(t *testing.T, tab context.Context) pageView {
+	t.Helper()
+	v, err := readView(tab)
+	if err != nil {
+		t.Fatalf("reading the page: %v", err)
+	}
+	return v
+}
+
+// String shows the view in a failure: the state and the newest messages.
+func (v pageView) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "state %q (class %q), problem %q, box %q, %d messages", v.State, v.StateClass, v.Problem, v.Input, len(v.Messages))
+	for i, m := range v.Messages {
+		if i == 5 {
+			b.WriteString(" …")
+			break
+		}
+		fmt.Fprintf(&b, " %s %q", m.ID, m.Content)
+	}
+	return b.String()
+}
+
+// waitFor waits, within browserWait, until the page function pred returns a
+// truthy value for args. The page runs pred on each change of the DOM, so
+// nothing polls on a timer. On a time-out, the failure shows the page.
+func waitFor(t *testing.T, tab context.Context, what, pred string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, browserWait)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.PollFunction[chromedp.Void](pred,
+		chromedp.WithPollingMutation(),
+		chromedp.WithPollingTimeout(browserWait),
+		chromedp.WithPollingArgs(args...)))
+	if err != nil {
+		shows := "(unreadable)"
+		if v, verr := readView(tab); verr == nil {
+			shows = v.String()
+		}
+		t.Fatalf("waiting until %s: %v\nthe page shows %s", what, err, shows)
+	}
+}
+
+// TestBrowser opens the demo page in a real, headless Chromium, as a person
+// would: the live list fills, a posted message shows as the text it is, and
+// the page tells when the server ends the stream. The page reports no error
+// to the console on the way, not even a Content Security Policy violation.
+func TestBrowser(t *testing.T) {
+	exe := chromium(t)
+	d := startDemo(t)
+
+	// The browser lives until session ends, or until the deferred calls
+	// below close it.
+	session, endSession := context.WithCancel(t.Context())
+	defer endSession()
+	alloc, cancelAlloc := chromedp.NewExecAllocator(session,
+		chromedp.ExecPath(exe),
+		chromedp.Flag("headless", true),
+		// Chromium's sandbox does not start as root, as in containers.
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		// This machine may have no network beyond loopback: without
+		// these, Chromium keeps trying to reach Google's services.
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		// Debian's launcher adds this when /dev/shm is small, as in
+		// many containers, but not when it fails to measure it.
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	// Each cancel waits: the tab's until the browser process has exited,
+	// the allocator's until the goroutines that watched it have ended.
+	// Deferred, they run before t.TempDir's cleanup removes the profile.
+	defer cancelAlloc()
+	tab, cancelTab := chromedp.NewContext(alloc)
+	defer cancelTab()
+
+	// Listen starts the browser, for the tab's lifetime, and sees every
+	// console event from the start. Nothing in chromedp bounds the start:
+	// a start that hangs ends the session.
+	var errs consoleErrors
+	start, cancel := context.WithTimeout(session, browserWait)
+	stopWatch := context.AfterFunc(start, endSession)
+	err := chromedp.Listen(tab, errs.listen)
+	stopWatch()
+	cancel()
+	if err != nil {
+		if errors.Is(start.Err(), context.DeadlineExceeded) {
+			t.Fatalf("%s did not start within %v: %v", exe, browserWait, err)
+		}
+		t.Fatalf("starting %s: %v", exe, err)
+	}
+	defer func() {
+		// Close the browser as its user would, rather than kill it: it
+		// ends its child processes and flushes the profile before it
+		// exits, so nothing writes to the profile as it is removed.
+		// Deferred only once the browser runs: after a failed start,
+		// Cancel and cancelTab would both wait for the browser's slot,
+		// and the second would wait forever.
+		ctx, cancel := context.WithTimeout(tab, browserWait)
+		defer cancel()
+		if err := chromedp.Cancel(ctx); err != nil && !t.Failed() {
+			t.Errorf("closing the browser: %v", err)
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(tab, browserWait)
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(d.base+"/"),
+		chromedp.WaitVisible(chromedp.ID("content")),
+	)
+	cancel()
+	if err != nil {
+		t.Fatalf("opening %s/: %v", d.base, err)
+	}
+
+	// The stream connects and the ticks arrive.
+	waitFor(t, tab, "the page is live and lists a tick", `() =>
+		document.getElementById('state').className === 'live' &&
+		[...document.querySelectorAll('#messages > li > span:last-child')]
+			.some((s) => s.textContent.startsWith('tick '))`)
+	if v := view(t, tab); v.State != "live" || v.Problem != "" {
+		t.Fatalf("the page shows state %q and problem %q, want live and none", v.State, v.Problem)
+	}
+
+	// A message with HTML in it, typed and posted as a person would, shows
+	// as the very text typed: nothing of it is parsed as HTML.
+	const typed = `<b>hi</b> & "q"`
+	ctx, cancel = context.WithTimeout(tab, browserWait)
+	err = chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("content"), typed))
+	if err == nil {
+		var value string
+		if value, err = chromedp.Run(ctx, chromedp.Value(chromedp.ID("content"))); err == nil && value != typed {
+			err = fmt.Errorf("the box holds %q, want %q", value, typed)
+		}
+	}
+	if err == nil {
+		err = chromedp.Do(ctx, chromedp.Click(chromedp.ID("send")))
+	}
+	cancel()
+	if err != nil {
+		t.Fatalf("posting %q: %v", typed, err)
+	}
+	// The box clears when the post succeeded. Any message but a tick is
+	// the posted one, whatever the page made of it: it is checked below.
+	waitFor(t, tab, "the box clears and the posted message is listed", `() =>
+		document.getElementById('content').value === '' &&
+		[...document.querySelectorAll('#messages > li > span:last-child')]
+			.some((s) => !s.textContent.startsWith('tick '))`)
+	v := view(t, tab)
+	found := false
+	for _, m := range v.Messages {
+		if m.Content == typed {
+			found = true
+			if m.Elements != 0 {
+				t.Errorf("the message %s %q holds %d elements, want plain text", m.ID, m.Content, m.Elements)
+			}
+		}
+	}
+	if !found || v.Bold != 0 {
+		t.Errorf("the page shows %s, with %d <b> elements in the list; want %q as text and no <b>", v, v.Bold, typed)
+	}
+	if v.Problem != "" {
+		t.Errorf("the page shows the problem %q after the post", v.Problem)
+	}
+	// Newest first: ids fall down the list.
+	for i := 1; i < len(v.Messages); i++ {
+		prev, err1 := strconv.Atoi(strings.TrimPrefix(v.Messages[i-1].ID, "#"))
+		cur, err2 := strconv.Atoi(strings.TrimPrefix(v.Messages[i].ID, "#"))
+		if err1 != nil || err2 != nil || prev <= cur {
+			t.Errorf("the list shows %s above %s, want ids #N, newest first", v.Messages[i-1].ID, v.Messages[i].ID)
+		}
+	}
+
+	// The server shuts down: the page gets the end of the stream, says so,
+	// and closes its EventSource rather than reconnect.
+	d.cancel()
+	waitFor(t, tab, "the page shows the stream ended", `() =>
+		document.getElementById('state').className === 'ended'`)
+	v = view(t, tab)
+	if v.State != "stream ended" || !v.Closed {
+		t.Errorf("the page shows state %q, EventSource closed %v; want \"stream ended\" and closed", v.State, v.Closed)
+	}
+	if v.Problem != "server shutting down" {
+		t.Errorf("the page shows the problem %q, want the server's %q", v.Problem, "server shutting down")
+	}
+	if err := d.stop(t); err != nil {
+		t.Errorf("run returned %v, want nil", err)
+	}
+
+	// The view above was read after every event the page sent before it.
+	if msgs := errs.all(); len(msgs) > 0 {
+		t.Errorf("the browser console has %d errors:\n%s", len(msgs), strings.Join(msgs, "\n"))
+	}
+}
