@@ -27,7 +27,7 @@ func BenchmarkReadEvent(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := frameEvent(m.payload, "0123456789abcdef", 42, true); err != nil {
+		if _, err := frameEvent(m.payload, "0123456789abcdef", 42); err != nil {
 			b.Fatal(err)
 		}
 	}

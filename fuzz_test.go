@@ -28,11 +28,13 @@ func FuzzSSEFraming(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		payload, err := resultJSON(raw)
+		if !json.Valid(raw) { // what the reader checks before it frames
+			return
+		}
+		ev, err := frameEvent(raw, "0123456789abcdef", 42)
 		if err != nil {
 			return
 		}
-		ev := newEvent(payload, "0123456789abcdef", 42)
 		idLine := "id: 0123456789abcdef.42\ndata: "
 		if !bytes.HasPrefix(ev.sse, []byte(idLine)) || !bytes.HasSuffix(ev.sse, []byte("\n\n")) {
 			t.Fatalf("frame %q", ev.sse)

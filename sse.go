@@ -551,7 +551,7 @@ func (st *stream) events(evs []*event) (int, bool) {
 // patch frame, or nothing (a duplicate, or a patch with no change).
 func (st *stream) frame(ev *event) []byte {
 	prev := st.last
-	if prev != nil && st.req.dedupe && ((prev.seq+1 == ev.seq && ev.same) || bytes.Equal(prev.json, ev.json)) {
+	if prev != nil && st.req.dedupe && bytes.Equal(prev.json, ev.json) {
 		return nil
 	}
 	if prev != nil && st.req.patch && !st.req.once {

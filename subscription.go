@@ -1,7 +1,6 @@
 package gqlpush
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -67,7 +66,6 @@ func (e endReason) reason() string {
 type event struct {
 	seq   uint64
 	at    time.Time // when it came from the upstream
-	same  bool      // its JSON equals the previous event's
 	sse   []byte    // "id: <token>.<seq>\ndata: {…}\n\n"
 	plain []byte    // "{…}\n\n"
 	json  []byte    // "{…}"
@@ -76,16 +74,10 @@ type event struct {
 	patch     *patchFrames // from the previous event; nil when none is worth sending
 }
 
-func newEvent(payload []byte, token string, seq uint64) *event {
-	ev, _ := frameEvent(payload, token, seq, false)
-	return ev
-}
-
-// frameEvent builds the event of one upstream result: one buffer holding the
-// id line, the data line and the blank line, with raw compacted into it.
-// raw must be valid JSON; with result false it is taken as the payload
-// itself, already rendered.
-func frameEvent(raw []byte, token string, seq uint64, result bool) (*event, error) {
+// frameEvent builds the event of one upstream result, raw, which must be
+// valid JSON: one buffer holding the id line, the data line and the blank
+// line, with the result compacted into it.
+func frameEvent(raw []byte, token string, seq uint64) (*event, error) {
 	n := len(sseDataPrefix) + len(raw) + 2
 	if token != "" {
 		n += len(sseIDPrefix) + len(token) + 1 + 20 + 1
@@ -98,13 +90,9 @@ func frameEvent(raw []byte, token string, seq uint64, result bool) (*event, erro
 	}
 	buf = append(buf, sseDataPrefix...)
 	start := len(buf)
-	if result {
-		var err error
-		if buf, err = appendResult(buf, raw); err != nil {
-			return nil, err
-		}
-	} else {
-		buf = append(buf, raw...)
+	buf, err := appendResult(buf, raw)
+	if err != nil {
+		return nil, err
 	}
 	buf = append(buf, "\n\n"...)
 	return &event{seq: seq, sse: buf, plain: buf[start:], json: buf[start : len(buf)-2]}, nil
@@ -278,27 +266,33 @@ func (h *hub) leave(s *subscriber) {
 				sh.grace = time.AfterFunc(grace, sh.expire)
 			}
 		} else {
-			stop = sh.stopLocked()
+			sh.stopLocked()
+			stop = true
 		}
 	}
 	sh.trimLocked()
 	sh.mu.Unlock()
 	h.mu.Unlock()
 	if stop {
-		sh.conn.detach(sh.cs)
-		h.obs.subscriptionStopped(sh.key.ep.op.name, ReasonClientGone)
+		sh.release(ReasonClientGone)
 	}
 }
 
-// stopLocked takes the subscription out of the hub; the caller tells the
-// upstream. Called with h.mu and sh.mu held.
-func (sh *shared) stopLocked() bool {
+// stopLocked takes the subscription out of the hub; the caller then calls
+// release. Called with h.mu and sh.mu held.
+func (sh *shared) stopLocked() {
 	sh.stopped = true
 	sh.events = nil
 	if sh.h.subs[sh.key] == sh {
 		delete(sh.h.subs, sh.key)
 	}
-	return true
+}
+
+// release tells the upstream that a stopped subscription is over, and the
+// Observer why.
+func (sh *shared) release(reason string) {
+	sh.conn.detach(sh.cs)
+	sh.h.obs.subscriptionStopped(sh.key.ep.op.name, reason)
 }
 
 // expire ends a subscription whose resume grace passed with no subscriber.
@@ -314,8 +308,7 @@ func (sh *shared) expire() {
 	sh.mu.Unlock()
 	h.mu.Unlock()
 	if stop {
-		sh.conn.detach(sh.cs)
-		h.obs.subscriptionStopped(sh.key.ep.op.name, ReasonClientGone)
+		sh.release(ReasonClientGone)
 	}
 }
 
@@ -354,8 +347,7 @@ func (h *hub) close() {
 	}
 	h.mu.Unlock()
 	for _, sh := range idle {
-		sh.conn.detach(sh.cs)
-		h.obs.subscriptionStopped(sh.key.ep.op.name, ReasonShutdown)
+		sh.release(ReasonShutdown)
 	}
 }
 
@@ -368,7 +360,7 @@ func (h *hub) close() {
 // with its sequence number before the lock is taken, keeping the lock short.
 func (sh *shared) publish(raw []byte) {
 	limit := uint64(sh.h.cfg.queueSize)
-	ev, err := frameEvent(raw, sh.token, sh.nextSeq(), true)
+	ev, err := frameEvent(raw, sh.token, sh.nextSeq())
 	if err != nil {
 		sh.h.log.Warn("bad upstream result", "operation", sh.key.ep.op.name, "err", err)
 		return
@@ -380,9 +372,6 @@ func (sh *shared) publish(raw []byte) {
 		return
 	}
 	ev.at = now
-	if n := len(sh.events); n > 0 && sh.events[n-1].seq+1 == ev.seq {
-		ev.same = bytes.Equal(sh.events[n-1].json, ev.json)
-	}
 	sh.next++
 	sh.events = append(sh.events, ev)
 	low := sh.next
@@ -498,17 +487,9 @@ func (s *subscriber) take(buf []*event) ([]*event, endReason) {
 	return buf, endReason{}
 }
 
-// resultJSON renders an upstream result as the compact JSON sent to clients:
-// its data and errors, in that order; extensions stay upstream.
-func resultJSON(raw json.RawMessage) ([]byte, error) {
-	if !json.Valid(raw) {
-		return nil, errInvalidJSON
-	}
-	return appendResult(nil, raw)
-}
-
-// appendResult appends the compact result of raw, which is valid JSON, to
-// dst. Keys match exactly: "Data" is not "data".
+// appendResult appends the result raw, which is valid JSON, to dst as the
+// compact JSON sent to clients: its data and errors, in that order;
+// extensions stay upstream. Keys match exactly: "Data" is not "data".
 func appendResult(dst, raw []byte) ([]byte, error) {
 	var (
 		data, errs       []byte
