@@ -302,17 +302,14 @@ type endpoint struct {
 	defaults  map[string]any // coerced default values
 	coerce    coercer
 	vars      []*variableDef
+	byName    map[string]*variableDef
 	needsAuth bool // @auth, @rbac or a @fromClaim variable
 }
 
 // declares reports whether the operation declares a variable of that name.
 func (e *endpoint) declares(name string) bool {
-	for _, v := range e.vars {
-		if v.name == name {
-			return true
-		}
-	}
-	return false
+	_, ok := e.byName[name]
+	return ok
 }
 
 func (e *endpoint) variablesJSON(vars string) json.RawMessage {
@@ -510,7 +507,10 @@ func bind(op *Operation, ups []*upstream, haveAuth bool) (*endpoint, error) {
 	if needs && !haveAuth {
 		return nil, &OperationError{File: op.file, Message: "the operation requires authentication (@auth, @rbac or @fromClaim) but Config.Authenticator is nil"}
 	}
-	ep := &endpoint{op: op, up: up, vars: op.vars, defaults: map[string]any{}, needsAuth: needs}
+	ep := &endpoint{op: op, up: up, vars: op.vars, byName: map[string]*variableDef{}, defaults: map[string]any{}, needsAuth: needs}
+	for _, v := range op.vars {
+		ep.byName[v.name] = v
+	}
 	if up.schema != nil {
 		if err := up.schema.validate(op); err != nil {
 			return nil, err

@@ -76,6 +76,8 @@ type httpError struct {
 
 func (e *httpError) Error() string { return e.msg }
 
+var errShuttingDown = &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"}
+
 func badInput(msg string) *httpError {
 	return &httpError{status: http.StatusBadRequest, code: CodeBadUserInput, msg: msg}
 }
@@ -102,7 +104,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !h.track() {
 		release()
-		writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
+		writeError(w, errShuttingDown)
 		return
 	}
 	h.serveStream(w, r, req, func() {
@@ -225,7 +227,6 @@ func parseFlag(name, v string) (bool, error) {
 // writeError answers with the JSON error body:
 // {"errors":[{"message":…,"extensions":{"code":…}}]}.
 func writeError(w http.ResponseWriter, e *httpError) {
-	body := errorBody(e.msg, e.code)
 	hd := w.Header()
 	if e.allow != "" {
 		hd.Set("Allow", e.allow)
@@ -236,11 +237,7 @@ func writeError(w http.ResponseWriter, e *httpError) {
 	if e.retry != "" {
 		hd.Set("Retry-After", e.retry)
 	}
-	hd.Set("Content-Type", "application/json")
-	hd.Set("Cache-Control", "no-store")
-	hd.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(e.status)
-	w.Write(body)
+	writeJSON(w, e.status, errorBody(e.msg, e.code))
 }
 
 func errorBody(msg, code string) []byte {
@@ -275,7 +272,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 	s, reset, err := h.hub.join(key, req.header, req.init, lastID)
 	if err != nil {
 		done()
-		writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
+		writeError(w, errShuttingDown)
 		return
 	}
 	op := req.ep.op.name
@@ -441,15 +438,15 @@ func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, s *subscribe
 			return ReasonClientGone
 		case <-s.wake:
 		}
-		if h.shuttingDown.Load() {
-			writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
-			return ReasonShutdown
-		}
 		var end endReason
 		buf, end = s.take(buf[:0])
 		if len(buf) > 0 {
 			writeJSON(w, http.StatusOK, buf[0].json)
 			return ReasonOnce
+		}
+		if h.shuttingDown.Load() { // read after take: see streamLoop
+			writeError(w, errShuttingDown)
+			return ReasonShutdown
 		}
 		switch end.kind {
 		case 0:
@@ -461,7 +458,7 @@ func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, s *subscribe
 		case endKindUnavailable:
 			writeError(w, &httpError{status: http.StatusBadGateway, code: CodeUpstreamUnavailable, msg: "upstream unavailable"})
 		default:
-			writeError(w, &httpError{status: http.StatusServiceUnavailable, code: CodeShuttingDown, msg: "server shutting down"})
+			writeError(w, errShuttingDown)
 		}
 		return end.reason()
 	}

@@ -348,7 +348,6 @@ func (c *upConn) serve(t Conn, w wire) error {
 		pongDue   *time.Timer
 		pongDueC  <-chan time.Time
 		liveness  = time.NewTimer(cfg.keepAliveTimeout)
-		readErr   error
 		readEnded bool
 	)
 	defer liveness.Stop()
@@ -397,9 +396,9 @@ func (c *upConn) serve(t Conn, w wire) error {
 		}
 		select {
 		case <-c.wake:
-		case readErr = <-readDone:
+		case err := <-readDone:
 			readEnded = true
-			return finish(readErr, false)
+			return finish(err, false)
 		case <-pingC:
 			if pongDue == nil {
 				pongSeen.Store(false)

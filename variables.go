@@ -270,17 +270,13 @@ func (c coercer) fromParams(t *ast.Type, vals []string, path string) (any, error
 // coerceVariables checks the client's values against the operation's
 // declarations and returns the variables sent upstream, in canonical form.
 func (e *endpoint) coerceVariables(fromJSON map[string]any, fromParams map[string][]string, p *Principal) (map[string]any, error) {
-	declared := make(map[string]*variableDef, len(e.vars))
-	for _, v := range e.vars {
-		declared[v.name] = v
-	}
 	for name := range fromJSON {
-		if err := e.checkClientVariable(declared, name); err != nil {
+		if err := e.checkClientVariable(name); err != nil {
 			return nil, err
 		}
 	}
 	for name := range fromParams {
-		if err := e.checkClientVariable(declared, name); err != nil {
+		if err := e.checkClientVariable(name); err != nil {
 			return nil, err
 		}
 	}
@@ -319,8 +315,8 @@ func (e *endpoint) coerceVariables(fromJSON map[string]any, fromParams map[strin
 	return out, nil
 }
 
-func (e *endpoint) checkClientVariable(declared map[string]*variableDef, name string) error {
-	v, ok := declared[name]
+func (e *endpoint) checkClientVariable(name string) error {
+	v, ok := e.byName[name]
 	if !ok {
 		return inputErrorf("unknown variable %q: operation %s declares %s", name, e.op.name, declaredNames(e.vars))
 	}
