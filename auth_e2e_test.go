@@ -205,7 +205,7 @@ func TestStreamCaps(t *testing.T) {
 	b1.frame(t)
 	refused(user("carol"), "a fourth stream in all")
 	a1.leave()
-	g.waitIdle2(t, 2)
+	g.waitStreams(t, 2)
 	c1, resp := openAs(user("carol"))
 	if resp.StatusCode != 200 {
 		t.Fatalf("after a stream closed: %d", resp.StatusCode)

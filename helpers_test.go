@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -184,15 +185,24 @@ func (c *client) leave() {
 // frame reads one SSE frame, up to and including its blank line.
 func (c *client) frame(t *testing.T) string {
 	t.Helper()
+	f, err := readFrame(c.br)
+	if err != nil {
+		t.Fatalf("read frame: %v (so far %q)", err, f)
+	}
+	return f
+}
+
+// readFrame reads one SSE frame without a testing.T, for client goroutines.
+func readFrame(br *bufio.Reader) (string, error) {
 	var b strings.Builder
 	for {
-		line, err := c.br.ReadString('\n')
+		line, err := br.ReadString('\n')
 		b.WriteString(line)
 		if err != nil {
-			t.Fatalf("read frame: %v (so far %q)", err, b.String())
+			return b.String(), err
 		}
 		if line == "\n" {
-			return b.String()
+			return b.String(), nil
 		}
 	}
 }
@@ -246,15 +256,25 @@ func (g *gateway) waitSubscriptions(t *testing.T, n int) {
 // waitIdle waits until the handler holds no stream and no subscription.
 func (g *gateway) waitIdle(t *testing.T) {
 	t.Helper()
+	waitStats(t, g.h, "no stream and no subscription", func(s gqlpush.Stats) bool { return s.Streams == 0 && s.Subscriptions == 0 })
+}
+
+// waitStreams waits until the handler serves exactly n streams.
+func (g *gateway) waitStreams(t *testing.T, n int) {
+	t.Helper()
+	waitStats(t, g.h, fmt.Sprintf("%d streams", n), func(s gqlpush.Stats) bool { return s.Streams == n })
+}
+
+// waitStats waits, within waitTime, until the handler's Stats satisfy cond.
+// A Handler tells no one when its counts change, so they are read again
+// every few milliseconds.
+func waitStats(t testing.TB, h *gqlpush.Handler, what string, cond func(gqlpush.Stats) bool) {
+	t.Helper()
 	ctx := waitCtx(t)
-	for {
-		s := g.h.Stats()
-		if s.Streams == 0 && s.Subscriptions == 0 {
-			return
-		}
+	for !cond(h.Stats()) {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("handler still holds %+v", s)
+			t.Fatalf("waited for %s; the handler holds %+v", what, h.Stats())
 		case <-time.After(5 * time.Millisecond):
 		}
 	}

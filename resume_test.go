@@ -32,22 +32,30 @@ func contents(s string) []string {
 	return out
 }
 
+// readThenLeave opens a keeper, which holds the shared subscription, and a
+// client that reads the results of posting contents and then leaves. It
+// returns the id of the client's last result, and what stops the keeper.
+func (b *bubble) readThenLeave(t *testing.T, contents ...string) (last string, stopKeeper func()) {
+	t.Helper()
+	_, stop, keeperDone := b.openSSE(t, "/Sub?wg_sse", nil)
+	w, leave, done := b.openSSE(t, "/Sub?wg_sse", nil)
+	for _, c := range contents {
+		b.up.Chat.Post("", c)
+	}
+	synctest.Wait()
+	last = lastID(t, w.seen())
+	leave()
+	<-done
+	return last, func() {
+		stop()
+		<-keeperDone
+	}
+}
+
 func TestResumeWithinWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBubble(t, nil)
-		// keeper holds the shared subscription while the other client is
-		// away.
-		_, stopKeeper, keeperDone := b.openSSE(t, "/Sub?wg_sse", nil)
-		w, leave, done := b.openSSE(t, "/Sub?wg_sse", nil)
-		w.seen()
-		for _, c := range []string{"a", "b"} {
-			b.up.Chat.Post("", c)
-		}
-		synctest.Wait()
-		first := w.seen()
-		last := lastID(t, first)
-		leave()
-		<-done
+		last, stopKeeper := b.readThenLeave(t, "a", "b")
 		for _, c := range []string{"c", "d"} {
 			b.up.Chat.Post("", c)
 		}
@@ -69,7 +77,6 @@ func TestResumeWithinWindow(t *testing.T) {
 		leave2()
 		<-done2
 		stopKeeper()
-		<-keeperDone
 		b.close(t)
 	})
 }
@@ -77,13 +84,7 @@ func TestResumeWithinWindow(t *testing.T) {
 func TestResumeOutsideWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBubble(t, func(cfg *gqlpush.Config) { cfg.ResumeFrames = 2 })
-		_, stopKeeper, keeperDone := b.openSSE(t, "/Sub?wg_sse", nil)
-		w, leave, done := b.openSSE(t, "/Sub?wg_sse", nil)
-		b.up.Chat.Post("", "a")
-		synctest.Wait()
-		last := lastID(t, w.seen())
-		leave()
-		<-done
+		last, stopKeeper := b.readThenLeave(t, "a")
 		for _, c := range []string{"b", "c", "d"} { // one more than the window
 			b.up.Chat.Post("", c)
 		}
@@ -101,7 +102,6 @@ func TestResumeOutsideWindow(t *testing.T) {
 		leave2()
 		<-done2
 		stopKeeper()
-		<-keeperDone
 		b.close(t)
 	})
 }
@@ -260,13 +260,7 @@ func TestJSONPatch(t *testing.T) {
 func TestResumeAtTheEdgeOfTheWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBubble(t, func(cfg *gqlpush.Config) { cfg.ResumeFrames = 2 })
-		_, stopKeeper, keeperDone := b.openSSE(t, "/Sub?wg_sse", nil)
-		w, leave, done := b.openSSE(t, "/Sub?wg_sse", nil)
-		b.up.Chat.Post("", "a")
-		synctest.Wait()
-		last := lastID(t, w.seen())
-		leave()
-		<-done
+		last, stopKeeper := b.readThenLeave(t, "a")
 		b.up.Chat.Post("", "b")
 		b.up.Chat.Post("", "c") // exactly the window
 		synctest.Wait()
@@ -278,7 +272,6 @@ func TestResumeAtTheEdgeOfTheWindow(t *testing.T) {
 		leave2()
 		<-done2
 		stopKeeper()
-		<-keeperDone
 		b.close(t)
 	})
 }

@@ -1,7 +1,6 @@
 package gqlpush_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -69,7 +68,7 @@ func TestManyIdenticalClientsShareOneSubscription(t *testing.T) {
 	for _, c := range cs[:clients-1] {
 		c.leave()
 	}
-	g.waitIdle2(t, 1)
+	g.waitStreams(t, 1)
 	if n := g.up.Subscriptions(); n != 1 {
 		t.Fatalf("%d upstream subscriptions with one client left", n)
 	}
@@ -77,34 +76,6 @@ func TestManyIdenticalClientsShareOneSubscription(t *testing.T) {
 	g.waitFor(t, "complete", isType("complete"))
 	g.waitSubscriptions(t, 0)
 	g.waitIdle(t)
-}
-
-// readFrame reads one SSE frame without a testing.T, for client goroutines.
-func readFrame(br *bufio.Reader) (string, error) {
-	var b strings.Builder
-	for {
-		line, err := br.ReadString('\n')
-		b.WriteString(line)
-		if err != nil {
-			return b.String(), err
-		}
-		if line == "\n" {
-			return b.String(), nil
-		}
-	}
-}
-
-// waitIdle2 waits until the handler serves exactly n streams.
-func (g *gateway) waitIdle2(t *testing.T, n int) {
-	t.Helper()
-	ctx := waitCtx(t)
-	for g.h.Stats().Streams != n {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("streams: %+v, want %d", g.h.Stats(), n)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 }
 
 // smallBuffers makes accepted connections keep little unsent data, so that a
@@ -195,7 +166,7 @@ func TestStalledClientIsolated(t *testing.T) {
 		cs[i].frame(t)
 	}
 	g.waitSubscriptions(t, 1)
-	g.waitIdle2(t, normal+1)
+	g.waitStreams(t, normal+1)
 
 	var (
 		mu       sync.Mutex
@@ -246,7 +217,7 @@ func TestStalledClientIsolated(t *testing.T) {
 	}
 	// The stalled client, and only it, is dropped, and what was held for it
 	// is let go.
-	g.waitIdle2(t, normal)
+	g.waitStreams(t, normal)
 	if n := rec.drops(gqlpush.ReasonSlowConsumer); n != 1 {
 		t.Errorf("%d slow-consumer drops, want 1 (%v)", n, rec.dropped)
 	}

@@ -104,15 +104,8 @@ func TestStress(t *testing.T) {
 	}
 	wg.Wait()
 
-	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
-	defer cancel()
-	for h.Stats() != (gqlpush.Stats{}) {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("left behind: %+v", h.Stats())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	waitStats(t, h, "nothing left", func(s gqlpush.Stats) bool { return s == (gqlpush.Stats{}) })
+	ctx := waitCtx(t)
 	if err := up.WaitSubscriptions(ctx, 0); err != nil {
 		t.Fatalf("%d upstream subscriptions left", up.Subscriptions())
 	}
