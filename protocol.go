@@ -214,14 +214,13 @@ type wire struct {
 	subscribe     string // subscribe / start
 	stop          string // complete / stop
 	next          string // next / data
-	singleErrors  bool   // legacy error payloads are one error object, not a list
 	answersPings  bool   // graphql-transport-ws has ping/pong; legacy has ka
 	sendTerminate bool   // legacy says connection_terminate before closing
 }
 
 var (
 	transportWS = wire{protocol: ProtocolTransportWS, subscribe: msgSubscribe, stop: msgComplete, next: msgNext, answersPings: true}
-	legacyWS    = wire{protocol: ProtocolLegacyWS, subscribe: msgLegacyStart, stop: msgLegacyStop, next: msgLegacyData, singleErrors: true, sendTerminate: true}
+	legacyWS    = wire{protocol: ProtocolLegacyWS, subscribe: msgLegacyStart, stop: msgLegacyStop, next: msgLegacyData, sendTerminate: true}
 )
 
 func wireFor(p Protocol) wire {
