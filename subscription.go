@@ -229,9 +229,12 @@ func (h *hub) join(key subKey, header http.Header, init json.RawMessage, lastEve
 	}
 	s.cursor = sh.next
 	if resume {
-		// Resumable when what follows the client's last event is all
-		// still kept (the event itself need not be).
-		if token == sh.token && seq+1 >= sh.base && seq < sh.next {
+		// Resumable when what follows the client's last event lies in the
+		// window of the last ResumeFrames events (the event itself need
+		// not). The log may hold more, for a subscriber behind; that
+		// would make resumption depend on how fast others read.
+		from := max(sh.base, sh.next-min(uint64(h.cfg.resumeFrames), sh.next))
+		if token == sh.token && seq+1 >= from && seq < sh.next {
 			s.cursor = seq + 1
 			if s.cursor < sh.next {
 				s.notify()
