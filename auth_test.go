@@ -197,7 +197,8 @@ func TestAuthTable(t *testing.T) {
 		{"two rules, both hold", "/operations/Mixed?wg_subscribe_once", roles("reader"), 200, ""},
 		{"two rules, one fails", "/operations/Mixed?wg_subscribe_once", roles("reader", "banned"), 403, "FORBIDDEN"},
 		{"roles as one string", "/operations/RequireAll?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { c["roles"] = "admin editor" })), 200, ""},
-		{"roles of the wrong type", "/operations/RequireAny?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { c["roles"] = 7 })), 403, "FORBIDDEN"},
+		{"roles of the wrong type", "/operations/RequireAny?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { c["roles"] = 7 })), 401, "UNAUTHENTICATED"},
+		{"a role of the wrong type", "/operations/DenyAny?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { c["roles"] = []any{"reader", []string{"banned"}} })), 401, "UNAUTHENTICATED"},
 		// Claims.
 		{"claim variable", "/operations/Count?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { c["n"] = 2 })), 200, ""},
 		{"claim variable supplied by the client", "/operations/Count?wg_subscribe_once&n=5", bearer(with(func(c jwt.MapClaims) { c["n"] = 2 })), 400, "BAD_USER_INPUT"},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -22,6 +23,15 @@ const (
 	DefaultLeeway     = 30 * time.Second
 	// MaxTokenBytes bounds a token; a longer one is refused unread.
 	MaxTokenBytes = 16 << 10
+	// MaxJWKSBytes bounds a JSON Web Key Set fetched from JWKSURL. A
+	// larger response fails that fetch, unread past the limit: the start
+	// fails, a later refresh is logged and the keys already held stay.
+	MaxJWKSBytes = 1 << 20
+	// JWKSTimeout bounds each fetch of JWKSURL, from the request to the
+	// last byte of the key set, and what a request naming an unknown key
+	// id waits in all for its turn to fetch the set again and for the
+	// fetch.
+	JWKSTimeout = 10 * time.Second
 )
 
 // JWTConfig configures [NewJWTAuthenticator]. Exactly one of Secret, JWKSURL
@@ -33,7 +43,8 @@ type JWTConfig struct {
 
 	// JWKSURL is where the JSON Web Key Set of the token issuer lives. It
 	// is fetched at start, refreshed hourly, and again (at most every
-	// five minutes) when a token names an unknown key id.
+	// five minutes) when a token names an unknown key id. Each fetch
+	// reads at most MaxJWKSBytes and takes at most JWKSTimeout.
 	JWKSURL string
 
 	// JWKS is a JSON Web Key Set given in full (read from a file, say).
@@ -63,14 +74,23 @@ type JWTConfig struct {
 	// RolesClaim is the claim path of the roles @rbac checks (an array of
 	// strings, or one space-separated string). Empty means
 	// DefaultRolesClaim. A path such as "realm_access.roles" reaches into
-	// nested claims.
+	// nested claims. An absent or null claim means no roles; a claim of
+	// any other shape, or an array holding anything but non-empty strings,
+	// makes the token invalid ([ErrInvalidRolesClaim]): a role that cannot
+	// be read must not slip past a deny rule.
 	RolesClaim string
 
-	// HTTPClient fetches JWKSURL. Nil means http.DefaultClient.
+	// HTTPClient fetches JWKSURL. Nil means http.DefaultClient. It is not
+	// changed: a copy is used, whose Transport (nil means
+	// http.DefaultTransport) reads at most MaxJWKSBytes of a response and
+	// whose Timeout is at most JWKSTimeout.
 	HTTPClient *http.Client
 
 	// Logger receives key refresh failures. Nil means silent.
 	Logger *slog.Logger
+
+	// jwksTimeout, when positive, replaces JWKSTimeout; tests set it.
+	jwksTimeout time.Duration
 }
 
 // A JWTAuthenticator verifies JSON Web Tokens (RFC 7519) from the
@@ -169,15 +189,22 @@ func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
 		if log == nil {
 			log = slog.New(slog.DiscardHandler)
 		}
+		timeout := JWKSTimeout
+		if cfg.jwksTimeout > 0 {
+			timeout = cfg.jwksTimeout
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		first := false
 		k, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
-			Client:      cfg.HTTPClient,
-			HTTPTimeout: 10 * time.Second,
+			Client: jwksClient(cfg.HTTPClient, timeout),
+			// Bounds the first fetch and the hourly ones.
+			HTTPTimeout: timeout,
 			// A token naming an unknown key makes the set be fetched again,
-			// at most every five minutes; a request does not wait for its
-			// turn longer than this.
-			RateLimitWaitMax:          100 * time.Millisecond,
+			// at most every five minutes. This bounds the wait for that
+			// turn and the fetch together (jwkset fetches under the
+			// context of the wait): a request never waits long, and a key
+			// set a few round trips away can still be fetched.
+			RateLimitWaitMax:          timeout,
 			NoErrorReturnFirstHTTPReq: &first,
 			RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
 				return func(_ context.Context, err error) {
@@ -205,10 +232,82 @@ func (a *JWTAuthenticator) Close() {
 	}
 }
 
+// errJWKSTooLarge fails a fetch of a key set longer than MaxJWKSBytes.
+var errJWKSTooLarge = fmt.Errorf("JSON Web Key Set larger than MaxJWKSBytes (%d bytes)", MaxJWKSBytes)
+
+// jwksClient is the client that fetches JWKSURL: a copy of c (nil means
+// http.DefaultClient) whose responses are cut at MaxJWKSBytes and whose
+// requests end within timeout. github.com/MicahParks/jwkset decodes the
+// response body unbounded, and bounds by HTTPTimeout only the first and the
+// periodic fetches; the client bounds every one, the fetches for unknown
+// key ids included.
+func jwksClient(c *http.Client, timeout time.Duration) *http.Client {
+	if c == nil {
+		c = http.DefaultClient
+	}
+	cc := *c
+	next := cc.Transport
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	cc.Transport = limitedTransport{next: next, max: MaxJWKSBytes}
+	if cc.Timeout <= 0 || cc.Timeout > timeout {
+		cc.Timeout = timeout
+	}
+	return &cc
+}
+
+// limitedTransport refuses a response body longer than max: at once when
+// its Content-Length says so, otherwise once the reader passes max.
+type limitedTransport struct {
+	next http.RoundTripper
+	max  int64
+}
+
+func (t limitedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	if resp.ContentLength > t.max {
+		resp.Body.Close()
+		return nil, errJWKSTooLarge
+	}
+	resp.Body = &limitedBody{ReadCloser: resp.Body, left: t.max}
+	return resp, nil
+}
+
+// limitedBody reads at most left bytes, then fails, as http.MaxBytesReader.
+type limitedBody struct {
+	io.ReadCloser
+	left int64 // < 0: the limit was passed
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, errJWKSTooLarge
+	}
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1] // one byte more tells a body of exactly the limit from a longer one
+	}
+	n, err := b.ReadCloser.Read(p)
+	if int64(n) > b.left {
+		n, b.left = int(b.left), -1
+		return n, errJWKSTooLarge
+	}
+	b.left -= int64(n)
+	return n, err
+}
+
 // Errors of [JWTAuthenticator.Authenticate]. They never hold the token.
 var (
 	ErrConflictingCredentials = errors.New("gqlpush: the Authorization header and the cookie carry different tokens")
 	ErrMalformedCredentials   = errors.New("gqlpush: malformed credentials")
+	// ErrInvalidRolesClaim: the roles claim of a verified token is
+	// neither an array of non-empty strings nor one string. The token is
+	// refused rather than read as having fewer roles, which would pass a
+	// deny rule.
+	ErrInvalidRolesClaim = errors.New("gqlpush: the roles claim is not a list of strings")
 )
 
 // Authenticate verifies the request's token. A request without one is
@@ -229,7 +328,9 @@ func (a *JWTAuthenticator) Authenticate(r *http.Request) (*Principal, error) {
 	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
 		p.Expires = exp.Add(a.leeway)
 	}
-	p.Roles = rolesOf(lookupClaim(claims, a.rolesClaim))
+	if p.Roles, err = rolesOf(a.rolesClaim, lookupClaim(claims, a.rolesClaim)); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -296,21 +397,48 @@ func isToken68(s string) bool {
 	return true
 }
 
-// rolesOf reads roles: an array of strings, or one space-separated string.
-func rolesOf(v any) []string {
+// rolesOf reads the roles claim at path: an array of non-empty strings, or
+// one space-separated string. Nil, an absent or null claim, is no roles.
+// Any other value is an [ErrInvalidRolesClaim] that says where and of which
+// JSON type, never the value itself.
+func rolesOf(path string, v any) ([]string, error) {
 	switch v := v.(type) {
+	case nil:
+		return nil, nil
 	case string:
-		return strings.Fields(v)
+		return strings.Fields(v), nil
 	case []any:
 		roles := make([]string, 0, len(v))
-		for _, e := range v {
-			if s, ok := e.(string); ok && s != "" {
-				roles = append(roles, s)
+		for i, e := range v {
+			s, ok := e.(string)
+			if !ok || s == "" {
+				return nil, fmt.Errorf("%w: %q[%d] is %s", ErrInvalidRolesClaim, path, i, jsonKind(e))
 			}
+			roles = append(roles, s)
 		}
-		return roles
-	case []string:
-		return v
+		return roles, nil
 	}
-	return nil
+	return nil, fmt.Errorf("%w: %q is %s", ErrInvalidRolesClaim, path, jsonKind(v))
+}
+
+// jsonKind names the JSON type of a decoded value, for messages.
+func jsonKind(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		if v == "" {
+			return "an empty string"
+		}
+		return "a string"
+	case bool:
+		return "a boolean"
+	case json.Number, float64:
+		return "a number"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("a %T", v)
 }
