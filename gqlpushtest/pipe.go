@@ -11,7 +11,8 @@ import (
 
 // Dialer returns a [gqlpush.Dialer] that connects to the server in memory:
 // no listener, no network, so it also works inside a testing/synctest
-// bubble. The URL of the dial request is ignored.
+// bubble. The URL of the dial request is ignored, and so is
+// Hostile.Redirect: there is no handshake to answer.
 func (s *Server) Dialer() gqlpush.Dialer { return memDialer{s} }
 
 type memDialer struct{ s *Server }
@@ -20,7 +21,8 @@ func (d memDialer) Dial(ctx context.Context, req *gqlpush.DialRequest) (gqlpush.
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if d.s.isDown() {
+	h, down := d.s.handshake()
+	if down {
 		return nil, errDown
 	}
 	if !slices.Contains(d.s.opts.Protocols, req.Subprotocol) {
@@ -30,13 +32,13 @@ func (d memDialer) Dial(ctx context.Context, req *gqlpush.DialRequest) (gqlpush.
 		return nil, errClosed
 	}
 	p := &pipe{done: make(chan struct{}), toServer: make(chan []byte, 64), toClient: make(chan []byte, 64)}
-	go d.s.servePipe(&pipeServer{p}, req.Subprotocol, req.Header.Clone())
+	go d.s.servePipe(&pipeServer{p}, req.Subprotocol, req.Header.Clone(), h)
 	return &pipeClient{p: p, proto: req.Subprotocol}, nil
 }
 
-func (s *Server) servePipe(t transport, proto string, header http.Header) {
+func (s *Server) servePipe(t transport, proto string, header http.Header, h Hostile) {
 	defer s.wg.Done()
-	s.serve(t, proto, header)
+	s.serve(t, proto, header, h)
 }
 
 // A pipe is an in-memory message connection. Closing it, from either end,

@@ -13,6 +13,13 @@
 //		Operations: ops,
 //		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: srv.URL, Schema: gqlpushtest.ChatSchema}},
 //	})
+//
+// It can also play a broken or malicious upstream, so that a gateway's
+// defences are tested against something real: [Hostile] (in Options, or
+// later with [Server.SetHostile]) floods pings or results, sends junk or
+// oversized results, closes with a chosen code, redirects the handshake or
+// reads slowly; [Server.Handshakes] counts dials, to check a gateway's
+// backoff.
 package gqlpushtest
 
 import (
@@ -58,6 +65,10 @@ type Options struct {
 	// KeepAlive is how often a graphql-ws (legacy) connection is sent
 	// "ka". Zero means 1 s; negative sends none.
 	KeepAlive time.Duration
+
+	// Hostile makes the server misbehave as a broken or malicious upstream
+	// would. The zero value behaves. [Server.SetHostile] changes it later.
+	Hostile Hostile
 }
 
 // A Server is an upstream GraphQL server. Create it with [NewServer] (on a
@@ -76,18 +87,20 @@ type Server struct {
 
 	ctx    context.Context // ends every session
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // every session and forwarder goroutine
+	wg     sync.WaitGroup // every session, forwarder and flood goroutine
 
-	mu       sync.Mutex
-	nextConn int
-	conns    map[int]*session
-	received []Message
-	infos    []ConnInfo
-	live     int           // subscriptions running
-	changed  chan struct{} // closed and replaced on every change
-	closed   bool
-	silent   bool
-	down     bool
+	mu         sync.Mutex
+	hostile    Hostile // for connections accepted from now on
+	handshakes int     // connections attempted, see Handshakes
+	nextConn   int
+	conns      map[int]*session
+	received   []Message
+	infos      []ConnInfo
+	live       int           // subscriptions running
+	changed    chan struct{} // closed and replaced on every change
+	closed     bool
+	silent     bool
+	down       bool
 }
 
 // A Message is one message the server received.
@@ -148,6 +161,7 @@ func NewUnstartedServer(opts *Options) *Server {
 	if s.opts.KeepAlive == 0 {
 		s.opts.KeepAlive = time.Second
 	}
+	s.hostile = s.opts.Hostile
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -193,8 +207,16 @@ func (s *Server) Close() {
 // ServeHTTP accepts a WebSocket and serves it. It makes the server
 // mountable in any mux, as the demo does.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.isDown() {
+	h, down := s.handshake()
+	if down {
 		http.Error(w, "upstream down", http.StatusServiceUnavailable)
+		return
+	}
+	if h.Redirect != "" {
+		// Set by hand rather than with http.Redirect, which would resolve
+		// a relative Location against the request: the test chose it.
+		w.Header().Set("Location", h.Redirect)
+		w.WriteHeader(http.StatusFound)
 		return
 	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: s.opts.Protocols})
@@ -212,7 +234,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.wg.Done()
-	s.serve(&wsTransport{c: c}, proto, r.Header.Clone())
+	s.serve(&wsTransport{c: c}, proto, r.Header.Clone(), h)
 }
 
 // add counts a goroutine in, unless the server is closed.
@@ -258,19 +280,15 @@ func (s *Server) SetDown(down bool) {
 	}
 }
 
-func (s *Server) isDown() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.down
-}
-
-// SetSilent makes the server stop sending anything — results, pongs, ka —
-// while it keeps its connections open and goes on reading, as a hung
-// upstream would; false makes it speak again. What it did not send is lost.
+// SetSilent makes the server stop sending anything — results, pongs, ka,
+// and what [Hostile] sends — while it keeps its connections open and goes on
+// reading, as a hung upstream would; false makes it speak again. What it did
+// not send is lost, except that floods pause and then resume.
 func (s *Server) SetSilent(silent bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.silent = silent
+	s.changedLocked() // wakes paused floods
 }
 
 func (s *Server) isSilent() bool {

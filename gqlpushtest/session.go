@@ -52,6 +52,9 @@ type session struct {
 	t      transport
 	proto  string
 	legacy bool
+	h      Hostile // as it was when the connection was accepted
+
+	started bool // a subscription has run; only serve touches it
 
 	ctx    context.Context // ends with the connection
 	cancel context.CancelFunc
@@ -64,14 +67,19 @@ type session struct {
 type operation struct {
 	cancel        context.CancelFunc
 	clientStopped bool // ended by the client (or the connection): send nothing
+
+	// closeAfter: close the connection once this operation has sent a
+	// result (Hostile.CloseAfterResult). Set before the operation's
+	// goroutine starts; then only that goroutine touches it.
+	closeAfter bool
 }
 
 // serve runs a connection: connection_init within the init timeout, then
-// messages until the connection ends.
-func (s *Server) serve(t transport, proto string, header http.Header) {
+// messages until the connection ends. h is how it misbehaves.
+func (s *Server) serve(t transport, proto string, header http.Header, h Hostile) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
-	ss := &session{s: s, t: t, proto: proto, legacy: proto == ProtocolLegacyWS, ctx: ctx, cancel: cancel, subs: map[string]*operation{}}
+	ss := &session{s: s, t: t, proto: proto, legacy: proto == ProtocolLegacyWS, h: h, ctx: ctx, cancel: cancel, subs: map[string]*operation{}}
 	s.mu.Lock()
 	s.nextConn++
 	ss.id = s.nextConn
@@ -131,13 +139,26 @@ func (s *Server) serve(t transport, proto string, header http.Header) {
 	if !ss.send(wireMessage{Type: "connection_ack"}) {
 		return
 	}
+	if !ss.sendJunk() {
+		return
+	}
+	if h.CloseCode != 0 && !h.CloseAfterResult {
+		t.close(h.CloseCode, h.CloseReason)
+		return
+	}
 	if ss.legacy && s.opts.KeepAlive > 0 {
 		ss.send(wireMessage{Type: "ka"})
 		if s.add() {
 			go ss.keepAlive()
 		}
 	}
+	if ss.pingFlooding() && s.add() {
+		go ss.pingFlood()
+	}
 	for {
+		if h.ReadDelay > 0 && !sleep(ctx, h.ReadDelay) {
+			return
+		}
 		b, err := t.read(ctx)
 		if err != nil {
 			return
@@ -147,7 +168,11 @@ func (s *Server) serve(t transport, proto string, header http.Header) {
 			t.close(4400, "invalid message")
 			return
 		}
-		s.record(ss.id, m)
+		// A gateway answers every ping of a flood: recording each pong
+		// would grow the record, and wake every waiter, without bound.
+		if !(m.Type == "pong" && ss.pingFlooding()) {
+			s.record(ss.id, m)
+		}
 		switch m.Type {
 		case "ping":
 			if !ss.legacy {
@@ -193,13 +218,24 @@ func (s *Server) record(conn int, m wireMessage) {
 }
 
 func (ss *session) send(m wireMessage) bool {
-	if ss.s.isSilent() {
-		return true
-	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return false
 	}
+	return ss.write(b)
+}
+
+// write sends an encoded message, unless the server is silent. Every write of
+// a connection goes through here, from several goroutines: both transports
+// take whole messages concurrently (coder/websocket locks its message writer;
+// the pipe sends each message on a channel), so messages never interleave.
+// It reports false once the connection is broken.
+func (ss *session) write(b []byte) bool {
+	if ss.s.isSilent() {
+		return true
+	}
+	// ss.ctx, not a subscription's: coder/websocket closes the connection
+	// when the context of a write ends, and so does the pipe.
 	return ss.t.write(ss.ctx, b) == nil
 }
 
@@ -246,13 +282,20 @@ func (ss *session) start(m wireMessage) bool {
 		return true
 	}
 	ctx, cancel := context.WithCancel(ss.ctx)
-	results, err := ss.s.schema.Subscribe(ctx, req.Query, req.OperationName, req.Variables)
-	if err != nil {
-		cancel()
-		ss.sendErrors(m.ID, []*qerrors.QueryError{{Message: err.Error()}})
-		return true
+	// Under a result flood the resolver does not run: the flood stands in
+	// for its results.
+	var results <-chan any
+	if ss.h.ResultFlood <= 0 {
+		var err error
+		results, err = ss.s.schema.Subscribe(ctx, req.Query, req.OperationName, req.Variables)
+		if err != nil {
+			cancel()
+			ss.sendErrors(m.ID, []*qerrors.QueryError{{Message: err.Error()}})
+			return true
+		}
 	}
-	op := &operation{cancel: cancel}
+	op := &operation{cancel: cancel, closeAfter: !ss.started && ss.h.CloseCode != 0 && ss.h.CloseAfterResult}
+	ss.started = true
 	ss.mu.Lock()
 	ss.subs[m.ID] = op
 	ss.mu.Unlock()
@@ -267,7 +310,11 @@ func (ss *session) start(m wireMessage) bool {
 		ss.s.mu.Unlock()
 		return false
 	}
-	go ss.forward(m.ID, op, ctx, results)
+	if results == nil {
+		go ss.floodResults(m.ID, op, ctx)
+	} else {
+		go ss.forward(m.ID, op, ctx, results)
+	}
 	return true
 }
 
@@ -284,10 +331,7 @@ func (ss *session) sendErrors(id string, errs []*qerrors.QueryError) {
 // client stopped it.
 func (ss *session) forward(id string, op *operation, ctx context.Context, results <-chan any) {
 	defer ss.s.wg.Done()
-	next := "next"
-	if ss.legacy {
-		next = "data"
-	}
+	first := true
 	for r := range results {
 		resp, ok := r.(*graphql.Response)
 		if !ok || ctx.Err() != nil {
@@ -297,8 +341,29 @@ func (ss *session) forward(id string, op *operation, ctx context.Context, result
 		if err != nil {
 			continue
 		}
-		ss.send(wireMessage{ID: id, Type: next, Payload: payload})
+		if first && ss.h.OversizedResult > 0 {
+			// It stands in for this result, which is lost, so that
+			// what follows is the resolver's as usual.
+			payload = paddedResult("padding", ss.h.OversizedResult)
+		}
+		first = false
+		ss.send(wireMessage{ID: id, Type: ss.nextType(), Payload: payload})
+		ss.resultSent(op)
 	}
+	ss.finish(id, op)
+}
+
+// nextType is the type of a result message in the connection's protocol.
+func (ss *session) nextType() string {
+	if ss.legacy {
+		return "data"
+	}
+	return "next"
+}
+
+// finish ends one subscription once its results are over: complete, unless
+// the client stopped it or the connection is closing.
+func (ss *session) finish(id string, op *operation) {
 	ss.mu.Lock()
 	stopped := op.clientStopped
 	if ss.subs[id] == op {
