@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -300,4 +302,76 @@ func TestForwardHeadersChecked(t *testing.T) {
 			t.Errorf("%q accepted: %v", name, err)
 		}
 	}
+}
+
+func TestForwardedAddress(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8:ffff::/48"), netip.MustParsePrefix("fe80::/10")}
+	addr := gqlpush.ForwardedAddress("x-forwarded-for", trusted)
+	for _, tt := range []struct {
+		name, remote string
+		xff          []string
+		want         string
+	}{
+		{"no proxy: the header is ignored", "203.0.113.9:5000", []string{"1.2.3.4"}, "203.0.113.9"},
+		{"behind one proxy", "10.0.0.2:5000", []string{"203.0.113.9"}, "203.0.113.9"},
+		{"a forged entry left of the client's", "10.0.0.2:5000", []string{"1.1.1.1, 203.0.113.9"}, "203.0.113.9"},
+		{"forged, then through two proxies", "10.0.0.2:5000", []string{"1.1.1.1, 203.0.113.9, 10.9.9.9"}, "203.0.113.9"},
+		{"over two header lines", "10.0.0.2:5000", []string{"1.1.1.1, 203.0.113.9", "10.9.9.9"}, "203.0.113.9"},
+		{"a forged trusted address stays untrusted left of the client", "10.0.0.2:5000", []string{"10.1.1.1, 203.0.113.9"}, "203.0.113.9"},
+		{"all trusted: the leftmost", "10.0.0.2:5000", []string{"10.1.1.1, 10.2.2.2"}, "10.1.1.1"},
+		{"no header from a proxy", "10.0.0.2:5000", nil, "10.0.0.2"},
+		{"garbage from the proxy's side", "10.0.0.2:5000", []string{"203.0.113.9, garbage"}, "10.0.0.2"},
+		{"with a port", "10.0.0.2:5000", []string{"203.0.113.9:41000"}, "203.0.113.9"},
+		{"IPv6 proxy and client", "[2001:db8:ffff::1]:5000", []string{"2001:db8:1::7"}, "2001:db8:1::7"},
+		{"mapped IPv4", "10.0.0.2:5000", []string{"::ffff:203.0.113.9"}, "203.0.113.9"},
+		{"a proxy on a link-local address with a zone", "[fe80::1%eth0]:5000", []string{"203.0.113.9"}, "203.0.113.9"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.RemoteAddr = tt.remote
+			for _, v := range tt.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if got := addr(r); got != tt.want {
+				t.Fatalf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// Without trusted proxies the header is never read.
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.RemoteAddr = "127.0.0.1:80"
+	r.Header.Set("X-Forwarded-For", "1.2.3.4")
+	if got := gqlpush.ForwardedAddress("X-Forwarded-For", nil)(r); got != "127.0.0.1" {
+		t.Fatalf("with no trusted proxy: %q", got)
+	}
+}
+
+// IPv6 callers count per /64: one host usually holds the whole block.
+func TestAnonymousIPv6CountedPer64(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBubble(t, func(cfg *gqlpush.Config) { cfg.MaxStreamsPerPrincipal = 1 })
+		from := func(addr string) (*recorder, context.CancelFunc, chan struct{}) {
+			ctx, cancel := context.WithCancel(context.Background())
+			r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/Sub?wg_sse", nil)
+			r.RemoteAddr = addr
+			w := newRecorder()
+			done := make(chan struct{})
+			go func() { defer close(done); b.h.ServeHTTP(w, r) }()
+			synctest.Wait()
+			return w, cancel, done
+		}
+		w1, leave1, done1 := from("[2001:db8:0:1::1]:4000")
+		w2, leave2, done2 := from("[2001:db8:0:1:ffff::2]:4000")
+		w3, leave3, done3 := from("[2001:db8:0:2::1]:4000")
+		if w1.status != 200 || w2.status != http.StatusTooManyRequests || w3.status != 200 {
+			t.Fatalf("statuses %d, %d, %d; want 200, 429 (same /64), 200", w1.status, w2.status, w3.status)
+		}
+		for _, l := range []context.CancelFunc{leave1, leave2, leave3} {
+			l()
+		}
+		for _, d := range []chan struct{}{done1, done2, done3} {
+			<-d
+		}
+		b.close(t)
+	})
 }

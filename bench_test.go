@@ -52,8 +52,8 @@ func (d *discard) Flush()                      {}
 func BenchmarkFanout(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
-			cfg := &settings{queueSize: 1 << 30, resumeFrames: DefaultResumeFrames, writeTimeout: time.Minute}
-			h := newHub(cfg, nil, slog.New(slog.DiscardHandler), nil)
+			cfg := &settings{queueSize: 1 << 30, queueBytes: 1 << 40, resumeFrames: DefaultResumeFrames, writeTimeout: time.Minute}
+			h := newHub(cfg, nil, &limits{}, slog.New(slog.DiscardHandler), nil)
 			ep := &endpoint{op: &Operation{name: "Bench"}}
 			sh := &shared{h: h, key: subKey{ep: ep}, token: newToken()}
 			req := &request{ep: ep, sse: true}

@@ -28,6 +28,7 @@ const (
 	DefaultReconnectLimit   = 30 * time.Second
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultQueueSize        = 256
+	DefaultQueueBytes       = 1 << 20
 	DefaultMaxQueryBytes    = 16 << 10
 	DefaultResumeFrames     = 64
 	DefaultDrainWindow      = time.Second
@@ -77,7 +78,13 @@ type Config struct {
 
 	// ReconnectLimit is how long a lost or unreachable upstream is
 	// redialled, with jittered exponential backoff, before its streams end
-	// with UPSTREAM_UNAVAILABLE. Clients stay connected meanwhile. Zero
+	// with UPSTREAM_UNAVAILABLE. Clients stay connected meanwhile. The
+	// clock and the backoff start again only once a connection has stayed
+	// up for 10 s: an upstream that accepts and then drops every connection
+	// is given up on like one that refuses them. An upstream that closes
+	// with a code the graphql-ws reference client never retries (4400,
+	// 4401, 4406, 4409, 4429, 4500, 4004, 4005), or that speaks none of the
+	// protocols tried, is not redialled: its streams end at once. Zero
 	// means DefaultReconnectLimit; negative means no redial at all.
 	ReconnectLimit time.Duration
 
@@ -91,6 +98,16 @@ type Config struct {
 	// dropped with SLOW_CONSUMER. Zero means DefaultQueueSize.
 	QueueSize int
 
+	// QueueBytes bounds the same backlog in bytes: a client with more
+	// than this unread, besides the newest result, is dropped with
+	// SLOW_CONSUMER too. So a burst of results up to QueueBytes, and then
+	// one more of any size, reaches a client whose writer has not yet run.
+	// It also bounds the resume window (see ResumeFrames). Zero means
+	// DefaultQueueBytes. With the upstream's read limit
+	// (DefaultReadLimit), it bounds what a client that stops reading can
+	// hold: about QueueBytes plus one result.
+	QueueBytes int
+
 	// MaxQueryBytes bounds the query string of a request; a longer one is
 	// refused with 414. Zero means DefaultMaxQueryBytes.
 	MaxQueryBytes int
@@ -98,14 +115,22 @@ type Config struct {
 	// ResumeFrames is how many recent results each shared subscription
 	// keeps, so that an SSE client that reconnects with the Last-Event-ID
 	// of a result still kept gets what it missed, then the live results.
-	// Zero means DefaultResumeFrames; negative sends no ids and keeps
-	// nothing.
+	// The window holds at most QueueBytes of results too (and always the
+	// last one). Zero means DefaultResumeFrames; negative sends no ids and
+	// keeps nothing.
 	ResumeFrames int
 
 	// ResumeGrace keeps a shared subscription whose last client left
 	// running this long, so that a client that reconnects after a network
 	// blip can resume. Zero means none: the upstream subscription ends the
 	// moment the last client leaves. A few seconds suits mobile clients.
+	//
+	// A subscription kept this way still counts: against
+	// MaxSubscriptions, and against MaxStreamsPerPrincipal of the caller
+	// whose stream left it last. A caller at that cap who opens another
+	// stream ends its oldest kept subscription to make room (or takes the
+	// place of the one it resumes); one kept subscription ends, oldest
+	// first, when MaxSubscriptions is reached.
 	ResumeGrace time.Duration
 
 	// DrainWindow spreads the ends of open streams over this long when
@@ -146,14 +171,36 @@ type Config struct {
 	MaxStreams int
 
 	// MaxStreamsPerPrincipal caps the streams one caller may hold open: an
-	// authenticated caller by subject, an anonymous one by address. Zero
+	// authenticated caller by subject, an anonymous one by address (an
+	// IPv6 address by its /64, which one host often holds whole). Zero
 	// means no cap.
 	MaxStreamsPerPrincipal int
 
+	// MaxAnonymousStreams caps the streams of callers without credentials,
+	// in all, so that part of MaxStreams stays for authenticated callers:
+	// anonymous ones cannot lock them out. It must not exceed MaxStreams
+	// when that is set. Zero means no cap of its own.
+	MaxAnonymousStreams int
+
+	// MaxSubscriptions caps the shared upstream subscriptions, in all,
+	// those kept by ResumeGrace included; a request that would start one
+	// more is refused with 429 TOO_MANY_SUBSCRIPTIONS, once no kept
+	// subscription is left to end instead. Zero means no cap.
+	MaxSubscriptions int
+
+	// MaxUpstreamConns caps the connections to each upstream. Callers
+	// whose forwarded headers or init payloads differ get connections of
+	// their own, and those values are the caller's to choose: without a
+	// cap, each new value opens one more. A request that needs one more
+	// is refused with 429 TOO_MANY_UPSTREAM_CONNECTIONS. Zero means no
+	// cap.
+	MaxUpstreamConns int
+
 	// ClientAddress names an anonymous caller for MaxStreamsPerPrincipal.
 	// Nil means the host of the request's RemoteAddr. Behind a proxy or a
-	// load balancer, derive it from the header the proxy sets — and only
-	// from a header a client cannot forge past that proxy.
+	// load balancer, derive it from the header the proxy sets, and only
+	// from a header a client cannot forge past that proxy:
+	// [ForwardedAddress] does so.
 	ClientAddress func(r *http.Request) string
 
 	// CORSOrigins lists the origins (https://app.example.com) whose pages
@@ -223,7 +270,10 @@ type settings struct {
 	reconnectLimit    time.Duration
 	writeTimeout      time.Duration
 	queueSize         int
+	queueBytes        int
 	maxQueryBytes     int
+	maxSubscriptions  int
+	maxUpstreamConns  int
 	resumeFrames      int
 	resumeGrace       time.Duration
 	drainWindow       time.Duration
@@ -336,6 +386,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 		reconnectLimit:   orDefault(cfg.ReconnectLimit, DefaultReconnectLimit),
 		writeTimeout:     orDefault(cfg.WriteTimeout, DefaultWriteTimeout),
 		queueSize:        orDefault(cfg.QueueSize, DefaultQueueSize),
+		queueBytes:       orDefault(cfg.QueueBytes, DefaultQueueBytes),
+		maxSubscriptions: cfg.MaxSubscriptions,
+		maxUpstreamConns: cfg.MaxUpstreamConns,
 		maxQueryBytes:    orDefault(cfg.MaxQueryBytes, DefaultMaxQueryBytes),
 		resumeFrames:     orDefault(cfg.ResumeFrames, DefaultResumeFrames),
 		resumeGrace:      cfg.ResumeGrace,
@@ -351,8 +404,17 @@ func NewHandler(cfg Config) (*Handler, error) {
 			return nil, fmt.Errorf("gqlpush: Config.%s is negative", name)
 		}
 	}
-	if s.queueSize < 0 || s.maxQueryBytes < 0 || cfg.MaxStreams < 0 || cfg.MaxStreamsPerPrincipal < 0 {
-		return nil, errors.New("gqlpush: Config.QueueSize, MaxQueryBytes, MaxStreams and MaxStreamsPerPrincipal must not be negative")
+	for name, n := range map[string]int{
+		"QueueSize": s.queueSize, "QueueBytes": s.queueBytes, "MaxQueryBytes": s.maxQueryBytes,
+		"MaxStreams": cfg.MaxStreams, "MaxStreamsPerPrincipal": cfg.MaxStreamsPerPrincipal, "MaxAnonymousStreams": cfg.MaxAnonymousStreams,
+		"MaxSubscriptions": cfg.MaxSubscriptions, "MaxUpstreamConns": cfg.MaxUpstreamConns,
+	} {
+		if n < 0 {
+			return nil, fmt.Errorf("gqlpush: Config.%s is negative", name)
+		}
+	}
+	if cfg.MaxStreams > 0 && cfg.MaxAnonymousStreams > cfg.MaxStreams {
+		return nil, errors.New("gqlpush: Config.MaxAnonymousStreams is more than MaxStreams")
 	}
 	origins, err := checkOrigins(cfg.CORSOrigins)
 	if err != nil {
@@ -376,7 +438,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		auth:      cfg.Authenticator,
 		log:       log,
 		obs:       cfg.Observer,
-		limits:    &limits{max: cfg.MaxStreams, perMax: cfg.MaxStreamsPerPrincipal, per: map[string]int{}},
+		limits:    &limits{max: cfg.MaxStreams, perMax: cfg.MaxStreamsPerPrincipal, anonMax: cfg.MaxAnonymousStreams, per: map[string]int{}},
 		origins:   origins,
 
 		clientAddress: cfg.ClientAddress,
@@ -411,7 +473,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	h.corsHeaders = strings.Join(corsHeaders, ", ")
 	h.pool = newPool(&h.cfg, log, h.obs)
-	h.hub = newHub(&h.cfg, h.pool, log, h.obs)
+	h.hub = newHub(&h.cfg, h.pool, h.limits, log, h.obs)
 	return h, nil
 }
 

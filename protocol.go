@@ -93,7 +93,8 @@ func internType(b []byte) string {
 			return t
 		}
 	}
-	return string(b)
+	// An unknown type is only ever logged: a long one is not copied whole.
+	return clip(string(b[:min(len(b), clipBytes+utf8.UTFMax)]))
 }
 
 // scanMessage reads one message from the upstream. It accepts what
@@ -228,4 +229,39 @@ func wireFor(p Protocol) wire {
 		return legacyWS
 	}
 	return transportWS
+}
+
+// headID finds the subscription id of a message from its first bytes, when
+// it was too large to read whole: the value of a top-level "id" member that
+// ends before the cut. Servers write id and type before the payload
+// (graphql-ws, subscriptions-transport-ws); a message that does not, or
+// whose id is escaped, names no subscription here.
+func headID(head []byte) ([]byte, bool) {
+	i := skipSpace(head, 0)
+	if i >= len(head) || head[i] != '{' {
+		return nil, false
+	}
+	for i = skipSpace(head, i+1); i < len(head) && head[i] == '"'; {
+		k := skipString(head, i)
+		key := head[i:k]
+		v := skipSpace(head, k)
+		if v >= len(head) || head[v] != ':' {
+			return nil, false
+		}
+		v = skipSpace(head, v+1)
+		end := skipValue(head, v)
+		if end >= len(head) {
+			return nil, false // the cut falls in this value
+		}
+		if string(key) == `"id"` {
+			id, ok := unquoted(head[v:end])
+			return id, ok && len(id) > 0
+		}
+		if i = skipSpace(head, end); i < len(head) && head[i] == ',' {
+			i = skipSpace(head, i+1)
+		} else {
+			return nil, false
+		}
+	}
+	return nil, false
 }

@@ -229,9 +229,10 @@ func TestAutoProtocol(t *testing.T) {
 func TestAutoProtocolNeither(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		up := gqlpushtest.NewUnstartedServer(&gqlpushtest.Options{Protocols: []string{"graphql-sse"}})
-		b := newBubbleWith(t, up, func(cfg *gqlpush.Config) { cfg.ReconnectLimit = -1 })
+		b := newBubbleWith(t, up, nil)
 		_, body := b.get(t, "/Count?from=1&wg_sse")
-		if want := ":\n\n" + `data: {"errors":[{"message":"upstream unavailable","extensions":{"code":"UPSTREAM_UNAVAILABLE"}}]}` + "\n\nevent: complete\ndata: \n\n"; body != want {
+		// Refused for good: the streams end at once, without a redial.
+		if want := ":\n\n" + `data: {"errors":[{"message":"upstream does not speak graphql-transport-ws or graphql-ws","extensions":{"code":"UPSTREAM_UNAVAILABLE"}}]}` + "\n\nevent: complete\ndata: \n\n"; body != want {
 			t.Fatalf("got %q, want %q", body, want)
 		}
 		b.close(t)

@@ -275,3 +275,36 @@ func TestResumeAtTheEdgeOfTheWindow(t *testing.T) {
 		b.close(t)
 	})
 }
+
+// The resume window holds no more than QueueBytes of results: a client
+// that missed more than that starts afresh.
+func TestResumeWindowBoundedInBytes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBubble(t, func(cfg *gqlpush.Config) { cfg.QueueBytes = 4096 })
+		last, stopKeeper := b.readThenLeave(t, "a")
+		big := strings.Repeat("x", 3000)
+		b.up.Chat.Post("", big+"1")
+		b.up.Chat.Post("", big+"2") // the two do not fit in 4 KiB together
+		synctest.Wait()
+		w2, leave2, done2 := b.openSSE(t, "/Sub?wg_sse", http.Header{"Last-Event-Id": {last}})
+		if got := w2.seen(); got != ":\n\nevent: reset\ndata: \n\n" {
+			t.Fatalf("resuming past the window's bytes: %.100q, want the reset", got)
+		}
+		leave2()
+		<-done2
+		// Resuming after the first big one needs only the last: it is
+		// kept.
+		next := strings.TrimSuffix(last, "0") + "1"
+		w3, leave3, done3 := b.openSSE(t, "/Sub?wg_sse", http.Header{"Last-Event-Id": {next}})
+		if got := w3.seen(); len(contents(got)) != 1 || contents(got)[0] != big+"2" {
+			t.Fatalf("resumed with %d results, want the last big one: %.300q", len(contents(got)), got)
+		}
+		if s := b.h.Stats(); s.Frames != 1 {
+			t.Errorf("%d frames held, want 1 (the window's bytes allow one)", s.Frames)
+		}
+		leave3()
+		<-done3
+		stopKeeper()
+		b.close(t)
+	})
+}

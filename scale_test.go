@@ -283,3 +283,57 @@ func TestSlowConsumerFrame(t *testing.T) {
 		b.close(t)
 	})
 }
+
+// A client that holds more than QueueBytes unread, besides the newest
+// result, is a slow consumer, however few results that is.
+func TestSlowConsumerByBytes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBubble(t, func(cfg *gqlpush.Config) { cfg.QueueBytes = 4096 })
+		w := &blockingWriter{recorder: newRecorder(), release: make(chan struct{})}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			b.h.ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, "/Sub?wg_sse", nil))
+		}()
+		// A client that reads keeps up, whatever the sizes.
+		keeper, leaveKeeper, keeperDone := b.openSSE(t, "/Sub?wg_sse", nil)
+		w.hold.Store(true)
+		b.up.Chat.Post("", "0") // the writer takes it and blocks writing it
+		synctest.Wait()
+		big := strings.Repeat("x", 3000)
+		for range 3 { // over 4 KiB unread besides the newest
+			b.up.Chat.Post("", big)
+			synctest.Wait()
+		}
+		close(w.release)
+		<-done
+		got := w.seen()
+		want := `data: {"errors":[{"message":"client fell too far behind the stream","extensions":{"code":"SLOW_CONSUMER"}}]}` + "\n\nevent: complete\ndata: \n\n"
+		if !strings.HasSuffix(got, want) || strings.Count(got, `"content"`) != 1 {
+			t.Fatalf("got %.200q…, want one result then %q", got, want)
+		}
+		if n := len(contents(keeper.seen())); n != 4 {
+			t.Fatalf("the client that reads got %d results, want 4", n)
+		}
+		// One result larger than QueueBytes is still delivered.
+		huge := strings.Repeat("y", 10000)
+		b.up.Chat.Post("", huge)
+		synctest.Wait()
+		if c := contents(keeper.seen()); len(c) != 1 || c[0] != huge {
+			t.Fatalf("a result over QueueBytes did not reach the client that reads")
+		}
+		// A burst that comes before the writer runs: up to QueueBytes and
+		// one more result.
+		b.up.Chat.Post("", big)
+		b.up.Chat.Post("", huge)
+		synctest.Wait()
+		if n := len(contents(keeper.seen())); n != 2 {
+			t.Fatalf("after a burst of two, the client that reads got %d results", n)
+		}
+		leaveKeeper()
+		<-keeperDone
+		b.close(t)
+	})
+}

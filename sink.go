@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -35,7 +36,7 @@ func openSink(w http.ResponseWriter, r *http.Request, hijack bool, first []byte,
 			// Hijack fails before it takes anything; then the
 			// ResponseWriter path below serves.
 			rw.Reader.Discard(rw.Reader.Buffered()) // a client has nothing to send
-			return newRawSink(conn, w.Header(), first, deadline)
+			return newRawSink(conn, w.Header(), r.ProtoMinor == 0, first, deadline)
 		}
 	}
 	s := &httpSink{w: w, rc: http.NewResponseController(w), done: r.Context().Done()}
@@ -77,16 +78,19 @@ func (s *httpSink) close() { s.rc.SetWriteDeadline(time.Time{}) }
 // transfer coding (RFC 9112, section 7.1), so that a client can tell a
 // response that ended (the last chunk) from a connection that was cut. The
 // connection closes after the response, which "Connection: close" announces.
+// An HTTP/1.0 client knows no chunked coding (RFC 9112, section 6.1): it gets
+// the body as it is, ended by the close, as net/http would send it.
 type rawSink struct {
-	conn    net.Conn
-	vector  bool          // the conn takes writev; else batches are copied into buf
-	goneCh  chan struct{} // closed by watch when the client goes
-	watched chan struct{} // closed when watch returns
-	bufs    net.Buffers   // a large batch, with the chunk's size line and end; reused
-	buf     []byte        // a small batch, copied for one write; reused
-	size    []byte        // the chunk's size line; reused
-	armed   time.Time
-	failed  bool // a write failed: the response cannot be ended cleanly
+	conn     net.Conn
+	unframed bool          // HTTP/1.0: no chunks; the close ends the body
+	vector   bool          // the conn takes writev; else batches are copied into buf
+	goneCh   chan struct{} // closed by watch when the client goes
+	watched  chan struct{} // closed when watch returns
+	bufs     net.Buffers   // a large batch, with the chunk's size line and end; reused
+	buf      []byte        // a small batch, copied for one write; reused
+	size     []byte        // the chunk's size line; reused
+	armed    time.Time
+	failed   bool // a write failed: the response cannot be ended cleanly
 }
 
 var (
@@ -98,24 +102,33 @@ var (
 // framing is the chunked coding, whatever middleware may have set.
 var framingHeaders = []string{"Content-Length", "Transfer-Encoding", "Trailer"}
 
-func newRawSink(conn net.Conn, header http.Header, first []byte, deadline time.Time) (sink, error) {
+func newRawSink(conn net.Conn, header http.Header, http10 bool, first []byte, deadline time.Time) (sink, error) {
 	// The server may have left deadlines on the connection; the stream
 	// sets its own.
 	conn.SetReadDeadline(time.Time{})
 	for _, k := range framingHeaders {
 		header.Del(k)
 	}
-	header.Set("Transfer-Encoding", "chunked")
+	if !http10 {
+		header.Set("Transfer-Encoding", "chunked")
+	}
 	header.Set("Connection", "close")
 	if header.Get("Date") == "" {
 		header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	}
 	var head bytes.Buffer
-	head.WriteString("HTTP/1.1 200 OK\r\n")
+	if http10 {
+		head.WriteString("HTTP/1.0 200 OK\r\n")
+	} else {
+		head.WriteString("HTTP/1.1 200 OK\r\n")
+	}
 	header.Write(&head) // sorted; CR and LF in values made spaces
 	head.WriteString("\r\n")
-	_, vector := conn.(*net.TCPConn)
-	s := &rawSink{conn: conn, vector: vector, goneCh: make(chan struct{}), watched: make(chan struct{})}
+	// writev(2) where the connection is a socket of net's (a listener's
+	// wrapper that embeds *net.TCPConn keeps it); never under TLS, which
+	// must see every byte.
+	_, vector := conn.(syscall.Conn)
+	s := &rawSink{conn: conn, unframed: http10, vector: vector, goneCh: make(chan struct{}), watched: make(chan struct{})}
 	go watch(conn, s.goneCh, s.watched)
 	if err := s.write(deadline, head.Bytes(), first); err != nil {
 		s.close()
@@ -170,12 +183,16 @@ func (s *rawSink) write(deadline time.Time, head []byte, frames ...[]byte) error
 		// one record and one system call each: they always get one copy.
 		b := append(s.buf[:0], head...)
 		if n > 0 {
-			b = strconv.AppendUint(b, uint64(n), 16)
-			b = append(b, crlf...)
+			if !s.unframed {
+				b = strconv.AppendUint(b, uint64(n), 16)
+				b = append(b, crlf...)
+			}
 			for _, f := range frames {
 				b = append(b, f...)
 			}
-			b = append(b, crlf...)
+			if !s.unframed {
+				b = append(b, crlf...)
+			}
 		}
 		_, err = s.conn.Write(b)
 		if cap(b) > copyBelow {
@@ -183,11 +200,16 @@ func (s *rawSink) write(deadline time.Time, head []byte, frames ...[]byte) error
 		}
 		s.buf = b
 	} else {
-		s.size = strconv.AppendUint(s.size[:0], uint64(n), 16)
-		s.size = append(s.size, crlf...)
-		bufs := append(s.bufs[:0], head, s.size)
+		bufs := append(s.bufs[:0], head)
+		if !s.unframed {
+			s.size = strconv.AppendUint(s.size[:0], uint64(n), 16)
+			s.size = append(s.size, crlf...)
+			bufs = append(bufs, s.size)
+		}
 		bufs = append(bufs, frames...)
-		bufs = append(bufs, crlf)
+		if !s.unframed {
+			bufs = append(bufs, crlf)
+		}
 		s.bufs = bufs
 		_, err = bufs.WriteTo(s.conn) // consumes bufs, not s.bufs
 		clear(s.bufs[:cap(s.bufs)])   // let the frames go
@@ -203,7 +225,7 @@ func (s *rawSink) gone() <-chan struct{} { return s.goneCh }
 // a well-formed end; one that is gone costs a small write that fails, or
 // waits at most a second.
 func (s *rawSink) close() {
-	if !s.failed {
+	if !s.failed && !s.unframed {
 		s.write(time.Now().Add(time.Second), lastChunk)
 	}
 	s.conn.Close()

@@ -25,16 +25,19 @@ const (
 
 // Error codes, in extensions.code of every error gqlpush sends.
 const (
-	CodeNotFound            = "NOT_FOUND"
-	CodeMethodNotAllowed    = "METHOD_NOT_ALLOWED"
-	CodeBadUserInput        = "BAD_USER_INPUT"
-	CodeUnauthenticated     = "UNAUTHENTICATED"
-	CodeForbidden           = "FORBIDDEN"
-	CodeTooManyStreams      = "TOO_MANY_STREAMS"
-	CodeUpstreamUnavailable = "UPSTREAM_UNAVAILABLE"
-	CodeSlowConsumer        = "SLOW_CONSUMER"
-	CodeShuttingDown        = "SHUTTING_DOWN"
-	CodeInternal            = "INTERNAL_SERVER_ERROR"
+	CodeNotFound             = "NOT_FOUND"
+	CodeMethodNotAllowed     = "METHOD_NOT_ALLOWED"
+	CodeBadUserInput         = "BAD_USER_INPUT"
+	CodeUnauthenticated      = "UNAUTHENTICATED"
+	CodeForbidden            = "FORBIDDEN"
+	CodeTooManyStreams       = "TOO_MANY_STREAMS"
+	CodeTooManySubscriptions = "TOO_MANY_SUBSCRIPTIONS"
+	CodeTooManyUpstreamConns = "TOO_MANY_UPSTREAM_CONNECTIONS"
+	CodeUpstreamUnavailable  = "UPSTREAM_UNAVAILABLE"
+	CodeSlowConsumer         = "SLOW_CONSUMER"
+	CodeShuttingDown         = "SHUTTING_DOWN"
+	CodeResultTooLarge       = "RESULT_TOO_LARGE"
+	CodeInternal             = "INTERNAL_SERVER_ERROR"
 )
 
 // Request flags.
@@ -62,6 +65,9 @@ type request struct {
 	header   http.Header
 	init     json.RawMessage
 	identity string
+
+	key   subKey // of its shared subscription
+	owner string // its caller, for the stream caps
 }
 
 // An httpError is an error answered before the stream starts.
@@ -97,7 +103,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, herr)
 		return
 	}
-	release, herr := h.limits.acquire(h.limitKey(r, req.principal))
+	req.key = subKey{ep: req.ep, identity: req.identity, vars: string(req.vars)}
+	if req.once {
+		// A one-shot request gets its own upstream subscription: it wants
+		// the upstream's first result, not the next one of a running
+		// subscription.
+		req.key.nonce = h.nonce.Add(1)
+	}
+	req.owner = h.limitKey(r, req.principal)
+	anonymous := req.principal == nil
+	release, byCaller, herr := h.limits.acquire(req.owner, anonymous)
+	if byCaller && h.hub.makeRoom(req.owner, req.key) {
+		release, _, herr = h.limits.acquire(req.owner, anonymous)
+	}
 	if herr != nil {
 		writeError(w, herr)
 		return
@@ -121,7 +139,7 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 	name := strings.TrimPrefix(p[len(h.prefix):], "/")
 	ep := h.endpoints[name]
 	if ep == nil {
-		return nil, &httpError{status: http.StatusNotFound, code: CodeNotFound, msg: "no operation " + strconv.Quote(name)}
+		return nil, &httpError{status: http.StatusNotFound, code: CodeNotFound, msg: "no operation " + quoteShort(name)}
 	}
 	if r.Method != http.MethodGet {
 		return nil, &httpError{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed, msg: "method " + r.Method + " not allowed: subscriptions are GET requests", allow: "GET"}
@@ -157,7 +175,7 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 			continue
 		}
 		if len(vals) != 1 {
-			return nil, badInput("parameter " + k + " given " + strconv.Itoa(len(vals)) + " times")
+			return nil, badInput("parameter " + quoteShort(k) + " given " + strconv.Itoa(len(vals)) + " times")
 		}
 		v := vals[0]
 		switch k {
@@ -189,7 +207,7 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 			}
 			varsJSON = m
 		default:
-			return nil, badInput("unknown parameter " + strconv.Quote(k) + " (wg_ parameters: wg_sse, wg_subscribe_once, wg_json_patch, wg_deduplicate, wg_variables)")
+			return nil, badInput("unknown parameter " + quoteShort(k) + " (wg_ parameters: wg_sse, wg_subscribe_once, wg_json_patch, wg_deduplicate, wg_variables)")
 		}
 	}
 	if varsJSON != nil && varsParams != nil {
@@ -221,7 +239,7 @@ func parseFlag(name, v string) (bool, error) {
 	case "false", "0":
 		return false, nil
 	}
-	return false, errors.New(name + " must be true, false, 1, 0 or empty, not " + strconv.Quote(v))
+	return false, errors.New(name + " must be true, false, 1, 0 or empty, not " + quoteShort(v))
 }
 
 // writeError answers with the JSON error body:
@@ -241,38 +259,26 @@ func writeError(w http.ResponseWriter, e *httpError) {
 }
 
 func errorBody(msg, code string) []byte {
-	type ext struct {
-		Code string `json:"code"`
-	}
-	type gqlError struct {
-		Message    string `json:"message"`
-		Extensions ext    `json:"extensions"`
-	}
-	b, _ := json.Marshal(struct {
-		Errors []gqlError `json:"errors"`
-	}{[]gqlError{{Message: msg, Extensions: ext{Code: code}}}})
-	return b
+	return errorsJSON(errorList(msg, code))
 }
 
 // serveStream subscribes and writes the response. done is called once the
 // stream is over, whenever that is: over HTTP/1.x the stream outlives
 // ServeHTTP (see runStream).
 func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *request, done func()) {
-	key := subKey{ep: req.ep, identity: req.identity, vars: string(req.vars)}
-	if req.once {
-		// A one-shot request gets its own upstream subscription: it wants
-		// the upstream's first result, not the next one of a running
-		// subscription.
-		key.nonce = h.nonce.Add(1)
-	}
 	lastID := ""
 	if req.sse && !req.once {
 		lastID = r.Header.Get("Last-Event-ID")
 	}
-	s, reset, err := h.hub.join(key, req.header, req.init, lastID)
+	s, reset, err := h.hub.join(req.key, req.owner, req.header, req.init, lastID)
 	if err != nil {
 		done()
-		writeError(w, errShuttingDown)
+		herr := errShuttingDown
+		if !errors.As(err, &herr) && !errors.Is(err, errClosed) {
+			h.log.Error("starting a subscription failed", "operation", req.ep.op.name, "err", logText(err))
+			herr = &httpError{status: http.StatusInternalServerError, code: CodeInternal, msg: "internal error"}
+		}
+		writeError(w, herr)
 		return
 	}
 	op := req.ep.op.name

@@ -7,11 +7,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gqlpush/gqlpush"
 )
@@ -484,5 +486,65 @@ func TestWireHTTP2(t *testing.T) {
 	resp.Body.Close()
 	if err := up.WaitSubscriptions(waitCtx(t), 0); err != nil {
 		t.Fatal("the upstream subscription outlived the client")
+	}
+}
+
+// TestWireHTTP10 streams to an HTTP/1.0 client, which knows no chunked
+// coding: the body goes as it is and the closed connection ends it, as
+// net/http answers such a client.
+func TestWireHTTP10(t *testing.T) {
+	g := newGateway(t, nil)
+	conn, err := net.Dial("tcp", g.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(waitTime))
+	fmt.Fprintf(conn, "GET /operations/Count?wg_sse&from=1 HTTP/1.0\r\nHost: gqlpush\r\n\r\n")
+	got, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, body, ok := strings.Cut(string(got), "\r\n\r\n")
+	if !ok {
+		t.Fatalf("no head: %q", got)
+	}
+	lines := strings.Split(head, "\r\n")
+	if lines[0] != "HTTP/1.0 200 OK" {
+		t.Errorf("status line %q", lines[0])
+	}
+	for _, l := range lines[1:] {
+		if strings.HasPrefix(l, "Transfer-Encoding:") || strings.HasPrefix(l, "Content-Length:") {
+			t.Errorf("header %q in a response to HTTP/1.0", l)
+		}
+	}
+	if !slices.Contains(lines, "Connection: close") {
+		t.Errorf("no Connection: close in %q", lines)
+	}
+	want := ":\n\nid: T.0\ndata: {\"data\":{\"gql_countdown\":1}}\n\nevent: complete\ndata: \n\n"
+	if normIDs(body) != want {
+		t.Errorf("body %q, want %q", body, want)
+	}
+}
+
+// TestLongPathsAreNotEchoed: an error quotes at most a short prefix of what
+// the client sent.
+func TestLongPathsAreNotEchoed(t *testing.T) {
+	g := newGateway(t, nil)
+	long := strings.Repeat("é", 4000) // two bytes each: the cut keeps runes whole
+	for _, path := range []string{
+		"/operations/" + long,
+		"/operations/Sub?" + strings.Repeat("y", 4000) + "=1",
+		"/operations/Sub?wg_sse=" + long,
+		"/operations/Sub?wg_" + long + "=1",
+	} {
+		resp, body := g.get(t, http.MethodGet, path)
+		if resp.StatusCode/100 != 4 {
+			t.Fatalf("%.40s…: %d", path, resp.StatusCode)
+		}
+		msg, _ := errorOf(t, body)
+		if len(msg) > 300 || !utf8.ValidString(msg) {
+			t.Errorf("%.40s…: a message of %d bytes: %.100q", path, len(msg), msg)
+		}
 	}
 }

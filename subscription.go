@@ -39,7 +39,27 @@ var (
 	endShutdown    = endReason{kind: endKindShutdown, errors: json.RawMessage(`[{"message":"server shutting down","extensions":{"code":"SHUTTING_DOWN"}}]`)}
 	endSlow        = endReason{kind: endKindSlow, errors: json.RawMessage(`[{"message":"client fell too far behind the stream","extensions":{"code":"SLOW_CONSUMER"}}]`)}
 	endExpired     = endReason{kind: endKindExpired, errors: json.RawMessage(`[{"message":"token expired","extensions":{"code":"UNAUTHENTICATED"}}]`)}
+	endTooLarge    = endReason{kind: endKindUpstreamError, errors: json.RawMessage(`[{"message":"upstream result over the read limit","extensions":{"code":"RESULT_TOO_LARGE"}}]`)}
 )
+
+// upstreamGone is the end of streams whose upstream refused them for good:
+// UPSTREAM_UNAVAILABLE, with msg saying why.
+func upstreamGone(msg string) endReason {
+	return endReason{kind: endKindUnavailable, errors: errorList(msg, CodeUpstreamUnavailable)}
+}
+
+// errorList renders [{"message":msg,"extensions":{"code":code}}].
+func errorList(msg, code string) json.RawMessage {
+	type ext struct {
+		Code string `json:"code"`
+	}
+	type gqlError struct {
+		Message    string `json:"message"`
+		Extensions ext    `json:"extensions"`
+	}
+	b, _ := json.Marshal([]gqlError{{Message: msg, Extensions: ext{Code: code}}})
+	return b
+}
 
 // reason names an end for the Observer.
 func (e endReason) reason() string {
@@ -65,6 +85,7 @@ func (e endReason) reason() string {
 // it, so no bytes are copied per subscriber.
 type event struct {
 	seq   uint64
+	off   uint64    // the bytes of the events before it in its log (len of sse)
 	at    time.Time // when it came from the upstream
 	sse   []byte    // "id: <token>.<seq>\ndata: {…}\n\n"
 	plain []byte    // "{…}\n\n"
@@ -130,16 +151,21 @@ func newToken() string {
 // A hub holds the shared upstream subscriptions of a handler. Requests for the
 // same operation with the same variables and forwarded identity share one.
 //
-// Lock order: hub.mu, then pool.mu, then upConn.mu, then shared.mu.
+// Lock order: hub.mu, then pool.mu, then upConn.mu, then shared.mu, then
+// limits.mu.
 type hub struct {
-	cfg  *settings
-	pool *pool
-	log  *slog.Logger
-	obs  *Observer
+	cfg    *settings
+	pool   *pool
+	limits *limits
+	log    *slog.Logger
+	obs    *Observer
 
 	mu     sync.Mutex
 	subs   map[subKey]*shared
 	closed bool
+	// The subscriptions kept by ResumeGrace, oldest first: the ones to end
+	// when room is needed.
+	keptHead, keptTail *shared
 }
 
 type subKey struct {
@@ -151,8 +177,8 @@ type subKey struct {
 
 // A shared subscription is one upstream subscription and its subscribers.
 // Its events form a log: each subscriber reads it from its own cursor. The
-// log keeps what the slowest subscriber has not read yet, and the last
-// resumeFrames events for clients that reconnect.
+// log keeps what the slowest subscriber has not read yet, and the resume
+// window: the last resumeFrames events, no more than queueBytes of them.
 type shared struct {
 	h       *hub
 	key     subKey
@@ -165,31 +191,48 @@ type shared struct {
 	events  []*event // events[i].seq == base+i
 	base    uint64
 	next    uint64 // seq of the next event
+	bytes   uint64 // the bytes of every event so far: next's off
+	window  uint64 // seq of the first event of the resume window
 	subs    []*subscriber
 	ended   bool // by the upstream or the pool; end says why
 	stopped bool // its last subscriber left (and the grace passed)
 	end     endReason
 	grace   *time.Timer // running while it has no subscriber
+
+	// While kept by ResumeGrace (guarded by h.mu): its place in the hub's
+	// list, the caller charged for it and how to undo the charge.
+	kept               bool
+	keptPrev, keptNext *shared
+	owner              string
+	uncharge           func()
 }
 
 // A subscriber is one client's view of a shared subscription.
 type subscriber struct {
 	sh     *shared
+	owner  string        // the limit key of its caller
 	wake   chan struct{} // cap 1: something to read
 	cursor uint64        // seq of the next event to deliver; guarded by sh.mu
 	slow   bool          // fell behind; guarded by sh.mu
 }
 
-func newHub(cfg *settings, p *pool, log *slog.Logger, obs *Observer) *hub {
-	return &hub{cfg: cfg, pool: p, log: log, obs: obs, subs: make(map[subKey]*shared)}
+func newHub(cfg *settings, p *pool, l *limits, log *slog.Logger, obs *Observer) *hub {
+	return &hub{cfg: cfg, pool: p, limits: l, log: log, obs: obs, subs: make(map[subKey]*shared)}
 }
 
 // join adds a subscriber to the shared subscription for key, starting one
-// upstream when there is none. With a lastEventID the subscriber resumes
-// after that event when the log still holds what followed it; reset reports
-// that it could not, so the client must start afresh.
-func (h *hub) join(key subKey, header http.Header, init json.RawMessage, lastEventID string) (s *subscriber, reset bool, err error) {
+// upstream when there is none. owner is the caller's limit key. With a
+// lastEventID the subscriber resumes after that event when the log still
+// holds what followed it; reset reports that it could not, so the client
+// must start afresh.
+func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMessage, lastEventID string) (s *subscriber, reset bool, err error) {
 	token, seq, resume := parseEventID(lastEventID)
+	var evicted *shared
+	defer func() {
+		if evicted != nil {
+			evicted.release(ReasonClientGone)
+		}
+	}()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -197,6 +240,15 @@ func (h *hub) join(key subKey, header http.Header, init json.RawMessage, lastEve
 	}
 	sh := h.subs[key]
 	if sh == nil {
+		var victim *shared
+		if max := h.cfg.maxSubscriptions; max > 0 && len(h.subs) >= max {
+			// Room is made by ending the oldest subscription that no
+			// client reads, if there is one, once the new one has
+			// started.
+			if victim = h.keptHead; victim == nil {
+				return nil, false, errTooManySubscriptions
+			}
+		}
 		payload, err := json.Marshal(subscribePayload{
 			Query:         key.ep.query,
 			Variables:     key.ep.variablesJSON(key.vars),
@@ -209,18 +261,23 @@ func (h *hub) join(key subKey, header http.Header, init json.RawMessage, lastEve
 		if h.cfg.resumeFrames > 0 && key.nonce == 0 {
 			sh.token = newToken()
 		}
-		s = &subscriber{sh: sh, wake: make(chan struct{}, 1)}
+		s = &subscriber{sh: sh, owner: owner, wake: make(chan struct{}, 1)}
 		// The subscriber is in before the upstream hears of the
 		// subscription, so it cannot miss the first result.
 		sh.subs = append(sh.subs, s)
 		if err := h.pool.attach(connKey{up: key.ep.up, identity: key.identity}, header, init, sh); err != nil {
 			return nil, false, err
 		}
+		if victim != nil {
+			h.evictLocked(victim)
+			evicted = victim
+		}
 		h.subs[key] = sh
 		h.obs.subscriptionStarted(key.ep.op.name)
 		return s, resume, nil
 	}
-	s = &subscriber{sh: sh, wake: make(chan struct{}, 1)}
+	s = &subscriber{sh: sh, owner: owner, wake: make(chan struct{}, 1)}
+	h.unkeepLocked(sh)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.grace != nil {
@@ -230,10 +287,10 @@ func (h *hub) join(key subKey, header http.Header, init json.RawMessage, lastEve
 	s.cursor = sh.next
 	if resume {
 		// Resumable when what follows the client's last event lies in the
-		// window of the last ResumeFrames events (the event itself need
-		// not). The log may hold more, for a subscriber behind; that
-		// would make resumption depend on how fast others read.
-		from := max(sh.base, sh.next-min(uint64(h.cfg.resumeFrames), sh.next))
+		// resume window (the event itself need not). The log may hold
+		// more, for a subscriber behind; that would make resumption
+		// depend on how fast others read.
+		from := max(sh.base, sh.window)
 		if token == sh.token && seq+1 >= from && seq < sh.next {
 			s.cursor = seq + 1
 			if s.cursor < sh.next {
@@ -248,7 +305,8 @@ func (h *hub) join(key subKey, header http.Header, init json.RawMessage, lastEve
 }
 
 // leave removes a subscriber. When the last one leaves, the upstream
-// subscription stops at once, or after the resume grace.
+// subscription stops at once, or after the resume grace, charged meanwhile
+// to the caller who left it.
 func (h *hub) leave(s *subscriber) {
 	sh := s.sh
 	h.mu.Lock()
@@ -267,6 +325,7 @@ func (h *hub) leave(s *subscriber) {
 		if grace := h.cfg.resumeGrace; grace > 0 && sh.key.nonce == 0 {
 			if sh.grace == nil {
 				sh.grace = time.AfterFunc(grace, sh.expire)
+				h.keepLocked(sh, s.owner)
 			}
 		} else {
 			sh.stopLocked()
@@ -279,6 +338,89 @@ func (h *hub) leave(s *subscriber) {
 	if stop {
 		sh.release(ReasonClientGone)
 	}
+}
+
+// keepLocked puts sh, which has just lost its last subscriber, at the end
+// of the list of kept subscriptions, charged to owner. Called with h.mu
+// held.
+func (h *hub) keepLocked(sh *shared, owner string) {
+	sh.kept, sh.owner = true, owner
+	sh.uncharge = h.limits.charge(owner)
+	sh.keptPrev, sh.keptNext = h.keptTail, nil
+	if h.keptTail != nil {
+		h.keptTail.keptNext = sh
+	} else {
+		h.keptHead = sh
+	}
+	h.keptTail = sh
+}
+
+// unkeepLocked takes sh off the list of kept subscriptions, if it is on it,
+// and undoes its charge. Called with h.mu held.
+func (h *hub) unkeepLocked(sh *shared) {
+	if !sh.kept {
+		return
+	}
+	if sh.keptPrev != nil {
+		sh.keptPrev.keptNext = sh.keptNext
+	} else {
+		h.keptHead = sh.keptNext
+	}
+	if sh.keptNext != nil {
+		sh.keptNext.keptPrev = sh.keptPrev
+	} else {
+		h.keptTail = sh.keptPrev
+	}
+	sh.kept, sh.keptPrev, sh.keptNext = false, nil, nil
+	sh.uncharge()
+	sh.uncharge = nil
+}
+
+// evictLocked ends a kept subscription before its grace is over; the caller
+// releases it once the locks are let go. Called with h.mu held.
+func (h *hub) evictLocked(sh *shared) {
+	h.unkeepLocked(sh)
+	sh.mu.Lock()
+	if sh.grace != nil {
+		sh.grace.Stop()
+		sh.grace = nil
+	}
+	sh.stopLocked()
+	sh.mu.Unlock()
+}
+
+// makeRoom frees a place under MaxStreamsPerPrincipal for a caller at that
+// cap who opens a stream for key: a kept subscription for key itself gives
+// its place to the stream that resumes it; else the caller's oldest kept
+// subscription ends. It reports whether a place was freed.
+func (h *hub) makeRoom(owner string, key subKey) bool {
+	var evicted *shared
+	h.mu.Lock()
+	for sh := h.keptHead; sh != nil; sh = sh.keptNext {
+		if sh.owner != owner {
+			continue
+		}
+		if sh.key == key {
+			// Still kept, within its grace, for the stream about to
+			// join it; only the charge moves to that stream.
+			sh.uncharge()
+			sh.uncharge = func() {}
+			h.mu.Unlock()
+			return true
+		}
+		if evicted == nil {
+			evicted = sh
+		}
+	}
+	if evicted != nil {
+		h.evictLocked(evicted)
+	}
+	h.mu.Unlock()
+	if evicted == nil {
+		return false
+	}
+	evicted.release(ReasonClientGone)
+	return true
 }
 
 // stopLocked takes the subscription out of the hub; the caller then calls
@@ -309,6 +451,9 @@ func (sh *shared) expire() {
 		sh.stopLocked()
 	}
 	sh.mu.Unlock()
+	if stop {
+		h.unkeepLocked(sh)
+	}
 	h.mu.Unlock()
 	if stop {
 		sh.release(ReasonClientGone)
@@ -348,6 +493,9 @@ func (h *hub) close() {
 		}
 		sh.mu.Unlock()
 	}
+	for _, sh := range idle {
+		h.unkeepLocked(sh)
+	}
 	h.mu.Unlock()
 	for _, sh := range idle {
 		sh.release(ReasonShutdown)
@@ -356,25 +504,31 @@ func (h *hub) close() {
 
 // publish frames one upstream result and hands it to every subscriber. It
 // never waits for a client: a subscriber that has more than the queue size
-// unread is marked slow and dropped by its own writer.
+// unread, or more than the queue's bytes besides the newest result, is
+// marked slow and dropped by its own writer.
 //
 // Only the reader goroutine of the subscription's connection calls it, one
 // call at a time, and only it advances sh.next: so the event can be framed
 // with its sequence number before the lock is taken, keeping the lock short.
-func (sh *shared) publish(raw []byte) {
-	limit := uint64(sh.h.cfg.queueSize)
+//
+// A result that is not a GraphQL result is dropped and returned as an error,
+// for the caller to log.
+func (sh *shared) publish(raw []byte) error {
+	cfg := sh.h.cfg
+	limit, byteLimit := uint64(cfg.queueSize), uint64(cfg.queueBytes)
 	ev, err := frameEvent(raw, sh.token, sh.nextSeq())
 	if err != nil {
-		sh.h.log.Warn("bad upstream result", "operation", sh.key.ep.op.name, "err", err)
-		return
+		return err
 	}
 	now := time.Now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.ended || sh.stopped {
-		return
+		return nil
 	}
 	ev.at = now
+	ev.off = sh.bytes
+	sh.bytes += uint64(len(ev.sse))
 	sh.next++
 	sh.events = append(sh.events, ev)
 	low := sh.next
@@ -382,14 +536,39 @@ func (sh *shared) publish(raw []byte) {
 		if s.slow {
 			continue
 		}
-		if sh.next-s.cursor > limit {
+		// The newest result is left out of the bytes: a client may be
+		// sent a burst of up to QueueBytes, then one more result, however
+		// large, before its writer runs.
+		if unread := sh.next - s.cursor; unread > limit || (unread > 1 && ev.off-sh.offset(s.cursor) > byteLimit) {
 			s.slow = true
 		} else if s.cursor < low {
 			low = s.cursor
 		}
 		s.notify()
 	}
+	sh.advanceWindow()
 	sh.trimTo(low)
+	return nil
+}
+
+// offset is the off of the event seq, which the log holds.
+func (sh *shared) offset(seq uint64) uint64 {
+	return sh.events[seq-sh.base].off
+}
+
+// advanceWindow moves the start of the resume window past what no longer
+// fits in it: more than resumeFrames events, or more than queueBytes of
+// them (the last event always fits).
+func (sh *shared) advanceWindow() {
+	keep := uint64(max(sh.h.cfg.resumeFrames, 0))
+	if keep == 0 {
+		sh.window = sh.next
+		return
+	}
+	sh.window = max(sh.window, sh.base, sh.next-min(keep, sh.next))
+	for sh.window+1 < sh.next && sh.bytes-sh.offset(sh.window) > uint64(sh.h.cfg.queueBytes) {
+		sh.window++
+	}
 }
 
 // nextSeq reads sh.next; see publish.
@@ -412,9 +591,7 @@ func (sh *shared) trimLocked() {
 }
 
 func (sh *shared) trimTo(low uint64) {
-	if keep := uint64(max(sh.h.cfg.resumeFrames, 0)); sh.next-low < keep {
-		low = sh.next - min(keep, sh.next)
-	}
+	low = min(low, sh.window)
 	if low <= sh.base {
 		return
 	}
@@ -452,6 +629,9 @@ func (sh *shared) finish(end endReason) {
 		}
 	}
 	sh.mu.Unlock()
+	if done {
+		h.unkeepLocked(sh)
+	}
 	h.mu.Unlock()
 	if done {
 		h.obs.subscriptionStopped(sh.key.ep.op.name, end.reason())

@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"slices"
+	"strconv"
 
 	"github.com/coder/websocket"
 )
@@ -62,12 +65,15 @@ func (e *CloseError) Error() string {
 
 // WebSocketDialer dials upstreams with github.com/coder/websocket.
 type WebSocketDialer struct {
-	// HTTPClient makes the handshake. Nil means http.DefaultClient.
+	// HTTPClient makes the handshake. Nil means http.DefaultClient. Its
+	// redirect policy is not used: the dialer never follows a redirect
+	// (see Dial).
 	HTTPClient *http.Client
 	// ReadLimit bounds one upstream message, in bytes. Zero means
-	// DefaultReadLimit; a message over the limit closes the connection
-	// (it is then redialled). Negative means no limit: only for trusted
-	// upstreams.
+	// DefaultReadLimit. A larger message is skipped, not held: gqlpush
+	// ends the one subscription it belongs to with a RESULT_TOO_LARGE
+	// error (see [ErrMessageTooLarge]). Negative means no limit: only for
+	// trusted upstreams.
 	ReadLimit int64
 }
 
@@ -75,9 +81,20 @@ var _ Dialer = (*WebSocketDialer)(nil)
 
 // Dial opens a WebSocket and checks that the server accepted the
 // subprotocol: a server that picks none still completes the handshake.
+//
+// Any answer but 101 Switching Protocols is a [HandshakeError]: a redirect
+// is never followed, so the handshake's headers (forwarded credentials
+// among them) and the URL's query never reach another host, and wss is
+// never downgraded.
 func (d *WebSocketDialer) Dial(ctx context.Context, req *DialRequest) (Conn, error) {
+	client := http.DefaultClient
+	if d.HTTPClient != nil {
+		client = d.HTTPClient
+	}
+	noRedirect := *client
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	c, resp, err := websocket.Dial(ctx, req.URL, &websocket.DialOptions{
-		HTTPClient:   d.HTTPClient,
+		HTTPClient:   &noRedirect,
 		HTTPHeader:   req.Header,
 		Subprotocols: []string{req.Subprotocol},
 	})
@@ -94,13 +111,25 @@ func (d *WebSocketDialer) Dial(ctx context.Context, req *DialRequest) (Conn, err
 	if limit == 0 {
 		limit = DefaultReadLimit
 	}
-	c.SetReadLimit(limit)
+	// The limit is applied by wsConn.Read, which skips an oversized
+	// message instead of closing the connection as coder/websocket would.
+	c.SetReadLimit(-1)
 	if c.Subprotocol() != req.Subprotocol {
 		c.CloseNow()
 		return nil, &HandshakeError{StatusCode: http.StatusSwitchingProtocols, Subprotocol: req.Subprotocol}
 	}
-	return &wsConn{c: c}, nil
+	return &wsConn{c: c, limit: limit}, nil
 }
+
+// ErrMessageTooLarge is returned by a [Conn]'s Read for a message over its
+// read limit, together with the message's first bytes (at least the first
+// few hundred); the rest of the message is skipped and the connection goes
+// on. gqlpush finds which subscription the message belongs to from those
+// first bytes, ends it with a RESULT_TOO_LARGE error frame and stops it
+// upstream; one that names no subscription ends the connection's
+// subscriptions alike. It never redials for it: the same message would come
+// back.
+var ErrMessageTooLarge = errors.New("gqlpush: upstream message over the read limit")
 
 // A HandshakeError is an upstream that refused the WebSocket handshake.
 type HandshakeError struct {
@@ -120,9 +149,10 @@ func (e *HandshakeError) Error() string {
 const shrinkAbove = 64 << 10
 
 type wsConn struct {
-	c    *websocket.Conn
-	buf  bytes.Buffer // reused by every Read
-	last int          // length of the last message
+	c     *websocket.Conn
+	limit int64        // the read limit; negative: none
+	buf   bytes.Buffer // reused by every Read
+	last  int          // length of the last message
 }
 
 func (w *wsConn) Subprotocol() string { return w.c.Subprotocol() }
@@ -134,7 +164,19 @@ func (w *wsConn) Read(ctx context.Context) ([]byte, error) {
 			w.buf = bytes.Buffer{} // one large message grew it; let it go
 		}
 		w.buf.Reset()
-		_, err = w.buf.ReadFrom(r)
+		if w.limit < 0 {
+			_, err = w.buf.ReadFrom(r)
+		} else {
+			_, err = w.buf.ReadFrom(io.LimitReader(r, w.limit+1))
+			if err == nil && int64(w.buf.Len()) > w.limit {
+				// Skip the rest: reading it costs the upstream's
+				// bandwidth, not memory.
+				if _, err = io.Copy(io.Discard, r); err == nil {
+					w.last = w.buf.Len()
+					return w.buf.Bytes()[:w.limit], ErrMessageTooLarge
+				}
+			}
+		}
 		w.last = w.buf.Len()
 	}
 	if err != nil {
@@ -163,4 +205,30 @@ func closeIsProtocolRefusal(err error) bool {
 	}
 	var he *HandshakeError
 	return errors.As(err, &he) && (he.Subprotocol != "" || he.StatusCode == http.StatusBadRequest)
+}
+
+// fatalCloseCodes are the close codes after which the graphql-ws reference
+// client does not reconnect: the upstream refused what it was sent (4400
+// bad request, 4401 unauthorized, 4406 subprotocol not acceptable, 4409
+// subscriber already exists, 4429 too many initialisation requests), failed
+// (4500), or the client could not go on (4004 bad response, 4005 internal
+// client error). Redialling would get the same answer; every other code
+// (4403 and 1011 among them) is redialled at the backoff's pace.
+var fatalCloseCodes = []int{4400, 4401, 4406, 4409, 4429, 4500, 4004, 4005}
+
+// fatalEnd reports whether a lost or refused connection must not be
+// redialled, and the end its subscriptions then get: at once, with an
+// error that says why.
+func fatalEnd(err error) (endReason, bool) {
+	var ce *CloseError
+	var he *HandshakeError
+	switch {
+	case errors.As(err, &ce) && slices.Contains(fatalCloseCodes, ce.Code):
+		return upstreamGone("upstream closed the connection with code " + strconv.Itoa(ce.Code)), true
+	case errors.As(err, &he) && he.Subprotocol != "":
+		return upstreamGone("upstream does not speak " + he.Subprotocol), true
+	case errors.Is(err, ErrMessageTooLarge):
+		return endTooLarge, true
+	}
+	return endReason{}, false
 }

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +22,19 @@ import (
 const (
 	backoffMin = 100 * time.Millisecond
 	backoffMax = 5 * time.Second
+	// stableAfter is how long a connection must stay up, acknowledged,
+	// before its loss counts as a new outage: only then are the backoff and
+	// the reconnect limit's clock reset. An upstream that acknowledges and
+	// then drops every connection is redialled at the backoff's pace, and
+	// given up on after the reconnect limit, like one that refuses them.
+	stableAfter = 10 * time.Second
+	// maxOutboxBytes bounds what waits to be written to one upstream
+	// connection. Subscribes and stops pile up only while the upstream does
+	// not read; past this, it is taken for hung and the connection dropped
+	// (and redialled, with every live subscription).
+	maxOutboxBytes = 1 << 20
+	// pongGap is the least time between two pongs (see serve).
+	pongGap = 100 * time.Millisecond
 )
 
 // readContext is the context of every Read: it is never cancelled. A read
@@ -32,6 +47,7 @@ var (
 	errPongTimeout      = errors.New("upstream did not answer ping in time")
 	errKeepAliveTimeout = errors.New("upstream keep-alive (ka) stopped")
 	errAckTimeout       = errors.New("upstream did not acknowledge connection_init in time")
+	errOutboxFull       = errors.New("upstream is not reading: more than 1 MiB waits to be written to it")
 )
 
 // A pool holds the upstream connections of a handler: one per upstream and
@@ -47,6 +63,7 @@ type pool struct {
 
 	mu     sync.Mutex
 	conns  map[connKey]*upConn
+	perUp  map[*upstream]int // len(conns) by upstream, for MaxUpstreamConns
 	closed bool
 	live   int           // upConn.run goroutines not yet ended
 	idle   chan struct{} // closed when closed and live is 0
@@ -67,6 +84,7 @@ func newPool(cfg *settings, log *slog.Logger, obs *Observer) *pool {
 		cancel:   cancel,
 		shutdown: make(chan struct{}),
 		conns:    make(map[connKey]*upConn),
+		perUp:    make(map[*upstream]int),
 		idle:     make(chan struct{}),
 	}
 }
@@ -79,19 +97,20 @@ type connSub struct {
 	gone bool // no longer on the connection
 }
 
-type outKind uint8
-
-const (
-	outSubscribe outKind = iota
-	outStop
-	outPing
-	outPong
-)
-
+// An outMsg waits in a connection's outbox: a subscribe (cs set) or a stop
+// (id set). Pings and pongs wait as flags instead: however many pings an
+// upstream sends, one pong at most is pending.
 type outMsg struct {
-	kind outKind
-	cs   *connSub
-	id   string
+	cs *connSub
+	id string
+}
+
+// size is what an outMsg counts against maxOutboxBytes: its message, about.
+func (m outMsg) size() int {
+	if m.cs != nil {
+		return len(m.cs.sh.payload) + 64
+	}
+	return len(m.id) + 48
 }
 
 // An upConn is one logical upstream connection. Its run goroutine dials,
@@ -106,13 +125,17 @@ type upConn struct {
 	init   json.RawMessage
 
 	wake chan struct{} // cap 1: the outbox or the subscriptions changed
+	logs *logSampler
 
-	mu     sync.Mutex
-	dead   bool // out of the pool; takes no more subscriptions
-	subs   map[string]*connSub
-	nextID uint64
-	outbox []outMsg
-	t      Conn // the current transport; nil while down
+	mu       sync.Mutex
+	subs     map[string]*connSub
+	nextID   uint64
+	outbox   []outMsg
+	outBytes int  // the sizes of what outbox holds
+	overflow bool // outBytes passed maxOutboxBytes: drop the transport
+	ping     bool // a ping is due
+	pong     bool // a pong is due
+	t        Conn // the current transport; nil while down
 }
 
 // attach puts sh on the connection for its key, starting one if needed.
@@ -124,8 +147,12 @@ func (p *pool) attach(key connKey, header http.Header, init json.RawMessage, sh 
 	}
 	c := p.conns[key]
 	if c == nil {
-		c = &upConn{p: p, key: key, header: header, init: init, wake: make(chan struct{}, 1), subs: make(map[string]*connSub)}
+		if max := p.cfg.maxUpstreamConns; max > 0 && p.perUp[key.up] >= max {
+			return errTooManyUpstreamConns
+		}
+		c = &upConn{p: p, key: key, header: header, init: init, wake: make(chan struct{}, 1), subs: make(map[string]*connSub), logs: newLogSampler(p.log)}
 		p.conns[key] = c
+		p.perUp[key.up]++
 		p.live++
 		go c.run()
 	}
@@ -134,7 +161,7 @@ func (p *pool) attach(key connKey, header http.Header, init json.RawMessage, sh 
 	cs := &connSub{sh: sh, id: strconv.FormatUint(c.nextID, 10)}
 	c.subs[cs.id] = cs
 	if c.t != nil {
-		c.outbox = append(c.outbox, outMsg{kind: outSubscribe, cs: cs})
+		c.queueLocked(outMsg{cs: cs})
 	}
 	c.mu.Unlock()
 	sh.conn, sh.cs = c, cs
@@ -150,11 +177,26 @@ func (c *upConn) detach(cs *connSub) {
 		cs.gone = true
 		delete(c.subs, cs.id)
 		if cs.sent && c.t != nil {
-			c.outbox = append(c.outbox, outMsg{kind: outStop, id: cs.id})
+			c.queueLocked(outMsg{id: cs.id})
 		}
 	}
 	c.mu.Unlock()
 	c.signal()
+}
+
+// queueLocked adds m to the outbox, unless the outbox is over its bound:
+// then the transport is dropped, and what it would have carried goes out on
+// the next one (subscribes are made again from c.subs; stops are moot).
+func (c *upConn) queueLocked(m outMsg) {
+	if c.overflow {
+		return
+	}
+	c.outBytes += m.size()
+	if c.outBytes > maxOutboxBytes {
+		c.overflow = true
+		return
+	}
+	c.outbox = append(c.outbox, m)
 }
 
 func (c *upConn) signal() {
@@ -162,13 +204,6 @@ func (c *upConn) signal() {
 	case c.wake <- struct{}{}:
 	default:
 	}
-}
-
-func (c *upConn) enqueue(m outMsg) {
-	c.mu.Lock()
-	c.outbox = append(c.outbox, m)
-	c.mu.Unlock()
-	c.signal()
 }
 
 func (c *upConn) run() {
@@ -181,25 +216,37 @@ func (c *upConn) run() {
 	for {
 		t, w, err := c.connect()
 		if err == nil {
-			c.p.log.Debug("upstream connected", "upstream", up.label, "protocol", string(w.protocol))
+			upAt := time.Now()
+			if redials > 0 {
+				c.p.log.Info("upstream connected again", "upstream", up.label, "protocol", string(w.protocol), "redials", redials)
+			} else {
+				c.p.log.Debug("upstream connected", "upstream", up.label, "protocol", string(w.protocol))
+			}
 			c.p.obs.upstreamConnected(up.label, redials)
-			lostAt, ceiling, redials = time.Time{}, backoffMin, 0
 			err = c.serve(t, w)
 			c.p.obs.upstreamDisconnected(up.label, err)
 			if err == nil {
 				return // closed on purpose
 			}
-			c.p.log.Warn("upstream connection lost", "upstream", up.label, "err", scrubURLs(err.Error()))
+			if time.Since(upAt) >= stableAfter {
+				lostAt, ceiling, redials = time.Time{}, backoffMin, 0
+			}
+			c.logs.warn(logLost, "upstream connection lost", "upstream", up.label, "err", logText(err))
 		} else if c.p.ctx.Err() == nil {
-			c.p.log.Warn("upstream connection failed", "upstream", up.label, "err", scrubURLs(err.Error()))
-		}
-		redials++
-		if lostAt.IsZero() {
-			lostAt = time.Now()
+			c.logs.warn(logFailed, "upstream connection failed", "upstream", up.label, "err", logText(err))
 		}
 		if c.stopping() {
 			c.failAll(endShutdown)
 			return
+		}
+		if end, fatal := fatalEnd(err); fatal {
+			c.p.log.Warn("upstream refused for good, ending its streams without redialling", "upstream", up.label, "err", logText(err))
+			c.failAll(end)
+			return
+		}
+		redials++
+		if lostAt.IsZero() {
+			lostAt = time.Now()
 		}
 		if c.retireIfIdle() {
 			return
@@ -233,10 +280,9 @@ func (c *upConn) stopping() bool {
 // connection_ack within the ack timeout. With ProtocolAuto it tries
 // graphql-transport-ws, then graphql-ws, and keeps what worked.
 func (c *upConn) connect() (Conn, wire, error) {
-	var err error
-	for _, p := range c.key.up.protocolsToTry() {
-		var t Conn
-		t, err = c.handshake(p)
+	tried := c.key.up.protocolsToTry()
+	for _, p := range tried {
+		t, err := c.handshake(p)
 		if err == nil {
 			c.key.up.learned.Store(string(p))
 			return t, wireFor(p), nil
@@ -245,7 +291,12 @@ func (c *upConn) connect() (Conn, wire, error) {
 			return nil, wire{}, err
 		}
 	}
-	return nil, wire{}, err
+	// Every protocol was refused: the upstream speaks none of them.
+	names := make([]string, len(tried))
+	for i, p := range tried {
+		names[i] = string(p)
+	}
+	return nil, wire{}, &HandshakeError{StatusCode: http.StatusSwitchingProtocols, Subprotocol: strings.Join(names, " or ")}
 }
 
 func (c *upConn) handshake(p Protocol) (Conn, error) {
@@ -302,7 +353,7 @@ func (c *upConn) handshake(p Protocol) (Conn, error) {
 		case msgLegacyConnectionError:
 			err = errors.New("upstream refused connection_init")
 		default:
-			err = errors.New("upstream sent " + strconv.Quote(m.Type) + " before connection_ack")
+			err = errors.New("upstream sent " + strconv.Quote(clip(m.Type)) + " before connection_ack")
 		}
 	}
 	t.CloseNow()
@@ -314,6 +365,11 @@ func (c *upConn) handshake(p Protocol) (Conn, error) {
 
 // serve runs one transport until it fails (the error is returned) or the
 // connection is closed on purpose (nil).
+//
+// One goroutine, this one, writes to the transport, one message per turn of
+// its loop: between two writes it serves its timers, the idle close and
+// shutdown, so that an upstream that keeps it writing (a flood of pings, say)
+// cannot hold them off.
 func (c *upConn) serve(t Conn, w wire) error {
 	cfg := c.p.cfg
 	c.mu.Lock()
@@ -324,7 +380,7 @@ func (c *upConn) serve(t Conn, w wire) error {
 	}
 	slices.SortFunc(ids, func(a, b *connSub) int { return cmpID(a.id, b.id) })
 	for _, cs := range ids {
-		c.outbox = append(c.outbox, outMsg{kind: outSubscribe, cs: cs})
+		c.queueLocked(outMsg{cs: cs})
 	}
 	c.mu.Unlock()
 
@@ -340,6 +396,10 @@ func (c *upConn) serve(t Conn, w wire) error {
 	readDone := make(chan error, 1)
 	go c.read(t, w, &lastSeen, &kaSeen, &pongSeen, readDone)
 
+	// ready is always ready: the loop's select takes it when something
+	// waits to be written, so writing competes fairly with everything else.
+	ready := make(chan struct{})
+	close(ready)
 	var (
 		idle      *time.Timer
 		idleC     <-chan time.Time
@@ -372,20 +432,51 @@ func (c *upConn) serve(t Conn, w wire) error {
 		}
 		c.mu.Lock()
 		c.t = nil
+		clear(c.outbox)
 		c.outbox = c.outbox[:0]
+		c.outBytes, c.overflow, c.ping, c.pong = 0, false, false, false
 		for _, cs := range c.subs {
 			cs.sent = false
 		}
 		c.mu.Unlock()
 		return err
 	}
-	for {
-		if err := c.flush(t, w); err != nil {
-			return finish(err, false)
+	// Pongs are written pongGap apart at most, however many pings come:
+	// one pong answers every ping before it, and an upstream that floods
+	// pings cannot fill the connection with pongs.
+	var (
+		nextPong time.Time
+		pongWait *time.Timer
+	)
+	defer func() {
+		if pongWait != nil {
+			pongWait.Stop()
 		}
+	}()
+	for {
 		c.mu.Lock()
 		empty := len(c.subs) == 0
+		pending := len(c.outbox) > 0 || c.ping
+		pong := c.pong
+		overflow := c.overflow
 		c.mu.Unlock()
+		if overflow {
+			return finish(errOutboxFull, false)
+		}
+		pongNow := false
+		var pongWaitC <-chan time.Time
+		if pong {
+			if wait := time.Until(nextPong); wait <= 0 {
+				pongNow, pending = true, true
+			} else {
+				if pongWait == nil {
+					pongWait = time.NewTimer(wait)
+				} else {
+					pongWait.Reset(wait)
+				}
+				pongWaitC = pongWait.C
+			}
+		}
 		switch {
 		case empty && idle == nil:
 			idle = time.NewTimer(cfg.idleTimeout)
@@ -394,7 +485,28 @@ func (c *upConn) serve(t Conn, w wire) error {
 			idle.Stop()
 			idle, idleC = nil, nil
 		}
+		var writable <-chan struct{}
+		if pending {
+			writable = ready
+		}
 		select {
+		case <-pongWaitC:
+		case <-writable:
+			if pongNow {
+				nextPong = time.Now().Add(pongGap)
+			}
+			if err := c.writeNext(t, w, pongNow); err != nil {
+				// A write fails when the upstream has closed the
+				// connection; the close code, which says whether to
+				// redial, is what the reader got.
+				t.CloseNow()
+				var ce *CloseError
+				if rerr := <-readDone; errors.As(rerr, &ce) {
+					err = rerr
+				}
+				readEnded = true
+				return finish(err, false)
+			}
 		case <-c.wake:
 		case err := <-readDone:
 			readEnded = true
@@ -402,7 +514,9 @@ func (c *upConn) serve(t Conn, w wire) error {
 		case <-pingC:
 			if pongDue == nil {
 				pongSeen.Store(false)
-				c.enqueue(outMsg{kind: outPing})
+				c.mu.Lock()
+				c.ping = true
+				c.mu.Unlock()
 				pongDue = time.NewTimer(cfg.pongTimeout)
 				pongDueC = pongDue.C
 			}
@@ -465,49 +579,59 @@ func (c *upConn) write(t Conn, b []byte) error {
 	return t.Write(ctx, b)
 }
 
-// flush writes the outbox in order.
-func (c *upConn) flush(t Conn, w wire) error {
-	for {
-		c.mu.Lock()
-		if len(c.outbox) == 0 {
-			c.outbox = c.outbox[:0]
-			c.mu.Unlock()
-			return nil
-		}
-		m := c.outbox[0]
-		c.outbox = c.outbox[1:]
-		var out message
-		switch m.kind {
-		case outSubscribe:
-			if m.cs.gone || m.cs.sent {
-				c.mu.Unlock()
-				continue
+// writeNext writes the next message that waits: a pong first, when one is
+// due (an upstream may drop a connection whose pong is late), then a ping,
+// then the outbox in order.
+func (c *upConn) writeNext(t Conn, w wire, pongNow bool) error {
+	var out message
+	c.mu.Lock()
+	switch {
+	case c.pong && pongNow:
+		c.pong = false
+		out = message{Type: msgPong}
+	case c.ping:
+		c.ping = false
+		out = message{Type: msgPing}
+	default:
+		for out.Type == "" && len(c.outbox) > 0 {
+			m := c.outbox[0]
+			c.outbox[0] = outMsg{}
+			c.outbox = c.outbox[1:]
+			c.outBytes -= m.size()
+			switch {
+			case m.cs == nil:
+				out = message{ID: m.id, Type: w.stop}
+			case !m.cs.gone && !m.cs.sent:
+				m.cs.sent = true
+				out = message{ID: m.cs.id, Type: w.subscribe, Payload: m.cs.sh.payload}
 			}
-			m.cs.sent = true
-			out = message{ID: m.cs.id, Type: w.subscribe, Payload: m.cs.sh.payload}
-		case outStop:
-			out = message{ID: m.id, Type: w.stop}
-		case outPing:
-			out = message{Type: msgPing}
-		case outPong:
-			out = message{Type: msgPong}
 		}
-		c.mu.Unlock()
-		b, err := encodeMessage(out)
-		if err != nil {
-			c.p.log.Error("encode upstream message", "err", err)
-			continue
-		}
-		if err := c.write(t, b); err != nil {
-			return err
+		if len(c.outbox) == 0 {
+			c.outbox = nil // let its backing array go: the next may be small
 		}
 	}
+	c.mu.Unlock()
+	if out.Type == "" {
+		return nil // only subscribes of subscriptions already gone
+	}
+	b, err := encodeMessage(out)
+	if err != nil {
+		c.p.log.Error("encode upstream message", "err", err)
+		return nil
+	}
+	return c.write(t, b)
 }
 
 // read is the reader goroutine of one transport.
 func (c *upConn) read(t Conn, w wire, lastSeen *atomic.Int64, kaSeen, pongSeen *atomic.Bool, done chan<- error) {
 	for {
 		b, err := t.Read(readContext)
+		if errors.Is(err, ErrMessageTooLarge) {
+			lastSeen.Store(time.Now().UnixNano())
+			if err = c.tooLarge(b); err == nil {
+				continue
+			}
+		}
 		if err != nil {
 			done <- err
 			return
@@ -515,24 +639,29 @@ func (c *upConn) read(t Conn, w wire, lastSeen *atomic.Int64, kaSeen, pongSeen *
 		lastSeen.Store(time.Now().UnixNano())
 		m, err := scanMessage(b)
 		if err != nil {
-			c.p.log.Warn("bad upstream message", "upstream", c.key.up.label, "err", err)
+			c.logs.warn(logBadMessage, "bad upstream message", "upstream", c.key.up.label, "err", logText(err))
 			continue
 		}
 		switch m.typ {
 		case w.next:
 			if cs := c.lookup(m.id); cs != nil {
-				cs.sh.publish(m.payload)
+				if err := cs.sh.publish(m.payload); err != nil {
+					c.logs.warn(logBadResult, "bad upstream result", "upstream", c.key.up.label, "operation", cs.sh.key.ep.op.name, "err", logText(err))
+				}
 			}
 		case msgError:
-			if cs := c.remove(m.id); cs != nil {
+			if cs := c.remove(m.id, false); cs != nil {
 				cs.sh.finish(endReason{kind: endKindUpstreamError, errors: upstreamErrors(m.payload)})
 			}
 		case msgComplete:
-			if cs := c.remove(m.id); cs != nil {
+			if cs := c.remove(m.id, false); cs != nil {
 				cs.sh.finish(endComplete)
 			}
 		case msgPing:
-			c.enqueue(outMsg{kind: outPong})
+			c.mu.Lock()
+			c.pong = true
+			c.mu.Unlock()
+			c.signal()
 		case msgPong:
 			pongSeen.Store(true)
 			c.signal()
@@ -540,9 +669,26 @@ func (c *upConn) read(t Conn, w wire, lastSeen *atomic.Int64, kaSeen, pongSeen *
 			kaSeen.Store(true)
 		case msgConnectionAck:
 		default:
-			c.p.log.Warn("unexpected upstream message", "upstream", c.key.up.label, "type", m.typ)
+			c.logs.warn(logUnexpected, "unexpected upstream message", "upstream", c.key.up.label, "type", clip(m.typ))
 		}
 	}
+}
+
+// tooLarge handles a message over the read limit, of which head is the
+// start: the subscription it names ends with RESULT_TOO_LARGE and is
+// stopped upstream; the connection goes on. A message that names no
+// subscription is returned as an error that ends the connection (see
+// fatalEnd): whatever it was, it would come back.
+func (c *upConn) tooLarge(head []byte) error {
+	id, ok := headID(head)
+	if !ok {
+		return fmt.Errorf("%w, naming no subscription", ErrMessageTooLarge)
+	}
+	c.logs.warn(logTooLarge, "upstream message over the read limit, ending its subscription", "upstream", c.key.up.label)
+	if cs := c.remove(id, true); cs != nil {
+		cs.sh.finish(endTooLarge)
+	}
+	return nil
 }
 
 func (c *upConn) lookup(id []byte) *connSub {
@@ -551,13 +697,17 @@ func (c *upConn) lookup(id []byte) *connSub {
 	return c.subs[string(id)] // no allocation: the compiler indexes with the bytes
 }
 
-// remove takes off a subscription the upstream ended.
-func (c *upConn) remove(id []byte) *connSub {
+// remove takes a subscription off the connection, for an end the upstream
+// caused; stop says the upstream still runs it and must be told to stop.
+func (c *upConn) remove(id []byte, stop bool) *connSub {
 	c.mu.Lock()
 	cs := c.subs[string(id)]
 	if cs != nil {
 		cs.gone = true
 		delete(c.subs, cs.id)
+		if stop && cs.sent && c.t != nil {
+			c.queueLocked(outMsg{id: cs.id})
+		}
 	}
 	c.mu.Unlock()
 	c.signal() // the idle timer may have to start
@@ -579,9 +729,11 @@ func (c *upConn) retireIfIdle() bool {
 }
 
 func (c *upConn) retireLocked() {
-	c.dead = true
 	if c.p.conns[c.key] == c {
 		delete(c.p.conns, c.key)
+		if c.p.perUp[c.key.up]--; c.p.perUp[c.key.up] == 0 {
+			delete(c.p.perUp, c.key.up)
+		}
 	}
 }
 

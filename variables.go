@@ -166,7 +166,7 @@ func (c coercer) fromJSON(t *ast.Type, v any, path string) (any, error) {
 func (c coercer) inputObject(def *ast.Definition, obj map[string]any, path string) (any, error) {
 	for k := range obj {
 		if def.Fields.ForName(k) == nil {
-			return nil, inputErrorf("variable %q: input %s has no field %q", path, def.Name, k)
+			return nil, inputErrorf("variable %q: input %s has no field %s", path, def.Name, quoteShort(k))
 		}
 	}
 	out := make(map[string]any, len(def.Fields))
@@ -318,7 +318,7 @@ func (e *endpoint) coerceVariables(fromJSON map[string]any, fromParams map[strin
 func (e *endpoint) checkClientVariable(name string) error {
 	v, ok := e.byName[name]
 	if !ok {
-		return inputErrorf("unknown variable %q: operation %s declares %s", name, e.op.name, declaredNames(e.vars))
+		return inputErrorf("unknown variable %s: operation %s declares %s", quoteShort(name), e.op.name, declaredNames(e.vars))
 	}
 	if v.claim != "" {
 		return inputErrorf("variable %q is set from the caller's token and cannot be given", name)
@@ -481,10 +481,7 @@ func describe(v any) string {
 	case nil:
 		return "null"
 	case string:
-		if len(v) > 64 {
-			v = v[:64] + "…"
-		}
-		return strconv.Quote(v)
+		return quoteShort(v)
 	case json.Number:
 		return "number " + v.String()
 	case bool:
@@ -495,6 +492,13 @@ func describe(v any) string {
 		return "an object"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+// quoteShort quotes a client's name or value in an error message: its first
+// 64 bytes at most, so that a client cannot make a response or a log line as
+// long as its request.
+func quoteShort(s string) string {
+	return strconv.Quote(clipTo(s, 64))
 }
 
 func enumNames(def *ast.Definition) string {
