@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -45,26 +44,11 @@ type authFlags struct {
 var connectionHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length"}
 
-// checkAuth checks the authentication, limit and CORS flags and loads the
-// key material they name into c.jwt. set holds the names of the flags given
-// on the command line. Messages name files and URLs, never what the files
-// hold, nor the password or query of a URL.
+// checkAuth checks the authentication, forwarding and CORS flags and loads
+// the key material they name into c.jwt. set holds the names of the flags
+// given on the command line. Messages name files and URLs, never what the
+// files hold, nor the password or query of a URL.
 func (c *config) checkAuth(af authFlags, set map[string]bool, forward, origins []string) error {
-	if c.maxStreams < 0 {
-		return usagef("-max-streams %d: must not be negative (0 sets no cap)", c.maxStreams)
-	}
-	if c.maxStreamsPerPrincipal < 0 {
-		return usagef("-max-streams-per-principal %d: must not be negative (0 sets no cap)", c.maxStreamsPerPrincipal)
-	}
-	if set["client-ip-header"] {
-		if !validToken(c.clientIPHeader) {
-			return usagef("-client-ip-header %q: not a header name", c.clientIPHeader)
-		}
-		if c.maxStreamsPerPrincipal == 0 {
-			return usagef("-client-ip-header %s: only counts callers for -max-streams-per-principal, which sets no cap", c.clientIPHeader)
-		}
-		c.clientIPHeader = http.CanonicalHeaderKey(c.clientIPHeader)
-	}
 	for _, h := range forward {
 		name := http.CanonicalHeaderKey(h)
 		if !validToken(name) {
@@ -256,41 +240,6 @@ func (c *config) authLabel() string {
 		return "none: every caller is anonymous"
 	}
 	return c.keys
-}
-
-// clientAddress is the gqlpush.Config.ClientAddress of -client-ip-header:
-// the first address in the header, where the proxy in front writes the
-// client's, or else the host of the remote address. A value that is no
-// address falls back too: it cannot come from the proxy.
-func clientAddress(header string) func(r *http.Request) string {
-	return func(r *http.Request) string {
-		if v := r.Header.Get(header); v != "" {
-			first, _, _ := strings.Cut(v, ",")
-			if a, ok := parseAddr(strings.TrimSpace(first)); ok {
-				return a
-			}
-		}
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if err != nil {
-			return r.RemoteAddr
-		}
-		return host
-	}
-}
-
-// parseAddr reads an IP address, with or without a port, in the one form
-// that counts it: 203.0.113.7, [2001:db8::1]:443 and ::ffff:203.0.113.7
-// are the same caller as 203.0.113.7 and 2001:db8::1.
-func parseAddr(s string) (string, bool) {
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		ap, err := netip.ParseAddrPort(s)
-		if err != nil {
-			return "", false
-		}
-		a = ap.Addr()
-	}
-	return a.Unmap().WithZone("").String(), true
 }
 
 // checkOrigin checks a -cors-origin as gqlpush does, so that the message

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -283,6 +284,14 @@ func TestAuthConfigErrors(t *testing.T) {
 			want: []string{"-max-streams-per-principal -2: must not be negative"}},
 		{name: "max streams not a number", args: []string{"-max-streams", "many"},
 			want: []string{`invalid value "many" for flag -max-streams`}},
+		{name: "negative max anonymous streams", args: []string{"-max-anonymous-streams", "-1"},
+			want: []string{"-max-anonymous-streams -1: must not be negative (0 sets no cap)"}},
+		{name: "negative max subscriptions", args: []string{"-max-subscriptions", "-1"},
+			want: []string{"-max-subscriptions -1: must not be negative (0 sets no cap)"}},
+		{name: "negative max upstream conns", args: []string{"-max-upstream-conns", "-3"},
+			want: []string{"-max-upstream-conns -3: must not be negative (0 sets no cap)"}},
+		{name: "more anonymous streams than streams", args: []string{"-max-streams", "2", "-max-anonymous-streams", "3"},
+			want: []string{"-max-anonymous-streams 3: more than -max-streams 2"}},
 
 		{name: "forward Connection", args: []string{"-forward-header", "Connection"},
 			want: []string{"-forward-header Connection: a header of one connection, never forwarded"}},
@@ -314,6 +323,18 @@ func TestAuthConfigErrors(t *testing.T) {
 			want: []string{`-client-ip-header "X-Forwarded-For:": not a header name`}},
 		{name: "client IP header empty", args: []string{"-max-streams-per-principal", "1", "-client-ip-header", ""},
 			want: []string{`-client-ip-header "": not a header name`}},
+		{name: "client IP header without trusted proxies", args: []string{"-max-streams-per-principal", "1", "-client-ip-header", "X-Real-IP"},
+			want: []string{"-client-ip-header X-Real-IP: without -trusted-proxy any client can forge the header", "name the proxies that set it with -trusted-proxy"}},
+		{name: "trusted proxy without a cap", args: []string{"-trusted-proxy", "10.0.0.1"},
+			want: []string{"-trusted-proxy 10.0.0.1: only names callers for -max-streams-per-principal, which sets no cap"}},
+		{name: "trusted proxy prefix too long", args: []string{"-max-streams-per-principal", "1", "-trusted-proxy", "10.0.0.1", "-trusted-proxy", "10.0.0.0/33"},
+			want: []string{`-trusted-proxy "10.0.0.0/33": not an address or a CIDR prefix like 10.0.0.0/8`}},
+		{name: "trusted proxy by name", args: []string{"-max-streams-per-principal", "1", "-trusted-proxy", "proxy.example.com"},
+			want: []string{`-trusted-proxy "proxy.example.com": not an address or a CIDR prefix`}},
+		{name: "trusted proxy with a zone", args: []string{"-max-streams-per-principal", "1", "-trusted-proxy", "fe80::1%eth0"},
+			want: []string{`-trusted-proxy "fe80::1%eth0": not an address or a CIDR prefix`}},
+		{name: "trusted proxy empty", args: []string{"-max-streams-per-principal", "1", "-trusted-proxy", ""},
+			want: []string{`-trusted-proxy "": not an address or a CIDR prefix`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -356,8 +377,11 @@ func TestAuthFlagsToConfig(t *testing.T) {
 		if cfg.jwt != nil || hc.Authenticator != nil {
 			t.Errorf("an authenticator without -jwt-secret-file or -jwks: %+v", cfg.jwt)
 		}
-		if hc.MaxStreams != 0 || hc.MaxStreamsPerPrincipal != 0 || hc.CORSOrigins != nil || hc.ClientAddress != nil {
-			t.Errorf("caps %d %d, origins %q, client address set %v: want none", hc.MaxStreams, hc.MaxStreamsPerPrincipal, hc.CORSOrigins, hc.ClientAddress != nil)
+		if hc.MaxStreams != 0 || hc.MaxStreamsPerPrincipal != 0 || hc.MaxAnonymousStreams != 0 || hc.MaxSubscriptions != 0 || hc.MaxUpstreamConns != 0 {
+			t.Errorf("caps %d %d %d %d %d: want none", hc.MaxStreams, hc.MaxStreamsPerPrincipal, hc.MaxAnonymousStreams, hc.MaxSubscriptions, hc.MaxUpstreamConns)
+		}
+		if hc.CORSOrigins != nil || hc.ClientAddress != nil || cfg.trustedProxies != nil {
+			t.Errorf("origins %q, client address set %v, trusted proxies %v: want none", hc.CORSOrigins, hc.ClientAddress != nil, cfg.trustedProxies)
 		}
 		for _, u := range hc.Upstreams {
 			if u.ForwardHeaders != nil {
@@ -374,7 +398,9 @@ func TestAuthFlagsToConfig(t *testing.T) {
 		cfg, hc := parse(t, "-jwt-secret-file", secret, "-jwt-issuer", testIssuer, "-jwt-audience", testAudience,
 			"-auth-cookie", "session", "-roles-claim", "realm_access.roles",
 			"-forward-header", "x-tenant", "-forward-header", "Authorization",
-			"-max-streams", "100", "-max-streams-per-principal", "3", "-client-ip-header", "x-forwarded-for",
+			"-max-streams", "100", "-max-streams-per-principal", "3", "-max-anonymous-streams", "40",
+			"-max-subscriptions", "500", "-max-upstream-conns", "8",
+			"-trusted-proxy", "192.0.2.0/24", "-trusted-proxy", "2001:db8::1", "-client-ip-header", "x-real-ip",
 			"-cors-origin", "https://app.example.com", "-cors-origin", "http://localhost:3000")
 		j := cfg.jwt
 		if j == nil {
@@ -390,8 +416,8 @@ func TestAuthFlagsToConfig(t *testing.T) {
 		if want := "HS256 secret from " + secret; cfg.authLabel() != want {
 			t.Errorf("auth %q, want %q", cfg.authLabel(), want)
 		}
-		if hc.MaxStreams != 100 || hc.MaxStreamsPerPrincipal != 3 {
-			t.Errorf("caps %d %d, want 100 3", hc.MaxStreams, hc.MaxStreamsPerPrincipal)
+		if hc.MaxStreams != 100 || hc.MaxStreamsPerPrincipal != 3 || hc.MaxAnonymousStreams != 40 || hc.MaxSubscriptions != 500 || hc.MaxUpstreamConns != 8 {
+			t.Errorf("caps %d %d %d %d %d, want 100 3 40 500 8", hc.MaxStreams, hc.MaxStreamsPerPrincipal, hc.MaxAnonymousStreams, hc.MaxSubscriptions, hc.MaxUpstreamConns)
 		}
 		if want := []string{"https://app.example.com", "http://localhost:3000"}; !slices.Equal(hc.CORSOrigins, want) {
 			t.Errorf("CORS origins %q, want %q", hc.CORSOrigins, want)
@@ -401,16 +427,61 @@ func TestAuthFlagsToConfig(t *testing.T) {
 				t.Errorf("upstream %q forwards %q, want %q", u.Name, u.ForwardHeaders, want)
 			}
 		}
-		if hc.ClientAddress == nil {
-			t.Fatal("no ClientAddress with -client-ip-header")
+		if cfg.clientIPHeader != "X-Real-Ip" {
+			t.Errorf("client IP header %q, want X-Real-Ip", cfg.clientIPHeader)
 		}
-		r := httptest.NewRequest(http.MethodGet, "/operations/Messages", nil)
-		r.Header.Set("X-Forwarded-For", "203.0.113.7")
-		if got := hc.ClientAddress(r); got != "203.0.113.7" {
-			t.Errorf("client address %q, want the header's", got)
+		checkClientAddress(t, hc, "X-Real-Ip", []clientAddressCase{
+			{"from a trusted proxy", "192.0.2.9:40000", "203.0.113.7", "203.0.113.7"},
+			{"from the trusted IPv6 proxy", "[2001:db8::1]:443", "203.0.113.7", "203.0.113.7"},
+			{"from elsewhere", "198.51.100.1:40000", "203.0.113.7", "198.51.100.1"},
+		})
+		if len(cfg.warnings) > 0 {
+			t.Errorf("warnings %q, want none", cfg.warnings)
+		}
+	})
+
+	t.Run("trusted proxies", func(t *testing.T) {
+		cfg, hc := parse(t, "-max-streams-per-principal", "1", "-trusted-proxy", "10.1.2.3/8", "-trusted-proxy", "192.0.2.1",
+			"-trusted-proxy", "::ffff:198.51.100.7", "-trusted-proxy", "::ffff:198.18.0.0/111", "-trusted-proxy", "2001:DB8::/32")
+		want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32"),
+			netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("2001:db8::/32")}
+		if !slices.Equal(cfg.trustedProxies, want) {
+			t.Errorf("trusted proxies %v, want %v", cfg.trustedProxies, want)
+		}
+		if cfg.clientIPHeader != "X-Forwarded-For" {
+			t.Errorf("client IP header %q, want X-Forwarded-For by default", cfg.clientIPHeader)
 		}
 		if len(cfg.warnings) > 0 {
 			t.Errorf("warnings %q, want none", cfg.warnings)
+		}
+		// The rightmost address that is not a trusted proxy's: what the
+		// client wrote to the left of its own address is never read.
+		checkClientAddress(t, hc, "X-Forwarded-For", []clientAddressCase{
+			{"no header", "10.0.0.1:40000", "", "10.0.0.1"},
+			{"one hop", "10.0.0.1:40000", "203.0.113.7", "203.0.113.7"},
+			{"a forged hop", "10.0.0.1:40000", "9.9.9.9, 203.0.113.7", "203.0.113.7"},
+			{"through trusted proxies", "10.0.0.1:40000", "9.9.9.9, 203.0.113.7, 198.19.0.5, 192.0.2.1, 10.9.9.9", "203.0.113.7"},
+			{"through trusted proxies alone", "10.0.0.1:40000", "192.0.2.1, 10.9.9.9", "192.0.2.1"},
+			{"a hop that is no address", "10.0.0.1:40000", "203.0.113.7, unknown", "10.0.0.1"},
+			{"through a trusted proxy, mapped", "[::ffff:10.0.0.1]:40000", "203.0.113.7, ::ffff:198.51.100.7", "203.0.113.7"},
+			{"from an untrusted peer", "198.51.100.1:40000", "203.0.113.7", "198.51.100.1"},
+		})
+
+		cfg, _ = parse(t, "-max-streams-per-principal", "1", "-trusted-proxy", "0.0.0.0/0")
+		if len(cfg.warnings) != 1 || !strings.Contains(cfg.warnings[0], "-trusted-proxy 0.0.0.0/0: trusts every address") {
+			t.Errorf("warnings %q, want one about trusting every address", cfg.warnings)
+		}
+	})
+
+	t.Run("more streams than connections", func(t *testing.T) {
+		cfg, _ := parse(t, "-max-streams", "20000")
+		if len(cfg.warnings) != 1 || !strings.Contains(cfg.warnings[0], "-max-streams 20000 is more than -max-conns 10000") {
+			t.Errorf("warnings %q, want one about -max-conns", cfg.warnings)
+		}
+		for _, args := range [][]string{{"-max-streams", "20000", "-max-conns", "0"}, {"-max-streams", "50", "-max-conns", "50"}} {
+			if cfg, _ := parse(t, args...); len(cfg.warnings) > 0 {
+				t.Errorf("%q: warnings %q, want none", args, cfg.warnings)
+			}
 		}
 	})
 
@@ -452,35 +523,24 @@ func TestAuthFlagsToConfig(t *testing.T) {
 	})
 }
 
-func TestClientAddress(t *testing.T) {
-	addr := clientAddress("X-Forwarded-For")
-	for _, tc := range []struct {
-		name   string
-		values []string
-		want   string
-	}{
-		{"none", nil, "192.0.2.1"},
-		{"one", []string{"203.0.113.7"}, "203.0.113.7"},
-		{"first of a list", []string{"203.0.113.7, 10.0.0.1, 10.0.0.2"}, "203.0.113.7"},
-		{"first header line", []string{"203.0.113.7", "198.51.100.1"}, "203.0.113.7"},
-		{"spaces", []string{"  198.51.100.1 ,10.0.0.1"}, "198.51.100.1"},
-		{"with a port", []string{"203.0.113.7:5555"}, "203.0.113.7"},
-		{"IPv6", []string{"2001:DB8::1"}, "2001:db8::1"},
-		{"IPv6 with a port", []string{"[2001:db8::1]:443"}, "2001:db8::1"},
-		{"IPv4-mapped IPv6", []string{"::ffff:203.0.113.7"}, "203.0.113.7"},
-		{"not an address", []string{"unknown, 203.0.113.7"}, "192.0.2.1"},
-		{"empty", []string{""}, "192.0.2.1"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := httptest.NewRequest(http.MethodGet, "/operations/Open", nil)
-			r.RemoteAddr = "192.0.2.1:40000"
-			for _, v := range tc.values {
-				r.Header.Add("X-Forwarded-For", v)
-			}
-			if got := addr(r); got != tc.want {
-				t.Errorf("%q: got %q, want %q", tc.values, got, tc.want)
-			}
-		})
+// A clientAddressCase is a request to the ClientAddress of the flags: from
+// remote, with header (when not empty), and the address it counts by.
+type clientAddressCase struct{ name, remote, header, want string }
+
+func checkClientAddress(t *testing.T, hc gqlpush.Config, header string, cases []clientAddressCase) {
+	t.Helper()
+	if hc.ClientAddress == nil {
+		t.Fatal("no ClientAddress")
+	}
+	for _, tc := range cases {
+		r := httptest.NewRequest(http.MethodGet, "/operations/Messages", nil)
+		r.RemoteAddr = tc.remote
+		if tc.header != "" {
+			r.Header.Set(header, tc.header)
+		}
+		if got := hc.ClientAddress(r); got != tc.want {
+			t.Errorf("%s: %s: %q from %s: client address %q, want %q", tc.name, header, tc.header, tc.remote, got, tc.want)
+		}
 	}
 }
 
@@ -496,7 +556,8 @@ func TestAuthEndToEnd(t *testing.T) {
 	secret := writeSecret(t, dir, testSecret+"\n", 0o600)
 	g := startGateway(t, "-operations", ops, "-upstream", "gql="+up.URL, "-schema", "gql="+filepath.Join(dir, "chat.graphql"),
 		"-jwt-secret-file", secret, "-jwt-issuer", testIssuer, "-jwt-audience", testAudience, "-auth-cookie", "session",
-		"-forward-header", "X-Tenant", "-max-streams-per-principal", "1", "-client-ip-header", "X-Forwarded-For",
+		"-forward-header", "X-Tenant", "-max-streams-per-principal", "1",
+		"-trusted-proxy", "127.0.0.1", "-trusted-proxy", "10.0.0.0/8", "-client-ip-header", "X-Forwarded-For",
 		"-cors-origin", "https://app.example.com", "-heartbeat", "1h")
 
 	withRoom := func(sub, room string) jwt.MapClaims {
@@ -593,12 +654,14 @@ func TestAuthEndToEnd(t *testing.T) {
 	resp, body = g.do(t, http.MethodGet, "/operations/Open?wg_sse=true", http.Header{"Cookie": {"session=" + alice}})
 	wantRefused(t, "alice's second stream", resp, body, http.StatusTooManyRequests, gqlpush.CodeTooManyStreams, "Retry-After", "5")
 
-	// Anonymous callers count by the address the proxy reports.
+	// Anonymous callers count by the address the proxies report: the
+	// test's requests come from 127.0.0.1, a trusted proxy, and 10.0.0.1
+	// is another.
 	g.openOK(t, "/operations/Open?wg_sse=true", http.Header{"X-Forwarded-For": {"203.0.113.7, 10.0.0.1"}})
 	resp, body = g.do(t, http.MethodGet, "/operations/Open?wg_sse=true", http.Header{"X-Forwarded-For": {"203.0.113.7"}})
 	wantRefused(t, "second stream of 203.0.113.7", resp, body, http.StatusTooManyRequests, gqlpush.CodeTooManyStreams, "Retry-After", "5")
 	g.openOK(t, "/operations/Open?wg_sse=true", http.Header{"X-Forwarded-For": {"198.51.100.1"}})
-	// Without the header, by the remote address.
+	// Without the header, by the remote address: the proxy's.
 	g.openOK(t, "/operations/Open?wg_sse=true", nil)
 	resp, body = g.do(t, http.MethodGet, "/operations/Open?wg_sse=true", nil)
 	wantRefused(t, "second stream of the remote address", resp, body, http.StatusTooManyRequests, gqlpush.CodeTooManyStreams, "Retry-After", "5")

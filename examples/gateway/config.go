@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -47,9 +48,13 @@ type config struct {
 	warnings       []string           // logged once the gateway is ready to listen
 	forwardHeaders []string           // canonical names, for every upstream
 	corsOrigins    []string
-	clientIPHeader string // canonical; "" counts anonymous callers by remote address
+	clientIPHeader string         // canonical; "" without trustedProxies
+	trustedProxies []netip.Prefix // nil counts anonymous callers by remote address
 
-	maxStreams, maxStreamsPerPrincipal int
+	maxStreams, maxStreamsPerPrincipal, maxAnonymousStreams int
+	maxSubscriptions, maxUpstreamConns                      int
+	queueBytes                                              int
+	maxConns                                                int // the gateway's own: see limitConns
 }
 
 // handlerConfig is the gqlpush configuration the flags ask for; run adds the
@@ -62,6 +67,7 @@ func (c *config) handlerConfig() gqlpush.Config {
 		Prefix:         prefix,
 		Heartbeat:      c.heartbeat,
 		QueueSize:      c.queue,
+		QueueBytes:     c.queueBytes,
 		WriteTimeout:   c.writeTimeout,
 		ReconnectLimit: c.reconnectLimit,
 		ResumeFrames:   c.resumeFrames,
@@ -70,10 +76,13 @@ func (c *config) handlerConfig() gqlpush.Config {
 
 		MaxStreams:             c.maxStreams,
 		MaxStreamsPerPrincipal: c.maxStreamsPerPrincipal,
+		MaxAnonymousStreams:    c.maxAnonymousStreams,
+		MaxSubscriptions:       c.maxSubscriptions,
+		MaxUpstreamConns:       c.maxUpstreamConns,
 		CORSOrigins:            c.corsOrigins,
 	}
-	if c.clientIPHeader != "" {
-		hc.ClientAddress = clientAddress(c.clientIPHeader)
+	if len(c.trustedProxies) > 0 {
+		hc.ClientAddress = gqlpush.ForwardedAddress(c.clientIPHeader, c.trustedProxies)
 	}
 	return hc
 }
@@ -116,6 +125,13 @@ Authorization: Bearer header or in the -auth-cookie cookie. Operations with
 values from its claims. Without either flag every caller is anonymous, and
 such operations are refused at startup.
 
+What a client can make the gateway hold is bounded: connections
+(-max-conns), request heads (64 KiB), streams (-max-streams,
+-max-streams-per-principal, -max-anonymous-streams), unread results (-queue,
+-queue-bytes), and what streams open upstream (-max-subscriptions,
+-max-upstream-conns). Behind proxies, -trusted-proxy names those whose
+X-Forwarded-For is believed.
+
 Flags:
 `
 
@@ -131,7 +147,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		fs.PrintDefaults()
 	}
 	cfg := &config{}
-	var upstreams, schemas, protocols, forward, origins listFlag
+	var upstreams, schemas, protocols, forward, origins, proxies listFlag
 	var af authFlags
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:9991", "listen on `ADDR` (host:port)")
 	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (host:port), on a listener of its own; empty serves none")
@@ -141,6 +157,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	fs.Var(&protocols, "protocol", "the GraphQL-over-WebSocket subprotocol of upstreams, `[NAME=]PROTOCOL`: NAME=PROTOCOL for upstream NAME\n(=PROTOCOL for the unnamed one; repeatable), a bare PROTOCOL for every upstream not named in another -protocol.\nPROTOCOL is auto (offer graphql-transport-ws, then graphql-ws, and keep what the upstream takes),\ngraphql-transport-ws, or graphql-ws (the legacy subscriptions-transport-ws). Default auto.")
 	fs.DurationVar(&cfg.heartbeat, "heartbeat", gqlpush.DefaultHeartbeat, "how long a stream stays silent before a heartbeat frame; 0 means the default, negative disables")
 	fs.IntVar(&cfg.queue, "queue", gqlpush.DefaultQueueSize, "let a client have `N` results unread before it is dropped with SLOW_CONSUMER; 0 means the default")
+	fs.IntVar(&cfg.queueBytes, "queue-bytes", gqlpush.DefaultQueueBytes, "let a client have `N` bytes of results unread, besides the newest result, before it is dropped with\nSLOW_CONSUMER; it bounds what -resume-frames keeps too. 0 means the default")
 	fs.DurationVar(&cfg.writeTimeout, "write-timeout", gqlpush.DefaultWriteTimeout, "bound each write to a client or to an upstream to `D`: a client slower than that is dropped.\n0 means the default")
 	fs.DurationVar(&cfg.reconnectLimit, "reconnect-limit", gqlpush.DefaultReconnectLimit, "redial a lost or unreachable upstream for `D`, with jittered backoff, before its streams end with\nUPSTREAM_UNAVAILABLE; clients stay connected meanwhile. 0 means the default, negative never redials")
 	fs.IntVar(&cfg.resumeFrames, "resume-frames", gqlpush.DefaultResumeFrames, "keep the last `N` results of each shared subscription, so that an SSE client that reconnects with the\nLast-Event-ID of one of them gets what it missed; 0 means the default, negative sends no id lines")
@@ -154,9 +171,14 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	fs.StringVar(&af.cookie, "auth-cookie", gqlpush.DefaultAuthCookie, "read the token from the cookie `NAME` too, for browsers, whose EventSource cannot set an Authorization\nheader; - reads no cookie")
 	fs.StringVar(&af.rolesClaim, "roles-claim", gqlpush.DefaultRolesClaim, "the claim `NAME` that holds the roles @rbac checks: an array of strings, or one space-separated string;\na path such as realm_access.roles reaches into nested claims")
 	fs.Var(&forward, "forward-header", "copy the client request header `NAME` onto the WebSocket handshake of every upstream (repeatable).\nCallers whose values differ get upstream connections of their own. Headers of one connection (Connection,\nUpgrade, Sec-WebSocket-*, …) cannot be forwarded")
+	fs.IntVar(&cfg.maxConns, "max-conns", defaultMaxConns, "hold at most `N` client connections open, streams included: one more is closed as soon as it is\naccepted, and such refusals are logged, with their count, at most every "+refusedLogEvery.String()+". 0 sets no cap")
 	fs.IntVar(&cfg.maxStreams, "max-streams", 0, "refuse a new stream with 429 TOO_MANY_STREAMS while `N` streams are open; 0 sets no cap")
-	fs.IntVar(&cfg.maxStreamsPerPrincipal, "max-streams-per-principal", 0, "refuse a new stream with 429 TOO_MANY_STREAMS while its caller holds `N` open: a caller with a token\ncounts by subject, an anonymous one by address (see -client-ip-header); 0 sets no cap")
-	fs.StringVar(&cfg.clientIPHeader, "client-ip-header", "", "count anonymous callers for -max-streams-per-principal by the first address in the header `NAME`\n(X-Forwarded-For, X-Real-IP), or by the remote address when it has none. Name only a header that a proxy you\ntrust sets in front of the gateway, replacing what the client sent: anyone can write any address in it.\nBy default callers count by remote address")
+	fs.IntVar(&cfg.maxStreamsPerPrincipal, "max-streams-per-principal", 0, "refuse a new stream with 429 TOO_MANY_STREAMS while its caller holds `N` open: a caller with a token\ncounts by subject, an anonymous one by address (see -trusted-proxy); 0 sets no cap")
+	fs.IntVar(&cfg.maxAnonymousStreams, "max-anonymous-streams", 0, "refuse a new stream of a caller without a token with 429 TOO_MANY_STREAMS while `N` such streams are\nopen, so that the rest of -max-streams stays for callers with one; at most -max-streams. 0 sets no cap")
+	fs.IntVar(&cfg.maxSubscriptions, "max-subscriptions", 0, "refuse a stream that needs a new upstream subscription with 429 TOO_MANY_SUBSCRIPTIONS while `N` run;\nstreams that share a subscription count once, and one kept by -resume-grace ends to make room. 0 sets no cap")
+	fs.IntVar(&cfg.maxUpstreamConns, "max-upstream-conns", 0, "refuse a stream that needs a new connection to an upstream with 429 TOO_MANY_UPSTREAM_CONNECTIONS while\n`N` are open to it. With -forward-header, callers whose values differ get connections of their own, and the\nvalues are theirs to choose: without a cap, each new value opens one more connection. 0 sets no cap")
+	fs.Var(&proxies, "trusted-proxy", "believe the -client-ip-header of requests from the proxies in `CIDR` (a bare address is one host;\nrepeatable): an anonymous caller counts for -max-streams-per-principal by the rightmost address there that\nis not a trusted proxy's, as nginx's real_ip_recursive does, so what a client writes to the left of it is ignored.\nBy default callers count by remote address")
+	fs.StringVar(&cfg.clientIPHeader, "client-ip-header", "", "the header `NAME` that the -trusted-proxy proxies append the client's address to; X-Forwarded-For by\ndefault. Only with -trusted-proxy: without trusted proxies, anyone can write any address in it")
 	fs.Var(&origins, "cors-origin", "let the pages of `ORIGIN` (https://app.example.com) read streams from another origin, with cookies\n(repeatable; * is refused). By default only same-origin pages may")
 
 	if err := fs.Parse(args); err != nil {
@@ -181,6 +203,9 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	}
 	flagsSet := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { flagsSet[f.Name] = true })
+	if err := cfg.checkLimits(flagsSet, proxies); err != nil {
+		return nil, err
+	}
 	if err := cfg.checkAuth(af, flagsSet, forward, origins); err != nil {
 		return nil, err
 	}
@@ -249,6 +274,9 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 func (c *config) checkValues() error {
 	if c.queue < 0 {
 		return usagef("-queue %d: must not be negative (0 means the default, %d)", c.queue, gqlpush.DefaultQueueSize)
+	}
+	if c.queueBytes < 0 {
+		return usagef("-queue-bytes %d: must not be negative (0 means the default, %d)", c.queueBytes, gqlpush.DefaultQueueBytes)
 	}
 	if c.writeTimeout < 0 {
 		return usagef("-write-timeout %v: must not be negative (0 means the default, %v)", c.writeTimeout, gqlpush.DefaultWriteTimeout)

@@ -24,12 +24,12 @@ func TestFlagsToConfig(t *testing.T) {
 	})
 	base := []string{"-operations", ops, "-upstream", "ws://127.0.0.1:1/graphql", "-upstream", "gql=ws://127.0.0.1:2/graphql"}
 	type want struct {
-		queue, resumeFrames                                 int
+		queue, queueBytes, resumeFrames, maxConns           int
 		heartbeat, write, reconnect, grace, drain, shutdown time.Duration
 		unnamed, gql                                        gqlpush.Protocol
 	}
 	defaults := want{
-		queue: gqlpush.DefaultQueueSize, resumeFrames: gqlpush.DefaultResumeFrames,
+		queue: gqlpush.DefaultQueueSize, queueBytes: gqlpush.DefaultQueueBytes, resumeFrames: gqlpush.DefaultResumeFrames, maxConns: 10000,
 		heartbeat: gqlpush.DefaultHeartbeat, write: gqlpush.DefaultWriteTimeout, reconnect: gqlpush.DefaultReconnectLimit,
 		drain:    gqlpush.DefaultDrainWindow,
 		shutdown: 2*gqlpush.DefaultDrainWindow + gqlpush.DefaultWriteTimeout + shutdownMargin,
@@ -46,9 +46,10 @@ func TestFlagsToConfig(t *testing.T) {
 		want want
 	}{
 		{name: "defaults", want: defaults},
-		{name: "every flag", args: []string{"-queue", "8", "-write-timeout", "3s", "-reconnect-limit", "1m", "-resume-frames", "5", "-resume-grace", "4s", "-drain", "20s", "-heartbeat", "2s"},
+		{name: "every flag", args: []string{"-queue", "8", "-queue-bytes", "4096", "-max-conns", "50", "-write-timeout", "3s", "-reconnect-limit", "1m", "-resume-frames", "5", "-resume-grace", "4s", "-drain", "20s", "-heartbeat", "2s"},
 			want: with(func(w *want) {
-				w.queue, w.write, w.reconnect, w.resumeFrames, w.grace, w.drain, w.heartbeat = 8, 3*time.Second, time.Minute, 5, 4*time.Second, 20*time.Second, 2*time.Second
+				w.queue, w.queueBytes, w.maxConns = 8, 4096, 50
+				w.write, w.reconnect, w.resumeFrames, w.grace, w.drain, w.heartbeat = 3*time.Second, time.Minute, 5, 4*time.Second, 20*time.Second, 2*time.Second
 				w.shutdown = 40*time.Second + 3*time.Second + shutdownMargin
 			})},
 		{name: "negative switches off", args: []string{"-reconnect-limit", "-1s", "-resume-frames", "-1", "-drain", "-1ns", "-heartbeat", "-1s"},
@@ -56,9 +57,12 @@ func TestFlagsToConfig(t *testing.T) {
 				w.reconnect, w.resumeFrames, w.drain, w.heartbeat = -time.Second, -1, -1, -time.Second
 				w.shutdown = gqlpush.DefaultWriteTimeout + shutdownMargin
 			})},
-		// Zero means the library's default, as in gqlpush.Config.
-		{name: "zero", args: []string{"-queue", "0", "-write-timeout", "0", "-reconnect-limit", "0", "-resume-frames", "0", "-drain", "0"},
-			want: with(func(w *want) { w.queue, w.write, w.reconnect, w.resumeFrames, w.drain = 0, 0, 0, 0, 0 })},
+		// Zero means the library's default, as in gqlpush.Config; for
+		// -max-conns, no cap.
+		{name: "zero", args: []string{"-queue", "0", "-queue-bytes", "0", "-max-conns", "0", "-write-timeout", "0", "-reconnect-limit", "0", "-resume-frames", "0", "-drain", "0"},
+			want: with(func(w *want) {
+				w.queue, w.queueBytes, w.maxConns, w.write, w.reconnect, w.resumeFrames, w.drain = 0, 0, 0, 0, 0, 0, 0
+			})},
 		{name: "protocol for every upstream", args: []string{"-protocol", "graphql-ws"},
 			want: with(func(w *want) { w.unnamed, w.gql = gqlpush.ProtocolLegacyWS, gqlpush.ProtocolLegacyWS })},
 		{name: "protocol for one upstream", args: []string{"-protocol", "gql=graphql-transport-ws"},
@@ -78,7 +82,7 @@ func TestFlagsToConfig(t *testing.T) {
 			}
 			hc := cfg.handlerConfig()
 			got := want{
-				queue: hc.QueueSize, resumeFrames: hc.ResumeFrames,
+				queue: hc.QueueSize, queueBytes: hc.QueueBytes, resumeFrames: hc.ResumeFrames, maxConns: cfg.maxConns,
 				heartbeat: hc.Heartbeat, write: hc.WriteTimeout, reconnect: hc.ReconnectLimit, grace: hc.ResumeGrace, drain: hc.DrainWindow,
 				shutdown: cfg.shutdownTimeout(),
 			}

@@ -19,10 +19,19 @@
 // file), callers authenticate with a JSON Web Token in an Authorization:
 // Bearer header or a cookie: operations with @auth, @rbac or @fromClaim
 // require one, and @fromClaim variables take their values from its claims.
-// -max-streams and -max-streams-per-principal cap the open streams,
 // -forward-header passes client headers upstream, -cors-origin lets pages of
 // other origins read the streams. No secret, token or URL credential is
 // ever printed or logged.
+//
+// What clients can make the gateway hold is bounded. -max-conns caps the
+// client connections (10000 by default; one more is closed at once), and a
+// request head is at most 64 KiB (431 beyond). -max-streams,
+// -max-streams-per-principal and -max-anonymous-streams cap the open
+// streams, -max-subscriptions and -max-upstream-conns what they open
+// upstream, -queue and -queue-bytes what a client may leave unread. Behind
+// proxies, -trusted-proxy names those whose X-Forwarded-For (or
+// -client-ip-header) is believed when anonymous callers are counted by
+// address: the rightmost address that is not a trusted proxy's.
 //
 // SIGINT or SIGTERM shuts it down gracefully: every open stream ends with an
 // error frame of code SHUTTING_DOWN and, on SSE, the complete event, the ends
@@ -74,6 +83,11 @@ const (
 	// metricsWriteTimeout bounds one scrape's response: unlike the
 	// streams, it is short.
 	metricsWriteTimeout = 30 * time.Second
+
+	// maxHeaderBytes bounds the request head, request line included:
+	// net/http answers 431 to a larger one. A query string of
+	// gqlpush.DefaultMaxQueryBytes, a token and a browser's cookies fit.
+	maxHeaderBytes = 64 << 10
 )
 
 func main() {
@@ -153,6 +167,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		h.Close(context.Background())
 		return err
 	}
+	ln = limitConns(ln, cfg.maxConns, log)
 	var mln net.Listener
 	if cfg.metrics != "" {
 		mln, err = net.Listen("tcp", cfg.metrics)
@@ -229,6 +244,7 @@ func serve(ctx context.Context, h *gqlpush.Handler, cfg *config, log *slog.Logge
 		Handler:           mux,
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          errorLog,
 	}
 	var msrv *http.Server
@@ -241,6 +257,7 @@ func serve(ctx context.Context, h *gqlpush.Handler, cfg *config, log *slog.Logge
 			ReadHeaderTimeout: readHeaderTimeout,
 			WriteTimeout:      metricsWriteTimeout,
 			IdleTimeout:       idleTimeout,
+			MaxHeaderBytes:    maxHeaderBytes,
 			ErrorLog:          errorLog,
 		}
 		metricsServed = make(chan error, 1)

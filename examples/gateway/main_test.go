@@ -198,6 +198,12 @@ func TestConfigErrors(t *testing.T) {
 			want: []string{`invalid value "99999999999999999999" for flag -queue`, "out of range"}},
 		{name: "negative queue", args: []string{"-operations", good, "-upstream", up, "-queue", "-1"},
 			want: []string{"-queue -1: must not be negative", fmt.Sprintf("the default, %d", gqlpush.DefaultQueueSize)}},
+		{name: "negative queue bytes", args: []string{"-operations", good, "-upstream", up, "-queue-bytes", "-1"},
+			want: []string{"-queue-bytes -1: must not be negative", fmt.Sprintf("the default, %d", gqlpush.DefaultQueueBytes)}},
+		{name: "queue bytes not a number", args: []string{"-operations", good, "-upstream", up, "-queue-bytes", "1MiB"},
+			want: []string{`invalid value "1MiB" for flag -queue-bytes`}},
+		{name: "negative max conns", args: []string{"-operations", good, "-upstream", up, "-max-conns", "-1"},
+			want: []string{"-max-conns -1: must not be negative (0 sets no cap)"}},
 		{name: "write timeout without unit", args: []string{"-operations", good, "-upstream", up, "-write-timeout", "10"},
 			want: []string{`invalid value "10" for flag -write-timeout`}},
 		{name: "negative write timeout", args: []string{"-operations", good, "-upstream", up, "-write-timeout", "-1s"},
@@ -275,7 +281,9 @@ func TestHelp(t *testing.T) {
 		"-protocol [NAME=]PROTOCOL", "-metrics ADDR", "http://ADDR/metrics", "-queue N", "-write-timeout D", "-reconnect-limit D",
 		"-resume-frames N", "-resume-grace D", "-drain D",
 		"-jwt-secret-file FILE", "-jwks URL|FILE", "-jwt-issuer ISS", "-jwt-audience AUD", "-auth-cookie NAME", "-roles-claim NAME",
-		"-forward-header NAME", "-max-streams N", "-max-streams-per-principal N", "-cors-origin ORIGIN", "-client-ip-header NAME"} {
+		"-forward-header NAME", "-max-streams N", "-max-streams-per-principal N", "-cors-origin ORIGIN", "-client-ip-header NAME",
+		"-queue-bytes N", "-max-conns N", "-max-anonymous-streams N", "-max-subscriptions N", "-max-upstream-conns N", "-trusted-proxy CIDR",
+		"request heads (64 KiB)"} {
 		if !strings.Contains(stdout.String(), w) {
 			t.Errorf("usage does not mention %q:\n%s", w, stdout.String())
 		}
@@ -296,8 +304,14 @@ func TestHelp(t *testing.T) {
 		"roles-claim":     fmt.Sprintf("(default %q)", gqlpush.DefaultRolesClaim),
 		"max-streams":     "0 sets no cap",
 		"cors-origin":     "* is refused",
-		// The warning an operator must read before naming a header.
-		"client-ip-header": "replacing what the client sent",
+		"queue-bytes":     fmt.Sprintf("(default %d)", gqlpush.DefaultQueueBytes),
+		"max-conns":       "(default 10000)",
+		// What an operator must read before naming a header or a proxy.
+		"client-ip-header":      "without trusted proxies, anyone can write any address in it",
+		"trusted-proxy":         "rightmost address",
+		"max-upstream-conns":    "With -forward-header",
+		"max-anonymous-streams": "at most -max-streams",
+		"max-subscriptions":     "0 sets no cap",
 	} {
 		text, ok := flags[name]
 		if !ok {
