@@ -150,9 +150,10 @@ const shrinkAbove = 64 << 10
 
 type wsConn struct {
 	c     *websocket.Conn
-	limit int64        // the read limit; negative: none
-	buf   bytes.Buffer // reused by every Read
-	last  int          // length of the last message
+	limit int64            // the read limit; negative: none
+	lr    io.LimitedReader // reused by every Read
+	buf   bytes.Buffer     // reused by every Read
+	last  int              // length of the last message
 }
 
 func (w *wsConn) Subprotocol() string { return w.c.Subprotocol() }
@@ -167,7 +168,9 @@ func (w *wsConn) Read(ctx context.Context) ([]byte, error) {
 		if w.limit < 0 {
 			_, err = w.buf.ReadFrom(r)
 		} else {
-			_, err = w.buf.ReadFrom(io.LimitReader(r, w.limit+1))
+			w.lr = io.LimitedReader{R: r, N: w.limit + 1} // reused: no allocation per message
+			_, err = w.buf.ReadFrom(&w.lr)
+			w.lr.R = nil
 			if err == nil && int64(w.buf.Len()) > w.limit {
 				// Skip the rest: reading it costs the upstream's
 				// bandwidth, not memory.
