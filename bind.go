@@ -1,0 +1,208 @@
+package gqlpush
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync/atomic"
+)
+
+// upstream is an Upstream checked and resolved.
+type upstream struct {
+	name     string
+	label    string // for logs: never the URL, which may hold credentials
+	url      string
+	header   http.Header
+	init     json.RawMessage
+	protocol Protocol
+	dialer   Dialer
+	schema   *upstreamSchema
+	forward  []string // canonical header names, sorted
+	initFunc func(*http.Request, *Principal) (json.RawMessage, error)
+	learned  atomic.Value // string: the protocol that worked, for ProtocolAuto
+}
+
+func (u *upstream) protocolsToTry() []Protocol {
+	switch u.protocol {
+	case ProtocolTransportWS, ProtocolLegacyWS:
+		return []Protocol{u.protocol}
+	}
+	if l, _ := u.learned.Load().(string); l == string(ProtocolLegacyWS) {
+		return []Protocol{ProtocolLegacyWS, ProtocolTransportWS}
+	}
+	return []Protocol{ProtocolTransportWS, ProtocolLegacyWS}
+}
+
+// An endpoint is an operation bound to its upstream.
+type endpoint struct {
+	op        *Operation
+	up        *upstream
+	query     string         // sent upstream
+	defaults  map[string]any // coerced default values
+	coerce    coercer
+	vars      []*variableDef
+	byName    map[string]*variableDef
+	needsAuth bool // @auth, @rbac or a @fromClaim variable
+}
+
+// declares reports whether the operation declares a variable of that name.
+func (e *endpoint) declares(name string) bool {
+	_, ok := e.byName[name]
+	return ok
+}
+
+func (e *endpoint) variablesJSON(vars string) json.RawMessage {
+	if vars == "" || vars == "{}" {
+		return nil
+	}
+	return json.RawMessage(vars)
+}
+
+var upstreamName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
+
+func resolveUpstreams(in []Upstream) ([]*upstream, error) {
+	if len(in) == 0 {
+		return nil, errors.New("gqlpush: Config.Upstreams is empty")
+	}
+	var out []*upstream
+	seen := map[string]bool{}
+	for i, u := range in {
+		what := fmt.Sprintf("upstream %q", u.Name)
+		if u.Name == "" {
+			what = fmt.Sprintf("upstream #%d (unnamed)", i+1)
+		}
+		if seen[u.Name] {
+			if u.Name == "" {
+				return nil, errors.New("gqlpush: more than one upstream has no name")
+			}
+			return nil, fmt.Errorf("gqlpush: two upstreams are named %q", u.Name)
+		}
+		seen[u.Name] = true
+		if u.Name != "" && (!upstreamName.MatchString(u.Name) || strings.HasSuffix(u.Name, "_")) {
+			return nil, fmt.Errorf("gqlpush: %s: a name is letters, digits and underscores, starting with a letter and not ending with _", what)
+		}
+		if !u.Protocol.valid() {
+			return nil, fmt.Errorf("gqlpush: %s: unknown protocol %q (use %s, %s or %s)", what, u.Protocol, ProtocolAuto, ProtocolTransportWS, ProtocolLegacyWS)
+		}
+		pu, err := url.Parse(u.URL)
+		if err != nil || pu.Host == "" {
+			return nil, fmt.Errorf("gqlpush: %s: URL is not an absolute URL", what)
+		}
+		if u.Dialer == nil && pu.Scheme != "ws" && pu.Scheme != "wss" {
+			return nil, fmt.Errorf("gqlpush: %s: URL scheme %q is not ws or wss", what, pu.Scheme)
+		}
+		if u.InitPayload != nil {
+			var obj map[string]any
+			if err := json.Unmarshal(u.InitPayload, &obj); err != nil || obj == nil {
+				return nil, fmt.Errorf("gqlpush: %s: InitPayload is not a JSON object", what)
+			}
+		}
+		forward, err := checkForwardHeaders(u.ForwardHeaders)
+		if err != nil {
+			return nil, fmt.Errorf("gqlpush: %s: %w", what, err)
+		}
+		r := &upstream{
+			name:     u.Name,
+			label:    u.Name,
+			url:      u.URL,
+			header:   u.Header.Clone(),
+			init:     u.InitPayload,
+			protocol: u.Protocol,
+			dialer:   u.Dialer,
+			forward:  forward,
+			initFunc: u.InitPayloadFunc,
+		}
+		if r.label == "" {
+			r.label = pu.Host // host only: the URL may hold credentials
+		}
+		if r.header == nil {
+			r.header = http.Header{}
+		}
+		if r.dialer == nil {
+			r.dialer = &WebSocketDialer{}
+		}
+		if u.Schema != "" {
+			if r.schema, err = parseUpstreamSchema(u.Name, u.Schema); err != nil {
+				return nil, fmt.Errorf("gqlpush: %s: %w", what, err)
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// bind resolves an operation's upstream from its root field, validates it
+// against that upstream's schema, and prepares the query sent upstream.
+func bind(op *Operation, ups []*upstream, haveAuth bool) (*endpoint, error) {
+	fail := func(format string, args ...any) error {
+		return &OperationError{File: op.file, Line: op.rootField.Position.Line, Column: op.rootField.Position.Column, Message: fmt.Sprintf(format, args...)}
+	}
+	up, field := routeField(op.rootField.Name, ups)
+	if up == nil {
+		var names []string
+		for _, u := range ups {
+			names = append(names, u.name+"_")
+		}
+		return nil, fail("field %s names no configured upstream (fields start with one of: %s)", op.rootField.Name, strings.Join(names, ", "))
+	}
+	needs := op.rules.requireAuth
+	for _, v := range op.vars {
+		needs = needs || v.claim != ""
+	}
+	if needs && !haveAuth {
+		return nil, &OperationError{File: op.file, Message: "the operation requires authentication (@auth, @rbac or @fromClaim) but Config.Authenticator is nil"}
+	}
+	ep := &endpoint{op: op, up: up, vars: op.vars, byName: map[string]*variableDef{}, defaults: map[string]any{}, needsAuth: needs}
+	for _, v := range op.vars {
+		ep.byName[v.name] = v
+	}
+	if up.schema != nil {
+		if err := up.schema.validate(op); err != nil {
+			return nil, err
+		}
+		ep.coerce = coercer{schema: up.schema.types}
+	}
+	for _, v := range op.vars {
+		if v.defaultLit == nil {
+			continue
+		}
+		d, err := ep.coerce.fromJSON(v.typ, literalJSON(v.defaultLit), v.name)
+		if err != nil {
+			return nil, &OperationError{File: op.file, Line: v.pos.Line, Column: v.pos.Column, Message: "default value: " + err.Error()}
+		}
+		ep.defaults[v.name] = d
+	}
+	q, err := op.upstreamQuery(field)
+	if err != nil {
+		return nil, err
+	}
+	ep.query = q
+	return ep, nil
+}
+
+// routeField finds the upstream a root field belongs to: the named upstream
+// whose name and an underscore start it (the longest such name), else the
+// unnamed upstream.
+func routeField(field string, ups []*upstream) (*upstream, string) {
+	var best, unnamed *upstream
+	for _, u := range ups {
+		if u.name == "" {
+			unnamed = u
+			continue
+		}
+		if strings.HasPrefix(field, u.name+"_") && len(field) > len(u.name)+1 && (best == nil || len(u.name) > len(best.name)) {
+			best = u
+		}
+	}
+	if best != nil {
+		return best, field[len(best.name)+1:]
+	}
+	if unnamed != nil {
+		return unnamed, field
+	}
+	return nil, ""
+}

@@ -1,0 +1,373 @@
+package gqlpush
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"runtime/debug"
+	"time"
+)
+
+// serveStream subscribes and writes the response. done is called once the
+// stream is over, whenever that is: over HTTP/1.x the stream outlives
+// ServeHTTP (see runStream).
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *request, done func()) {
+	lastID := ""
+	if req.sse && !req.once {
+		lastID = r.Header.Get("Last-Event-ID")
+	}
+	s, reset, err := h.hub.join(req.key, req.owner, req.header, req.init, lastID)
+	if err != nil {
+		done()
+		herr := errShuttingDown
+		if !errors.As(err, &herr) && !errors.Is(err, errClosed) {
+			h.log.Error("starting a subscription failed", "operation", req.ep.op.name, "err", logText(err))
+			herr = &httpError{status: http.StatusInternalServerError, code: CodeInternal, msg: "internal error"}
+		}
+		writeError(w, herr)
+		return
+	}
+	op := req.ep.op.name
+	h.obs.streamOpened(op)
+	// The stream ends in two steps: finish lets the subscription go and
+	// reports the end, before the response's last bytes are written, so
+	// that a client that has read its response finds both done; done
+	// releases the stream's slot after the response is over, so that
+	// Close returns only when every response is.
+	finish := func(reason string) {
+		defer h.hub.leave(s)
+		h.obs.streamClosed(op, reason)
+	}
+	if req.once && !req.sse {
+		reason := ReasonClientGone
+		defer done()
+		defer func() { finish(reason) }()
+		reason = h.serveOnce(w, r, s)
+		return
+	}
+	st := &stream{req: req, timeout: h.cfg.writeTimeout}
+	if !st.begin(w, r, !h.cfg.useResponseWriter, reset) {
+		defer done()
+		finish(ReasonClientGone) // the head could not be written
+		return
+	}
+	if _, raw := st.sink.(*rawSink); raw {
+		// The connection is gqlpush's now: ServeHTTP returns, and with it
+		// goes net/http's state for the request — its goroutine and
+		// stack, its buffers — while the stream goes on in a goroutine of
+		// its own, counted by the Handler until it ends.
+		go h.runStream(s, st, finish, done, true)
+		return
+	}
+	h.runStream(s, st, finish, done, false)
+}
+
+// runStream writes the stream until it ends, then releases it. Whatever
+// happens, even a panic (in an Observer, say), the stream is released; on a
+// connection gqlpush took over, where no net/http recovers it, a panic is
+// logged, as net/http logs a handler's.
+func (h *Handler) runStream(s *subscriber, st *stream, finish func(reason string), done func(), detached bool) {
+	if detached {
+		// Deferred first, so it runs last: it also catches a panic in
+		// the release below.
+		defer func() {
+			if p := recover(); p != nil {
+				h.log.Error("panic serving a stream", "operation", st.req.ep.op.name, "panic", p, "stack", string(debug.Stack()))
+			}
+		}()
+	}
+	reason := ReasonClientGone
+	defer func() {
+		defer done()
+		defer st.sink.close()
+		finish(reason)
+	}()
+	if h.cfg.heartbeat > 0 {
+		st.beat = time.NewTimer(h.cfg.heartbeat)
+		st.beatEvery = h.cfg.heartbeat
+		defer st.beat.Stop()
+	}
+	reason = h.streamLoop(s, st)
+	if reason == ReasonWriteFailed {
+		switch {
+		case s.isSlow():
+			reason = ReasonSlowConsumer // it fell behind while its write hung
+		case st.isGone():
+			reason = ReasonClientGone
+		}
+	}
+	if reason == ReasonSlowConsumer || reason == ReasonWriteFailed {
+		h.obs.subscriberDropped(st.req.ep.op.name, reason)
+	}
+}
+
+// streamLoop writes results until the stream ends, and says why it ended.
+func (h *Handler) streamLoop(s *subscriber, st *stream) string {
+	var (
+		beat      <-chan time.Time
+		drainDone <-chan time.Time
+		expired   <-chan time.Time
+		buf       = make([]*event, 0, 8)
+		op        = st.req.ep.op.name
+	)
+	if st.beat != nil {
+		beat = st.beat.C
+	}
+	if p := st.req.principal; p != nil && !p.Expires.IsZero() {
+		t := time.NewTimer(time.Until(p.Expires))
+		defer t.Stop()
+		expired = t.C
+	}
+	gone := st.sink.gone()
+	for {
+		select {
+		case <-gone:
+			return ReasonClientGone
+		case <-expired:
+			st.end(endExpired)
+			return ReasonTokenExpired
+		case <-drainDone:
+			st.end(endShutdown)
+			return ReasonShutdown
+		case <-beat:
+			// The timer is not reset on every write, which would cost
+			// each one a timer operation: it fires every interval and
+			// checks how long the stream has been silent.
+			if idle := time.Since(st.lastWrite); idle < st.beatEvery {
+				st.beat.Reset(st.beatEvery - idle)
+				continue
+			}
+			if !st.heartbeat() {
+				return ReasonWriteFailed
+			}
+			st.beat.Reset(st.beatEvery)
+		case <-s.wake:
+			var end endReason
+			buf, end = s.take(buf[:0])
+			// Close wakes every subscriber rather than closing a channel
+			// that every stream would wait on: such a channel's lock would
+			// be taken by every stream at every turn of this loop. The
+			// flag is read after take, which holds the lock Close holds
+			// when it wakes: a wake that Close found pending is followed
+			// by a take that sees the flag.
+			if drainDone == nil && h.shuttingDown.Load() {
+				// Streams end spread over the drain window, so that
+				// clients do not all come back in the same instant.
+				t := time.NewTimer(h.drainDelay())
+				defer t.Stop()
+				drainDone = t.C
+			}
+			if st.req.once && len(buf) > 0 {
+				buf = buf[:1]
+				end = endComplete
+			}
+			n, ok := st.events(buf)
+			if n > 0 && h.obs != nil { // spares time.Since without an Observer
+				h.obs.framesDelivered(op, n, time.Since(buf[len(buf)-1].at))
+			}
+			clear(buf)
+			if !ok {
+				return ReasonWriteFailed
+			}
+			if end.kind != 0 {
+				st.end(end)
+				if st.req.once && end.kind == endKindComplete {
+					return ReasonOnce
+				}
+				return end.reason()
+			}
+		}
+	}
+}
+
+// serveOnce answers wg_subscribe_once without wg_sse: the first result as
+// the whole JSON body.
+func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, s *subscriber) string {
+	var buf []*event
+	for {
+		select {
+		case <-r.Context().Done():
+			return ReasonClientGone
+		case <-s.wake:
+		}
+		var end endReason
+		buf, end = s.take(buf[:0])
+		if len(buf) > 0 {
+			writeJSON(w, http.StatusOK, buf[0].json)
+			return ReasonOnce
+		}
+		if h.shuttingDown.Load() { // read after take: see streamLoop
+			writeError(w, errShuttingDown)
+			return ReasonShutdown
+		}
+		switch end.kind {
+		case 0:
+			continue
+		case endKindComplete:
+			w.WriteHeader(http.StatusNoContent)
+		case endKindUpstreamError:
+			writeJSON(w, http.StatusOK, errorsJSON(end.errors))
+		case endKindUnavailable:
+			writeError(w, &httpError{status: http.StatusBadGateway, code: CodeUpstreamUnavailable, msg: "upstream unavailable"})
+		default:
+			writeError(w, errShuttingDown)
+		}
+		return end.reason()
+	}
+}
+
+// A stream writes the frames of one response, through its sink. Writes stop
+// at the first error: the client is gone or too slow.
+type stream struct {
+	sink      sink
+	req       *request
+	timeout   time.Duration
+	beat      *time.Timer
+	beatEvery time.Duration
+	lastWrite time.Time // of the last write
+	armed     time.Time // the write deadline in force
+	last      *event    // the last result this client has, for patch and dedupe
+	batch     [][]byte  // frames of one write, reused
+	failed    bool
+}
+
+// begin sends the head and, for SSE, the first comment (and the reset
+// event, when resumption failed), at once, so the client knows the stream
+// is open before any result.
+func (st *stream) begin(w http.ResponseWriter, r *http.Request, hijack bool, reset bool) bool {
+	hd := w.Header()
+	if st.req.sse {
+		hd.Set("Content-Type", "text/event-stream")
+	} else {
+		hd.Set("Content-Type", "application/json")
+	}
+	hd.Set("Cache-Control", "no-cache")
+	hd.Set("X-Accel-Buffering", "no")
+	var first []byte
+	if st.req.sse {
+		first = []byte(sseComment)
+		if reset {
+			first = []byte(sseComment + sseReset)
+		}
+	}
+	sk, err := openSink(w, r, hijack, first, st.deadline(time.Now()))
+	if err != nil {
+		return false
+	}
+	st.sink = sk
+	st.lastWrite = time.Now()
+	return true
+}
+
+// events writes a batch of results in one write, so a client with several
+// results waiting gets them at once. It reports how many frames it wrote,
+// and false when the write failed.
+func (st *stream) events(evs []*event) (int, bool) {
+	batch := st.batch[:0]
+	for _, ev := range evs {
+		if b := st.frame(ev); b != nil {
+			batch = append(batch, b)
+		}
+		st.last = ev
+	}
+	st.batch = batch
+	if len(batch) == 0 {
+		return 0, true
+	}
+	ok := st.write(batch)
+	clear(batch) // let the events go
+	return len(batch), ok
+}
+
+// frame picks the bytes this client gets for ev: the shared frame, a shared
+// patch frame, or nothing (a duplicate, or a patch with no change).
+func (st *stream) frame(ev *event) []byte {
+	prev := st.last
+	if prev != nil && st.req.dedupe && bytes.Equal(prev.json, ev.json) {
+		return nil
+	}
+	if prev != nil && st.req.patch && !st.req.once {
+		p := ev.patchFrom(prev)
+		switch {
+		case p.empty:
+			return nil
+		case p.sse != nil:
+			if st.req.sse {
+				return p.sse
+			}
+			return p.plain
+		}
+	}
+	if st.req.sse {
+		return ev.sse
+	}
+	return ev.plain
+}
+
+var (
+	sseCommentBytes     = []byte(sseComment)
+	plainHeartbeatBytes = []byte(plainHeartbeat)
+	sseCompleteBytes    = []byte(sseComplete)
+	sseDataPrefixBytes  = []byte(sseDataPrefix)
+	blankLineBytes      = []byte("\n\n")
+)
+
+func (st *stream) heartbeat() bool {
+	if st.req.sse {
+		return st.write([][]byte{sseCommentBytes})
+	}
+	return st.write([][]byte{plainHeartbeatBytes})
+}
+
+// end writes the error frame of end, if any, then, for SSE, the complete
+// event.
+func (st *stream) end(end endReason) {
+	batch := st.batch[:0]
+	if end.errors != nil {
+		if st.req.sse {
+			batch = append(batch, sseDataPrefixBytes)
+		}
+		batch = append(batch, errorsJSON(end.errors), blankLineBytes)
+	}
+	if st.req.sse {
+		batch = append(batch, sseCompleteBytes)
+	}
+	if len(batch) > 0 {
+		st.write(batch)
+	}
+}
+
+// write writes frames in one write, unless an earlier write failed.
+func (st *stream) write(frames [][]byte) bool {
+	if st.failed {
+		return false
+	}
+	now := time.Now()
+	if err := st.sink.writev(frames, st.deadline(now)); err != nil {
+		st.failed = true
+		return false
+	}
+	st.lastWrite = now
+	return true
+}
+
+// deadline bounds the next write: a client that does not take it within the
+// write timeout is dropped. The deadline is moved only when less than half
+// the timeout is left, not on every write: a write always has at least half
+// the timeout, and a busy stream spares the poller most updates.
+func (st *stream) deadline(now time.Time) time.Time {
+	if st.armed.Sub(now) <= st.timeout/2 {
+		st.armed = now.Add(st.timeout)
+	}
+	return st.armed
+}
+
+// isGone reports whether the client has gone.
+func (st *stream) isGone() bool {
+	select {
+	case <-st.sink.gone():
+		return true
+	default:
+		return false
+	}
+}
