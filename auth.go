@@ -202,9 +202,9 @@ func lookupClaim(claims map[string]any, path string) any {
 // needed.
 func (h *Handler) authenticate(r *http.Request, ep *endpoint) (*Principal, *httpError) {
 	var p *Principal
-	if h.auth != nil {
+	if h.cfg.Authenticator != nil {
 		var err error
-		p, err = h.auth.Authenticate(r)
+		p, err = h.cfg.Authenticator.Authenticate(r)
 		if err != nil {
 			h.log.Debug("authentication failed", "operation", ep.op.name, "err", scrubURLs(err.Error()))
 			return nil, errNotAuthenticated(true)

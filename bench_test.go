@@ -52,8 +52,8 @@ func (d *discard) Flush()                      {}
 func BenchmarkFanout(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
-			cfg := &settings{queueSize: 1 << 30, queueBytes: 1 << 40, resumeFrames: DefaultResumeFrames, writeTimeout: time.Minute}
-			h := newHub(cfg, nil, &limits{}, slog.New(slog.DiscardHandler), nil)
+			cfg := &Config{QueueSize: 1 << 30, QueueBytes: 1 << 40, ResumeFrames: DefaultResumeFrames, WriteTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler)}
+			h := newHub(cfg, nil, &limits{})
 			ep := &endpoint{op: &Operation{name: "Bench"}}
 			sh := &shared{h: h, key: subKey{ep: ep}, token: newToken()}
 			req := &request{ep: ep, sse: true}

@@ -2,11 +2,11 @@ package gqlpush
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 )
@@ -65,45 +65,45 @@ func (e *endpoint) variablesJSON(vars string) json.RawMessage {
 var upstreamName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
 
 func resolveUpstreams(in []Upstream) ([]*upstream, error) {
-	if len(in) == 0 {
-		return nil, errors.New("gqlpush: Config.Upstreams is empty")
-	}
 	var out []*upstream
 	seen := map[string]bool{}
 	for i, u := range in {
-		what := fmt.Sprintf("upstream %q", u.Name)
+		what := strconv.Quote(u.Name)
 		if u.Name == "" {
-			what = fmt.Sprintf("upstream #%d (unnamed)", i+1)
+			what = "#" + strconv.Itoa(i+1)
+		}
+		bad := func(field string, kind error, detail string) error {
+			return &ConfigError{Field: field, Upstream: what, Err: kind, Detail: detail}
 		}
 		if seen[u.Name] {
 			if u.Name == "" {
-				return nil, errors.New("gqlpush: more than one upstream has no name")
+				return nil, bad("Name", ErrConflict, "is empty, as another upstream's is: one at most may have no name")
 			}
-			return nil, fmt.Errorf("gqlpush: two upstreams are named %q", u.Name)
+			return nil, bad("Name", ErrConflict, "is another upstream's too")
 		}
 		seen[u.Name] = true
 		if u.Name != "" && (!upstreamName.MatchString(u.Name) || strings.HasSuffix(u.Name, "_")) {
-			return nil, fmt.Errorf("gqlpush: %s: a name is letters, digits and underscores, starting with a letter and not ending with _", what)
+			return nil, bad("Name", ErrInvalid, "is not letters, digits and underscores, starting with a letter and not ending with _")
 		}
 		if !u.Protocol.valid() {
-			return nil, fmt.Errorf("gqlpush: %s: unknown protocol %q (use %s, %s or %s)", what, u.Protocol, ProtocolAuto, ProtocolTransportWS, ProtocolLegacyWS)
+			return nil, bad("Protocol", ErrInvalid, fmt.Sprintf("%q is not %s, %s or %s", clip(string(u.Protocol)), ProtocolAuto, ProtocolTransportWS, ProtocolLegacyWS))
+		}
+		if u.URL == "" {
+			return nil, bad("URL", ErrRequired, "")
 		}
 		pu, err := url.Parse(u.URL)
 		if err != nil || pu.Host == "" {
-			return nil, fmt.Errorf("gqlpush: %s: URL is not an absolute URL", what)
+			return nil, bad("URL", ErrInvalid, "is not an absolute URL")
 		}
 		if u.Dialer == nil && pu.Scheme != "ws" && pu.Scheme != "wss" {
-			return nil, fmt.Errorf("gqlpush: %s: URL scheme %q is not ws or wss", what, pu.Scheme)
+			return nil, bad("URL", ErrInvalid, fmt.Sprintf("has the scheme %q, not ws or wss", clip(pu.Scheme)))
 		}
-		if u.InitPayload != nil {
-			var obj map[string]any
-			if err := json.Unmarshal(u.InitPayload, &obj); err != nil || obj == nil {
-				return nil, fmt.Errorf("gqlpush: %s: InitPayload is not a JSON object", what)
-			}
+		if u.InitPayload != nil && !isJSONObject(u.InitPayload) {
+			return nil, bad("InitPayload", ErrInvalid, "is not a JSON object")
 		}
 		forward, err := checkForwardHeaders(u.ForwardHeaders)
 		if err != nil {
-			return nil, fmt.Errorf("gqlpush: %s: %w", what, err)
+			return nil, bad("ForwardHeaders", ErrInvalid, err.Error())
 		}
 		r := &upstream{
 			name:     u.Name,
@@ -127,7 +127,7 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 		}
 		if u.Schema != "" {
 			if r.schema, err = parseUpstreamSchema(u.Name, u.Schema); err != nil {
-				return nil, fmt.Errorf("gqlpush: %s: %w", what, err)
+				return nil, bad("Schema", ErrInvalid, err.Error())
 			}
 		}
 		out = append(out, r)
@@ -154,7 +154,7 @@ func bind(op *Operation, ups []*upstream, haveAuth bool) (*endpoint, error) {
 		needs = needs || v.claim != ""
 	}
 	if needs && !haveAuth {
-		return nil, &OperationError{File: op.file, Message: "the operation requires authentication (@auth, @rbac or @fromClaim) but Config.Authenticator is nil"}
+		return nil, &OperationError{File: op.file, Message: "the operation requires authentication (@auth, @rbac or @fromClaim) but Config.Authenticator is nil", Err: ErrNoAuthenticator}
 	}
 	ep := &endpoint{op: op, up: up, vars: op.vars, byName: map[string]*variableDef{}, defaults: map[string]any{}, needsAuth: needs}
 	for _, v := range op.vars {

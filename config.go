@@ -2,8 +2,10 @@ package gqlpush
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -22,6 +24,7 @@ const (
 	DefaultMaxQueryBytes    = 16 << 10
 	DefaultResumeFrames     = 64
 	DefaultDrainWindow      = time.Second
+	DefaultOnceTimeout      = 30 * time.Second
 )
 
 // Config configures a [Handler]. Only Operations and Upstreams are required;
@@ -35,8 +38,9 @@ type Config struct {
 	Upstreams []Upstream
 
 	// Prefix is the part of the request path before the operation name,
-	// such as "/operations/". Empty means the handler sees the name alone:
-	// mount it with http.StripPrefix, or at the root.
+	// such as "/operations/"; it starts with a slash, as request paths do.
+	// Empty means the handler sees the name alone: mount it with
+	// http.StripPrefix, or at the root.
 	Prefix string
 
 	// Heartbeat is how long a stream may stay silent before a comment
@@ -122,6 +126,12 @@ type Config struct {
 	// place of the one it resumes); one kept subscription ends, oldest
 	// first, when MaxSubscriptions is reached.
 	ResumeGrace time.Duration
+
+	// OnceTimeout bounds how long a wg_subscribe_once request waits for
+	// its first result; then it gets 504 UPSTREAM_TIMEOUT (or, with
+	// wg_sse, that error frame and the end) and its upstream subscription
+	// stops. Zero means DefaultOnceTimeout.
+	OnceTimeout time.Duration
 
 	// DrainWindow spreads the ends of open streams over this long when
 	// Close is called, so that clients do not all reconnect at once; it
@@ -249,30 +259,126 @@ type Upstream struct {
 	Dialer Dialer
 }
 
-// settings is a Config with its defaults filled in.
-type settings struct {
-	heartbeat         time.Duration
-	ackTimeout        time.Duration
-	pingInterval      time.Duration
-	pongTimeout       time.Duration
-	keepAliveTimeout  time.Duration
-	idleTimeout       time.Duration
-	reconnectLimit    time.Duration
-	writeTimeout      time.Duration
-	queueSize         int
-	queueBytes        int
-	maxQueryBytes     int
-	maxSubscriptions  int
-	maxUpstreamConns  int
-	resumeFrames      int
-	resumeGrace       time.Duration
-	drainWindow       time.Duration
-	useResponseWriter bool
+// withDefaults returns a copy of c in which every field left zero that has
+// a default has it, or the first setting that is not valid. The Handler
+// keeps the copy: what the caller does with c afterwards changes nothing.
+func (c *Config) withDefaults() (Config, error) {
+	d := *c
+	for _, f := range []struct {
+		field string
+		v     *time.Duration
+		def   time.Duration
+	}{
+		{"Heartbeat", &d.Heartbeat, DefaultHeartbeat},
+		{"AckTimeout", &d.AckTimeout, DefaultAckTimeout},
+		{"PingInterval", &d.PingInterval, DefaultPingInterval},
+		{"PongTimeout", &d.PongTimeout, DefaultPongTimeout},
+		{"KeepAliveTimeout", &d.KeepAliveTimeout, DefaultKeepAliveTimeout},
+		{"IdleTimeout", &d.IdleTimeout, DefaultIdleTimeout},
+		{"ReconnectLimit", &d.ReconnectLimit, DefaultReconnectLimit},
+		{"WriteTimeout", &d.WriteTimeout, DefaultWriteTimeout},
+		{"OnceTimeout", &d.OnceTimeout, DefaultOnceTimeout},
+		{"ResumeGrace", &d.ResumeGrace, 0},
+		{"DrainWindow", &d.DrainWindow, DefaultDrainWindow},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+		// Negative means "off" for these; for the others it means nothing.
+		switch f.field {
+		case "Heartbeat", "PingInterval", "ReconnectLimit", "DrainWindow":
+			continue
+		}
+		if *f.v < 0 {
+			return d, &ConfigError{Field: f.field, Err: ErrNegative}
+		}
+	}
+	for _, f := range []struct {
+		field string
+		v     *int
+		def   int
+	}{
+		{"QueueSize", &d.QueueSize, DefaultQueueSize},
+		{"QueueBytes", &d.QueueBytes, DefaultQueueBytes},
+		{"MaxQueryBytes", &d.MaxQueryBytes, DefaultMaxQueryBytes},
+		{"ResumeFrames", &d.ResumeFrames, DefaultResumeFrames},
+		{"MaxStreams", &d.MaxStreams, 0},
+		{"MaxStreamsPerPrincipal", &d.MaxStreamsPerPrincipal, 0},
+		{"MaxAnonymousStreams", &d.MaxAnonymousStreams, 0},
+		{"MaxSubscriptions", &d.MaxSubscriptions, 0},
+		{"MaxUpstreamConns", &d.MaxUpstreamConns, 0},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+		if *f.v < 0 && f.field != "ResumeFrames" { // negative: no resumption
+			return d, &ConfigError{Field: f.field, Err: ErrNegative}
+		}
+	}
+	if d.MaxStreams > 0 && d.MaxAnonymousStreams > d.MaxStreams {
+		return d, &ConfigError{Field: "MaxAnonymousStreams", Err: ErrConflict, Detail: "is more than MaxStreams"}
+	}
+	if d.Prefix != "" && !strings.HasPrefix(d.Prefix, "/") {
+		// Request paths start with a slash: such a prefix matches none.
+		return d, &ConfigError{Field: "Prefix", Err: ErrInvalid, Detail: "does not start with /"}
+	}
+	if len(d.Operations) == 0 {
+		return d, &ConfigError{Field: "Operations", Err: ErrRequired}
+	}
+	if len(d.Upstreams) == 0 {
+		return d, &ConfigError{Field: "Upstreams", Err: ErrRequired}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	return d, nil
 }
 
-func orDefault[T time.Duration | int](v, def T) T {
-	if v == 0 {
-		return def
-	}
-	return v
+// Kinds of configuration problems: every error of [NewHandler] about its
+// Config is a [*ConfigError] or an [*OperationError] that wraps one of
+// them, for errors.Is.
+var (
+	ErrRequired        = errors.New("gqlpush: a required setting is missing")
+	ErrNegative        = errors.New("gqlpush: a setting is negative")
+	ErrInvalid         = errors.New("gqlpush: a setting is not valid")
+	ErrConflict        = errors.New("gqlpush: settings conflict")
+	ErrNoAuthenticator = errors.New("gqlpush: an operation requires authentication, and Config.Authenticator is nil")
+)
+
+// A ConfigError is a setting of a [Config], or of one of its [Upstream]s,
+// that [NewHandler] refuses.
+type ConfigError struct {
+	// Field is the name of the field: of Config ("QueueSize"), or, when
+	// Upstream is set, of that Upstream ("ForwardHeaders").
+	Field string
+	// Upstream names the upstream whose field it is, as "gql", or as
+	// "#2" for an upstream without a name (counted from 1); "" for a
+	// field of Config.
+	Upstream string
+	// Err is the kind of problem: ErrRequired, ErrNegative, ErrInvalid or
+	// ErrConflict.
+	Err error
+	// Detail says more, for people; it never holds a URL's credentials.
+	Detail string
 }
+
+func (e *ConfigError) Error() string {
+	where := "Config." + e.Field
+	if e.Upstream != "" {
+		where = "upstream " + e.Upstream + ": " + e.Field
+	}
+	detail := e.Detail
+	if detail == "" {
+		switch e.Err {
+		case ErrRequired:
+			detail = "is required"
+		case ErrNegative:
+			detail = "is negative"
+		default:
+			detail = "is not valid"
+		}
+	}
+	return "gqlpush: " + where + " " + detail
+}
+
+func (e *ConfigError) Unwrap() error { return e.Err }

@@ -1,10 +1,10 @@
 package gqlpush
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -13,11 +13,11 @@ func checkOrigins(origins []string) ([]string, error) {
 	var out []string
 	for _, o := range origins {
 		if o == "*" {
-			return nil, errors.New("CORSOrigins: * is not allowed: cross-origin requests carry credentials, so origins are listed one by one")
+			return nil, &ConfigError{Field: "CORSOrigins", Err: ErrInvalid, Detail: "holds *: cross-origin requests carry credentials, so origins are listed one by one"}
 		}
 		u, err := url.Parse(o)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-			return nil, errors.New("CORSOrigins: " + o + " is not an origin like https://app.example.com")
+			return nil, &ConfigError{Field: "CORSOrigins", Err: ErrInvalid, Detail: "holds " + strconv.Quote(clip(o)) + ", not an origin like https://app.example.com"}
 		}
 		out = append(out, strings.ToLower(u.Scheme+"://"+u.Host))
 	}

@@ -23,10 +23,10 @@ func checkForwardHeaders(names []string) ([]string, error) {
 	for _, n := range names {
 		c := http.CanonicalHeaderKey(strings.TrimSpace(n))
 		if c == "" || strings.ContainsAny(c, " :\r\n") {
-			return nil, errors.New("ForwardHeaders: " + strconv.Quote(n) + " is not a header name")
+			return nil, errors.New("holds " + strconv.Quote(clip(n)) + ", not a header name")
 		}
 		if slices.Contains(hopByHop, c) || strings.HasPrefix(c, "Sec-Websocket-") {
-			return nil, errors.New("ForwardHeaders: " + c + " belongs to one connection and cannot be forwarded")
+			return nil, errors.New("holds " + c + ", which belongs to one connection and cannot be forwarded")
 		}
 		if !slices.Contains(out, c) {
 			out = append(out, c)
@@ -74,7 +74,7 @@ func (h *Handler) forward(r *http.Request, up *upstream, p *Principal) (http.Hea
 		}
 		if err != nil {
 			h.log.Error("building the connection_init payload failed", "upstream", up.label, "err", scrubURLs(err.Error()))
-			return nil, nil, "", &httpError{status: http.StatusInternalServerError, code: CodeInternal, msg: "internal error"}
+			return nil, nil, "", errInternal
 		}
 		init = payload
 		field([]byte("init"))

@@ -3,7 +3,6 @@ package gqlpush
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -17,12 +16,9 @@ import (
 // A Handler serves persisted subscription operations over HTTP. Create it
 // with [NewHandler]; stop it with [Handler.Close].
 type Handler struct {
-	cfg       settings
-	prefix    string
+	cfg       Config // with its defaults
 	endpoints map[string]*endpoint
-	auth      Authenticator
-	log       *slog.Logger
-	obs       *Observer
+	log       *slog.Logger // cfg.Logger
 	pool      *pool
 	hub       *hub
 	limits    *limits
@@ -30,8 +26,6 @@ type Handler struct {
 	// corsHeaders are the request headers a cross-origin page may send:
 	// credentials, resumption, and every header forwarded upstream.
 	corsHeaders string
-
-	clientAddress func(*http.Request) string
 
 	shuttingDown atomic.Bool   // set by Close: streams end
 	drain        time.Duration // set by Close before shuttingDown
@@ -49,79 +43,35 @@ var _ http.Handler = (*Handler)(nil)
 // operation's root field must name a configured upstream, and must validate
 // against that upstream's schema when one is given. It connects to nothing:
 // upstream connections open with the first subscription that needs them.
-func NewHandler(cfg Config) (*Handler, error) {
-	s := settings{
-		heartbeat:        orDefault(cfg.Heartbeat, DefaultHeartbeat),
-		ackTimeout:       orDefault(cfg.AckTimeout, DefaultAckTimeout),
-		pingInterval:     orDefault(cfg.PingInterval, DefaultPingInterval),
-		pongTimeout:      orDefault(cfg.PongTimeout, DefaultPongTimeout),
-		keepAliveTimeout: orDefault(cfg.KeepAliveTimeout, DefaultKeepAliveTimeout),
-		idleTimeout:      orDefault(cfg.IdleTimeout, DefaultIdleTimeout),
-		reconnectLimit:   orDefault(cfg.ReconnectLimit, DefaultReconnectLimit),
-		writeTimeout:     orDefault(cfg.WriteTimeout, DefaultWriteTimeout),
-		queueSize:        orDefault(cfg.QueueSize, DefaultQueueSize),
-		queueBytes:       orDefault(cfg.QueueBytes, DefaultQueueBytes),
-		maxSubscriptions: cfg.MaxSubscriptions,
-		maxUpstreamConns: cfg.MaxUpstreamConns,
-		maxQueryBytes:    orDefault(cfg.MaxQueryBytes, DefaultMaxQueryBytes),
-		resumeFrames:     orDefault(cfg.ResumeFrames, DefaultResumeFrames),
-		resumeGrace:      cfg.ResumeGrace,
-		drainWindow:      orDefault(cfg.DrainWindow, DefaultDrainWindow),
-
-		useResponseWriter: cfg.UseResponseWriter,
-	}
-	for name, d := range map[string]time.Duration{
-		"AckTimeout": s.ackTimeout, "PongTimeout": s.pongTimeout, "KeepAliveTimeout": s.keepAliveTimeout,
-		"IdleTimeout": s.idleTimeout, "WriteTimeout": s.writeTimeout, "ResumeGrace": s.resumeGrace,
-	} {
-		if d < 0 {
-			return nil, fmt.Errorf("gqlpush: Config.%s is negative", name)
-		}
-	}
-	for name, n := range map[string]int{
-		"QueueSize": s.queueSize, "QueueBytes": s.queueBytes, "MaxQueryBytes": s.maxQueryBytes,
-		"MaxStreams": cfg.MaxStreams, "MaxStreamsPerPrincipal": cfg.MaxStreamsPerPrincipal, "MaxAnonymousStreams": cfg.MaxAnonymousStreams,
-		"MaxSubscriptions": cfg.MaxSubscriptions, "MaxUpstreamConns": cfg.MaxUpstreamConns,
-	} {
-		if n < 0 {
-			return nil, fmt.Errorf("gqlpush: Config.%s is negative", name)
-		}
-	}
-	if cfg.MaxStreams > 0 && cfg.MaxAnonymousStreams > cfg.MaxStreams {
-		return nil, errors.New("gqlpush: Config.MaxAnonymousStreams is more than MaxStreams")
+//
+// A setting it refuses is reported as a [*ConfigError], an operation as an
+// [*OperationError]; both wrap a kind (ErrInvalid, ErrNegative, …) that
+// errors.Is tells apart.
+func NewHandler(config Config) (*Handler, error) {
+	cfg, err := config.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	origins, err := checkOrigins(cfg.CORSOrigins)
 	if err != nil {
-		return nil, fmt.Errorf("gqlpush: Config.%w", err)
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+		return nil, err
 	}
 	ups, err := resolveUpstreams(cfg.Upstreams)
 	if err != nil {
 		return nil, err
 	}
-	if len(cfg.Operations) == 0 {
-		return nil, errors.New("gqlpush: Config.Operations is empty")
-	}
 	h := &Handler{
-		cfg:       s,
-		prefix:    cfg.Prefix,
+		cfg:       cfg,
 		endpoints: make(map[string]*endpoint, len(cfg.Operations)),
-		auth:      cfg.Authenticator,
-		log:       log,
-		obs:       cfg.Observer,
+		log:       cfg.Logger,
 		limits:    &limits{max: cfg.MaxStreams, perMax: cfg.MaxStreamsPerPrincipal, anonMax: cfg.MaxAnonymousStreams, per: map[string]int{}},
 		origins:   origins,
-
-		clientAddress: cfg.ClientAddress,
-		idle:          make(chan struct{}),
+		idle:      make(chan struct{}),
 	}
 	var errs []error
 	for _, op := range cfg.Operations {
 		if op == nil {
-			return nil, errors.New("gqlpush: Config.Operations holds a nil operation")
+			return nil, &ConfigError{Field: "Operations", Err: ErrInvalid, Detail: "holds a nil operation"}
 		}
 		if _, dup := h.endpoints[op.name]; dup {
 			errs = append(errs, &OperationError{File: op.file, Message: "a second operation with this name"})
@@ -146,8 +96,8 @@ func NewHandler(cfg Config) (*Handler, error) {
 		}
 	}
 	h.corsHeaders = strings.Join(corsHeaders, ", ")
-	h.pool = newPool(&h.cfg, log, h.obs)
-	h.hub = newHub(&h.cfg, h.pool, h.limits, log, h.obs)
+	h.pool = newPool(&h.cfg)
+	h.hub = newHub(&h.cfg, h.pool, h.limits)
 	return h, nil
 }
 
@@ -168,7 +118,7 @@ func (h *Handler) Close(ctx context.Context) error {
 	h.mu.Lock()
 	if !h.closing {
 		h.closing = true
-		h.drain = max(h.cfg.drainWindow, 0)
+		h.drain = max(h.cfg.DrainWindow, 0)
 		if deadline, ok := ctx.Deadline(); ok {
 			// Leave half the time that is left for the ends themselves.
 			h.drain = min(h.drain, time.Until(deadline)/2)

@@ -148,13 +148,16 @@ func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
 	a := &JWTAuthenticator{
 		cookie:     cfg.Cookie,
 		rolesClaim: cfg.RolesClaim,
-		leeway:     orDefault(cfg.Leeway, DefaultLeeway),
+		leeway:     cfg.Leeway,
 	}
 	if a.cookie == "" {
 		a.cookie = DefaultAuthCookie
 	}
 	if a.rolesClaim == "" {
 		a.rolesClaim = DefaultRolesClaim
+	}
+	if a.leeway == 0 {
+		a.leeway = DefaultLeeway
 	}
 	a.leeway = max(a.leeway, 0)
 	opts := []jwt.ParserOption{

@@ -84,8 +84,8 @@ func (h *Handler) limitKey(r *http.Request, p *Principal) string {
 		return "sub:" + p.Subject
 	}
 	var host string
-	if h.clientAddress != nil {
-		host = h.clientAddress(r)
+	if h.cfg.ClientAddress != nil {
+		host = h.cfg.ClientAddress(r)
 	} else {
 		var err error
 		if host, _, err = net.SplitHostPort(r.RemoteAddr); err != nil {

@@ -2,19 +2,6 @@ package gqlpush
 
 import "time"
 
-// Reasons a stream or a shared subscription ends, as told to an [Observer].
-const (
-	ReasonClientGone          = "client_gone"          // the client left
-	ReasonComplete            = "complete"             // the upstream completed
-	ReasonUpstreamError       = "upstream_error"       // the upstream sent an error
-	ReasonUpstreamUnavailable = "upstream_unavailable" // the upstream is lost for good
-	ReasonShutdown            = "shutdown"             // Handler.Close
-	ReasonSlowConsumer        = "slow_consumer"        // the client fell too far behind
-	ReasonWriteFailed         = "write_failed"         // a write to the client failed or timed out
-	ReasonOnce                = "once"                 // wg_subscribe_once got its result
-	ReasonTokenExpired        = "token_expired"        // the caller's token expired
-)
-
 // An Observer is told what a [Handler] does, for metrics and tracing. Every
 // field may be nil. The functions are called from gqlpush's own goroutines,
 // FramesDelivered on the hot path: they must be quick, must not block, and
@@ -23,15 +10,13 @@ const (
 type Observer struct {
 	// StreamOpened is called when a client's stream starts.
 	StreamOpened func(operation string)
-	// StreamClosed is called when it ends, with one of the Reason
-	// constants.
-	StreamClosed func(operation, reason string)
+	// StreamClosed is called when it ends, and why.
+	StreamClosed func(operation string, reason Reason)
 	// SubscriptionStarted is called when a shared upstream subscription
 	// starts, with its first subscriber.
 	SubscriptionStarted func(operation string)
-	// SubscriptionStopped is called when it ends, with one of the Reason
-	// constants.
-	SubscriptionStopped func(operation, reason string)
+	// SubscriptionStopped is called when it ends, and why.
+	SubscriptionStopped func(operation string, reason Reason)
 	// UpstreamConnected is called when a connection to an upstream is up
 	// (acknowledged); reconnect counts the redials that preceded it.
 	UpstreamConnected func(upstream string, reconnect int)
@@ -43,9 +28,9 @@ type Observer struct {
 	// client's connection.
 	FramesDelivered func(operation string, frames int, latency time.Duration)
 	// SubscriberDropped is called when a client is dropped for falling
-	// behind (ReasonSlowConsumer) or for a write that failed or timed out
-	// (ReasonWriteFailed).
-	SubscriberDropped func(operation, reason string)
+	// behind or for a write that outlasted WriteTimeout: both are
+	// ReasonSlowConsumer.
+	SubscriberDropped func(operation string, reason Reason)
 }
 
 // The methods below make a nil *Observer and nil fields no-ops.
@@ -56,7 +41,7 @@ func (o *Observer) streamOpened(op string) {
 	}
 }
 
-func (o *Observer) streamClosed(op, reason string) {
+func (o *Observer) streamClosed(op string, reason Reason) {
 	if o != nil && o.StreamClosed != nil {
 		o.StreamClosed(op, reason)
 	}
@@ -68,7 +53,7 @@ func (o *Observer) subscriptionStarted(op string) {
 	}
 }
 
-func (o *Observer) subscriptionStopped(op, reason string) {
+func (o *Observer) subscriptionStopped(op string, reason Reason) {
 	if o != nil && o.SubscriptionStopped != nil {
 		o.SubscriptionStopped(op, reason)
 	}
@@ -92,7 +77,7 @@ func (o *Observer) framesDelivered(op string, n int, latency time.Duration) {
 	}
 }
 
-func (o *Observer) subscriberDropped(op, reason string) {
+func (o *Observer) subscriberDropped(op string, reason Reason) {
 	if o != nil && o.SubscriberDropped != nil {
 		o.SubscriberDropped(op, reason)
 	}

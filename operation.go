@@ -46,7 +46,13 @@ type OperationError struct {
 	Line    int    // 1-based; 0 when the problem has no place
 	Column  int    // 1-based
 	Message string
+	// Err is the kind of problem, for errors.Is: ErrNoAuthenticator for an
+	// operation that needs a login no Authenticator can check; nil for a
+	// problem in the operation itself.
+	Err error
 }
+
+func (e *OperationError) Unwrap() error { return e.Err }
 
 func (e *OperationError) Error() string {
 	if e.Line == 0 {

@@ -162,26 +162,34 @@ func TestNewHandlerChecksConfig(t *testing.T) {
 		return []gqlpush.Upstream{u}
 	}
 	tests := []struct {
-		name string
-		cfg  gqlpush.Config
-		want string
+		name            string
+		cfg             gqlpush.Config
+		field, upstream string // of the *ConfigError; "" for an *OperationError
+		kind            error
+		want            string
 	}{
-		{"no operations", gqlpush.Config{Upstreams: []gqlpush.Upstream{good}}, "Operations is empty"},
-		{"nil operation", gqlpush.Config{Operations: []*gqlpush.Operation{nil}, Upstreams: []gqlpush.Upstream{good}}, "nil operation"},
-		{"duplicate operation", gqlpush.Config{Operations: []*gqlpush.Operation{op, op}, Upstreams: []gqlpush.Upstream{good}}, "X.graphql: a second operation"},
-		{"no upstreams", gqlpush.Config{Operations: ops}, "Upstreams is empty"},
-		{"http URL", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.URL = "http://h/graphql" })}, `scheme "http" is not ws or wss`},
-		{"relative URL", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.URL = "/graphql" })}, "not an absolute URL"},
-		{"bad name", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Name = "g-q" })}, "a name is letters"},
-		{"name ending in _", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Name = "gql_" })}, "a name is letters"},
-		{"two unnamed", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good, {URL: good.URL}, {URL: good.URL}}}, "more than one upstream has no name"},
-		{"same name twice", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good, good}}, `two upstreams are named "gql"`},
-		{"unknown protocol", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Protocol = "sse" })}, `unknown protocol "sse"`},
-		{"init payload not an object", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.InitPayload = []byte(`[1]`) })}, "InitPayload is not a JSON object"},
-		{"schema not SDL", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Schema = "type {" })}, `upstream "gql": schema:`},
-		{"schema without subscriptions", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Schema = "type Query { a: Int }" })}, "no subscription type"},
-		{"negative timeout", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, AckTimeout: -1}, "AckTimeout is negative"},
-		{"negative queue", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, QueueSize: -1}, "QueueSize"},
+		{"no operations", gqlpush.Config{Upstreams: []gqlpush.Upstream{good}}, "Operations", "", gqlpush.ErrRequired, "Config.Operations is required"},
+		{"nil operation", gqlpush.Config{Operations: []*gqlpush.Operation{nil}, Upstreams: []gqlpush.Upstream{good}}, "Operations", "", gqlpush.ErrInvalid, "nil operation"},
+		{"duplicate operation", gqlpush.Config{Operations: []*gqlpush.Operation{op, op}, Upstreams: []gqlpush.Upstream{good}}, "", "", nil, "X.graphql: a second operation"},
+		{"no upstreams", gqlpush.Config{Operations: ops}, "Upstreams", "", gqlpush.ErrRequired, "Config.Upstreams is required"},
+		{"no URL", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.URL = "" })}, "URL", `"gql"`, gqlpush.ErrRequired, `upstream "gql": URL is required`},
+		{"http URL", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.URL = "http://h/graphql" })}, "URL", `"gql"`, gqlpush.ErrInvalid, `scheme "http", not ws or wss`},
+		{"relative URL", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.URL = "/graphql" })}, "URL", `"gql"`, gqlpush.ErrInvalid, "not an absolute URL"},
+		{"bad name", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Name = "g-q" })}, "Name", `"g-q"`, gqlpush.ErrInvalid, "letters, digits and underscores"},
+		{"name ending in _", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Name = "gql_" })}, "Name", `"gql_"`, gqlpush.ErrInvalid, "not ending with _"},
+		{"two unnamed", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good, {URL: good.URL}, {URL: good.URL}}}, "Name", "#3", gqlpush.ErrConflict, "one at most may have no name"},
+		{"same name twice", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good, good}}, "Name", `"gql"`, gqlpush.ErrConflict, "another upstream's too"},
+		{"unknown protocol", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Protocol = "sse" })}, "Protocol", `"gql"`, gqlpush.ErrInvalid, `"sse" is not auto`},
+		{"init payload not an object", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.InitPayload = []byte(`[1]`) })}, "InitPayload", `"gql"`, gqlpush.ErrInvalid, "InitPayload is not a JSON object"},
+		{"hop-by-hop header forwarded", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.ForwardHeaders = []string{"Connection"} })}, "ForwardHeaders", `"gql"`, gqlpush.ErrInvalid, "belongs to one connection"},
+		{"schema not SDL", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Schema = "type {" })}, "Schema", `"gql"`, gqlpush.ErrInvalid, `upstream "gql": Schema schema:`},
+		{"schema without subscriptions", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Schema = "type Query { a: Int }" })}, "Schema", `"gql"`, gqlpush.ErrInvalid, "no subscription type"},
+		{"negative timeout", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, AckTimeout: -1}, "AckTimeout", "", gqlpush.ErrNegative, "Config.AckTimeout is negative"},
+		{"negative queue", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, QueueSize: -1}, "QueueSize", "", gqlpush.ErrNegative, "QueueSize is negative"},
+		{"negative once timeout", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, OnceTimeout: -1}, "OnceTimeout", "", gqlpush.ErrNegative, "OnceTimeout is negative"},
+		{"prefix without a slash", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, Prefix: "api/live/"}, "Prefix", "", gqlpush.ErrInvalid, "Config.Prefix does not start with /"},
+		{"CORS wildcard", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, CORSOrigins: []string{"*"}}, "CORSOrigins", "", gqlpush.ErrInvalid, "holds *"},
+		{"anonymous cap over the cap", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, MaxStreams: 2, MaxAnonymousStreams: 3}, "MaxAnonymousStreams", "", gqlpush.ErrConflict, "more than MaxStreams"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,7 +200,27 @@ func TestNewHandlerChecksConfig(t *testing.T) {
 			if strings.Contains(err.Error(), "127.0.0.1") {
 				t.Errorf("the error shows the upstream URL: %v", err)
 			}
+			var ce *gqlpush.ConfigError
+			if tt.field == "" {
+				if errors.As(err, &ce) {
+					t.Errorf("a *ConfigError, want an *OperationError: %v", err)
+				}
+				return
+			}
+			if !errors.As(err, &ce) || ce.Field != tt.field || ce.Upstream != tt.upstream || !errors.Is(err, tt.kind) {
+				t.Fatalf("got %#v, want field %s of upstream %q, %v", ce, tt.field, tt.upstream, tt.kind)
+			}
 		})
+	}
+	// An operation that needs a login without an Authenticator.
+	guarded, err := gqlpush.ParseOperation("G", "subscription @auth { gql_countdown(from: 1) }")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = gqlpush.NewHandler(gqlpush.Config{Operations: []*gqlpush.Operation{guarded}, Upstreams: []gqlpush.Upstream{good}})
+	var oe *gqlpush.OperationError
+	if !errors.Is(err, gqlpush.ErrNoAuthenticator) || !errors.As(err, &oe) || oe.File != "G.graphql" {
+		t.Fatalf("got %v, want ErrNoAuthenticator for G.graphql", err)
 	}
 }
 

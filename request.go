@@ -84,19 +84,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 	p := r.URL.Path
-	if !strings.HasPrefix(p, h.prefix) {
-		return nil, &httpError{status: http.StatusNotFound, code: CodeNotFound, msg: "not found"}
+	if !strings.HasPrefix(p, h.cfg.Prefix) {
+		return nil, refuse(probNotFound, "")
 	}
-	name := strings.TrimPrefix(p[len(h.prefix):], "/")
+	name := strings.TrimPrefix(p[len(h.cfg.Prefix):], "/")
 	ep := h.endpoints[name]
 	if ep == nil {
-		return nil, &httpError{status: http.StatusNotFound, code: CodeNotFound, msg: "no operation " + quoteShort(name)}
+		return nil, refuse(probNotFound, "no operation "+quoteShort(name))
 	}
 	if r.Method != http.MethodGet {
-		return nil, &httpError{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed, msg: "method " + r.Method + " not allowed: subscriptions are GET requests", allow: "GET"}
+		return nil, refuse(probMethodNotAllowed, "method "+quoteShort(r.Method)+" not allowed: subscriptions are GET requests")
 	}
-	if len(r.URL.RawQuery) > h.cfg.maxQueryBytes {
-		return nil, &httpError{status: http.StatusRequestURITooLong, code: CodeBadUserInput, msg: "query string longer than " + strconv.Itoa(h.cfg.maxQueryBytes) + " bytes"}
+	if len(r.URL.RawQuery) > h.cfg.MaxQueryBytes {
+		return nil, refuse(probQueryTooLong, "query string longer than "+strconv.Itoa(h.cfg.MaxQueryBytes)+" bytes")
 	}
 	principal, herr := h.authenticate(r, ep)
 	if herr != nil {

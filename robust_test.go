@@ -27,7 +27,7 @@ func TestPanickingObserverReleasesStream(t *testing.T) {
 			g := newGateway(t, func(cfg *gqlpush.Config) {
 				cfg.UseResponseWriter = useRW
 				cfg.MaxStreams = 1
-				cfg.Observer = &gqlpush.Observer{StreamClosed: func(string, string) { panic("observer bug") }}
+				cfg.Observer = &gqlpush.Observer{StreamClosed: func(string, gqlpush.Reason) { panic("observer bug") }}
 			})
 			g.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the panic is expected
 			for range 2 {                                      // the second one needs the first one's slot

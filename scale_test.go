@@ -93,23 +93,23 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 // dropRecorder is an Observer that counts what it is told.
 type dropRecorder struct {
 	mu      sync.Mutex
-	dropped map[string]int
-	closed  map[string]int
+	dropped map[gqlpush.Reason]int
+	closed  map[gqlpush.Reason]int
 	frames  atomic.Int64
 }
 
 func newDropRecorder() *dropRecorder {
-	return &dropRecorder{dropped: map[string]int{}, closed: map[string]int{}}
+	return &dropRecorder{dropped: map[gqlpush.Reason]int{}, closed: map[gqlpush.Reason]int{}}
 }
 
 func (d *dropRecorder) observer() *gqlpush.Observer {
 	return &gqlpush.Observer{
-		SubscriberDropped: func(op, reason string) {
+		SubscriberDropped: func(op string, reason gqlpush.Reason) {
 			d.mu.Lock()
 			d.dropped[reason]++
 			d.mu.Unlock()
 		},
-		StreamClosed: func(op, reason string) {
+		StreamClosed: func(op string, reason gqlpush.Reason) {
 			d.mu.Lock()
 			d.closed[reason]++
 			d.mu.Unlock()
@@ -118,7 +118,7 @@ func (d *dropRecorder) observer() *gqlpush.Observer {
 	}
 }
 
-func (d *dropRecorder) drops(reason string) int {
+func (d *dropRecorder) drops(reason gqlpush.Reason) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.dropped[reason]

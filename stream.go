@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"time"
 )
@@ -22,33 +23,33 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 		herr := errShuttingDown
 		if !errors.As(err, &herr) && !errors.Is(err, errClosed) {
 			h.log.Error("starting a subscription failed", "operation", req.ep.op.name, "err", logText(err))
-			herr = &httpError{status: http.StatusInternalServerError, code: CodeInternal, msg: "internal error"}
+			herr = errInternal
 		}
 		writeError(w, herr)
 		return
 	}
 	op := req.ep.op.name
-	h.obs.streamOpened(op)
+	h.cfg.Observer.streamOpened(op)
 	// The stream ends in two steps: finish lets the subscription go and
 	// reports the end, before the response's last bytes are written, so
 	// that a client that has read its response finds both done; done
 	// releases the stream's slot after the response is over, so that
 	// Close returns only when every response is.
-	finish := func(reason string) {
+	finish := func(why problem) {
 		defer h.hub.leave(s)
-		h.obs.streamClosed(op, reason)
+		h.cfg.Observer.streamClosed(op, why.reason())
 	}
 	if req.once && !req.sse {
-		reason := ReasonClientGone
+		why := probClientGone
 		defer done()
-		defer func() { finish(reason) }()
-		reason = h.serveOnce(w, r, s)
+		defer func() { finish(why) }()
+		why = h.serveOnce(w, r, s)
 		return
 	}
-	st := &stream{req: req, timeout: h.cfg.writeTimeout}
-	if !st.begin(w, r, !h.cfg.useResponseWriter, reset) {
+	st := &stream{req: req, timeout: h.cfg.WriteTimeout}
+	if !st.begin(w, r, !h.cfg.UseResponseWriter, reset) {
 		defer done()
-		finish(ReasonClientGone) // the head could not be written
+		finish(probClientGone) // the head could not be written
 		return
 	}
 	if _, raw := st.sink.(*rawSink); raw {
@@ -66,7 +67,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 // happens, even a panic (in an Observer, say), the stream is released; on a
 // connection gqlpush took over, where no net/http recovers it, a panic is
 // logged, as net/http logs a handler's.
-func (h *Handler) runStream(s *subscriber, st *stream, finish func(reason string), done func(), detached bool) {
+func (h *Handler) runStream(s *subscriber, st *stream, finish func(problem), done func(), detached bool) {
 	if detached {
 		// Deferred first, so it runs last: it also catches a panic in
 		// the release below.
@@ -76,37 +77,36 @@ func (h *Handler) runStream(s *subscriber, st *stream, finish func(reason string
 			}
 		}()
 	}
-	reason := ReasonClientGone
+	why := probClientGone
 	defer func() {
 		defer done()
 		defer st.sink.close()
-		finish(reason)
+		finish(why)
 	}()
-	if h.cfg.heartbeat > 0 {
-		st.beat = time.NewTimer(h.cfg.heartbeat)
-		st.beatEvery = h.cfg.heartbeat
+	if h.cfg.Heartbeat > 0 {
+		st.beat = time.NewTimer(h.cfg.Heartbeat)
+		st.beatEvery = h.cfg.Heartbeat
 		defer st.beat.Stop()
 	}
-	reason = h.streamLoop(s, st)
-	if reason == ReasonWriteFailed {
-		switch {
-		case s.isSlow():
-			reason = ReasonSlowConsumer // it fell behind while its write hung
-		case st.isGone():
-			reason = ReasonClientGone
-		}
+	why = h.streamLoop(s, st)
+	if why == probClientGone && st.failed && (s.isSlow() || errors.Is(st.err, os.ErrDeadlineExceeded)) {
+		// A write that outlasted the write timeout, or that hung while
+		// the client fell a queue behind: a slow consumer, whose error
+		// frame cannot follow a write cut short.
+		why = probSlowConsumer
 	}
-	if reason == ReasonSlowConsumer || reason == ReasonWriteFailed {
-		h.obs.subscriberDropped(st.req.ep.op.name, reason)
+	if why == probSlowConsumer {
+		h.cfg.Observer.subscriberDropped(st.req.ep.op.name, ReasonSlowConsumer)
 	}
 }
 
 // streamLoop writes results until the stream ends, and says why it ended.
-func (h *Handler) streamLoop(s *subscriber, st *stream) string {
+func (h *Handler) streamLoop(s *subscriber, st *stream) problem {
 	var (
 		beat      <-chan time.Time
 		drainDone <-chan time.Time
 		expired   <-chan time.Time
+		timeout   <-chan time.Time
 		buf       = make([]*event, 0, 8)
 		op        = st.req.ep.op.name
 	)
@@ -118,17 +118,25 @@ func (h *Handler) streamLoop(s *subscriber, st *stream) string {
 		defer t.Stop()
 		expired = t.C
 	}
+	if st.req.once {
+		t := time.NewTimer(h.cfg.OnceTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
 	gone := st.sink.gone()
 	for {
 		select {
 		case <-gone:
-			return ReasonClientGone
+			return probClientGone
 		case <-expired:
 			st.end(endExpired)
-			return ReasonTokenExpired
+			return probTokenExpired
+		case <-timeout:
+			st.end(endOnceTimeout)
+			return probOnceTimeout
 		case <-drainDone:
 			st.end(endShutdown)
-			return ReasonShutdown
+			return probShutdown
 		case <-beat:
 			// The timer is not reset on every write, which would cost
 			// each one a timer operation: it fires every interval and
@@ -138,11 +146,11 @@ func (h *Handler) streamLoop(s *subscriber, st *stream) string {
 				continue
 			}
 			if !st.heartbeat() {
-				return ReasonWriteFailed
+				return probClientGone
 			}
 			st.beat.Reset(st.beatEvery)
 		case <-s.wake:
-			var end endReason
+			var end ending
 			buf, end = s.take(buf[:0])
 			// Close wakes every subscriber rather than closing a channel
 			// that every stream would wait on: such a channel's lock would
@@ -159,60 +167,60 @@ func (h *Handler) streamLoop(s *subscriber, st *stream) string {
 			}
 			if st.req.once && len(buf) > 0 {
 				buf = buf[:1]
-				end = endComplete
+				end = ending{why: probOnce}
 			}
 			n, ok := st.events(buf)
-			if n > 0 && h.obs != nil { // spares time.Since without an Observer
-				h.obs.framesDelivered(op, n, time.Since(buf[len(buf)-1].at))
+			if n > 0 && h.cfg.Observer != nil { // spares time.Since without an Observer
+				h.cfg.Observer.framesDelivered(op, n, time.Since(buf[len(buf)-1].at))
 			}
 			clear(buf)
 			if !ok {
-				return ReasonWriteFailed
+				return probClientGone
 			}
-			if end.kind != 0 {
+			if end.why != 0 {
 				st.end(end)
-				if st.req.once && end.kind == endKindComplete {
-					return ReasonOnce
-				}
-				return end.reason()
+				return end.why
 			}
 		}
 	}
 }
 
 // serveOnce answers wg_subscribe_once without wg_sse: the first result as
-// the whole JSON body.
-func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, s *subscriber) string {
+// the whole JSON body; or, when the subscription ends first, what the row
+// of its end says: 204 for a clean end, the upstream's errors, or the
+// error of the end with its status.
+func (h *Handler) serveOnce(w http.ResponseWriter, r *http.Request, s *subscriber) problem {
 	var buf []*event
+	timeout := time.NewTimer(h.cfg.OnceTimeout)
+	defer timeout.Stop()
 	for {
 		select {
 		case <-r.Context().Done():
-			return ReasonClientGone
+			return probClientGone
+		case <-timeout.C:
+			writeJSON(w, problems[probOnceTimeout].status, errorsJSON(endOnceTimeout.errors))
+			return probOnceTimeout
 		case <-s.wake:
 		}
-		var end endReason
+		var end ending
 		buf, end = s.take(buf[:0])
 		if len(buf) > 0 {
 			writeJSON(w, http.StatusOK, buf[0].json)
-			return ReasonOnce
+			return probOnce
 		}
 		if h.shuttingDown.Load() { // read after take: see streamLoop
 			writeError(w, errShuttingDown)
-			return ReasonShutdown
+			return probShutdown
 		}
-		switch end.kind {
-		case 0:
+		switch {
+		case end.why == 0:
 			continue
-		case endKindComplete:
+		case end.why == probComplete:
 			w.WriteHeader(http.StatusNoContent)
-		case endKindUpstreamError:
-			writeJSON(w, http.StatusOK, errorsJSON(end.errors))
-		case endKindUnavailable:
-			writeError(w, &httpError{status: http.StatusBadGateway, code: CodeUpstreamUnavailable, msg: "upstream unavailable"})
 		default:
-			writeError(w, errShuttingDown)
+			writeJSON(w, problems[end.why].status, errorsJSON(end.errors))
 		}
-		return end.reason()
+		return end.why
 	}
 }
 
@@ -229,6 +237,7 @@ type stream struct {
 	last      *event    // the last result this client has, for patch and dedupe
 	batch     [][]byte  // frames of one write, reused
 	failed    bool
+	err       error // of the write that failed
 }
 
 // begin sends the head and, for SSE, the first comment (and the reset
@@ -321,7 +330,7 @@ func (st *stream) heartbeat() bool {
 
 // end writes the error frame of end, if any, then, for SSE, the complete
 // event.
-func (st *stream) end(end endReason) {
+func (st *stream) end(end ending) {
 	batch := st.batch[:0]
 	if end.errors != nil {
 		if st.req.sse {
@@ -344,7 +353,7 @@ func (st *stream) write(frames [][]byte) bool {
 	}
 	now := time.Now()
 	if err := st.sink.writev(frames, st.deadline(now)); err != nil {
-		st.failed = true
+		st.failed, st.err = true, err
 		return false
 	}
 	st.lastWrite = now

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unicode/utf8"
 
@@ -546,5 +547,36 @@ func TestLongPathsAreNotEchoed(t *testing.T) {
 		if len(msg) > 300 || !utf8.ValidString(msg) {
 			t.Errorf("%.40s…: a message of %d bytes: %.100q", path, len(msg), msg)
 		}
+	}
+}
+
+// A once request that gets no result within OnceTimeout is answered 504
+// UPSTREAM_TIMEOUT, and its upstream subscription stops.
+func TestOnceTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		name, target, want string
+		status             int
+	}{
+		{"plain", "/Sub?wg_subscribe_once", `{"errors":[{"message":"no result from the upstream in time","extensions":{"code":"UPSTREAM_TIMEOUT"}}]}`, http.StatusGatewayTimeout},
+		{"sse", "/Sub?wg_subscribe_once&wg_sse", ":\n\n" + `data: {"errors":[{"message":"no result from the upstream in time","extensions":{"code":"UPSTREAM_TIMEOUT"}}]}` + "\n\nevent: complete\ndata: \n\n", http.StatusOK},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBubble(t, func(cfg *gqlpush.Config) { cfg.OnceTimeout = 5 * time.Second })
+				start := time.Now()
+				w, body := b.get(t, tt.target)
+				if w.status != tt.status || body != tt.want {
+					t.Fatalf("got %d %q, want %d %q", w.status, body, tt.status, tt.want)
+				}
+				if waited := time.Since(start); waited != 5*time.Second {
+					t.Errorf("answered after %v, want the once timeout", waited)
+				}
+				synctest.Wait()
+				if n := b.up.Subscriptions(); n != 0 {
+					t.Errorf("%d upstream subscriptions left", n)
+				}
+				b.close(t)
+			})
+		})
 	}
 }

@@ -2,7 +2,6 @@ package gqlpush
 
 import (
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -14,11 +13,9 @@ import (
 // Lock order: hub.mu, then pool.mu, then upConn.mu, then shared.mu, then
 // limits.mu.
 type hub struct {
-	cfg    *settings
+	cfg    *Config
 	pool   *pool
 	limits *limits
-	log    *slog.Logger
-	obs    *Observer
 
 	mu     sync.Mutex
 	subs   map[subKey]*shared
@@ -56,7 +53,7 @@ type shared struct {
 	subs    []*subscriber
 	ended   bool // by the upstream or the pool; end says why
 	stopped bool // its last subscriber left (and the grace passed)
-	end     endReason
+	end     ending
 	grace   *time.Timer // running while it has no subscriber
 
 	// While kept by ResumeGrace (guarded by h.mu): its place in the hub's
@@ -76,8 +73,8 @@ type subscriber struct {
 	slow   bool          // fell behind; guarded by sh.mu
 }
 
-func newHub(cfg *settings, p *pool, l *limits, log *slog.Logger, obs *Observer) *hub {
-	return &hub{cfg: cfg, pool: p, limits: l, log: log, obs: obs, subs: make(map[subKey]*shared)}
+func newHub(cfg *Config, p *pool, l *limits) *hub {
+	return &hub{cfg: cfg, pool: p, limits: l, subs: make(map[subKey]*shared)}
 }
 
 // join adds a subscriber to the shared subscription for key, starting one
@@ -101,7 +98,7 @@ func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMe
 	sh := h.subs[key]
 	if sh == nil {
 		var victim *shared
-		if max := h.cfg.maxSubscriptions; max > 0 && len(h.subs) >= max {
+		if max := h.cfg.MaxSubscriptions; max > 0 && len(h.subs) >= max {
 			// Room is made by ending the oldest subscription that no
 			// client reads, if there is one, once the new one has
 			// started.
@@ -118,7 +115,7 @@ func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMe
 			return nil, false, err
 		}
 		sh = &shared{h: h, key: key, payload: payload}
-		if h.cfg.resumeFrames > 0 && key.nonce == 0 {
+		if h.cfg.ResumeFrames > 0 && key.nonce == 0 {
 			sh.token = newToken()
 		}
 		s = &subscriber{sh: sh, owner: owner, wake: make(chan struct{}, 1)}
@@ -133,7 +130,7 @@ func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMe
 			evicted = victim
 		}
 		h.subs[key] = sh
-		h.obs.subscriptionStarted(key.ep.op.name)
+		h.cfg.Observer.subscriptionStarted(key.ep.op.name)
 		return s, resume, nil
 	}
 	s = &subscriber{sh: sh, owner: owner, wake: make(chan struct{}, 1)}
@@ -182,7 +179,7 @@ func (h *hub) leave(s *subscriber) {
 	}
 	var stop bool
 	if len(sh.subs) == 0 && !sh.ended && !sh.stopped {
-		if grace := h.cfg.resumeGrace; grace > 0 && sh.key.nonce == 0 {
+		if grace := h.cfg.ResumeGrace; grace > 0 && sh.key.nonce == 0 {
 			if sh.grace == nil {
 				sh.grace = time.AfterFunc(grace, sh.expire)
 				h.keepLocked(sh, s.owner)
@@ -295,9 +292,9 @@ func (sh *shared) stopLocked() {
 
 // release tells the upstream that a stopped subscription is over, and the
 // Observer why.
-func (sh *shared) release(reason string) {
+func (sh *shared) release(reason Reason) {
 	sh.conn.detach(sh.cs)
-	sh.h.obs.subscriptionStopped(sh.key.ep.op.name, reason)
+	sh.h.cfg.Observer.subscriptionStopped(sh.key.ep.op.name, reason)
 }
 
 // expire ends a subscription whose resume grace passed with no subscriber.
@@ -375,7 +372,7 @@ func (h *hub) close() {
 // for the caller to log.
 func (sh *shared) publish(raw []byte) error {
 	cfg := sh.h.cfg
-	limit, byteLimit := uint64(cfg.queueSize), uint64(cfg.queueBytes)
+	limit, byteLimit := uint64(cfg.QueueSize), uint64(cfg.QueueBytes)
 	ev, err := frameEvent(raw, sh.token, sh.nextSeq())
 	if err != nil {
 		return err
@@ -420,13 +417,13 @@ func (sh *shared) offset(seq uint64) uint64 {
 // fits in it: more than resumeFrames events, or more than queueBytes of
 // them (the last event always fits).
 func (sh *shared) advanceWindow() {
-	keep := uint64(max(sh.h.cfg.resumeFrames, 0))
+	keep := uint64(max(sh.h.cfg.ResumeFrames, 0))
 	if keep == 0 {
 		sh.window = sh.next
 		return
 	}
 	sh.window = max(sh.window, sh.base, sh.next-min(keep, sh.next))
-	for sh.window+1 < sh.next && sh.bytes-sh.offset(sh.window) > uint64(sh.h.cfg.queueBytes) {
+	for sh.window+1 < sh.next && sh.bytes-sh.offset(sh.window) > uint64(sh.h.cfg.QueueBytes) {
 		sh.window++
 	}
 }
@@ -469,7 +466,7 @@ func (sh *shared) trimTo(low uint64) {
 
 // finish ends the shared subscription for every subscriber; they get what
 // they have not read yet, then the end.
-func (sh *shared) finish(end endReason) {
+func (sh *shared) finish(end ending) {
 	h := sh.h
 	h.mu.Lock()
 	if h.subs[sh.key] == sh {
@@ -494,7 +491,7 @@ func (sh *shared) finish(end endReason) {
 	}
 	h.mu.Unlock()
 	if done {
-		h.obs.subscriptionStopped(sh.key.ep.op.name, end.reason())
+		h.cfg.Observer.subscriptionStopped(sh.key.ep.op.name, end.why.reason())
 	}
 }
 
@@ -513,7 +510,7 @@ func (s *subscriber) isSlow() bool {
 
 // take appends the unread events to buf. When the stream is over for this
 // subscriber it also returns why (kind 0 while it goes on).
-func (s *subscriber) take(buf []*event) ([]*event, endReason) {
+func (s *subscriber) take(buf []*event) ([]*event, ending) {
 	sh := s.sh
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -527,5 +524,5 @@ func (s *subscriber) take(buf []*event) ([]*event, endReason) {
 	if sh.ended {
 		return buf, sh.end
 	}
-	return buf, endReason{}
+	return buf, ending{}
 }

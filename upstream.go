@@ -222,16 +222,16 @@ var fatalCloseCodes = []int{4400, 4401, 4406, 4409, 4429, 4500, 4004, 4005}
 // fatalEnd reports whether a lost or refused connection must not be
 // redialled, and the end its subscriptions then get: at once, with an
 // error that says why.
-func fatalEnd(err error) (endReason, bool) {
+func fatalEnd(err error) (ending, bool) {
 	var ce *CloseError
 	var he *HandshakeError
 	switch {
 	case errors.As(err, &ce) && slices.Contains(fatalCloseCodes, ce.Code):
-		return upstreamGone("upstream closed the connection with code " + strconv.Itoa(ce.Code)), true
+		return endWith(probUpstreamGone, "upstream closed the connection with code "+strconv.Itoa(ce.Code)), true
 	case errors.As(err, &he) && he.Subprotocol != "":
-		return upstreamGone("upstream does not speak " + he.Subprotocol), true
+		return endWith(probUpstreamGone, "upstream does not speak "+he.Subprotocol), true
 	case errors.Is(err, ErrMessageTooLarge):
 		return endTooLarge, true
 	}
-	return endReason{}, false
+	return ending{}, false
 }

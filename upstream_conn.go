@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -53,9 +52,7 @@ var (
 // A pool holds the upstream connections of a handler: one per upstream and
 // forwarded identity, each multiplexing every subscription that needs it.
 type pool struct {
-	cfg *settings
-	log *slog.Logger
-	obs *Observer
+	cfg *Config
 
 	ctx      context.Context // cancelled to stop everything at once
 	cancel   context.CancelFunc
@@ -74,12 +71,10 @@ type connKey struct {
 	identity string // what was forwarded: different values never share a connection
 }
 
-func newPool(cfg *settings, log *slog.Logger, obs *Observer) *pool {
+func newPool(cfg *Config) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &pool{
 		cfg:      cfg,
-		log:      log,
-		obs:      obs,
 		ctx:      ctx,
 		cancel:   cancel,
 		shutdown: make(chan struct{}),
@@ -147,10 +142,10 @@ func (p *pool) attach(key connKey, header http.Header, init json.RawMessage, sh 
 	}
 	c := p.conns[key]
 	if c == nil {
-		if max := p.cfg.maxUpstreamConns; max > 0 && p.perUp[key.up] >= max {
+		if max := p.cfg.MaxUpstreamConns; max > 0 && p.perUp[key.up] >= max {
 			return errTooManyUpstreamConns
 		}
-		c = &upConn{p: p, key: key, header: header, init: init, wake: make(chan struct{}, 1), subs: make(map[string]*connSub), logs: newLogSampler(p.log)}
+		c = &upConn{p: p, key: key, header: header, init: init, wake: make(chan struct{}, 1), subs: make(map[string]*connSub), logs: newLogSampler(p.cfg.Logger)}
 		p.conns[key] = c
 		p.perUp[key.up]++
 		p.live++
@@ -218,13 +213,13 @@ func (c *upConn) run() {
 		if err == nil {
 			upAt := time.Now()
 			if redials > 0 {
-				c.p.log.Info("upstream connected again", "upstream", up.label, "protocol", string(w.protocol), "redials", redials)
+				c.p.cfg.Logger.Info("upstream connected again", "upstream", up.label, "protocol", string(w.protocol), "redials", redials)
 			} else {
-				c.p.log.Debug("upstream connected", "upstream", up.label, "protocol", string(w.protocol))
+				c.p.cfg.Logger.Debug("upstream connected", "upstream", up.label, "protocol", string(w.protocol))
 			}
-			c.p.obs.upstreamConnected(up.label, redials)
+			c.p.cfg.Observer.upstreamConnected(up.label, redials)
 			err = c.serve(t, w)
-			c.p.obs.upstreamDisconnected(up.label, err)
+			c.p.cfg.Observer.upstreamDisconnected(up.label, err)
 			if err == nil {
 				return // closed on purpose
 			}
@@ -240,7 +235,7 @@ func (c *upConn) run() {
 			return
 		}
 		if end, fatal := fatalEnd(err); fatal {
-			c.p.log.Warn("upstream refused for good, ending its streams without redialling", "upstream", up.label, "err", logText(err))
+			c.p.cfg.Logger.Warn("upstream refused for good, ending its streams without redialling", "upstream", up.label, "err", logText(err))
 			c.failAll(end)
 			return
 		}
@@ -251,10 +246,10 @@ func (c *upConn) run() {
 		if c.retireIfIdle() {
 			return
 		}
-		left := cfg.reconnectLimit - time.Since(lostAt)
-		if cfg.reconnectLimit < 0 || left <= 0 {
-			c.p.log.Warn("upstream unavailable, ending its streams", "upstream", up.label)
-			c.failAll(endUnavailable)
+		left := cfg.ReconnectLimit - time.Since(lostAt)
+		if cfg.ReconnectLimit < 0 || left <= 0 {
+			c.p.cfg.Logger.Warn("upstream unavailable, ending its streams", "upstream", up.label)
+			c.failAll(endUpstreamGone)
 			return
 		}
 		wait := rand.N(ceiling) + time.Millisecond
@@ -301,7 +296,7 @@ func (c *upConn) connect() (Conn, wire, error) {
 
 func (c *upConn) handshake(p Protocol) (Conn, error) {
 	cfg := c.p.cfg
-	deadline := time.Now().Add(cfg.ackTimeout)
+	deadline := time.Now().Add(cfg.AckTimeout)
 	dctx, cancel := context.WithDeadline(c.p.ctx, deadline)
 	defer cancel()
 	t, err := c.key.up.dialer.Dial(dctx, &DialRequest{URL: c.key.up.url, Header: c.header.Clone(), Subprotocol: string(p)})
@@ -407,12 +402,12 @@ func (c *upConn) serve(t Conn, w wire) error {
 		pingC     <-chan time.Time
 		pongDue   *time.Timer
 		pongDueC  <-chan time.Time
-		liveness  = time.NewTimer(cfg.keepAliveTimeout)
+		liveness  = time.NewTimer(cfg.KeepAliveTimeout)
 		readEnded bool
 	)
 	defer liveness.Stop()
-	if w.answersPings && cfg.pingInterval > 0 {
-		ping = time.NewTicker(cfg.pingInterval)
+	if w.answersPings && cfg.PingInterval > 0 {
+		ping = time.NewTicker(cfg.PingInterval)
 		pingC = ping.C
 		defer ping.Stop()
 	}
@@ -479,7 +474,7 @@ func (c *upConn) serve(t Conn, w wire) error {
 		}
 		switch {
 		case empty && idle == nil:
-			idle = time.NewTimer(cfg.idleTimeout)
+			idle = time.NewTimer(cfg.IdleTimeout)
 			idleC = idle.C
 		case !empty && idle != nil:
 			idle.Stop()
@@ -517,7 +512,7 @@ func (c *upConn) serve(t Conn, w wire) error {
 				c.mu.Lock()
 				c.ping = true
 				c.mu.Unlock()
-				pongDue = time.NewTimer(cfg.pongTimeout)
+				pongDue = time.NewTimer(cfg.PongTimeout)
 				pongDueC = pongDue.C
 			}
 		case <-pongDueC:
@@ -528,18 +523,18 @@ func (c *upConn) serve(t Conn, w wire) error {
 		case <-liveness.C:
 			if kaSeen.Load() {
 				since := time.Since(time.Unix(0, lastSeen.Load()))
-				if since >= cfg.keepAliveTimeout {
+				if since >= cfg.KeepAliveTimeout {
 					return finish(errKeepAliveTimeout, false)
 				}
-				liveness.Reset(cfg.keepAliveTimeout - since)
+				liveness.Reset(cfg.KeepAliveTimeout - since)
 			} else {
-				liveness.Reset(cfg.keepAliveTimeout)
+				liveness.Reset(cfg.KeepAliveTimeout)
 			}
 		case <-idleC:
 			idle, idleC = nil, nil
 			if c.retireIfIdle() {
 				finish(nil, true)
-				c.p.log.Debug("upstream connection closed after idle timeout", "upstream", c.key.up.label)
+				c.p.cfg.Logger.Debug("upstream connection closed after idle timeout", "upstream", c.key.up.label)
 				return nil
 			}
 		case <-c.p.shutdown:
@@ -574,7 +569,7 @@ func cmpID(a, b string) int {
 // write sends one message, bounded by the write timeout. A write that
 // cannot finish in time closes the transport: the upstream is not reading.
 func (c *upConn) write(t Conn, b []byte) error {
-	ctx, cancel := context.WithTimeout(c.p.ctx, c.p.cfg.writeTimeout)
+	ctx, cancel := context.WithTimeout(c.p.ctx, c.p.cfg.WriteTimeout)
 	defer cancel()
 	return t.Write(ctx, b)
 }
@@ -616,7 +611,7 @@ func (c *upConn) writeNext(t Conn, w wire, pongNow bool) error {
 	}
 	b, err := encodeMessage(out)
 	if err != nil {
-		c.p.log.Error("encode upstream message", "err", err)
+		c.p.cfg.Logger.Error("encode upstream message", "err", err)
 		return nil
 	}
 	return c.write(t, b)
@@ -651,7 +646,7 @@ func (c *upConn) read(t Conn, w wire, lastSeen *atomic.Int64, kaSeen, pongSeen *
 			}
 		case msgError:
 			if cs := c.remove(m.id, false); cs != nil {
-				cs.sh.finish(endReason{kind: endKindUpstreamError, errors: upstreamErrors(m.payload)})
+				cs.sh.finish(ending{why: probUpstreamError, errors: upstreamErrors(m.payload)})
 			}
 		case msgComplete:
 			if cs := c.remove(m.id, false); cs != nil {
@@ -739,7 +734,7 @@ func (c *upConn) retireLocked() {
 
 // failAll takes the connection out of the pool and ends every subscription
 // on it.
-func (c *upConn) failAll(end endReason) {
+func (c *upConn) failAll(end ending) {
 	c.p.mu.Lock()
 	c.mu.Lock()
 	c.retireLocked()

@@ -79,12 +79,12 @@ func NewWith(reg prometheus.Registerer, constLabels prometheus.Labels) (*Metrics
 func (m *Metrics) Observer() *gqlpush.Observer {
 	return &gqlpush.Observer{
 		StreamOpened: func(op string) { m.streams.WithLabelValues(op).Inc() },
-		StreamClosed: func(op, reason string) {
+		StreamClosed: func(op string, reason gqlpush.Reason) {
 			m.streams.WithLabelValues(op).Dec()
-			m.streamsClosed.WithLabelValues(op, reason).Inc()
+			m.streamsClosed.WithLabelValues(op, string(reason)).Inc()
 		},
 		SubscriptionStarted: func(op string) { m.subscriptions.WithLabelValues(op).Inc() },
-		SubscriptionStopped: func(op, _ string) { m.subscriptions.WithLabelValues(op).Dec() },
+		SubscriptionStopped: func(op string, _ gqlpush.Reason) { m.subscriptions.WithLabelValues(op).Dec() },
 		UpstreamConnected: func(up string, reconnect int) {
 			m.upstreamConns.WithLabelValues(up).Inc()
 			if reconnect > 0 {
@@ -98,7 +98,7 @@ func (m *Metrics) Observer() *gqlpush.Observer {
 			}
 		},
 		FramesDelivered:   m.framesDelivered,
-		SubscriberDropped: func(op, reason string) { m.dropped.WithLabelValues(op, reason).Inc() },
+		SubscriberDropped: func(op string, reason gqlpush.Reason) { m.dropped.WithLabelValues(op, string(reason)).Inc() },
 	}
 }
 

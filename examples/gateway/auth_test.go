@@ -158,7 +158,7 @@ func (g *gateway) openOK(t *testing.T, path string, header http.Header) *stream 
 
 // wantRefused checks a response refused before the stream with status and
 // code, and the header that goes with it.
-func wantRefused(t *testing.T, what string, resp *http.Response, body string, status int, code, header, value string) {
+func wantRefused(t *testing.T, what string, resp *http.Response, body string, status int, code gqlpush.Code, header, value string) {
 	t.Helper()
 	want := fmt.Sprintf(`"extensions":{"code":"%s"}`, code)
 	if resp.StatusCode != status || !strings.Contains(body, want) || resp.Header.Get("Content-Type") != "application/json" {

@@ -51,7 +51,6 @@ type debugInfo struct {
 	Opened        int64 `json:"streams_opened"`
 	Closed        int64 `json:"streams_closed"`
 	DroppedSlow   int64 `json:"dropped_slow_consumer"`
-	DroppedWrite  int64 `json:"dropped_write_failed"`
 	// From runtime/metrics: what the RSS is made of.
 	HeapLive uint64 `json:"heap_live"` // heap bytes marked live by the last GC
 	HeapGoal uint64 `json:"heap_goal"` // heap size the next GC aims at
@@ -79,7 +78,7 @@ func (di *debugInfo) readMemory() {
 // counted per frame, unless latency is on: the hot path stays the library's
 // own.
 type gatewayCounters struct {
-	opened, closed, slow, write atomic.Int64
+	opened, closed, slow atomic.Int64
 
 	// latency, when not nil, gets the latency FramesDelivered reports: from
 	// the upstream's message to the end of the write to the client, of the
@@ -100,14 +99,10 @@ func (c *gatewayCounters) observer(latency bool) *gqlpush.Observer {
 	return &gqlpush.Observer{
 		FramesDelivered: delivered,
 		StreamOpened:    func(string) { c.opened.Add(1) },
-		StreamClosed:    func(string, string) { c.closed.Add(1) },
-		SubscriberDropped: func(_, reason string) {
-			if reason == gqlpush.ReasonSlowConsumer {
-				c.slow.Add(1)
-			} else {
-				c.write.Add(1)
-			}
-		},
+		StreamClosed:    func(string, gqlpush.Reason) { c.closed.Add(1) },
+		// Every drop is a slow consumer: one that fell a queue behind, or
+		// whose write outlasted the write timeout.
+		SubscriberDropped: func(string, gqlpush.Reason) { c.slow.Add(1) },
 	}
 }
 
@@ -217,7 +212,6 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			Opened:        counters.opened.Load(),
 			Closed:        counters.closed.Load(),
 			DroppedSlow:   counters.slow.Load(),
-			DroppedWrite:  counters.write.Load(),
 		}
 		di.readMemory()
 		w.Header().Set("Content-Type", "application/json")

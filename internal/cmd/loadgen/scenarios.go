@@ -249,14 +249,10 @@ func (e *env) stall(ctx context.Context) error {
 		// Drops of normal clients show as streams ended; what is
 		// dropped beyond them is the stalled clients.
 		normal := f.ended.Load() - endedBefore
-		slow, write := di.DroppedSlow-base.DroppedSlow, di.DroppedWrite-base.DroppedWrite
-		if slow+write > normal {
+		if slow := di.DroppedSlow - base.DroppedSlow; slow > normal {
 			info.Dropped = ptr(true)
 			info.DroppedAfter = ptr(time.Since(stalledAt).Seconds())
-			info.DropReason = "write_failed"
-			if slow > 0 {
-				info.DropReason = "slow_consumer"
-			}
+			info.DropReason = "slow_consumer"
 		}
 	}
 	if err := e.sleep(ctx, e.cfg.warmup, poll); err != nil {
