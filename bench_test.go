@@ -53,7 +53,7 @@ func BenchmarkFanout(b *testing.B) {
 	for _, n := range []int{1, 10, 100, 1000} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
 			cfg := &Config{QueueSize: 1 << 30, QueueBytes: 1 << 40, ResumeFrames: DefaultResumeFrames, WriteTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler)}
-			h := newHub(cfg, nil, &limits{})
+			h := newHub(cfg, &limits{})
 			ep := &endpoint{op: &Operation{name: "Bench"}}
 			sh := &shared{h: h, key: subKey{ep: ep}, token: newToken()}
 			req := &request{ep: ep, sse: true}

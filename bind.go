@@ -24,6 +24,7 @@ type upstream struct {
 	forward  []string // canonical header names, sorted
 	initFunc func(*http.Request, *Principal) (json.RawMessage, error)
 	learned  atomic.Value // string: the protocol that worked, for ProtocolAuto
+	src      source       // what serves its subscriptions
 }
 
 func (u *upstream) protocolsToTry() []Protocol {

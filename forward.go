@@ -38,9 +38,9 @@ func checkForwardHeaders(names []string) ([]string, error) {
 
 // forward builds what goes upstream for one caller: the handshake headers
 // (the upstream's own, then the allowed client headers) and the
-// connection_init payload. identity digests what was taken from the caller:
+// connection_init payload. The digest covers what was taken from the caller:
 // callers whose forwarded values differ never share an upstream connection
-// or a subscription. Nothing forwarded, no identity.
+// or a subscription. Nothing forwarded, no digest.
 func (h *Handler) forward(r *http.Request, up *upstream, p *Principal) (http.Header, json.RawMessage, string, *httpError) {
 	header, init := up.header, up.init
 	if len(up.forward) == 0 && up.initFunc == nil {

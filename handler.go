@@ -97,7 +97,10 @@ func NewHandler(config Config) (*Handler, error) {
 	}
 	h.corsHeaders = strings.Join(corsHeaders, ", ")
 	h.pool = newPool(&h.cfg)
-	h.hub = newHub(&h.cfg, h.pool, h.limits)
+	for _, u := range ups {
+		u.src = h.pool
+	}
+	h.hub = newHub(&h.cfg, h.limits)
 	return h, nil
 }
 
@@ -187,5 +190,5 @@ func (h *Handler) Stats() Stats {
 	n := h.streams
 	h.mu.Unlock()
 	subs, frames := h.hub.stats()
-	return Stats{Streams: n, Subscriptions: subs, UpstreamConns: h.pool.count(), Frames: frames}
+	return Stats{Streams: n, Subscriptions: subs, UpstreamConns: h.pool.conns(), Frames: frames}
 }

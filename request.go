@@ -29,11 +29,11 @@ type request struct {
 	dedupe    bool   // wg_deduplicate
 	vars      []byte // canonical JSON
 
-	// What goes upstream on the connection's handshake, and the identity
+	// What goes upstream on the connection's handshake, and the digest of it
 	// that keeps callers with different values apart.
-	header   http.Header
-	init     json.RawMessage
-	identity string
+	header        http.Header
+	init          json.RawMessage
+	forwardDigest string
 
 	key   subKey // of its shared subscription
 	owner string // its caller, for the stream caps
@@ -54,7 +54,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, herr)
 		return
 	}
-	req.key = subKey{ep: req.ep, identity: req.identity, vars: string(req.vars)}
+	req.key = subKey{ep: req.ep, forwardDigest: req.forwardDigest, vars: string(req.vars)}
 	if req.once {
 		// A one-shot request gets its own upstream subscription: it wants
 		// the upstream's first result, not the next one of a running
@@ -175,7 +175,7 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 	if req.vars, err = encodeVariables(vars); err != nil {
 		return nil, badInput("invalid variables")
 	}
-	if req.header, req.init, req.identity, herr = h.forward(r, ep.up, principal); herr != nil {
+	if req.header, req.init, req.forwardDigest, herr = h.forward(r, ep.up, principal); herr != nil {
 		return nil, herr
 	}
 	return req, nil

@@ -8,13 +8,13 @@ import (
 )
 
 // A hub holds the shared upstream subscriptions of a handler. Requests for the
-// same operation with the same variables and forwarded identity share one.
+// same operation with the same variables and forwarded headers share one.
+// Their results come from the source of the operation's upstream (see
+// source.go), which the hub calls with none of its locks held.
 //
-// Lock order: hub.mu, then pool.mu, then upConn.mu, then shared.mu, then
-// limits.mu.
+// Lock order: hub.mu, then shared.mu, then limits.mu.
 type hub struct {
 	cfg    *Config
-	pool   *pool
 	limits *limits
 
 	mu     sync.Mutex
@@ -26,23 +26,28 @@ type hub struct {
 }
 
 type subKey struct {
-	ep       *endpoint
-	identity string
-	vars     string // canonical JSON
-	nonce    uint64 // non-zero for a subscription that is never shared
+	ep            *endpoint
+	forwardDigest string // of what was forwarded: callers apart
+	vars          string // canonical JSON
+	nonce         uint64 // non-zero for a subscription that is never shared
 }
 
 // A shared subscription is one upstream subscription and its subscribers.
 // Its events form a log: each subscriber reads it from its own cursor. The
 // log keeps what the slowest subscriber has not read yet, and the resume
 // window: the last resumeFrames events, no more than queueBytes of them.
+//
+// It is the receiver its source delivers to.
 type shared struct {
-	h       *hub
-	key     subKey
-	token   string          // names it in event ids; "" when resumption is off
-	payload json.RawMessage // of subscribe: query, variables, operationName
-	conn    *upConn
-	cs      *connSub
+	h      *hub
+	key    subKey
+	token  string // names it in event ids; "" when resumption is off
+	handle handle // of its source; set once open has returned
+
+	// opening is closed when its source's open returns; nil after. Until
+	// then the subscription has its first subscriber only: others wait.
+	// Guarded by h.mu.
+	opening chan struct{}
 
 	mu      sync.Mutex
 	events  []*event // events[i].seq == base+i
@@ -51,9 +56,9 @@ type shared struct {
 	bytes   uint64 // the bytes of every event so far: next's off
 	window  uint64 // seq of the first event of the resume window
 	subs    []*subscriber
-	ended   bool // by the upstream or the pool; end says why
+	ended   bool // by its source; endedBy says why
 	stopped bool // its last subscriber left (and the grace passed)
-	end     ending
+	endedBy ending
 	grace   *time.Timer // running while it has no subscriber
 
 	// While kept by ResumeGrace (guarded by h.mu): its place in the hub's
@@ -64,6 +69,8 @@ type shared struct {
 	uncharge           func()
 }
 
+var _ receiver = (*shared)(nil)
+
 // A subscriber is one client's view of a shared subscription.
 type subscriber struct {
 	sh     *shared
@@ -73,8 +80,8 @@ type subscriber struct {
 	slow   bool          // fell behind; guarded by sh.mu
 }
 
-func newHub(cfg *Config, p *pool, l *limits) *hub {
-	return &hub{cfg: cfg, pool: p, limits: l, subs: make(map[subKey]*shared)}
+func newHub(cfg *Config, l *limits) *hub {
+	return &hub{cfg: cfg, limits: l, subs: make(map[subKey]*shared)}
 }
 
 // join adds a subscriber to the shared subscription for key, starting one
@@ -84,81 +91,126 @@ func newHub(cfg *Config, p *pool, l *limits) *hub {
 // must start afresh.
 func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMessage, lastEventID string) (s *subscriber, reset bool, err error) {
 	token, seq, resume := parseEventID(lastEventID)
-	var evicted *shared
-	defer func() {
-		if evicted != nil {
-			evicted.release(ReasonClientGone)
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return nil, false, errClosed
 		}
-	}()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return nil, false, errClosed
-	}
-	sh := h.subs[key]
-	if sh == nil {
-		var victim *shared
-		if max := h.cfg.MaxSubscriptions; max > 0 && len(h.subs) >= max {
-			// Room is made by ending the oldest subscription that no
-			// client reads, if there is one, once the new one has
-			// started.
-			if victim = h.keptHead; victim == nil {
-				return nil, false, errTooManySubscriptions
-			}
+		sh := h.subs[key]
+		if sh == nil {
+			s, err := h.start(key, owner, header, init)
+			return s, resume, err
 		}
-		payload, err := json.Marshal(subscribePayload{
-			Query:         key.ep.query,
-			Variables:     key.ep.variablesJSON(key.vars),
-			OperationName: key.ep.op.opName,
-		})
-		if err != nil {
-			return nil, false, err
-		}
-		sh = &shared{h: h, key: key, payload: payload}
-		if h.cfg.ResumeFrames > 0 && key.nonce == 0 {
-			sh.token = newToken()
+		if opening := sh.opening; opening != nil {
+			// Its source is still opening it: wait, then look again, for
+			// the open may have failed.
+			h.mu.Unlock()
+			<-opening
+			continue
 		}
 		s = &subscriber{sh: sh, owner: owner, wake: make(chan struct{}, 1)}
-		// The subscriber is in before the upstream hears of the
-		// subscription, so it cannot miss the first result.
-		sh.subs = append(sh.subs, s)
-		if err := h.pool.attach(connKey{up: key.ep.up, identity: key.identity}, header, init, sh); err != nil {
-			return nil, false, err
+		h.unkeepLocked(sh)
+		sh.mu.Lock()
+		if sh.grace != nil {
+			sh.grace.Stop()
+			sh.grace = nil
 		}
-		if victim != nil {
-			h.evictLocked(victim)
-			evicted = victim
-		}
-		h.subs[key] = sh
-		h.cfg.Observer.subscriptionStarted(key.ep.op.name)
-		return s, resume, nil
-	}
-	s = &subscriber{sh: sh, owner: owner, wake: make(chan struct{}, 1)}
-	h.unkeepLocked(sh)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if sh.grace != nil {
-		sh.grace.Stop()
-		sh.grace = nil
-	}
-	s.cursor = sh.next
-	if resume {
-		// Resumable when what follows the client's last event lies in the
-		// resume window (the event itself need not). The log may hold
-		// more, for a subscriber behind; that would make resumption
-		// depend on how fast others read.
-		from := max(sh.base, sh.window)
-		if token == sh.token && seq+1 >= from && seq < sh.next {
-			s.cursor = seq + 1
-			if s.cursor < sh.next {
-				s.notify()
+		s.cursor = sh.next
+		if resume {
+			// Resumable when what follows the client's last event lies in
+			// the resume window (the event itself need not). The log may
+			// hold more, for a subscriber behind; that would make
+			// resumption depend on how fast others read.
+			from := max(sh.base, sh.window)
+			if token == sh.token && seq+1 >= from && seq < sh.next {
+				s.cursor = seq + 1
+				if s.cursor < sh.next {
+					s.notify()
+				}
+			} else {
+				reset = true
 			}
-		} else {
-			reset = true
+		}
+		sh.subs = append(sh.subs, s)
+		sh.mu.Unlock()
+		h.mu.Unlock()
+		return s, reset, nil
+	}
+}
+
+// start opens a new shared subscription for key, with its first
+// subscriber. It is called with h.mu held and returns with it released: the
+// source opens the subscription without it, while other requests for key
+// wait on opening.
+func (h *hub) start(key subKey, owner string, header http.Header, init json.RawMessage) (*subscriber, error) {
+	if max := h.cfg.MaxSubscriptions; max > 0 && len(h.subs) >= max && h.keptHead == nil {
+		h.mu.Unlock()
+		return nil, errTooManySubscriptions
+	}
+	sh := &shared{h: h, key: key, opening: make(chan struct{})}
+	if h.cfg.ResumeFrames > 0 && key.nonce == 0 {
+		sh.token = newToken()
+	}
+	// The subscriber is in before the source hears of the subscription,
+	// so it cannot miss the first result.
+	s := &subscriber{sh: sh, owner: owner, wake: make(chan struct{}, 1)}
+	sh.subs = append(sh.subs, s)
+	h.subs[key] = sh
+	h.mu.Unlock()
+
+	hd, err := key.ep.up.src.open(&openRequest{
+		ep:            key.ep,
+		vars:          key.ep.variablesJSON(key.vars),
+		header:        header,
+		init:          init,
+		forwardDigest: key.forwardDigest,
+	}, sh)
+
+	var evicted *shared
+	h.mu.Lock()
+	close(sh.opening)
+	sh.opening = nil
+	if err == nil {
+		if max := h.cfg.MaxSubscriptions; max > 0 && len(h.subs) > max {
+			// Room is made by ending the oldest subscription that no
+			// client reads, now that the new one has started; if
+			// another request took the last such one meanwhile, the new
+			// one gives way.
+			if evicted = h.keptHead; evicted != nil {
+				h.evictLocked(evicted)
+			} else {
+				err = errTooManySubscriptions
+				defer hd.close()
+			}
 		}
 	}
-	sh.subs = append(sh.subs, s)
-	return s, reset, nil
+	if err != nil {
+		if h.subs[key] == sh {
+			delete(h.subs, key)
+		}
+		sh.mu.Lock()
+		sh.stopped = true // anything delivered meanwhile is dropped
+		sh.mu.Unlock()
+		h.mu.Unlock()
+		return nil, err
+	}
+	sh.handle = hd
+	sh.mu.Lock()
+	ended, endedBy := sh.ended, sh.endedBy
+	sh.mu.Unlock()
+	h.mu.Unlock()
+	if evicted != nil {
+		evicted.release(ReasonClientGone)
+	}
+	// Reported here, in order, even when the source ended it while it
+	// opened (end leaves the report to start then).
+	op := key.ep.op.name
+	h.cfg.Observer.subscriptionStarted(op)
+	if ended {
+		h.cfg.Observer.subscriptionStopped(op, endedBy.why.reason())
+	}
+	return s, nil
 }
 
 // leave removes a subscriber. When the last one leaves, the upstream
@@ -290,10 +342,10 @@ func (sh *shared) stopLocked() {
 	}
 }
 
-// release tells the upstream that a stopped subscription is over, and the
-// Observer why.
+// release tells the source that a stopped subscription is over, and the
+// Observer why. It is called with no lock held.
 func (sh *shared) release(reason Reason) {
-	sh.conn.detach(sh.cs)
+	sh.handle.close()
 	sh.h.cfg.Observer.subscriptionStopped(sh.key.ep.op.name, reason)
 }
 
@@ -464,19 +516,20 @@ func (sh *shared) trimTo(low uint64) {
 	sh.base = low
 }
 
-// finish ends the shared subscription for every subscriber; they get what
-// they have not read yet, then the end.
-func (sh *shared) finish(end ending) {
+// end ends the shared subscription for every subscriber, for its source's
+// reason; they get what they have not read yet, then the end.
+func (sh *shared) end(e ending) {
 	h := sh.h
 	h.mu.Lock()
 	if h.subs[sh.key] == sh {
 		delete(h.subs, sh.key)
 	}
+	opening := sh.opening != nil
 	sh.mu.Lock()
 	done := !sh.ended && !sh.stopped
 	if done {
 		sh.ended = true
-		sh.end = end
+		sh.endedBy = e
 		if sh.grace != nil {
 			sh.grace.Stop()
 			sh.grace = nil
@@ -490,8 +543,8 @@ func (sh *shared) finish(end ending) {
 		h.unkeepLocked(sh)
 	}
 	h.mu.Unlock()
-	if done {
-		h.cfg.Observer.subscriptionStopped(sh.key.ep.op.name, end.why.reason())
+	if done && !opening { // else start reports it, after the start
+		h.cfg.Observer.subscriptionStopped(sh.key.ep.op.name, e.why.reason())
 	}
 }
 
@@ -522,7 +575,7 @@ func (s *subscriber) take(buf []*event) ([]*event, ending) {
 	}
 	s.cursor = sh.next
 	if sh.ended {
-		return buf, sh.end
+		return buf, sh.endedBy
 	}
 	return buf, ending{}
 }

@@ -50,7 +50,7 @@ var (
 )
 
 // A pool holds the upstream connections of a handler: one per upstream and
-// forwarded identity, each multiplexing every subscription that needs it.
+// forwarded values, each multiplexing every subscription that needs it.
 type pool struct {
 	cfg *Config
 
@@ -59,16 +59,16 @@ type pool struct {
 	shutdown chan struct{} // closed to close connections politely
 
 	mu     sync.Mutex
-	conns  map[connKey]*upConn
-	perUp  map[*upstream]int // len(conns) by upstream, for MaxUpstreamConns
+	byKey  map[connKey]*upConn
+	perUp  map[*upstream]int // len(byKey) by upstream, for MaxUpstreamConns
 	closed bool
 	live   int           // upConn.run goroutines not yet ended
 	idle   chan struct{} // closed when closed and live is 0
 }
 
 type connKey struct {
-	up       *upstream
-	identity string // what was forwarded: different values never share a connection
+	up            *upstream
+	forwardDigest string // of what was forwarded: different values never share a connection
 }
 
 func newPool(cfg *Config) *pool {
@@ -78,18 +78,52 @@ func newPool(cfg *Config) *pool {
 		ctx:      ctx,
 		cancel:   cancel,
 		shutdown: make(chan struct{}),
-		conns:    make(map[connKey]*upConn),
+		byKey:    make(map[connKey]*upConn),
 		perUp:    make(map[*upstream]int),
 		idle:     make(chan struct{}),
 	}
 }
 
-// connSub is a shared subscription's place on one connection.
+// connSub is a subscription's place on one connection: the handle the pool
+// returns from open.
 type connSub struct {
-	sh   *shared
-	id   string
-	sent bool // the subscribe went out on the current transport
-	gone bool // no longer on the connection
+	c       *upConn
+	r       receiver
+	op      string          // the operation's name, for logs
+	payload json.RawMessage // of subscribe: query, variables, operationName
+	id      string
+	sent    bool // the subscribe went out on the current transport; guarded by c.mu
+	gone    bool // no longer on the connection; guarded by c.mu
+}
+
+var (
+	_ source = (*pool)(nil)
+	_ handle = (*connSub)(nil)
+)
+
+// open starts a subscription on the connection for its upstream and
+// forwarded values, dialling one if there is none.
+func (p *pool) open(req *openRequest, r receiver) (handle, error) {
+	payload, err := json.Marshal(subscribePayload{
+		Query:         req.ep.query,
+		Variables:     req.vars,
+		OperationName: req.ep.op.opName,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cs := &connSub{r: r, op: req.ep.op.name, payload: payload}
+	return cs, p.attach(connKey{up: req.ep.up, forwardDigest: req.forwardDigest}, req.header, req.init, cs)
+}
+
+// close stops the subscription: see detach.
+func (cs *connSub) close() { cs.c.detach(cs) }
+
+// conns reports the number of open upstream connections.
+func (p *pool) conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.byKey)
 }
 
 // An outMsg waits in a connection's outbox: a subscribe (cs set) or a stop
@@ -103,7 +137,7 @@ type outMsg struct {
 // size is what an outMsg counts against maxOutboxBytes: its message, about.
 func (m outMsg) size() int {
 	if m.cs != nil {
-		return len(m.cs.sh.payload) + 64
+		return len(m.cs.payload) + 64
 	}
 	return len(m.id) + 48
 }
@@ -133,33 +167,32 @@ type upConn struct {
 	t        Conn // the current transport; nil while down
 }
 
-// attach puts sh on the connection for its key, starting one if needed.
-func (p *pool) attach(key connKey, header http.Header, init json.RawMessage, sh *shared) error {
+// attach puts cs on the connection for key, starting one if needed.
+func (p *pool) attach(key connKey, header http.Header, init json.RawMessage, cs *connSub) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return errClosed
 	}
-	c := p.conns[key]
+	c := p.byKey[key]
 	if c == nil {
 		if max := p.cfg.MaxUpstreamConns; max > 0 && p.perUp[key.up] >= max {
 			return errTooManyUpstreamConns
 		}
 		c = &upConn{p: p, key: key, header: header, init: init, wake: make(chan struct{}, 1), subs: make(map[string]*connSub), logs: newLogSampler(p.cfg.Logger)}
-		p.conns[key] = c
+		p.byKey[key] = c
 		p.perUp[key.up]++
 		p.live++
 		go c.run()
 	}
 	c.mu.Lock()
 	c.nextID++
-	cs := &connSub{sh: sh, id: strconv.FormatUint(c.nextID, 10)}
+	cs.c, cs.id = c, strconv.FormatUint(c.nextID, 10)
 	c.subs[cs.id] = cs
 	if c.t != nil {
 		c.queueLocked(outMsg{cs: cs})
 	}
 	c.mu.Unlock()
-	sh.conn, sh.cs = c, cs
 	c.signal()
 	return nil
 }
@@ -598,7 +631,7 @@ func (c *upConn) writeNext(t Conn, w wire, pongNow bool) error {
 				out = message{ID: m.id, Type: w.stop}
 			case !m.cs.gone && !m.cs.sent:
 				m.cs.sent = true
-				out = message{ID: m.cs.id, Type: w.subscribe, Payload: m.cs.sh.payload}
+				out = message{ID: m.cs.id, Type: w.subscribe, Payload: m.cs.payload}
 			}
 		}
 		if len(c.outbox) == 0 {
@@ -640,17 +673,17 @@ func (c *upConn) read(t Conn, w wire, lastSeen *atomic.Int64, kaSeen, pongSeen *
 		switch m.typ {
 		case w.next:
 			if cs := c.lookup(m.id); cs != nil {
-				if err := cs.sh.publish(m.payload); err != nil {
-					c.logs.warn(logBadResult, "bad upstream result", "upstream", c.key.up.label, "operation", cs.sh.key.ep.op.name, "err", logText(err))
+				if err := cs.r.publish(m.payload); err != nil {
+					c.logs.warn(logBadResult, "bad upstream result", "upstream", c.key.up.label, "operation", cs.op, "err", logText(err))
 				}
 			}
 		case msgError:
 			if cs := c.remove(m.id, false); cs != nil {
-				cs.sh.finish(ending{why: probUpstreamError, errors: upstreamErrors(m.payload)})
+				cs.r.end(ending{why: probUpstreamError, errors: upstreamErrors(m.payload)})
 			}
 		case msgComplete:
 			if cs := c.remove(m.id, false); cs != nil {
-				cs.sh.finish(endComplete)
+				cs.r.end(endComplete)
 			}
 		case msgPing:
 			c.mu.Lock()
@@ -681,7 +714,7 @@ func (c *upConn) tooLarge(head []byte) error {
 	}
 	c.logs.warn(logTooLarge, "upstream message over the read limit, ending its subscription", "upstream", c.key.up.label)
 	if cs := c.remove(id, true); cs != nil {
-		cs.sh.finish(endTooLarge)
+		cs.r.end(endTooLarge)
 	}
 	return nil
 }
@@ -724,8 +757,8 @@ func (c *upConn) retireIfIdle() bool {
 }
 
 func (c *upConn) retireLocked() {
-	if c.p.conns[c.key] == c {
-		delete(c.p.conns, c.key)
+	if c.p.byKey[c.key] == c {
+		delete(c.p.byKey, c.key)
 		if c.p.perUp[c.key.up]--; c.p.perUp[c.key.up] == 0 {
 			delete(c.p.perUp, c.key.up)
 		}
@@ -747,7 +780,7 @@ func (c *upConn) failAll(end ending) {
 	c.mu.Unlock()
 	c.p.mu.Unlock()
 	for _, cs := range subs {
-		cs.sh.finish(end)
+		cs.r.end(end)
 	}
 }
 
@@ -811,11 +844,4 @@ func (p *pool) close(ctx context.Context) error {
 		<-p.idle
 		return ctx.Err()
 	}
-}
-
-// count reports the number of open upstream connections.
-func (p *pool) count() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.conns)
 }

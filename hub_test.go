@@ -1,0 +1,451 @@
+package gqlpush
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// The hub's tests run against a scripted source: no WebSocket, no upstream,
+// only what the hub asks of a source and what a source may do to it.
+
+// fakeSource is a scripted source: it records what it opens, and a test
+// delivers through the receivers it was given.
+type fakeSource struct {
+	mu      sync.Mutex
+	opened  []*fakeSub
+	fail    error         // open fails with it
+	hold    chan struct{} // open waits for it to close, when not nil
+	entered chan struct{} // open signals here when it starts waiting on hold
+}
+
+type fakeSub struct {
+	req    *openRequest
+	r      receiver
+	mu     sync.Mutex
+	closed int // close calls
+}
+
+func (s *fakeSub) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed++
+}
+
+func (s *fakeSub) closes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (f *fakeSource) open(req *openRequest, r receiver) (handle, error) {
+	f.mu.Lock()
+	hold, entered, fail := f.hold, f.entered, f.fail
+	f.mu.Unlock()
+	if hold != nil {
+		if entered != nil {
+			entered <- struct{}{}
+		}
+		<-hold
+	}
+	if fail != nil {
+		return nil, fail
+	}
+	s := &fakeSub{req: req, r: r}
+	f.mu.Lock()
+	f.opened = append(f.opened, s)
+	f.mu.Unlock()
+	return s, nil
+}
+
+func (f *fakeSource) close(context.Context) error { return nil }
+func (f *fakeSource) conns() int                  { return 0 }
+
+func (f *fakeSource) subs() []*fakeSub {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*fakeSub(nil), f.opened...)
+}
+
+// testHub is a hub in front of a fakeSource, with one operation.
+type testHub struct {
+	*hub
+	src *fakeSource
+	ep  *endpoint
+}
+
+func newTestHub(edit func(*Config)) *testHub {
+	cfg := &Config{
+		QueueSize:    DefaultQueueSize,
+		QueueBytes:   DefaultQueueBytes,
+		ResumeFrames: DefaultResumeFrames,
+		Logger:       slog.New(slog.DiscardHandler),
+	}
+	if edit != nil {
+		edit(cfg)
+	}
+	src := &fakeSource{}
+	ep := &endpoint{op: &Operation{name: "Op"}, up: &upstream{name: "up", src: src}}
+	l := &limits{max: cfg.MaxStreams, perMax: cfg.MaxStreamsPerPrincipal, per: map[string]int{}}
+	return &testHub{hub: newHub(cfg, l), src: src, ep: ep}
+}
+
+func (th *testHub) key(vars string) subKey { return subKey{ep: th.ep, vars: vars} }
+
+func (th *testHub) mustJoin(t *testing.T, vars, lastID string) *subscriber {
+	t.Helper()
+	s, _, err := th.join(th.key(vars), "addr:192.0.2.1", nil, nil, lastID)
+	if err != nil {
+		t.Fatalf("join %s: %v", vars, err)
+	}
+	return s
+}
+
+func result(n int) []byte { return fmt.Appendf(nil, `{"data":{"n":%d}}`, n) }
+
+// taken returns the data lines of what s can take now, and its end.
+func taken(s *subscriber) ([]string, ending) {
+	evs, end := s.take(nil)
+	var out []string
+	for _, ev := range evs {
+		out = append(out, string(ev.json))
+	}
+	return out, end
+}
+
+func TestHubSharesOneSubscriptionPerKey(t *testing.T) {
+	th := newTestHub(nil)
+	a := th.mustJoin(t, `{"room":"x"}`, "")
+	b := th.mustJoin(t, `{"room":"x"}`, "")
+	c := th.mustJoin(t, `{"room":"y"}`, "")
+	subs := th.src.subs()
+	if len(subs) != 2 {
+		t.Fatalf("%d opens, want 2 (one per key)", len(subs))
+	}
+	if string(subs[0].req.vars) != `{"room":"x"}` || subs[0].req.ep != th.ep {
+		t.Fatalf("opened %+v", subs[0].req)
+	}
+	subs[0].r.publish(result(1))
+	for _, s := range []*subscriber{a, b} {
+		if got, _ := taken(s); strings.Join(got, ",") != `{"data":{"n":1}}` {
+			t.Fatalf("a subscriber of x took %v", got)
+		}
+	}
+	if got, _ := taken(c); len(got) != 0 {
+		t.Fatalf("the subscriber of y took %v", got)
+	}
+	// The subscription stops when, and only when, its last client leaves.
+	th.leave(a)
+	if n := subs[0].closes(); n != 0 {
+		t.Fatalf("closed %d times with a subscriber left", n)
+	}
+	th.leave(b)
+	if n := subs[0].closes(); n != 1 {
+		t.Fatalf("closed %d times after the last subscriber left, want 1", n)
+	}
+	th.leave(c)
+	if subs, _ := th.stats(); subs != 0 {
+		t.Fatalf("%d subscriptions left", subs)
+	}
+}
+
+func TestHubDeliversInOrderWithIDs(t *testing.T) {
+	th := newTestHub(nil)
+	s := th.mustJoin(t, "", "")
+	r := th.src.subs()[0].r
+	for i := range 5 {
+		if err := r.publish(result(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, _ := s.take(nil)
+	if len(evs) != 5 {
+		t.Fatalf("took %d events, want 5", len(evs))
+	}
+	for i, ev := range evs {
+		want := fmt.Sprintf("id: %s.%d\ndata: %s\n\n", s.sh.token, i, result(i))
+		if string(ev.sse) != want {
+			t.Fatalf("event %d is %q, want %q", i, ev.sse, want)
+		}
+	}
+	// What is not a GraphQL result is refused, and takes no sequence number.
+	if err := r.publish([]byte(`[1]`)); err == nil {
+		t.Fatal("a list was taken for a result")
+	}
+	r.publish(result(5))
+	if evs, _ := s.take(nil); len(evs) != 1 || evs[0].seq != 5 {
+		t.Fatalf("after a refused result: %v", evs)
+	}
+	th.leave(s)
+}
+
+func TestHubSourceEnd(t *testing.T) {
+	th := newTestHub(nil)
+	s := th.mustJoin(t, "", "")
+	sub := th.src.subs()[0]
+	sub.r.publish(result(1))
+	sub.r.end(endComplete)
+	got, end := taken(s)
+	if len(got) != 1 || end.why != probComplete {
+		t.Fatalf("took %v and %v, want the result, then the end", got, end.why)
+	}
+	// Anything after the end is dropped; the subscription is out of the
+	// hub, and a new client starts a new one.
+	sub.r.publish(result(2))
+	if got, _ := taken(s); len(got) != 0 {
+		t.Fatalf("took %v after the end", got)
+	}
+	s2 := th.mustJoin(t, "", "")
+	if n := len(th.src.subs()); n != 2 {
+		t.Fatalf("%d opens, want a second one after the end", n)
+	}
+	th.leave(s)
+	if n := sub.closes(); n != 0 {
+		t.Fatalf("a subscription its source ended was closed %d times", n)
+	}
+	th.leave(s2)
+}
+
+func TestHubSlowSubscribers(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		cfg  func(*Config)
+		n    int // results published while the slow one reads nothing
+		size int
+	}{
+		{"by count", func(c *Config) { c.QueueSize = 4 }, 5, 10},
+		{"by bytes", func(c *Config) { c.QueueBytes = 1000 }, 3, 600},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			th := newTestHub(tt.cfg)
+			fast := th.mustJoin(t, "", "")
+			slow := th.mustJoin(t, "", "")
+			r := th.src.subs()[0].r
+			for i := range tt.n {
+				r.publish(fmt.Appendf(nil, `{"data":{"s":"%s%d"}}`, strings.Repeat("x", tt.size), i))
+				if got, _ := taken(fast); len(got) != 1 {
+					t.Fatalf("the fast one took %d", len(got))
+				}
+			}
+			if got, end := taken(slow); len(got) != 0 || end.why != probSlowConsumer {
+				t.Fatalf("the slow one took %d results and %v, want none and the slow end", len(got), end.why)
+			}
+			// The log holds nothing for it any more: only the resume
+			// window.
+			if _, events := th.stats(); events > DefaultResumeFrames {
+				t.Fatalf("%d events held", events)
+			}
+			th.leave(slow)
+			th.leave(fast)
+		})
+	}
+}
+
+func TestHubResume(t *testing.T) {
+	th := newTestHub(func(c *Config) { c.ResumeFrames = 3 })
+	keeper := th.mustJoin(t, "", "")
+	r := th.src.subs()[0].r
+	for i := range 6 {
+		r.publish(result(i))
+	}
+	taken(keeper)
+	token := keeper.sh.token
+	for _, tt := range []struct {
+		name, id string
+		want     string // results, or "reset"
+	}{
+		{"inside the window", token + ".3", `{"data":{"n":4}},{"data":{"n":5}}`},
+		{"just before it", token + ".2", `{"data":{"n":3}},{"data":{"n":4}},{"data":{"n":5}}`},
+		{"outside it", token + ".1", "reset"},
+		{"the last one", token + ".5", ""},
+		{"from the future", token + ".9", "reset"},
+		{"another subscription's", "aaaaaaaaaaaaaaaa.4", "reset"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, reset, err := th.join(th.key(""), "x", nil, nil, tt.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer th.leave(s)
+			got, _ := taken(s)
+			if reset {
+				got = []string{"reset"}
+			}
+			if strings.Join(got, ",") != tt.want {
+				t.Fatalf("got %v, want %s", got, tt.want)
+			}
+		})
+	}
+	th.leave(keeper)
+}
+
+func TestHubOpenFails(t *testing.T) {
+	th := newTestHub(nil)
+	th.src.fail = errTooManyUpstreamConns
+	if _, _, err := th.join(th.key(""), "x", nil, nil, ""); !errors.Is(err, errTooManyUpstreamConns) {
+		t.Fatalf("got %v", err)
+	}
+	if subs, _ := th.stats(); subs != 0 {
+		t.Fatalf("%d subscriptions left after a failed open", subs)
+	}
+	th.src.fail = nil
+	s := th.mustJoin(t, "", "")
+	th.leave(s)
+}
+
+// A client that asks for a subscription its source is still opening waits
+// for it, and then shares it: one open. The open runs without the hub's
+// lock: the hub serves everything else meanwhile.
+func TestHubJoinWhileOpening(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		th := newTestHub(nil)
+		th.src.hold = make(chan struct{})
+		joined := make(chan *subscriber, 2)
+		join := func() {
+			s, _, _ := th.join(th.key(""), "x", nil, nil, "")
+			joined <- s
+		}
+		go join()
+		synctest.Wait() // the first is inside open
+		go join()
+		synctest.Wait() // the second waits for it
+		if subs, _ := th.stats(); subs != 1 || len(th.src.subs()) != 0 {
+			t.Fatalf("while opening: %d subscriptions, %d opened", subs, len(th.src.subs()))
+		}
+		close(th.src.hold)
+		a, b := <-joined, <-joined
+		if a == nil || b == nil || a.sh != b.sh {
+			t.Fatalf("the two clients got %p and %p", a, b)
+		}
+		if n := len(th.src.subs()); n != 1 {
+			t.Fatalf("%d opens, want 1", n)
+		}
+		th.leave(a)
+		th.leave(b)
+	})
+}
+
+// When the open fails, a client that waited for it tries again.
+func TestHubJoinWhileOpeningFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		th := newTestHub(nil)
+		th.src.hold = make(chan struct{})
+		th.src.fail = errTooManyUpstreamConns
+		errs := make(chan error, 2)
+		join := func() {
+			s, _, err := th.join(th.key(""), "x", nil, nil, "")
+			if err == nil {
+				th.leave(s)
+			}
+			errs <- err
+		}
+		go join()
+		synctest.Wait()
+		go join()
+		synctest.Wait()
+		th.src.mu.Lock()
+		th.src.fail = nil
+		th.src.mu.Unlock()
+		close(th.src.hold)
+		e1, e2 := <-errs, <-errs
+		if (e1 == nil) == (e2 == nil) {
+			t.Fatalf("errors %v and %v: want one refusal and one success", e1, e2)
+		}
+	})
+}
+
+func TestHubResumeGrace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		th := newTestHub(func(c *Config) { c.ResumeGrace = 5 * time.Second })
+		s := th.mustJoin(t, "", "")
+		sub := th.src.subs()[0]
+		th.leave(s)
+		time.Sleep(4 * time.Second)
+		s = th.mustJoin(t, "", "") // back within the grace: the same one
+		if len(th.src.subs()) != 1 || sub.closes() != 0 {
+			t.Fatalf("%d opens, %d closes", len(th.src.subs()), sub.closes())
+		}
+		th.leave(s)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if n := sub.closes(); n != 1 {
+			t.Fatalf("closed %d times after the grace", n)
+		}
+	})
+}
+
+// Clients join and leave, and the source delivers and ends, all at once:
+// the race detector watches, and at the end every subscription the source
+// opened was closed once, or ended by the source, and the hub is empty.
+func TestHubRaces(t *testing.T) {
+	th := newTestHub(func(c *Config) { c.QueueSize = 8 })
+	var clients, source sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 4 {
+		clients.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			var mine []*subscriber
+			for range 2000 {
+				switch rng.IntN(3) {
+				case 0:
+					if s, _, err := th.join(th.key(fmt.Sprint(rng.IntN(3))), "x", nil, nil, ""); err == nil {
+						mine = append(mine, s)
+					}
+				case 1:
+					if len(mine) > 0 {
+						k := rng.IntN(len(mine))
+						taken(mine[k])
+						th.leave(mine[k])
+						mine = append(mine[:k], mine[k+1:]...)
+					}
+				default:
+					for _, s := range mine {
+						taken(s)
+					}
+				}
+			}
+			for _, s := range mine {
+				th.leave(s)
+			}
+		})
+	}
+	ended := map[*fakeSub]bool{}
+	source.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			subs := th.src.subs()
+			if len(subs) == 0 {
+				continue
+			}
+			sub := subs[i%len(subs)]
+			if i%50 == 49 {
+				ended[sub] = true
+				sub.r.end(endComplete)
+			} else {
+				sub.r.publish(result(i))
+			}
+		}
+	})
+	clients.Wait()
+	close(stop)
+	source.Wait()
+	if subs, _ := th.stats(); subs != 0 {
+		t.Fatalf("%d subscriptions left", subs)
+	}
+	for i, sub := range th.src.subs() {
+		if n := sub.closes(); n > 1 || (n == 0 && !ended[sub]) {
+			t.Fatalf("subscription %d closed %d times (ended by the source: %v)", i, n, ended[sub])
+		}
+	}
+}
