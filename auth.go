@@ -177,6 +177,17 @@ func (r accessRules) allows(p *Principal) bool {
 	return true
 }
 
+// Claim returns the claim at path, as @fromClaim reads it: "sub",
+// "org.id". A claim whose own name holds dots ("https://example.com/roles")
+// is found too: at each level the longest name that exists wins. nil when
+// there is none.
+func (p *Principal) Claim(path string) any {
+	if p == nil {
+		return nil
+	}
+	return lookupClaim(p.Claims, path)
+}
+
 // lookupClaim finds a claim by path: "sub", "org.id". A claim whose own name
 // holds dots ("https://example.com/roles") is found too: at each level the
 // longest name that exists wins.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushjwt"
+	"github.com/gqlpush/gqlpush/gqlpushjwt/jwttest"
 )
 
 // syncBuffer is a log destination safe for concurrent writers.
@@ -36,7 +38,7 @@ func (s *syncBuffer) String() string {
 }
 
 func TestForwardingAndIsolation(t *testing.T) {
-	is := newIssuer(t)
+	is := jwttest.NewIssuer(t)
 	var logs syncBuffer
 	g := newAuthGateway(t, is, func(cfg *gqlpush.Config) {
 		cfg.Upstreams[0].ForwardHeaders = []string{"authorization", "X-Tenant"}
@@ -46,9 +48,9 @@ func TestForwardingAndIsolation(t *testing.T) {
 		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	token := func(sub, room string) string {
-		c := is.claims(sub)
+		c := jwttest.Claims(sub)
 		c["org"] = map[string]any{"room": room}
-		return is.rs256(t, c)
+		return is.RS256(t, c)
 	}
 	alice, bob := token("alice", "a"), token("bob", "b")
 	open := func(tok string) *client {
@@ -115,13 +117,13 @@ func TestForwardingAndIsolation(t *testing.T) {
 }
 
 func TestSameForwardedValuesShare(t *testing.T) {
-	is := newIssuer(t)
+	is := jwttest.NewIssuer(t)
 	g := newAuthGateway(t, is, func(cfg *gqlpush.Config) {
 		cfg.Upstreams[0].ForwardHeaders = []string{"X-Tenant"}
 	})
-	c := is.claims("alice")
+	c := jwttest.Claims("alice")
 	c["org"] = map[string]any{"room": "a"}
-	tok := is.rs256(t, c)
+	tok := is.RS256(t, c)
 	for range 2 {
 		c, _ := g.openWith(t, g.srv.URL+"/operations/Mine?wg_sse", http.Header{"Authorization": {"Bearer " + tok}, "X-Tenant": {"same"}})
 		c.frame(t)
@@ -134,8 +136,8 @@ func TestSameForwardedValuesShare(t *testing.T) {
 
 func TestTokenExpiresMidStream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		is := newIssuer(t)
-		a, err := gqlpush.NewJWTAuthenticator(gqlpush.JWTConfig{JWKS: is.jwks, Issuer: testIssuer, Audience: testAudience, Leeway: -1})
+		is := jwttest.NewIssuer(t)
+		a, err := gqlpushjwt.New(gqlpushjwt.Config{JWKS: is.JWKS, Issuer: jwttest.Iss, Audience: jwttest.Aud, Leeway: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,10 +146,10 @@ func TestTokenExpiresMidStream(t *testing.T) {
 			cfg.Authenticator = a
 			cfg.Heartbeat = -1
 		})
-		c := is.claims("alice")
+		c := jwttest.Claims("alice")
 		c["org"] = map[string]any{"room": "a"}
 		c["exp"] = time.Now().Add(time.Minute).Unix()
-		w, _, done := b.openSSE(t, "/Mine?wg_sse", bearer(is.rs256(t, c)))
+		w, _, done := b.openSSE(t, "/Mine?wg_sse", bearer(is.RS256(t, c)))
 		if got := w.seen(); got != ":\n\n" {
 			t.Fatalf("opened with %q", got)
 		}
@@ -174,15 +176,15 @@ func TestTokenExpiresMidStream(t *testing.T) {
 }
 
 func TestStreamCaps(t *testing.T) {
-	is := newIssuer(t)
+	is := jwttest.NewIssuer(t)
 	g := newAuthGateway(t, is, func(cfg *gqlpush.Config) {
 		cfg.MaxStreams = 3
 		cfg.MaxStreamsPerPrincipal = 2
 	})
 	user := func(sub string) http.Header {
-		c := is.claims(sub)
+		c := jwttest.Claims(sub)
 		c["org"] = map[string]any{"room": sub}
-		return bearer(is.rs256(t, c))
+		return bearer(is.RS256(t, c))
 	}
 	openAs := func(h http.Header) (*client, *http.Response) {
 		return g.openWith(t, g.srv.URL+"/operations/Mine?wg_sse", h)

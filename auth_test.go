@@ -1,98 +1,22 @@
 package gqlpush_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"math/big"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushjwt"
+	"github.com/gqlpush/gqlpush/gqlpushjwt/jwttest"
 )
-
-// issuer mints tokens with real keys: an RSA, an EC and an Ed25519 key, each
-// with a key id, published as a JSON Web Key Set.
-type issuer struct {
-	rsa  *rsa.PrivateKey
-	ec   *ecdsa.PrivateKey
-	ed   ed25519.PrivateKey
-	jwks []byte
-}
-
-const (
-	testIssuer   = "https://issuer.test"
-	testAudience = "gqlpush"
-)
-
-func newIssuer(t testing.TB) *issuer {
-	t.Helper()
-	rk, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ek, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, dk, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b64 := base64.RawURLEncoding.EncodeToString
-	pad := func(n *big.Int, size int) string { return b64(n.FillBytes(make([]byte, size))) }
-	set := map[string]any{"keys": []any{
-		map[string]any{"kty": "RSA", "kid": "rsa1", "alg": "RS256", "use": "sig", "n": b64(rk.N.Bytes()), "e": b64(big.NewInt(int64(rk.E)).Bytes())},
-		map[string]any{"kty": "EC", "kid": "ec1", "alg": "ES256", "use": "sig", "crv": "P-256", "x": pad(ek.X, 32), "y": pad(ek.Y, 32)},
-		map[string]any{"kty": "OKP", "kid": "ed1", "alg": "EdDSA", "use": "sig", "crv": "Ed25519", "x": b64(dk.Public().(ed25519.PublicKey))},
-	}}
-	jwks, err := json.Marshal(set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &issuer{rsa: rk, ec: ek, ed: dk, jwks: jwks}
-}
-
-// claims are good claims for the test audience, valid for an hour.
-func (is *issuer) claims(sub string, roles ...string) jwt.MapClaims {
-	now := time.Now()
-	c := jwt.MapClaims{
-		"iss": testIssuer, "aud": testAudience, "sub": sub,
-		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
-	}
-	if roles != nil {
-		c["roles"] = roles
-	}
-	return c
-}
-
-func (is *issuer) sign(t testing.TB, method jwt.SigningMethod, kid string, key any, c jwt.MapClaims) string {
-	t.Helper()
-	tok := jwt.NewWithClaims(method, c)
-	if kid != "" {
-		tok.Header["kid"] = kid
-	}
-	s, err := tok.SignedString(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func (is *issuer) rs256(t testing.TB, c jwt.MapClaims) string {
-	return is.sign(t, jwt.SigningMethodRS256, "rsa1", is.rsa, c)
-}
 
 // authOperations guard the countdown with each rule.
 var authOperations = map[string]string{
@@ -107,9 +31,9 @@ var authOperations = map[string]string{
 	"Count":      `subscription ($n: Int! @fromClaim(name: "n")) { gql_countdown(from: $n) }`,
 }
 
-func newAuthGateway(t *testing.T, is *issuer, edit func(*gqlpush.Config)) *gateway {
+func newAuthGateway(t *testing.T, is *jwttest.Issuer, edit func(*gqlpush.Config)) *gateway {
 	t.Helper()
-	a, err := gqlpush.NewJWTAuthenticator(gqlpush.JWTConfig{JWKS: is.jwks, Issuer: testIssuer, Audience: testAudience})
+	a, err := gqlpushjwt.New(gqlpushjwt.Config{JWKS: is.JWKS, Issuer: jwttest.Iss, Audience: jwttest.Aud})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,21 +49,21 @@ func newAuthGateway(t *testing.T, is *issuer, edit func(*gqlpush.Config)) *gatew
 func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
 
 func TestAuthTable(t *testing.T) {
-	is := newIssuer(t)
+	is := jwttest.NewIssuer(t)
 	g := newAuthGateway(t, is, nil)
-	good := is.rs256(t, is.claims("alice", "admin", "editor", "reader"))
+	good := is.RS256(t, jwttest.Claims("alice", "admin", "editor", "reader"))
 	with := func(edit func(jwt.MapClaims)) string {
-		c := is.claims("alice", "reader")
+		c := jwttest.Claims("alice", "reader")
 		edit(c)
-		return is.rs256(t, c)
+		return is.RS256(t, c)
 	}
-	roles := func(r ...string) http.Header { return bearer(is.rs256(t, is.claims("bob", r...))) }
-	rsaPublicPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: must(x509.MarshalPKIXPublicKey(&is.rsa.PublicKey))})
+	roles := func(r ...string) http.Header { return bearer(is.RS256(t, jwttest.Claims("bob", r...))) }
+	rsaPublicPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: must(x509.MarshalPKIXPublicKey(&is.RSA.PublicKey))})
 	otherKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	unsigned := strings.Join(strings.Split(good, ".")[:2], ".") + "."
-	noneToken := must(jwt.NewWithClaims(jwt.SigningMethodNone, is.claims("alice", "admin")).SignedString(jwt.UnsafeAllowNoneSignatureType))
+	noneToken := must(jwt.NewWithClaims(jwt.SigningMethodNone, jwttest.Claims("alice", "admin")).SignedString(jwt.UnsafeAllowNoneSignatureType))
 	tamperedParts := strings.Split(good, ".")
-	tamperedParts[1] = base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"mallory","roles":["admin","editor"],"exp":9999999999,"iss":"` + testIssuer + `","aud":"` + testAudience + `"}`))
+	tamperedParts[1] = base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"mallory","roles":["admin","editor"],"exp":9999999999,"iss":"` + jwttest.Iss + `","aud":"` + jwttest.Aud + `"}`))
 
 	tests := []struct {
 		name   string
@@ -153,25 +77,25 @@ func TestAuthTable(t *testing.T) {
 		{"open operation, good token", "/operations/Open?wg_subscribe_once", bearer(good), 200, ""},
 		{"missing token", "/operations/Auth?wg_subscribe_once", nil, 401, "UNAUTHENTICATED"},
 		{"good RS256 token", "/operations/Auth?wg_subscribe_once", bearer(good), 200, ""},
-		{"good ES256 token", "/operations/Auth?wg_subscribe_once", bearer(is.sign(t, jwt.SigningMethodES256, "ec1", is.ec, is.claims("a"))), 200, ""},
-		{"good EdDSA token", "/operations/Auth?wg_subscribe_once", bearer(is.sign(t, jwt.SigningMethodEdDSA, "ed1", is.ed, is.claims("a"))), 200, ""},
+		{"good ES256 token", "/operations/Auth?wg_subscribe_once", bearer(jwttest.Sign(t, jwt.SigningMethodES256, "ec1", is.EC, jwttest.Claims("a"))), 200, ""},
+		{"good EdDSA token", "/operations/Auth?wg_subscribe_once", bearer(jwttest.Sign(t, jwt.SigningMethodEdDSA, "ed1", is.Ed25519, jwttest.Claims("a"))), 200, ""},
 		{"token in a cookie", "/operations/Auth?wg_subscribe_once", http.Header{"Cookie": {"access_token=" + good}}, 200, ""},
 		{"cookie and header agree", "/operations/Auth?wg_subscribe_once", http.Header{"Authorization": {"Bearer " + good}, "Cookie": {"access_token=" + good}}, 200, ""},
-		{"cookie and header disagree", "/operations/Auth?wg_subscribe_once", http.Header{"Authorization": {"Bearer " + good}, "Cookie": {"access_token=" + is.rs256(t, is.claims("eve"))}}, 401, "UNAUTHENTICATED"},
+		{"cookie and header disagree", "/operations/Auth?wg_subscribe_once", http.Header{"Authorization": {"Bearer " + good}, "Cookie": {"access_token=" + is.RS256(t, jwttest.Claims("eve"))}}, 401, "UNAUTHENTICATED"},
 		{"two cookies", "/operations/Auth?wg_subscribe_once", http.Header{"Cookie": {"access_token=" + good + "; access_token=" + good}}, 401, "UNAUTHENTICATED"},
 		{"two Authorization headers", "/operations/Auth?wg_subscribe_once", http.Header{"Authorization": {"Bearer " + good, "Bearer " + good}}, 401, "UNAUTHENTICATED"},
 		{"malformed token", "/operations/Auth?wg_subscribe_once", bearer("not.a.jwt"), 401, "UNAUTHENTICATED"},
 		{"malformed token on an open operation", "/operations/Open?wg_subscribe_once", bearer("garbage"), 401, "UNAUTHENTICATED"},
 		{"Basic credentials", "/operations/Auth?wg_subscribe_once", http.Header{"Authorization": {"Basic YWxpY2U6c2VjcmV0"}}, 401, "UNAUTHENTICATED"},
 		{"empty bearer", "/operations/Auth?wg_subscribe_once", http.Header{"Authorization": {"Bearer "}}, 401, "UNAUTHENTICATED"},
-		{"oversized token", "/operations/Auth?wg_subscribe_once", bearer(strings.Repeat("a", gqlpush.MaxTokenBytes+1)), 401, "UNAUTHENTICATED"},
+		{"oversized token", "/operations/Auth?wg_subscribe_once", bearer(strings.Repeat("a", gqlpushjwt.MaxTokenBytes+1)), 401, "UNAUTHENTICATED"},
 		{"alg none", "/operations/Auth?wg_subscribe_once", bearer(noneToken), 401, "UNAUTHENTICATED"},
 		{"unsigned", "/operations/Auth?wg_subscribe_once", bearer(unsigned), 401, "UNAUTHENTICATED"},
-		{"HS256 signed with the RSA public key", "/operations/Auth?wg_subscribe_once", bearer(is.sign(t, jwt.SigningMethodHS256, "rsa1", rsaPublicPEM, is.claims("alice", "admin"))), 401, "UNAUTHENTICATED"},
-		{"wrong signature", "/operations/Auth?wg_subscribe_once", bearer(is.sign(t, jwt.SigningMethodRS256, "rsa1", otherKey, is.claims("alice"))), 401, "UNAUTHENTICATED"},
+		{"HS256 signed with the RSA public key", "/operations/Auth?wg_subscribe_once", bearer(jwttest.Sign(t, jwt.SigningMethodHS256, "rsa1", rsaPublicPEM, jwttest.Claims("alice", "admin"))), 401, "UNAUTHENTICATED"},
+		{"wrong signature", "/operations/Auth?wg_subscribe_once", bearer(jwttest.Sign(t, jwt.SigningMethodRS256, "rsa1", otherKey, jwttest.Claims("alice"))), 401, "UNAUTHENTICATED"},
 		{"tampered claims", "/operations/Auth?wg_subscribe_once", bearer(strings.Join(tamperedParts, ".")), 401, "UNAUTHENTICATED"},
-		{"unknown kid", "/operations/Auth?wg_subscribe_once", bearer(is.sign(t, jwt.SigningMethodRS256, "rsa9", is.rsa, is.claims("alice"))), 401, "UNAUTHENTICATED"},
-		{"key of another type for the kid", "/operations/Auth?wg_subscribe_once", bearer(is.sign(t, jwt.SigningMethodES256, "rsa1", is.ec, is.claims("alice"))), 401, "UNAUTHENTICATED"},
+		{"unknown kid", "/operations/Auth?wg_subscribe_once", bearer(jwttest.Sign(t, jwt.SigningMethodRS256, "rsa9", is.RSA, jwttest.Claims("alice"))), 401, "UNAUTHENTICATED"},
+		{"key of another type for the kid", "/operations/Auth?wg_subscribe_once", bearer(jwttest.Sign(t, jwt.SigningMethodES256, "rsa1", is.EC, jwttest.Claims("alice"))), 401, "UNAUTHENTICATED"},
 		{"expired", "/operations/Auth?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Hour).Unix() })), 401, "UNAUTHENTICATED"},
 		{"expired within the leeway", "/operations/Auth?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-5 * time.Second).Unix() })), 200, ""},
 		{"no expiry", "/operations/Auth?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { delete(c, "exp") })), 401, "UNAUTHENTICATED"},
@@ -180,7 +104,7 @@ func TestAuthTable(t *testing.T) {
 		{"wrong issuer", "/operations/Auth?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { c["iss"] = "https://evil.test" })), 401, "UNAUTHENTICATED"},
 		{"no issuer", "/operations/Auth?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { delete(c, "iss") })), 401, "UNAUTHENTICATED"},
 		{"wrong audience", "/operations/Auth?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { c["aud"] = "someone-else" })), 401, "UNAUTHENTICATED"},
-		{"audience among several", "/operations/Auth?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { c["aud"] = []string{"x", testAudience} })), 200, ""},
+		{"audience among several", "/operations/Auth?wg_subscribe_once", bearer(with(func(c jwt.MapClaims) { c["aud"] = []string{"x", jwttest.Aud} })), 200, ""},
 		{"token in the query string", "/operations/Auth?wg_subscribe_once&access_token=" + good, nil, 401, "UNAUTHENTICATED"},
 		{"token in the query string, open operation", "/operations/Open?wg_subscribe_once&access_token=" + good, nil, 400, "BAD_USER_INPUT"},
 		// Roles.
@@ -253,103 +177,79 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-func TestJWTAuthenticatorConfig(t *testing.T) {
-	is := newIssuer(t)
-	secret := []byte(strings.Repeat("s", 32))
-	for _, tt := range []struct {
-		name string
-		cfg  gqlpush.JWTConfig
-		want string
-	}{
-		{"no keys", gqlpush.JWTConfig{}, "exactly one of"},
-		{"two key sources", gqlpush.JWTConfig{Secret: secret, JWKS: is.jwks}, "exactly one of"},
-		{"short secret", gqlpush.JWTConfig{Secret: []byte("short")}, "shorter than 32 bytes"},
-		{"none", gqlpush.JWTConfig{Secret: secret, Algorithms: []string{"none"}}, `"none" cannot be used`},
-		{"RS256 with a secret", gqlpush.JWTConfig{Secret: secret, Algorithms: []string{"RS256"}}, `"RS256" cannot be used`},
-		{"HS256 with a key set", gqlpush.JWTConfig{JWKS: is.jwks, Algorithms: []string{"HS256"}}, `"HS256" cannot be used`},
-		{"bad key set", gqlpush.JWTConfig{JWKS: []byte(`{"keys":[{"kty":"nope"}]}`)}, "JWKS"},
-		{"unreachable key set URL", gqlpush.JWTConfig{JWKSURL: "http://user:secret@127.0.0.1:1/jwks?token=abc"}, "JWKSURL"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			a, err := gqlpush.NewJWTAuthenticator(tt.cfg)
-			if a != nil || err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("got %v, want an error containing %q", err, tt.want)
-			}
-			if strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "abc") {
-				t.Errorf("the error shows a credential: %v", err)
-			}
-		})
-	}
-}
+var testSecret = []byte(strings.Repeat("k", 32))
 
-func TestJWTSecret(t *testing.T) {
-	secret := []byte(strings.Repeat("k", 32))
-	a, err := gqlpush.NewJWTAuthenticator(gqlpush.JWTConfig{Secret: secret, Cookie: "session", RolesClaim: "realm_access.roles"})
+// hs256 signs claims valid for an hour, for alice, with testSecret. edit may
+// change them first.
+func hs256(t testing.TB, edit func(jwt.MapClaims)) string {
+	t.Helper()
+	now := time.Now()
+	c := jwt.MapClaims{"sub": "alice", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+	if edit != nil {
+		edit(c)
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(testSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	is := newIssuer(t)
-	c := is.claims("alice")
-	c["realm_access"] = map[string]any{"roles": []string{"admin"}}
-	good := is.sign(t, jwt.SigningMethodHS256, "", secret, c)
-	for _, tt := range []struct {
-		name   string
-		header http.Header
-		ok     bool
-	}{
-		{"HS256", bearer(good), true},
-		{"named cookie", http.Header{"Cookie": {"session=" + good}}, true},
-		{"default cookie name unused", http.Header{"Cookie": {"access_token=" + good}}, false},
-		{"HS512 not allowed", bearer(is.sign(t, jwt.SigningMethodHS512, "", secret, c)), false},
-		{"RS256 not allowed", bearer(is.rs256(t, c)), false},
-		{"another secret", bearer(is.sign(t, jwt.SigningMethodHS256, "", []byte(strings.Repeat("x", 32)), c)), false},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			r, _ := http.NewRequest(http.MethodGet, "/", nil)
-			r.Header = tt.header
-			p, err := a.Authenticate(r)
-			switch {
-			case tt.ok && (err != nil || p == nil || p.Subject != "alice" || len(p.Roles) != 1 || p.Roles[0] != "admin"):
-				t.Fatalf("got %+v %v", p, err)
-			case !tt.ok && err == nil && p != nil:
-				t.Fatalf("accepted: %+v", p)
-			}
-		})
-	}
+	return s
 }
 
-func TestJWKSURLRotation(t *testing.T) {
-	first, second := newIssuer(t), newIssuer(t)
-	var mu sync.Mutex
-	current := first.jwks
-	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(current)
-	}))
-	defer jwks.Close()
-	a, err := gqlpush.NewJWTAuthenticator(gqlpush.JWTConfig{JWKSURL: jwks.URL, Issuer: testIssuer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	check := func(token string, ok bool) {
-		t.Helper()
-		r, _ := http.NewRequest(http.MethodGet, "/", nil)
-		r.Header = bearer(token)
-		p, err := a.Authenticate(r)
-		if ok != (err == nil && p != nil) {
-			t.Fatalf("accepted=%v (%v), want %v", err == nil, err, ok)
+// withRoles sets the roles claim to raw JSON; "" removes it.
+func withRoles(raw string) func(jwt.MapClaims) {
+	return func(c jwt.MapClaims) {
+		if raw == "" {
+			delete(c, "roles")
+			return
 		}
+		c["roles"] = json.RawMessage(raw)
 	}
-	check(first.rs256(t, first.claims("alice")), true)
-	// The issuer rotates to a new key with a new id: the unknown id makes
-	// the authenticator fetch the set again.
-	mu.Lock()
-	current = []byte(strings.ReplaceAll(string(second.jwks), `"rsa1"`, `"rsa2"`))
-	mu.Unlock()
-	check(second.sign(t, jwt.SigningMethodRS256, "rsa2", second.rsa, second.claims("alice")), true)
-	// A token of the old key with the new id fails.
-	check(first.sign(t, jwt.SigningMethodRS256, "rsa2", first.rsa, first.claims("alice")), false)
+}
+
+// TestJWTInvalidRolesClaimEndToEnd: a deny rule does not fail open on a
+// roles claim it cannot read; the token is refused with 401.
+func TestJWTInvalidRolesClaimEndToEnd(t *testing.T) {
+	a, err := gqlpushjwt.New(gqlpushjwt.Config{Secret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGateway(t, func(cfg *gqlpush.Config) {
+		cfg.Operations = mustParse(t, map[string]string{
+			"NotSuspended": `subscription @rbac(denyMatchAny: [suspended]) { gql_countdown(from: 1) }`,
+		})
+		cfg.Authenticator = a
+	})
+	const path = "/operations/NotSuspended?wg_subscribe_once"
+	for _, tt := range []struct {
+		name, roles string
+		status      int
+		code        string
+	}{
+		{"clean", `["admin"]`, 200, ""},
+		{"suspended", `["admin","suspended"]`, 403, "FORBIDDEN"},
+		{"suspended, nested", `["admin",["suspended"]]`, 401, "UNAUTHENTICATED"},
+		{"number", `["admin",3]`, 401, "UNAUTHENTICATED"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := g.do(t, path, bearer(hs256(t, withRoles(tt.roles))))
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d; body %q", resp.StatusCode, tt.status, body)
+			}
+			if tt.status == 200 {
+				if body != `{"data":{"gql_countdown":1}}` {
+					t.Errorf("body %q", body)
+				}
+				return
+			}
+			if _, code := errorOf(t, body); code != tt.code {
+				t.Errorf("code %q, want %q", code, tt.code)
+			}
+			if wa := resp.Header.Get("WWW-Authenticate"); tt.status == 401 && wa != `Bearer error="invalid_token"` {
+				t.Errorf("WWW-Authenticate %q", wa)
+			}
+		})
+	}
+	if s := g.h.Stats(); s.Streams != 0 {
+		t.Errorf("streams left: %+v", s)
+	}
 }

@@ -15,7 +15,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushjwt"
 )
 
 const (
@@ -77,7 +77,7 @@ func (c *config) checkAuth(af authFlags, set map[string]bool, forward, origins [
 		}
 		return nil
 	}
-	jc := &gqlpush.JWTConfig{Issuer: af.issuer, Audience: af.audience, Cookie: af.cookie, RolesClaim: af.rolesClaim}
+	jc := &gqlpushjwt.Config{Issuer: af.issuer, Audience: af.audience, Cookie: af.cookie, RolesClaim: af.rolesClaim}
 	if set["jwt-issuer"] && af.issuer == "" {
 		return usagef("-jwt-issuer: empty; leave the flag out to accept any issuer")
 	}
@@ -150,7 +150,7 @@ func (c *config) readSecret(file string) ([]byte, error) {
 
 // loadJWKS points jc at the key set of -jwks: an http(s) URL, fetched when
 // the authenticator is built, or a file, read now.
-func (c *config) loadJWKS(jc *gqlpush.JWTConfig, v string) error {
+func (c *config) loadJWKS(jc *gqlpushjwt.Config, v string) error {
 	if v == "" {
 		return usagef("-jwks: empty; give the URL or the file of a JSON Web Key Set")
 	}
@@ -212,7 +212,7 @@ func (c *config) loadJWKS(jc *gqlpush.JWTConfig, v string) error {
 // is fetched now, through a client of the gateway's own: closeAuth stops
 // the refresh and closes that client's idle connections. It may be called
 // more than once, and concurrently.
-func (c *config) authenticator(log *slog.Logger) (a *gqlpush.JWTAuthenticator, closeAuth func(), err error) {
+func (c *config) authenticator(log *slog.Logger) (a *gqlpushjwt.Authenticator, closeAuth func(), err error) {
 	if c.jwt == nil {
 		return nil, func() {}, nil
 	}
@@ -220,7 +220,7 @@ func (c *config) authenticator(log *slog.Logger) (a *gqlpush.JWTAuthenticator, c
 	jc.Logger = log
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	jc.HTTPClient = &http.Client{Transport: tr}
-	a, err = gqlpush.NewJWTAuthenticator(jc)
+	a, err = gqlpushjwt.New(jc)
 	if err != nil {
 		tr.CloseIdleConnections()
 		// gqlpush's errors hold no credentials: URLs lose their user

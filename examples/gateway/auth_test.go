@@ -2,14 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,15 +19,15 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushjwt"
+	"github.com/gqlpush/gqlpush/gqlpushjwt/jwttest"
 	"github.com/gqlpush/gqlpush/gqlpushtest"
 )
 
 const (
 	// testSecret is the HS256 secret of the tests, longer than the 32
 	// bytes required. It must never show in what the gateway prints.
-	testSecret   = "gateway-test-secret-0123456789abcdefghij"
-	testIssuer   = "https://issuer.test"
-	testAudience = "gqlpush-gateway"
+	testSecret = "gateway-test-secret-0123456789abcdefghij"
 )
 
 // authOps are operations on the in-process upstream that need a token:
@@ -60,61 +55,6 @@ func writeSecret(t *testing.T, dir, content string, perm os.FileMode) string {
 		t.Fatal(err)
 	}
 	return f.Name()
-}
-
-// claims are good claims for the tests' issuer and audience, valid for an
-// hour.
-func claims(sub string) jwt.MapClaims {
-	now := time.Now()
-	return jwt.MapClaims{
-		"iss": testIssuer, "aud": testAudience, "sub": sub,
-		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
-	}
-}
-
-func sign(t *testing.T, method jwt.SigningMethod, kid string, key any, c jwt.MapClaims) string {
-	t.Helper()
-	tok := jwt.NewWithClaims(method, c)
-	if kid != "" {
-		tok.Header["kid"] = kid
-	}
-	s, err := tok.SignedString(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func hs256(t *testing.T, secret string, c jwt.MapClaims) string {
-	return sign(t, jwt.SigningMethodHS256, "", []byte(secret), c)
-}
-
-// An rsaIssuer signs RS256 tokens with a key it publishes as a JSON Web Key
-// Set.
-type rsaIssuer struct {
-	key  *rsa.PrivateKey
-	jwks []byte
-}
-
-func newRSAIssuer(t *testing.T) *rsaIssuer {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b64 := base64.RawURLEncoding.EncodeToString
-	jwks, err := json.Marshal(map[string]any{"keys": []any{map[string]any{
-		"kty": "RSA", "kid": "rsa1", "alg": "RS256", "use": "sig",
-		"n": b64(key.N.Bytes()), "e": b64(big.NewInt(int64(key.E)).Bytes()),
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &rsaIssuer{key: key, jwks: jwks}
-}
-
-func (is *rsaIssuer) token(t *testing.T, c jwt.MapClaims) string {
-	return sign(t, jwt.SigningMethodRS256, "rsa1", is.key, c)
 }
 
 func bearer(token string) http.Header { return http.Header{"Authorization": {"Bearer " + token}} }
@@ -202,7 +142,7 @@ func TestAuthConfigErrors(t *testing.T) {
 	short := writeSecret(t, tmp, "hunter2hunter2\n", 0o600)
 	blank := writeSecret(t, tmp, "\n", 0o600)
 	jwks := filepath.Join(writeFiles(t, filepath.Join(tmp, "jwks"), map[string]string{
-		"good.json":    string(newRSAIssuer(t).jwks),
+		"good.json":    string(jwttest.NewIssuer(t).JWKS),
 		"garbage.json": "s3cr3t-not-json",
 		"empty.json":   `{"keys":[]}`,
 		"nokeys.json":  `{"issuer":"x"}`,
@@ -257,9 +197,9 @@ func TestAuthConfigErrors(t *testing.T) {
 		{name: "key set URL malformed", args: []string{"-jwks", "https://user:hunter2@exa mple.com/jwks"},
 			want: []string{"-jwks: not a URL"}, notWant: []string{"hunter2"}},
 
-		{name: "issuer without keys", args: []string{"-jwt-issuer", testIssuer},
+		{name: "issuer without keys", args: []string{"-jwt-issuer", jwttest.Iss},
 			want: []string{"-jwt-issuer: no tokens are verified without -jwt-secret-file or -jwks"}},
-		{name: "audience without keys", args: []string{"-jwt-audience", testAudience},
+		{name: "audience without keys", args: []string{"-jwt-audience", jwttest.Aud},
 			want: []string{"-jwt-audience: no tokens are verified"}},
 		{name: "cookie without keys", args: []string{"-auth-cookie", "session"},
 			want: []string{"-auth-cookie: no tokens are verified"}},
@@ -395,7 +335,7 @@ func TestAuthFlagsToConfig(t *testing.T) {
 
 	t.Run("every flag", func(t *testing.T) {
 		secret := writeSecret(t, tmp, testSecret+"\r\n", 0o600)
-		cfg, hc := parse(t, "-jwt-secret-file", secret, "-jwt-issuer", testIssuer, "-jwt-audience", testAudience,
+		cfg, hc := parse(t, "-jwt-secret-file", secret, "-jwt-issuer", jwttest.Iss, "-jwt-audience", jwttest.Aud,
 			"-auth-cookie", "session", "-roles-claim", "realm_access.roles",
 			"-forward-header", "x-tenant", "-forward-header", "Authorization",
 			"-max-streams", "100", "-max-streams-per-principal", "3", "-max-anonymous-streams", "40",
@@ -409,7 +349,7 @@ func TestAuthFlagsToConfig(t *testing.T) {
 		if string(j.Secret) != testSecret {
 			t.Errorf("the secret read is %d bytes, want the file less its line end (%d bytes)", len(j.Secret), len(testSecret))
 		}
-		if j.JWKS != nil || j.JWKSURL != "" || j.Issuer != testIssuer || j.Audience != testAudience || j.Cookie != "session" || j.RolesClaim != "realm_access.roles" {
+		if j.JWKS != nil || j.JWKSURL != "" || j.Issuer != jwttest.Iss || j.Audience != jwttest.Aud || j.Cookie != "session" || j.RolesClaim != "realm_access.roles" {
 			t.Errorf("JWT configuration: issuer %q audience %q cookie %q roles %q, JWKS %d bytes, URL %q",
 				j.Issuer, j.Audience, j.Cookie, j.RolesClaim, len(j.JWKS), j.JWKSURL)
 		}
@@ -490,7 +430,7 @@ func TestAuthFlagsToConfig(t *testing.T) {
 		secret := writeSecret(t, tmp, testSecret+"\n\n", 0o600)
 		cfg, _ := parse(t, "-jwt-secret-file", secret, "-auth-cookie", "-")
 		j := cfg.jwt
-		if string(j.Secret) != testSecret+"\n" || j.Issuer != "" || j.Audience != "" || j.Cookie != "-" || j.RolesClaim != gqlpush.DefaultRolesClaim {
+		if string(j.Secret) != testSecret+"\n" || j.Issuer != "" || j.Audience != "" || j.Cookie != "-" || j.RolesClaim != gqlpushjwt.DefaultRolesClaim {
 			t.Errorf("JWT configuration: %d-byte secret, issuer %q audience %q cookie %q roles %q", len(j.Secret), j.Issuer, j.Audience, j.Cookie, j.RolesClaim)
 		}
 	})
@@ -506,7 +446,7 @@ func TestAuthFlagsToConfig(t *testing.T) {
 	t.Run("key set URL", func(t *testing.T) {
 		raw := "https://user:hunter2@issuer.example.com/.well-known/jwks.json?key=abc123"
 		cfg, _ := parse(t, "-jwks", raw)
-		if cfg.jwt.JWKSURL != raw || cfg.jwt.Secret != nil || cfg.jwt.JWKS != nil || cfg.jwt.Cookie != gqlpush.DefaultAuthCookie {
+		if cfg.jwt.JWKSURL != raw || cfg.jwt.Secret != nil || cfg.jwt.JWKS != nil || cfg.jwt.Cookie != gqlpushjwt.DefaultCookie {
 			t.Errorf("JWT configuration: URL %q, %d-byte secret, JWKS %d bytes, cookie %q", cfg.jwt.JWKSURL, len(cfg.jwt.Secret), len(cfg.jwt.JWKS), cfg.jwt.Cookie)
 		}
 		if want := "JSON Web Key Set at https://user:xxxxx@issuer.example.com/.well-known/jwks.json"; cfg.authLabel() != want {
@@ -516,7 +456,7 @@ func TestAuthFlagsToConfig(t *testing.T) {
 			t.Errorf("warnings %q, want one about the audience", cfg.warnings)
 		}
 
-		cfg, _ = parse(t, "-jwks", "http://keys.example.com/jwks", "-jwt-audience", testAudience)
+		cfg, _ = parse(t, "-jwks", "http://keys.example.com/jwks", "-jwt-audience", jwttest.Aud)
 		if len(cfg.warnings) != 1 || !strings.Contains(cfg.warnings[0], "plain http") {
 			t.Errorf("warnings %q, want one about plain http", cfg.warnings)
 		}
@@ -555,29 +495,29 @@ func TestAuthEndToEnd(t *testing.T) {
 	ops := writeFiles(t, filepath.Join(dir, "ops"), authOps)
 	secret := writeSecret(t, dir, testSecret+"\n", 0o600)
 	g := startGateway(t, "-operations", ops, "-upstream", "gql="+up.URL, "-schema", "gql="+filepath.Join(dir, "chat.graphql"),
-		"-jwt-secret-file", secret, "-jwt-issuer", testIssuer, "-jwt-audience", testAudience, "-auth-cookie", "session",
+		"-jwt-secret-file", secret, "-jwt-issuer", jwttest.Iss, "-jwt-audience", jwttest.Aud, "-auth-cookie", "session",
 		"-forward-header", "X-Tenant", "-max-streams-per-principal", "1",
 		"-trusted-proxy", "127.0.0.1", "-trusted-proxy", "10.0.0.0/8", "-client-ip-header", "X-Forwarded-For",
 		"-cors-origin", "https://app.example.com", "-heartbeat", "1h")
 
 	withRoom := func(sub, room string) jwt.MapClaims {
-		c := claims(sub)
+		c := jwttest.Claims(sub)
 		c["room"] = room
 		return c
 	}
-	alice := hs256(t, testSecret, withRoom("alice", "a"))
-	bob := hs256(t, testSecret, withRoom("bob", "b"))
-	expired := claims("alice")
+	alice := jwttest.HS256(t, []byte(testSecret), withRoom("alice", "a"))
+	bob := jwttest.HS256(t, []byte(testSecret), withRoom("bob", "b"))
+	expired := jwttest.Claims("alice")
 	expired["exp"] = time.Now().Add(-time.Hour).Unix()
-	otherAudience := claims("alice")
+	otherAudience := jwttest.Claims("alice")
 	otherAudience["aud"] = "another-app"
-	otherIssuer := claims("alice")
+	otherIssuer := jwttest.Claims("alice")
 	otherIssuer["iss"] = "https://elsewhere.test"
 	bad := map[string]string{
-		"another secret": hs256(t, strings.Repeat("x", 32), claims("alice")),
-		"expired":        hs256(t, testSecret, expired),
-		"other audience": hs256(t, testSecret, otherAudience),
-		"other issuer":   hs256(t, testSecret, otherIssuer),
+		"another secret": jwttest.HS256(t, []byte(strings.Repeat("x", 32)), jwttest.Claims("alice")),
+		"expired":        jwttest.HS256(t, []byte(testSecret), expired),
+		"other audience": jwttest.HS256(t, []byte(testSecret), otherAudience),
+		"other issuer":   jwttest.HS256(t, []byte(testSecret), otherIssuer),
 		"tampered":       alice[:len(alice)-4] + "AAAA",
 	}
 
@@ -595,7 +535,7 @@ func TestAuthEndToEnd(t *testing.T) {
 	}
 	// The token in the default cookie is not read: -auth-cookie names
 	// another.
-	resp, body := g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", http.Header{"Cookie": {gqlpush.DefaultAuthCookie + "=" + alice}})
+	resp, body := g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", http.Header{"Cookie": {gqlpushjwt.DefaultCookie + "=" + alice}})
 	wantRefused(t, "token in the default cookie", resp, body, http.StatusUnauthorized, gqlpush.CodeUnauthenticated, "WWW-Authenticate", "Bearer")
 
 	// Alice by the Authorization header, Bob by the cookie.
@@ -679,7 +619,7 @@ func TestAuthEndToEnd(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Errorf("preflight of another origin: %d %v", resp.StatusCode, resp.Header)
 	}
-	carol := hs256(t, testSecret, claims("carol"))
+	carol := jwttest.HS256(t, []byte(testSecret), jwttest.Claims("carol"))
 	resp, body = g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", http.Header{"Origin": {"https://app.example.com"}, "Cookie": {"session=" + carol}})
 	if want := `{"data":{"gql_countdown":2}}`; resp.StatusCode != http.StatusOK || body != want {
 		t.Errorf("cross-origin request: %d %q, want 200 %q", resp.StatusCode, body, want)
@@ -709,7 +649,7 @@ func TestSecretFileWarning(t *testing.T) {
 	dir := t.TempDir()
 	secret := writeSecret(t, dir, testSecret, 0o644)
 	g := startGateway(t, "-operations", writeFiles(t, filepath.Join(dir, "ops"), authOps), "-upstream", "gql="+up.URL, "-jwt-secret-file", secret)
-	tok := hs256(t, testSecret, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
+	tok := jwttest.HS256(t, []byte(testSecret), jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})
 	resp, body := g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", bearer(tok))
 	if want := `{"data":{"gql_countdown":2}}`; resp.StatusCode != http.StatusOK || body != want {
 		t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, want)
@@ -727,26 +667,26 @@ func TestSecretFileWarning(t *testing.T) {
 func TestJWKSFile(t *testing.T) {
 	up := gqlpushtest.NewServer(nil)
 	t.Cleanup(up.Close)
-	is := newRSAIssuer(t)
-	dir := writeFiles(t, t.TempDir(), map[string]string{"jwks.json": string(is.jwks)})
+	is := jwttest.NewIssuer(t)
+	dir := writeFiles(t, t.TempDir(), map[string]string{"jwks.json": string(is.JWKS)})
 	g := startGateway(t, "-operations", writeFiles(t, filepath.Join(dir, "ops"), authOps), "-upstream", "gql="+up.URL,
-		"-jwks", filepath.Join(dir, "jwks.json"), "-jwt-issuer", testIssuer)
+		"-jwks", filepath.Join(dir, "jwks.json"), "-jwt-issuer", jwttest.Iss)
 
-	good := is.token(t, claims("alice"))
+	good := is.RS256(t, jwttest.Claims("alice"))
 	resp, body := g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", bearer(good))
 	if want := `{"data":{"gql_countdown":2}}`; resp.StatusCode != http.StatusOK || body != want {
 		t.Errorf("RS256 token: %d %q, want 200 %q", resp.StatusCode, body, want)
 	}
-	resp, body = g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", http.Header{"Cookie": {gqlpush.DefaultAuthCookie + "=" + good}})
+	resp, body = g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", http.Header{"Cookie": {gqlpushjwt.DefaultCookie + "=" + good}})
 	if want := `{"data":{"gql_countdown":2}}`; resp.StatusCode != http.StatusOK || body != want {
 		t.Errorf("RS256 token in the default cookie: %d %q, want 200 %q", resp.StatusCode, body, want)
 	}
-	other := newRSAIssuer(t)
+	other := jwttest.NewIssuer(t)
 	bad := map[string]string{
 		// The public key set passed off as an HMAC secret.
-		"HS256 keyed with the key set": sign(t, jwt.SigningMethodHS256, "rsa1", is.jwks, claims("alice")),
-		"another key, same key id":     other.token(t, claims("alice")),
-		"unknown key id":               sign(t, jwt.SigningMethodRS256, "rsa2", is.key, claims("alice")),
+		"HS256 keyed with the key set": jwttest.Sign(t, jwt.SigningMethodHS256, "rsa1", is.JWKS, jwttest.Claims("alice")),
+		"another key, same key id":     other.RS256(t, jwttest.Claims("alice")),
+		"unknown key id":               jwttest.Sign(t, jwt.SigningMethodRS256, "rsa2", is.RSA, jwttest.Claims("alice")),
 	}
 	for name, tok := range bad {
 		resp, body := g.do(t, http.MethodGet, "/operations/Count?wg_subscribe_once=true", bearer(tok))
@@ -770,7 +710,7 @@ func TestJWKSFile(t *testing.T) {
 func TestJWKSURL(t *testing.T) {
 	up := gqlpushtest.NewServer(nil)
 	t.Cleanup(up.Close)
-	is := newRSAIssuer(t)
+	is := jwttest.NewIssuer(t)
 	var fetches atomic.Int32
 	keys := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		user, pass, _ := r.BasicAuth()
@@ -780,17 +720,17 @@ func TestJWKSURL(t *testing.T) {
 		}
 		fetches.Add(1)
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(is.jwks)
+		w.Write(is.JWKS)
 	}))
 	t.Cleanup(keys.Close)
 	jwksURL := strings.Replace(keys.URL, "http://", "http://gw:hunter2@", 1) + "/jwks?key=abc123"
 	g := startGateway(t, "-operations", writeFiles(t, t.TempDir(), authOps), "-upstream", "gql="+up.URL,
-		"-jwks", jwksURL, "-jwt-issuer", testIssuer, "-jwt-audience", testAudience, "-max-streams", "1", "-heartbeat", "1h")
+		"-jwks", jwksURL, "-jwt-issuer", jwttest.Iss, "-jwt-audience", jwttest.Aud, "-max-streams", "1", "-heartbeat", "1h")
 	if n := fetches.Load(); n < 1 {
 		t.Fatalf("the gateway listens, and fetched the key set %d times", n)
 	}
 
-	alice, bob := is.token(t, claims("alice")), is.token(t, claims("bob"))
+	alice, bob := is.RS256(t, jwttest.Claims("alice")), is.RS256(t, jwttest.Claims("bob"))
 	s := g.openOK(t, "/operations/Mine?wg_sse=true", bearer(alice))
 	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
 	defer cancel()

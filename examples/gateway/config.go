@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushjwt"
 )
 
 // A usageError is a mistake in the flags or in what they name: the gateway
@@ -42,7 +43,7 @@ type config struct {
 	resumeGrace    time.Duration
 	drain          time.Duration
 
-	jwt            *gqlpush.JWTConfig // nil: every caller is anonymous
+	jwt            *gqlpushjwt.Config // nil: every caller is anonymous
 	keys           string             // where jwt's keys come from, for the log
 	keysFlag       string             // the flag that gives them, for messages
 	warnings       []string           // logged once the gateway is ready to listen
@@ -168,8 +169,8 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	fs.StringVar(&af.jwks, "jwks", "", "verify RS256, ES256 and EdDSA tokens with the JSON Web Key Set at `URL|FILE`. An http(s) URL is fetched\nat startup (the gateway does not start without it), then again hourly and when a token names an unknown key;\na FILE is read once. Not with -jwt-secret-file. Without either, every caller is anonymous")
 	fs.StringVar(&af.issuer, "jwt-issuer", "", "require `ISS` in the \"iss\" claim of tokens; by default any issuer is accepted")
 	fs.StringVar(&af.audience, "jwt-audience", "", "require `AUD` among the \"aud\" claim's values; by default any audience is accepted, so set it when\nthe issuer also signs tokens for other applications")
-	fs.StringVar(&af.cookie, "auth-cookie", gqlpush.DefaultAuthCookie, "read the token from the cookie `NAME` too, for browsers, whose EventSource cannot set an Authorization\nheader; - reads no cookie")
-	fs.StringVar(&af.rolesClaim, "roles-claim", gqlpush.DefaultRolesClaim, "the claim `NAME` that holds the roles @rbac checks: an array of strings, or one space-separated string;\na path such as realm_access.roles reaches into nested claims")
+	fs.StringVar(&af.cookie, "auth-cookie", gqlpushjwt.DefaultCookie, "read the token from the cookie `NAME` too, for browsers, whose EventSource cannot set an Authorization\nheader; - reads no cookie")
+	fs.StringVar(&af.rolesClaim, "roles-claim", gqlpushjwt.DefaultRolesClaim, "the claim `NAME` that holds the roles @rbac checks: an array of strings, or one space-separated string;\na path such as realm_access.roles reaches into nested claims")
 	fs.Var(&forward, "forward-header", "copy the client request header `NAME` onto the WebSocket handshake of every upstream (repeatable).\nCallers whose values differ get upstream connections of their own. Headers of one connection (Connection,\nUpgrade, Sec-WebSocket-*, …) cannot be forwarded")
 	fs.IntVar(&cfg.maxConns, "max-conns", defaultMaxConns, "hold at most `N` client connections open, streams included: one more is closed as soon as it is\naccepted, and such refusals are logged, with their count, at most every "+refusedLogEvery.String()+". 0 sets no cap")
 	fs.IntVar(&cfg.maxStreams, "max-streams", 0, "refuse a new stream with 429 TOO_MANY_STREAMS while `N` streams are open; 0 sets no cap")

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushjwt/jwttest"
 	"github.com/gqlpush/gqlpush/gqlpushtest"
 )
 
@@ -84,9 +85,9 @@ func TestLimitsEndToEnd(t *testing.T) {
 		resp, body := g.do(t, http.MethodGet, "/operations/Open?wg_sse=true", nil)
 		wantRefused(t, "a second anonymous stream", resp, body, http.StatusTooManyRequests, gqlpush.CodeTooManyStreams, "Retry-After", retryAfter)
 		// The rest of -max-streams is for callers with a token...
-		g.openOK(t, "/operations/Open?wg_sse=true", bearer(hs256(t, testSecret, claims("alice"))))
+		g.openOK(t, "/operations/Open?wg_sse=true", bearer(jwttest.HS256(t, []byte(testSecret), jwttest.Claims("alice"))))
 		// ... up to -max-streams in all.
-		resp, body = g.do(t, http.MethodGet, "/operations/Open?wg_sse=true", bearer(hs256(t, testSecret, claims("bob"))))
+		resp, body = g.do(t, http.MethodGet, "/operations/Open?wg_sse=true", bearer(jwttest.HS256(t, []byte(testSecret), jwttest.Claims("bob"))))
 		wantRefused(t, "a third stream", resp, body, http.StatusTooManyRequests, gqlpush.CodeTooManyStreams, "Retry-After", retryAfter)
 	})
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushjwt"
 	"github.com/gqlpush/gqlpush/gqlpushtest"
 	"go.uber.org/goleak"
 )
@@ -300,8 +301,8 @@ func TestHelp(t *testing.T) {
 		"protocol":        "Default auto.",
 		"resume-grace":    "0 (the default) stops it at once",
 		"metrics":         "empty serves none",
-		"auth-cookie":     fmt.Sprintf("(default %q)", gqlpush.DefaultAuthCookie),
-		"roles-claim":     fmt.Sprintf("(default %q)", gqlpush.DefaultRolesClaim),
+		"auth-cookie":     fmt.Sprintf("(default %q)", gqlpushjwt.DefaultCookie),
+		"roles-claim":     fmt.Sprintf("(default %q)", gqlpushjwt.DefaultRolesClaim),
 		"max-streams":     "0 sets no cap",
 		"cors-origin":     "* is refused",
 		"queue-bytes":     fmt.Sprintf("(default %d)", gqlpush.DefaultQueueBytes),

@@ -1,4 +1,18 @@
-package gqlpush
+// Package gqlpushjwt verifies JSON Web Tokens for gqlpush: a
+// [gqlpush.Authenticator] that reads a token from the Authorization header or
+// a cookie and checks it against a secret or a JSON Web Key Set, fetched from
+// a URL and kept fresh.
+//
+//	a, err := gqlpushjwt.New(gqlpushjwt.Config{
+//		JWKSURL:  "https://login.example.com/.well-known/jwks.json",
+//		Issuer:   "https://login.example.com/",
+//		Audience: "my-api",
+//	})
+//	h, err := gqlpush.NewHandler(gqlpush.Config{..., Authenticator: a})
+//
+// It lives apart from gqlpush so that a program that checks logins its own
+// way does not build the JWT libraries in.
+package gqlpushjwt
 
 import (
 	"context"
@@ -8,17 +22,20 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/gqlpush/gqlpush"
 )
 
-// Defaults of the [JWTConfig] fields left zero.
+// Defaults of the [Config] fields left zero.
 const (
-	DefaultAuthCookie = "access_token"
+	DefaultCookie     = "access_token"
 	DefaultRolesClaim = "roles"
 	DefaultLeeway     = 30 * time.Second
 	// MaxTokenBytes bounds a token; a longer one is refused unread.
@@ -34,9 +51,9 @@ const (
 	JWKSTimeout = 10 * time.Second
 )
 
-// JWTConfig configures [NewJWTAuthenticator]. Exactly one of Secret, JWKSURL
+// Config configures [New]. Exactly one of Secret, JWKSURL
 // and JWKS gives the keys.
-type JWTConfig struct {
+type Config struct {
 	// Secret verifies HMAC tokens (HS256, HS384, HS512). Use at least 32
 	// random bytes.
 	Secret []byte
@@ -68,7 +85,7 @@ type JWTConfig struct {
 
 	// Cookie names the cookie that may carry the token, for browsers,
 	// whose EventSource cannot set an Authorization header. Empty means
-	// DefaultAuthCookie; "-" means no cookie is read.
+	// DefaultCookie; "-" means no cookie is read.
 	Cookie string
 
 	// RolesClaim is the claim path of the roles @rbac checks (an array of
@@ -93,10 +110,10 @@ type JWTConfig struct {
 	jwksTimeout time.Duration
 }
 
-// A JWTAuthenticator verifies JSON Web Tokens (RFC 7519) from the
+// An Authenticator verifies JSON Web Tokens (RFC 7519) from the
 // Authorization header (Bearer) or a cookie. Tokens in the query string are
 // never read: they end up in logs. Every token must carry "exp".
-type JWTAuthenticator struct {
+type Authenticator struct {
 	parser     *jwt.Parser
 	keyfunc    func(ctx context.Context) jwt.Keyfunc // ctx: the request's
 	cookie     string
@@ -105,16 +122,16 @@ type JWTAuthenticator struct {
 	cancel     context.CancelFunc // stops the key refresh
 }
 
-var _ Authenticator = (*JWTAuthenticator)(nil)
+var _ gqlpush.Authenticator = (*Authenticator)(nil)
 
 var (
 	hmacAlgorithms       = []string{"HS256", "HS384", "HS512"}
 	asymmetricAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 
-// NewJWTAuthenticator checks the configuration and loads the keys. With a
+// New checks the configuration and loads the keys. With a
 // JWKSURL the first fetch must succeed. Close it to stop the key refresh.
-func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
+func New(cfg Config) (*Authenticator, error) {
 	sources := 0
 	for _, set := range []bool{len(cfg.Secret) > 0, cfg.JWKSURL != "", len(cfg.JWKS) > 0} {
 		if set {
@@ -122,7 +139,7 @@ func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
 		}
 	}
 	if sources != 1 {
-		return nil, errors.New("gqlpush: JWTConfig needs exactly one of Secret, JWKSURL and JWKS")
+		return nil, errors.New("gqlpushjwt: Config needs exactly one of Secret, JWKSURL and JWKS")
 	}
 	algs := cfg.Algorithms
 	allowed := asymmetricAlgorithms
@@ -132,26 +149,26 @@ func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
 			algs = []string{"HS256"}
 		}
 		if len(cfg.Secret) < 32 {
-			return nil, errors.New("gqlpush: JWTConfig.Secret is shorter than 32 bytes")
+			return nil, errors.New("gqlpushjwt: Config.Secret is shorter than 32 bytes")
 		}
 	} else if algs == nil {
 		algs = []string{"RS256", "ES256", "EdDSA"}
 	}
 	if len(algs) == 0 {
-		return nil, errors.New("gqlpush: JWTConfig.Algorithms is empty")
+		return nil, errors.New("gqlpushjwt: Config.Algorithms is empty")
 	}
 	for _, a := range algs {
 		if !slices.Contains(allowed, a) {
-			return nil, fmt.Errorf("gqlpush: JWTConfig.Algorithms: %q cannot be used with these keys (allowed: %s)", a, strings.Join(allowed, ", "))
+			return nil, fmt.Errorf("gqlpushjwt: Config.Algorithms: %q cannot be used with these keys (allowed: %s)", a, strings.Join(allowed, ", "))
 		}
 	}
-	a := &JWTAuthenticator{
+	a := &Authenticator{
 		cookie:     cfg.Cookie,
 		rolesClaim: cfg.RolesClaim,
 		leeway:     cfg.Leeway,
 	}
 	if a.cookie == "" {
-		a.cookie = DefaultAuthCookie
+		a.cookie = DefaultCookie
 	}
 	if a.rolesClaim == "" {
 		a.rolesClaim = DefaultRolesClaim
@@ -184,7 +201,7 @@ func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
 	case len(cfg.JWKS) > 0:
 		k, err := keyfunc.NewJWKSetJSON(cfg.JWKS)
 		if err != nil {
-			return nil, fmt.Errorf("gqlpush: JWTConfig.JWKS: %w", err)
+			return nil, fmt.Errorf("gqlpushjwt: Config.JWKS: %w", err)
 		}
 		a.keyfunc = k.KeyfuncCtx
 	default:
@@ -211,14 +228,14 @@ func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
 			NoErrorReturnFirstHTTPReq: &first,
 			RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
 				return func(_ context.Context, err error) {
-					log.Warn("refresh of the JSON Web Key Set failed", "err", scrubURLs(err.Error()))
+					log.Warn("refresh of the JSON Web Key Set failed", "err", scrub(err.Error(), cfg.JWKSURL))
 				}
 			},
 		})
 		if err != nil {
 			cancel()
 			first, _, _ := strings.Cut(err.Error(), "\n") // the rest repeats it
-			return nil, fmt.Errorf("gqlpush: JWTConfig.JWKSURL: %s", scrubURLs(first))
+			return nil, fmt.Errorf("gqlpushjwt: Config.JWKSURL: %s", scrub(first, cfg.JWKSURL))
 		}
 		a.keyfunc = k.KeyfuncCtx
 		a.cancel = cancel
@@ -229,7 +246,7 @@ func NewJWTAuthenticator(cfg JWTConfig) (*JWTAuthenticator, error) {
 // Close stops the refresh of a key set fetched from JWKSURL. The refresh
 // goroutine belongs to github.com/MicahParks/keyfunc: it ends soon after,
 // not before Close returns.
-func (a *JWTAuthenticator) Close() {
+func (a *Authenticator) Close() {
 	if a.cancel != nil {
 		a.cancel()
 	}
@@ -302,36 +319,36 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Errors of [JWTAuthenticator.Authenticate]. They never hold the token.
+// Errors of [Authenticator.Authenticate]. They never hold the token.
 var (
-	ErrConflictingCredentials = errors.New("gqlpush: the Authorization header and the cookie carry different tokens")
-	ErrMalformedCredentials   = errors.New("gqlpush: malformed credentials")
+	ErrConflictingCredentials = errors.New("gqlpushjwt: the Authorization header and the cookie carry different tokens")
+	ErrMalformedCredentials   = errors.New("gqlpushjwt: malformed credentials")
 	// ErrInvalidRolesClaim: the roles claim of a verified token is
 	// neither an array of non-empty strings nor one string. The token is
 	// refused rather than read as having fewer roles, which would pass a
 	// deny rule.
-	ErrInvalidRolesClaim = errors.New("gqlpush: the roles claim is not a list of strings")
+	ErrInvalidRolesClaim = errors.New("gqlpushjwt: the roles claim is not a list of strings")
 )
 
 // Authenticate verifies the request's token. A request without one is
 // anonymous: nil, nil.
-func (a *JWTAuthenticator) Authenticate(r *http.Request) (*Principal, error) {
+func (a *Authenticator) Authenticate(r *http.Request) (*gqlpush.Principal, error) {
 	raw, err := extractToken(r.Header, a.cookie)
 	if err != nil || raw == "" {
 		return nil, err
 	}
 	claims := jwt.MapClaims{}
 	if _, err := a.parser.ParseWithClaims(raw, claims, a.keyfunc(r.Context())); err != nil {
-		return nil, fmt.Errorf("gqlpush: invalid token: %w", err)
+		return nil, fmt.Errorf("gqlpushjwt: invalid token: %w", err)
 	}
-	p := &Principal{Claims: claims}
+	p := &gqlpush.Principal{Claims: claims}
 	if sub, ok := claims["sub"].(string); ok {
 		p.Subject = sub
 	}
 	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
 		p.Expires = exp.Add(a.leeway)
 	}
-	if p.Roles, err = rolesOf(a.rolesClaim, lookupClaim(claims, a.rolesClaim)); err != nil {
+	if p.Roles, err = rolesOf(a.rolesClaim, p.Claim(a.rolesClaim)); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -444,4 +461,19 @@ func jsonKind(v any) string {
 		return "an object"
 	}
 	return fmt.Sprintf("a %T", v)
+}
+
+// anyURL finds the URLs in an error's text.
+var anyURL = regexp.MustCompile(`(?i)\bhttps?://[^\s"'<>]*`)
+
+// scrub replaces every URL in an error's text, which can only be the key
+// set's (as given, or as net/http quotes it, its password masked), with its
+// scheme, host and path: user info and the query, where credentials hide,
+// never reach a log line or an error.
+func scrub(text, rawURL string) string {
+	safe := "<url>"
+	if u, err := url.Parse(rawURL); err == nil && u.Host != "" {
+		safe = u.Scheme + "://" + u.Host + u.EscapedPath()
+	}
+	return anyURL.ReplaceAllLiteralString(text, safe)
 }
