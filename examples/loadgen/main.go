@@ -3,10 +3,10 @@
 // the gateway's own CPU and memory read from /proc. It runs on loopback only,
 // on Linux.
 //
-//	go run ./internal/cmd/loadgen -scenario fanout [-clients N] [-rate R] [-duration D] [-warmup D] [-check] [-json]
+//	go run ./examples/loadgen -scenario fanout [-clients N] [-rate R] [-duration D] [-warmup D] [-check] [-json]
 //
 // Scenarios, each one command, with defaults that match the performance
-// issue (every flag overrides; go run ./internal/cmd/loadgen -h lists them):
+// issue (every flag overrides; go run ./examples/loadgen -h lists them):
 //
 //	fanout    1,000 clients on one operation, upstream 10 events/s (10,000 delivered/s)
 //	saturate  1,000 clients on one operation, the upstream rate ×1.5 per step until delivery falls behind
