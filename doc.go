@@ -10,12 +10,22 @@
 //	//go:embed operations
 //	var files embed.FS
 //
-//	ops, err := gqlpush.LoadOperations(must(fs.Sub(files, "operations")))
+//	dir, err := fs.Sub(files, "operations")
+//	if err != nil {
+//		return err
+//	}
+//	ops, err := gqlpush.LoadOperations(dir) // every *.graphql below, checked
+//	if err != nil {
+//		return err // names file:line:col and the rule broken
+//	}
 //	h, err := gqlpush.NewHandler(gqlpush.Config{
 //		Operations: ops,
 //		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: "ws://localhost:4000/graphql"}},
 //		Prefix:     "/operations/",
 //	})
+//	if err != nil {
+//		return err // a *ConfigError or an *OperationError
+//	}
 //	mux.Handle("/operations/", h)
 //	...
 //	h.Close(ctx)      // on shutdown: every stream ends with its end frame,
@@ -52,33 +62,52 @@
 // Before a stream starts, errors are JSON —
 // {"errors":[{"message":"…","extensions":{"code":"…"}}]} — with status 404
 // (NOT_FOUND), 405 (METHOD_NOT_ALLOWED), 400 or 414 (BAD_USER_INPUT), 401
-// (UNAUTHENTICATED), 403 (FORBIDDEN), 429 (TOO_MANY_STREAMS), 503
-// (SHUTTING_DOWN).
+// (UNAUTHENTICATED), 403 (FORBIDDEN), 429 (TOO_MANY_STREAMS,
+// TOO_MANY_SUBSCRIPTIONS, TOO_MANY_UPSTREAM_CONNECTIONS, with Retry-After),
+// 503 (SHUTTING_DOWN). A wg_subscribe_once request with no result within
+// [Config.OnceTimeout] gets 504 (UPSTREAM_TIMEOUT).
 //
 // # Server-Sent Events
 //
 // The frames follow the SSE part of the HTML standard
-// (https://html.spec.whatwg.org/multipage/server-sent-events.html):
+// (https://html.spec.whatwg.org/multipage/server-sent-events.html), each
+// followed by a blank line:
 //
-//	:                                          opens the stream, and is the heartbeat
-//	data: {"data":{…}}                         one per result, compact JSON
-//	data: {"errors":[…]}                       before the end, when it ends in error
-//	event: complete
-//	data:                                      the end
+//	:                                   opens the stream, and is the heartbeat
+//	event: reset                        after the opening comment, when a
+//	data:                               Last-Event-ID cannot be resumed
+//	id: 7w4g2cxq3hj5kmzp.41             one per result: an opaque id,
+//	data: {"data":{…}}                  and the result as compact JSON
+//	data: {"errors":[…]}                before the end, when it ends in error
+//	event: complete                     the end; the response ends with it
+//	data:
 //
-// each followed by a blank line. Errors that end a stream carry a code:
-// UPSTREAM_UNAVAILABLE (the upstream is lost for good), SLOW_CONSUMER (the
-// client fell too far behind), SHUTTING_DOWN ([Handler.Close]).
+// A client that reconnects with the Last-Event-ID of a result still in the
+// resume window (browsers' EventSource does it on its own) gets what it
+// missed, then the live results. Errors that end a stream carry a code:
+// UPSTREAM_UNAVAILABLE (the upstream is lost for good, or refused the
+// subscription), RESULT_TOO_LARGE (a result over the upstream's read
+// limit), SLOW_CONSUMER (the client fell too far behind), UNAUTHENTICATED
+// (its token expired), SHUTTING_DOWN ([Handler.Close]). Errors the upstream
+// sends pass through as it sent them. [Code] and [Reason] list them all.
 //
 // # Authentication
 //
-// With a [Config.Authenticator] (such as [JWTAuthenticator]), operations
-// declare who may follow them: @auth (a login is needed), @rbac(...) (role
-// rules), and @fromClaim(name: ...) on a variable, whose value then comes
-// from the verified token, never from the client. Missing or invalid
-// credentials get 401 (UNAUTHENTICATED), a failed role rule 403 (FORBIDDEN),
-// too many open streams 429 (TOO_MANY_STREAMS). A stream ends when its token
-// expires.
+// With a [Config.Authenticator] (such as the JSON Web Token one of package
+// gqlpushjwt), operations declare who may follow them: @auth (a login is
+// needed), @rbac(...) (role rules), and @fromClaim(name: ...) on a variable,
+// whose value then comes from the verified token, never from the client.
+// Missing or invalid credentials get 401 (UNAUTHENTICATED), a failed role
+// rule 403 (FORBIDDEN). A stream ends when its credentials expire.
+//
+// # Limits
+//
+// Everything a client or an upstream can make a Handler hold is bounded:
+// unread results per client in number and bytes ([Config.QueueSize],
+// [Config.QueueBytes]), the resume window, one upstream message
+// ([WebSocketDialer.ReadLimit]), streams in all, per caller and for
+// anonymous callers, upstream subscriptions, upstream connections. The
+// fields of [Config] give each default.
 //
 // # Connections
 //
@@ -94,7 +123,8 @@
 // gqlpush speaks graphql-transport-ws
 // (https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md) and the
 // older graphql-ws protocol of subscriptions-transport-ws. One WebSocket per
-// upstream carries every subscription; it opens with the first and closes
-// soon after the last. A lost connection is redialled with backoff and its
-// subscriptions resubscribed while clients stay connected.
+// upstream and forwarded values carries every subscription; it opens with
+// the first and closes soon after the last. A lost connection is redialled
+// with backoff and its subscriptions resubscribed while clients stay
+// connected; an upstream that refuses for good ends them at once.
 package gqlpush
