@@ -179,33 +179,6 @@ func must[T any](v T, err error) T {
 
 var testSecret = []byte(strings.Repeat("k", 32))
 
-// hs256 signs claims valid for an hour, for alice, with testSecret. edit may
-// change them first.
-func hs256(t testing.TB, edit func(jwt.MapClaims)) string {
-	t.Helper()
-	now := time.Now()
-	c := jwt.MapClaims{"sub": "alice", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
-	if edit != nil {
-		edit(c)
-	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(testSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// withRoles sets the roles claim to raw JSON; "" removes it.
-func withRoles(raw string) func(jwt.MapClaims) {
-	return func(c jwt.MapClaims) {
-		if raw == "" {
-			delete(c, "roles")
-			return
-		}
-		c["roles"] = json.RawMessage(raw)
-	}
-}
-
 // TestJWTInvalidRolesClaimEndToEnd: a deny rule does not fail open on a
 // roles claim it cannot read; the token is refused with 401.
 func TestJWTInvalidRolesClaimEndToEnd(t *testing.T) {
@@ -231,7 +204,9 @@ func TestJWTInvalidRolesClaimEndToEnd(t *testing.T) {
 		{"number", `["admin",3]`, 401, "UNAUTHENTICATED"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := g.do(t, path, bearer(hs256(t, withRoles(tt.roles))))
+			c := jwttest.Claims("alice")
+			c["roles"] = json.RawMessage(tt.roles)
+			resp, body := g.do(t, path, bearer(jwttest.HS256(t, testSecret, c)))
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d; body %q", resp.StatusCode, tt.status, body)
 			}

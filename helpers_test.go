@@ -70,6 +70,13 @@ func newGateway(t *testing.T, edit func(*gqlpush.Config)) *gateway {
 	t.Helper()
 	up := gqlpushtest.NewServer(nil)
 	t.Cleanup(up.Close)
+	return gatewayFor(t, up, edit)
+}
+
+// gatewayFor serves the test operations, mounted at /operations/ on
+// loopback, in front of up.
+func gatewayFor(t *testing.T, up *gqlpushtest.Server, edit func(*gqlpush.Config)) *gateway {
+	t.Helper()
 	cfg := gqlpush.Config{
 		Operations: mustParse(t, testOperations),
 		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: up.URL, Schema: gqlpushtest.ChatSchema}},

@@ -30,36 +30,6 @@ func hostileGateway(t *testing.T, hostile gqlpushtest.Hostile, edit func(*gqlpus
 	return gatewayFor(t, up, edit)
 }
 
-// gatewayFor serves the test operations, mounted at /operations/ on
-// loopback, in front of up.
-func gatewayFor(t *testing.T, up *gqlpushtest.Server, edit func(*gqlpush.Config)) *gateway {
-	t.Helper()
-	cfg := gqlpush.Config{
-		Operations: mustParse(t, testOperations),
-		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: up.URL, Schema: gqlpushtest.ChatSchema}},
-		Prefix:     "/operations/",
-	}
-	if edit != nil {
-		edit(&cfg)
-	}
-	h, err := gqlpush.NewHandler(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/operations/", h)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
-		defer cancel()
-		if err := h.Close(ctx); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		srv.Close()
-	})
-	return &gateway{up: up, h: h, srv: srv}
-}
-
 // readCounter counts the messages read from the upstream, and the pongs
 // written to it.
 type readCounter struct {

@@ -253,18 +253,25 @@ func (b *blockingWriter) Write(p []byte) (int, error) {
 	return b.recorder.Write(p)
 }
 
+// serveBlocking serves target in the bubble to a blockingWriter; done is
+// closed when the handler returns.
+func (b *bubble) serveBlocking(t *testing.T, target string) (*blockingWriter, chan struct{}) {
+	w := &blockingWriter{recorder: newRecorder(), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.h.ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, target, nil))
+	}()
+	return w, done
+}
+
 func TestSlowConsumerFrame(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const queue = 4
 		b := newBubble(t, func(cfg *gqlpush.Config) { cfg.QueueSize = queue })
-		w := &blockingWriter{recorder: newRecorder(), release: make(chan struct{})}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			b.h.ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, "/Sub?wg_sse", nil))
-		}()
+		w, done := b.serveBlocking(t, "/Sub?wg_sse")
 		synctest.Wait()
 		w.hold.Store(true)      // from now on, writes wait
 		b.up.Chat.Post("", "0") // the writer takes it and blocks writing it
@@ -289,14 +296,7 @@ func TestSlowConsumerFrame(t *testing.T) {
 func TestSlowConsumerByBytes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBubble(t, func(cfg *gqlpush.Config) { cfg.QueueBytes = 4096 })
-		w := &blockingWriter{recorder: newRecorder(), release: make(chan struct{})}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			b.h.ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, "/Sub?wg_sse", nil))
-		}()
+		w, done := b.serveBlocking(t, "/Sub?wg_sse")
 		// A client that reads keeps up, whatever the sizes.
 		keeper, leaveKeeper, keeperDone := b.openSSE(t, "/Sub?wg_sse", nil)
 		w.hold.Store(true)

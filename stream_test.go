@@ -377,27 +377,34 @@ func TestUpstreamRestartOverTheNetwork(t *testing.T) {
 	}
 }
 
-// TestWireHTTP1 reads an SSE response off the socket: over HTTP/1.1 the
-// stream is chunked, one chunk per write of whole frames, ends with the last
-// chunk, and the connection closes after it.
-func TestWireHTTP1(t *testing.T) {
-	g := newGateway(t, nil)
+// raw sends request as it is on a connection of its own, and returns the
+// response's head, line by line, and its body, read to the connection's end.
+func (g *gateway) raw(t *testing.T, request string) (head []string, body string) {
+	t.Helper()
 	conn, err := net.Dial("tcp", g.srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(waitTime))
-	fmt.Fprintf(conn, "GET /operations/Count?wg_sse&from=1 HTTP/1.1\r\nHost: gqlpush\r\nOrigin: https://elsewhere.example\r\n\r\n")
+	io.WriteString(conn, request)
 	got, err := io.ReadAll(conn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	head, body, ok := strings.Cut(string(got), "\r\n\r\n")
+	h, body, ok := strings.Cut(string(got), "\r\n\r\n")
 	if !ok {
 		t.Fatalf("no head: %q", got)
 	}
-	lines := strings.Split(head, "\r\n")
+	return strings.Split(h, "\r\n"), body
+}
+
+// TestWireHTTP1 reads an SSE response off the socket: over HTTP/1.1 the
+// stream is chunked, one chunk per write of whole frames, ends with the last
+// chunk, and the connection closes after it.
+func TestWireHTTP1(t *testing.T) {
+	g := newGateway(t, nil)
+	lines, body := g.raw(t, "GET /operations/Count?wg_sse&from=1 HTTP/1.1\r\nHost: gqlpush\r\nOrigin: https://elsewhere.example\r\n\r\n")
 	if lines[0] != "HTTP/1.1 200 OK" {
 		t.Errorf("status line %q", lines[0])
 	}
@@ -495,22 +502,7 @@ func TestWireHTTP2(t *testing.T) {
 // net/http answers such a client.
 func TestWireHTTP10(t *testing.T) {
 	g := newGateway(t, nil)
-	conn, err := net.Dial("tcp", g.srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(waitTime))
-	fmt.Fprintf(conn, "GET /operations/Count?wg_sse&from=1 HTTP/1.0\r\nHost: gqlpush\r\n\r\n")
-	got, err := io.ReadAll(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	head, body, ok := strings.Cut(string(got), "\r\n\r\n")
-	if !ok {
-		t.Fatalf("no head: %q", got)
-	}
-	lines := strings.Split(head, "\r\n")
+	lines, body := g.raw(t, "GET /operations/Count?wg_sse&from=1 HTTP/1.0\r\nHost: gqlpush\r\n\r\n")
 	if lines[0] != "HTTP/1.0 200 OK" {
 		t.Errorf("status line %q", lines[0])
 	}

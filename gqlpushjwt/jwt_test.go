@@ -1,7 +1,7 @@
 package gqlpushjwt_test
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -22,20 +22,13 @@ import (
 
 var testSecret = []byte(strings.Repeat("k", 32))
 
-// hs256 signs claims valid for an hour, for alice, with testSecret. edit may
-// change them first.
+// hs256 signs good claims for alice with testSecret; edit may change them
+// first.
 func hs256(t testing.TB, edit func(jwt.MapClaims)) string {
 	t.Helper()
-	now := time.Now()
-	c := jwt.MapClaims{"sub": "alice", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
-	if edit != nil {
-		edit(c)
-	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(testSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	c := jwttest.Claims("alice")
+	edit(c)
+	return jwttest.HS256(t, testSecret, c)
 }
 
 // withRoles sets the roles claim to raw JSON; "" removes it.
@@ -209,10 +202,10 @@ func TestJWKSURLTooLargeOnRefresh(t *testing.T) {
 		reports <- writePadded(w, r, rotated, false)
 	}))
 	defer srv.Close()
-	var log syncBuffer
+	logged := make(chan string, 8)
 	a, err := gqlpushjwt.New(gqlpushjwt.Config{
 		JWKSURL: srv.URL, Issuer: jwttest.Iss,
-		Logger: slog.New(slog.NewTextHandler(&log, nil)),
+		Logger: slog.New(lineHandler(logged)),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -234,8 +227,13 @@ func TestJWKSURLTooLargeOnRefresh(t *testing.T) {
 	if rep := receive(t, reports); rep.written <= gqlpushjwt.MaxJWKSBytes || rep.complete {
 		t.Errorf("the server wrote %d bytes (all: %v): want more than MaxJWKSBytes, not all", rep.written, rep.complete)
 	}
-	if l := log.String(); !strings.Contains(l, "refresh of the JSON Web Key Set failed") || !strings.Contains(l, "larger than MaxJWKSBytes") {
-		t.Errorf("log %q", l)
+	select {
+	case l := <-logged:
+		if !strings.Contains(l, "refresh of the JSON Web Key Set failed") || !strings.Contains(l, "larger than MaxJWKSBytes") {
+			t.Errorf("logged %q", l)
+		}
+	case <-time.After(waitTime):
+		t.Error("the failed refresh was not logged")
 	}
 	if err := authenticate(first.RS256(t, jwttest.Claims("alice"))); err != nil {
 		t.Errorf("the keys held before the failed refresh: %v", err)
@@ -403,20 +401,23 @@ func bearer(token string) http.Header { return http.Header{"Authorization": {"Be
 // waitTime bounds every wait: generous, for a loaded machine.
 const waitTime = 30 * time.Second
 
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// lineHandler sends each record logged, its message and attributes, on
+// the channel, when there is room.
+type lineHandler chan<- string
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+func (h lineHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h lineHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h lineHandler) WithGroup(string) slog.Handler            { return h }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+func (h lineHandler) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		line += " " + a.String()
+		return true
+	})
+	select {
+	case h <- line:
+	default:
+	}
+	return nil
 }
