@@ -16,8 +16,12 @@ func checkOrigins(origins []string) ([]string, error) {
 			return nil, &ConfigError{Field: "CORSOrigins", Err: ErrInvalid, Detail: "holds *: cross-origin requests carry credentials, so origins are listed one by one"}
 		}
 		u, err := url.Parse(o)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-			return nil, &ConfigError{Field: "CORSOrigins", Err: ErrInvalid, Detail: "holds " + strconv.Quote(clip(o)) + ", not an origin like https://app.example.com"}
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || strings.ContainsAny(o, "?#@") {
+			shown := strconv.Quote(clip(o))
+			if strings.Contains(o, "@") {
+				shown = "a URL with user info" // which may be a password: not shown
+			}
+			return nil, &ConfigError{Field: "CORSOrigins", Err: ErrInvalid, Detail: "holds " + shown + ", not an origin like https://app.example.com"}
 		}
 		out = append(out, strings.ToLower(u.Scheme+"://"+u.Host))
 	}

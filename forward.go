@@ -22,7 +22,7 @@ func checkForwardHeaders(names []string) ([]string, error) {
 	var out []string
 	for _, n := range names {
 		c := http.CanonicalHeaderKey(strings.TrimSpace(n))
-		if c == "" || strings.ContainsAny(c, " :\r\n") {
+		if !isToken(c) {
 			return nil, errors.New("holds " + strconv.Quote(clip(n)) + ", not a header name")
 		}
 		if slices.Contains(hopByHop, c) || strings.HasPrefix(c, "Sec-Websocket-") {
@@ -86,4 +86,19 @@ func (h *Handler) forward(r *http.Request, up *upstream, p *Principal) (http.Hea
 func isJSONObject(b []byte) bool {
 	var obj map[string]any
 	return json.Unmarshal(b, &obj) == nil && obj != nil
+}
+
+// isToken reports whether s is a token of RFC 9110, section 5.6.2: what a
+// header's name is made of.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

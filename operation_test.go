@@ -189,6 +189,9 @@ func TestNewHandlerChecksConfig(t *testing.T) {
 		{"negative once timeout", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, OnceTimeout: -1}, "OnceTimeout", "", gqlpush.ErrNegative, "OnceTimeout is negative"},
 		{"prefix without a slash", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, Prefix: "api/live/"}, "Prefix", "", gqlpush.ErrInvalid, "Config.Prefix does not start with /"},
 		{"CORS wildcard", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, CORSOrigins: []string{"*"}}, "CORSOrigins", "", gqlpush.ErrInvalid, "holds *"},
+		{"CORS origin with a password", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, CORSOrigins: []string{"https://user:hunter2@app.example.com"}}, "CORSOrigins", "", gqlpush.ErrInvalid, "a URL with user info"},
+		{"CORS origin with a fragment", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, CORSOrigins: []string{"https://app.example.com#x"}}, "CORSOrigins", "", gqlpush.ErrInvalid, "not an origin"},
+		{"forwarded header not a token", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.ForwardHeaders = []string{"X(Tenant"} })}, "ForwardHeaders", `"gql"`, gqlpush.ErrInvalid, "not a header name"},
 		{"anonymous cap over the cap", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good}, MaxStreams: 2, MaxAnonymousStreams: 3}, "MaxAnonymousStreams", "", gqlpush.ErrConflict, "more than MaxStreams"},
 	}
 	for _, tt := range tests {
@@ -197,8 +200,8 @@ func TestNewHandlerChecksConfig(t *testing.T) {
 			if h != nil || err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tt.want)
 			}
-			if strings.Contains(err.Error(), "127.0.0.1") {
-				t.Errorf("the error shows the upstream URL: %v", err)
+			if strings.Contains(err.Error(), "127.0.0.1") || strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("the error shows a URL or a password: %v", err)
 			}
 			var ce *gqlpush.ConfigError
 			if tt.field == "" {
