@@ -248,6 +248,25 @@ func TestHubSlowSubscribers(t *testing.T) {
 	}
 }
 
+// The resume window's bytes can move its start past where a subscriber
+// behind holds the log; when that subscriber leaves last, the stopped
+// subscription lets its log go whole.
+func TestHubStopsWithASubscriberBehind(t *testing.T) {
+	th := newTestHub(func(c *Config) { c.QueueBytes = 100 })
+	s := th.mustJoin(t, "", "")
+	r := th.src.subs()[0].r
+	for i := range 2 { // two results of about 60 bytes: not slow, past the window
+		r.publish(fmt.Appendf(nil, `{"data":{"s":"%s%d"}}`, strings.Repeat("x", 20), i))
+	}
+	th.leave(s) // unread: no panic, nothing held
+	if subs, events := th.stats(); subs != 0 || events != 0 {
+		t.Fatalf("%d subscriptions and %d events held", subs, events)
+	}
+	if n := th.src.subs()[0].closes(); n != 1 {
+		t.Fatalf("closed %d times", n)
+	}
+}
+
 func TestHubResume(t *testing.T) {
 	th := newTestHub(func(c *Config) { c.ResumeFrames = 3 })
 	keeper := th.mustJoin(t, "", "")

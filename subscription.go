@@ -336,7 +336,11 @@ func (h *hub) makeRoom(owner string, key subKey) bool {
 // release. Called with h.mu and sh.mu held.
 func (sh *shared) stopLocked() {
 	sh.stopped = true
+	// The log is let go whole: it starts where it ended, so that it holds
+	// what it says it holds (events[i] is seq base+i).
+	clear(sh.events)
 	sh.events = nil
+	sh.base, sh.window = sh.next, sh.next
 	if sh.h.subs[sh.key] == sh {
 		delete(sh.h.subs, sh.key)
 	}
