@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -142,10 +141,13 @@ func (g *gateway) request(t *testing.T, method, path string, header http.Header)
 	return resp, string(b)
 }
 
-// A client is one open streaming response.
+// A client is one open streaming response. Its frames are read through sse;
+// br is the same stream, for tests that read it otherwise (a plain stream,
+// the rest of a stream).
 type client struct {
 	resp   *http.Response
 	br     *bufio.Reader
+	sse    *gqlpushtest.SSEReader // reads through br
 	cancel context.CancelFunc
 }
 
@@ -179,7 +181,8 @@ func (g *gateway) openWith(t *testing.T, url string, header http.Header) (*clien
 		cancel()
 		t.Fatal(err)
 	}
-	c := &client{resp: resp, br: bufio.NewReader(resp.Body), cancel: cancel}
+	br := bufio.NewReader(resp.Body)
+	c := &client{resp: resp, br: br, sse: gqlpushtest.NewSSEReader(br), cancel: cancel}
 	t.Cleanup(c.leave)
 	return c, resp
 }
@@ -189,29 +192,22 @@ func (c *client) leave() {
 	c.resp.Body.Close()
 }
 
-// frame reads one SSE frame, up to and including its blank line.
+// frame reads one SSE frame, up to and including its blank line, and
+// returns its raw text.
 func (c *client) frame(t *testing.T) string {
 	t.Helper()
-	f, err := readFrame(c.br)
+	f, err := c.sse.Next()
 	if err != nil {
-		t.Fatalf("read frame: %v (so far %q)", err, f)
+		t.Fatalf("read frame: %v (so far %q)", err, f.Raw)
 	}
-	return f
+	return f.Raw
 }
 
-// readFrame reads one SSE frame without a testing.T, for client goroutines.
+// readFrame reads one SSE frame of a client's br without a testing.T, for
+// client goroutines, and returns its raw text.
 func readFrame(br *bufio.Reader) (string, error) {
-	var b strings.Builder
-	for {
-		line, err := br.ReadString('\n')
-		b.WriteString(line)
-		if err != nil {
-			return b.String(), err
-		}
-		if line == "\n" {
-			return b.String(), nil
-		}
-	}
+	f, err := gqlpushtest.NewSSEReader(br).Next()
+	return f.Raw, err
 }
 
 // rest reads the stream to its end.

@@ -20,6 +20,9 @@
 // oversized results, closes with a chosen code, redirects the handshake or
 // reads slowly; [Server.Handshakes] counts dials, to check a gateway's
 // backoff.
+//
+// On the gateway's side, [SSEReader] reads the frames of a stream as a
+// client receives them, to check what the upstream's results became.
 package gqlpushtest
 
 import (

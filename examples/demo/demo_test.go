@@ -102,21 +102,6 @@ func (d *demo) post(t *testing.T, contentType, body string) *http.Response {
 	return res
 }
 
-// readFrame reads one SSE frame, up to and including its blank line.
-func readFrame(br *bufio.Reader) (string, error) {
-	var b strings.Builder
-	for {
-		line, err := br.ReadString('\n')
-		b.WriteString(line)
-		if err != nil {
-			return b.String(), err
-		}
-		if line == "\n" {
-			return b.String(), nil
-		}
-	}
-}
-
 type chatMessage struct {
 	Content string `json:"content"`
 	ID      string `json:"id"`
@@ -124,34 +109,33 @@ type chatMessage struct {
 
 // nextMessage reads frames until a result of Sub.graphql and returns its
 // message. Results must have exactly the shape of the operation.
-func nextMessage(t *testing.T, br *bufio.Reader) chatMessage {
+func nextMessage(t *testing.T, frames *gqlpushtest.SSEReader) chatMessage {
 	t.Helper()
 	for {
-		f, err := readFrame(br)
+		f, err := frames.Next()
 		if err != nil {
-			t.Fatalf("reading the stream: %v (after %q)", err, f)
+			t.Fatalf("reading the stream: %v (after %q)", err, f.Raw)
 		}
-		if f == ":\n\n" {
+		if f.Raw == ":\n\n" {
 			continue
 		}
-		// An id line may come first, for resumption.
-		body := f
-		if rest, ok := strings.CutPrefix(f, "id: "); ok {
-			_, body, _ = strings.Cut(rest, "\n")
+		// An id line may come first, for resumption; then one data line.
+		want := "data: " + f.Data + "\n\n"
+		if f.ID != "" {
+			want = "id: " + f.ID + "\n" + want
 		}
-		data, ok := strings.CutPrefix(body, "data: ")
-		if !ok || strings.Count(body, "\n") != 2 {
-			t.Fatalf("frame %q, want a data frame", f)
+		if f.Raw != want {
+			t.Fatalf("frame %q, want a data frame", f.Raw)
 		}
 		var r struct {
 			Data struct {
 				Msg *chatMessage `json:"gql_messageCreated"`
 			} `json:"data"`
 		}
-		dec := json.NewDecoder(strings.NewReader(data))
+		dec := json.NewDecoder(strings.NewReader(f.Data))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&r); err != nil || r.Data.Msg == nil || r.Data.Msg.ID == "" {
-			t.Fatalf("frame %q, want {\"data\":{\"gql_messageCreated\":{\"content\":…,\"id\":…}}} (%v)", f, err)
+			t.Fatalf("frame %q, want {\"data\":{\"gql_messageCreated\":{\"content\":…,\"id\":…}}} (%v)", f.Raw, err)
 		}
 		return *r.Data.Msg
 	}
@@ -207,12 +191,13 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("GET /operations/Sub?wg_sse=true = %d %q, want 200 text/event-stream", res.StatusCode, res.Header.Get("Content-Type"))
 	}
 	br := bufio.NewReader(res.Body)
-	if f, err := readFrame(br); f != ":\n\n" {
-		t.Fatalf("first frame %q (%v), want \":\\n\\n\"", f, err)
+	frames := gqlpushtest.NewSSEReader(br) // reads through br, which the end of the test reads
+	if f, err := frames.Next(); f.Raw != ":\n\n" {
+		t.Fatalf("first frame %q (%v), want \":\\n\\n\"", f.Raw, err)
 	}
 
 	// The ticker's messages arrive...
-	if m := nextMessage(t, br); !strings.HasPrefix(m.Content, "tick ") {
+	if m := nextMessage(t, frames); !strings.HasPrefix(m.Content, "tick ") {
 		t.Fatalf("first message %+v, want a tick", m)
 	}
 	// ... and so does a posted one, now that the subscription runs.
@@ -221,7 +206,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("POST /post = %d, want 204", res.StatusCode)
 	}
 	for {
-		m := nextMessage(t, br)
+		m := nextMessage(t, frames)
 		if m.Content == hello {
 			break
 		}
