@@ -12,8 +12,8 @@ import (
 	"net/url"
 	"os"
 	"runtime"
-	"slices"
 	"strings"
+	"time"
 
 	"github.com/gqlpush/gqlpush/gqlpushjwt"
 )
@@ -37,47 +37,34 @@ type authFlags struct {
 	audience   string
 	cookie     string
 	rolesClaim string
+	leeway     time.Duration
 }
 
-// connectionHeaders belong to one HTTP connection: gqlpush never forwards
-// them upstream, nor any Sec-WebSocket-* header.
-var connectionHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
-	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Host", "Content-Length"}
-
-// checkAuth checks the authentication, forwarding and CORS flags and loads
-// the key material they name into c.jwt. set holds the names of the flags
-// given on the command line. Messages name files and URLs, never what the
-// files hold, nor the password or query of a URL.
-func (c *config) checkAuth(af authFlags, set map[string]bool, forward, origins []string) error {
-	for _, h := range forward {
-		name := http.CanonicalHeaderKey(h)
-		if !validToken(name) {
-			return usagef("-forward-header %q: not a header name", h)
-		}
-		if slices.Contains(connectionHeaders, name) || strings.HasPrefix(name, "Sec-Websocket-") {
-			return usagef("-forward-header %s: a header of one connection, never forwarded", name)
-		}
-		c.forwardHeaders = append(c.forwardHeaders, name)
-	}
-	for _, o := range origins {
-		if err := checkOrigin(o); err != nil {
-			return err
-		}
-		c.corsOrigins = append(c.corsOrigins, o)
-	}
-
+// checkAuth checks the authentication flags and loads the key material they
+// name into c.jwt. set holds the names of the flags given on the command
+// line. Messages name files and URLs, never what the files hold, nor the
+// password or query of a URL.
+func (c *config) checkAuth(af authFlags, set map[string]bool) error {
 	if set["jwt-secret-file"] && set["jwks"] {
 		return usagef("-jwt-secret-file and -jwks: give one of them, not both")
 	}
 	if !set["jwt-secret-file"] && !set["jwks"] {
-		for _, f := range []string{"jwt-issuer", "jwt-audience", "auth-cookie", "roles-claim"} {
+		for _, f := range []string{"jwt-issuer", "jwt-audience", "jwt-leeway", "auth-cookie", "roles-claim"} {
 			if set[f] {
 				return usagef("-%s: no tokens are verified without -jwt-secret-file or -jwks", f)
 			}
 		}
 		return nil
 	}
-	jc := &gqlpushjwt.Config{Issuer: af.issuer, Audience: af.audience, Cookie: af.cookie, RolesClaim: af.rolesClaim}
+	if af.leeway < 0 {
+		return usagef("-jwt-leeway %v: must not be negative; 0s allows no clock skew", af.leeway)
+	}
+	jc := &gqlpushjwt.Config{Issuer: af.issuer, Audience: af.audience, Cookie: af.cookie, RolesClaim: af.rolesClaim, Leeway: af.leeway}
+	if af.leeway == 0 {
+		// gqlpushjwt reads a zero Leeway as its default, and a negative
+		// one as none.
+		jc.Leeway = -1
+	}
 	if set["jwt-issuer"] && af.issuer == "" {
 		return usagef("-jwt-issuer: empty; leave the flag out to accept any issuer")
 	}
@@ -240,22 +227,6 @@ func (c *config) authLabel() string {
 		return "none: every caller is anonymous"
 	}
 	return c.keys
-}
-
-// checkOrigin checks a -cors-origin as gqlpush does, so that the message
-// names the flag: scheme://host[:port], nothing else.
-func checkOrigin(o string) error {
-	if o == "*" {
-		return usagef("-cors-origin *: not allowed: cross-origin requests carry credentials, so list the origins one by one")
-	}
-	u, err := url.Parse(o)
-	if err == nil && u.User != nil {
-		return usagef("-cors-origin: an origin has no user info, like https://app.example.com")
-	}
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return usagef("-cors-origin %q: not an origin like https://app.example.com (scheme, host and port only)", o)
-	}
-	return nil
 }
 
 // validToken reports whether s is a token of RFC 9110, section 5.6.2: what

@@ -205,6 +205,12 @@ func TestAuthConfigErrors(t *testing.T) {
 			want: []string{"-auth-cookie: no tokens are verified"}},
 		{name: "roles claim without keys", args: []string{"-roles-claim", "groups"},
 			want: []string{"-roles-claim: no tokens are verified"}},
+		{name: "leeway without keys", args: []string{"-jwt-leeway", "5s"},
+			want: []string{"-jwt-leeway: no tokens are verified"}},
+		{name: "negative leeway", args: []string{"-jwt-secret-file", secret, "-jwt-leeway", "-1s"},
+			want: []string{"-jwt-leeway -1s: must not be negative; 0s allows no clock skew"}},
+		{name: "leeway without unit", args: []string{"-jwt-secret-file", secret, "-jwt-leeway", "30"},
+			want: []string{`invalid value "30" for flag -jwt-leeway`}},
 		{name: "empty issuer", args: []string{"-jwt-secret-file", secret, "-jwt-issuer", ""},
 			want: []string{"-jwt-issuer: empty"}},
 		{name: "empty audience", args: []string{"-jwt-secret-file", secret, "-jwt-audience", ""},
@@ -218,43 +224,46 @@ func TestAuthConfigErrors(t *testing.T) {
 		{name: "auth operations without keys", args: []string{"-operations", guarded},
 			want: []string{filepath.Join(guarded, "Mine.graphql"), "requires authentication", "need -jwt-secret-file or -jwks"}},
 
+		// gqlpush checks these, under the flag's name.
 		{name: "negative max streams", args: []string{"-max-streams", "-1"},
-			want: []string{"-max-streams -1: must not be negative"}},
+			want: []string{"-max-streams: gqlpush: Config.MaxStreams is negative"}},
 		{name: "negative max streams per principal", args: []string{"-max-streams-per-principal", "-2"},
-			want: []string{"-max-streams-per-principal -2: must not be negative"}},
+			want: []string{"-max-streams-per-principal: gqlpush: Config.MaxStreamsPerPrincipal is negative"}},
 		{name: "max streams not a number", args: []string{"-max-streams", "many"},
 			want: []string{`invalid value "many" for flag -max-streams`}},
 		{name: "negative max anonymous streams", args: []string{"-max-anonymous-streams", "-1"},
-			want: []string{"-max-anonymous-streams -1: must not be negative (0 sets no cap)"}},
+			want: []string{"-max-anonymous-streams: gqlpush: Config.MaxAnonymousStreams is negative"}},
 		{name: "negative max subscriptions", args: []string{"-max-subscriptions", "-1"},
-			want: []string{"-max-subscriptions -1: must not be negative (0 sets no cap)"}},
+			want: []string{"-max-subscriptions: gqlpush: Config.MaxSubscriptions is negative"}},
 		{name: "negative max upstream conns", args: []string{"-max-upstream-conns", "-3"},
-			want: []string{"-max-upstream-conns -3: must not be negative (0 sets no cap)"}},
+			want: []string{"-max-upstream-conns: gqlpush: Config.MaxUpstreamConns is negative"}},
 		{name: "more anonymous streams than streams", args: []string{"-max-streams", "2", "-max-anonymous-streams", "3"},
-			want: []string{"-max-anonymous-streams 3: more than -max-streams 2"}},
+			want: []string{"-max-anonymous-streams: gqlpush: Config.MaxAnonymousStreams is more than MaxStreams"}},
 
 		{name: "forward Connection", args: []string{"-forward-header", "Connection"},
-			want: []string{"-forward-header Connection: a header of one connection, never forwarded"}},
+			want: []string{`-forward-header: gqlpush: upstream "gql": ForwardHeaders holds Connection, which belongs to one connection and cannot be forwarded`}},
 		{name: "forward upgrade", args: []string{"-forward-header", "X-Tenant", "-forward-header", "upgrade"},
-			want: []string{"-forward-header Upgrade: a header of one connection"}},
+			want: []string{"-forward-header: gqlpush:", "ForwardHeaders holds Upgrade, which belongs to one connection"}},
 		{name: "forward Host", args: []string{"-forward-header", "host"},
-			want: []string{"-forward-header Host: a header of one connection"}},
+			want: []string{"-forward-header: gqlpush:", "ForwardHeaders holds Host, which belongs to one connection"}},
 		{name: "forward a WebSocket header", args: []string{"-forward-header", "Sec-WebSocket-Protocol"},
-			want: []string{"-forward-header Sec-Websocket-Protocol: a header of one connection"}},
+			want: []string{"-forward-header: gqlpush:", "ForwardHeaders holds Sec-Websocket-Protocol, which belongs to one connection"}},
 		{name: "forward a bad name", args: []string{"-forward-header", "X Tenant"},
-			want: []string{`-forward-header "X Tenant": not a header name`}},
+			want: []string{"-forward-header: gqlpush:", `ForwardHeaders holds "X Tenant", not a header name`}},
 		{name: "forward an empty name", args: []string{"-forward-header", ""},
-			want: []string{`-forward-header "": not a header name`}},
+			want: []string{"-forward-header: gqlpush:", `ForwardHeaders holds "", not a header name`}},
 
 		{name: "CORS wildcard", args: []string{"-cors-origin", "*"},
-			want: []string{"-cors-origin *: not allowed", "list the origins one by one"}},
+			want: []string{"-cors-origin: gqlpush: Config.CORSOrigins holds *", "origins are listed one by one"}},
 		{name: "CORS origin with a path", args: []string{"-cors-origin", "https://app.example.com/app"},
-			want: []string{`-cors-origin "https://app.example.com/app": not an origin like https://app.example.com`}},
+			want: []string{`-cors-origin: gqlpush: Config.CORSOrigins holds "https://app.example.com/app", not an origin like https://app.example.com`}},
 		{name: "CORS origin without scheme", args: []string{"-cors-origin", "https://ok.example.com", "-cors-origin", "app.example.com"},
-			want: []string{`-cors-origin "app.example.com": not an origin`}},
+			want: []string{`-cors-origin: gqlpush: Config.CORSOrigins holds "app.example.com", not an origin`}},
 		{name: "CORS origin with a query", args: []string{"-cors-origin", "https://app.example.com?x=1"},
-			want: []string{"not an origin"}},
+			want: []string{"-cors-origin: gqlpush:", "not an origin"}},
 		{name: "CORS origin with credentials", args: []string{"-cors-origin", "https://user:hunter2@app.example.com"},
+			want: []string{"-cors-origin: an origin has no user info"}, notWant: []string{"hunter2"}},
+		{name: "CORS origin with credentials, malformed", args: []string{"-cors-origin", "https://user:hunter2@app example.com"},
 			want: []string{"-cors-origin: an origin has no user info"}, notWant: []string{"hunter2"}},
 
 		{name: "client IP header without a cap", args: []string{"-client-ip-header", "X-Forwarded-For"},
@@ -336,7 +345,7 @@ func TestAuthFlagsToConfig(t *testing.T) {
 	t.Run("every flag", func(t *testing.T) {
 		secret := writeSecret(t, tmp, testSecret+"\r\n", 0o600)
 		cfg, hc := parse(t, "-jwt-secret-file", secret, "-jwt-issuer", jwttest.Iss, "-jwt-audience", jwttest.Aud,
-			"-auth-cookie", "session", "-roles-claim", "realm_access.roles",
+			"-auth-cookie", "session", "-roles-claim", "realm_access.roles", "-jwt-leeway", "5s",
 			"-forward-header", "x-tenant", "-forward-header", "Authorization",
 			"-max-streams", "100", "-max-streams-per-principal", "3", "-max-anonymous-streams", "40",
 			"-max-subscriptions", "500", "-max-upstream-conns", "8",
@@ -349,9 +358,9 @@ func TestAuthFlagsToConfig(t *testing.T) {
 		if string(j.Secret) != testSecret {
 			t.Errorf("the secret read is %d bytes, want the file less its line end (%d bytes)", len(j.Secret), len(testSecret))
 		}
-		if j.JWKS != nil || j.JWKSURL != "" || j.Issuer != jwttest.Iss || j.Audience != jwttest.Aud || j.Cookie != "session" || j.RolesClaim != "realm_access.roles" {
-			t.Errorf("JWT configuration: issuer %q audience %q cookie %q roles %q, JWKS %d bytes, URL %q",
-				j.Issuer, j.Audience, j.Cookie, j.RolesClaim, len(j.JWKS), j.JWKSURL)
+		if j.JWKS != nil || j.JWKSURL != "" || j.Issuer != jwttest.Iss || j.Audience != jwttest.Aud || j.Cookie != "session" || j.RolesClaim != "realm_access.roles" || j.Leeway != 5*time.Second {
+			t.Errorf("JWT configuration: issuer %q audience %q cookie %q roles %q leeway %v, JWKS %d bytes, URL %q",
+				j.Issuer, j.Audience, j.Cookie, j.RolesClaim, j.Leeway, len(j.JWKS), j.JWKSURL)
 		}
 		if want := "HS256 secret from " + secret; cfg.authLabel() != want {
 			t.Errorf("auth %q, want %q", cfg.authLabel(), want)
@@ -362,8 +371,9 @@ func TestAuthFlagsToConfig(t *testing.T) {
 		if want := []string{"https://app.example.com", "http://localhost:3000"}; !slices.Equal(hc.CORSOrigins, want) {
 			t.Errorf("CORS origins %q, want %q", hc.CORSOrigins, want)
 		}
+		// As given: gqlpush canonicalises the names.
 		for _, u := range hc.Upstreams {
-			if want := []string{"X-Tenant", "Authorization"}; !slices.Equal(u.ForwardHeaders, want) {
+			if want := []string{"x-tenant", "Authorization"}; !slices.Equal(u.ForwardHeaders, want) {
 				t.Errorf("upstream %q forwards %q, want %q", u.Name, u.ForwardHeaders, want)
 			}
 		}
@@ -430,8 +440,19 @@ func TestAuthFlagsToConfig(t *testing.T) {
 		secret := writeSecret(t, tmp, testSecret+"\n\n", 0o600)
 		cfg, _ := parse(t, "-jwt-secret-file", secret, "-auth-cookie", "-")
 		j := cfg.jwt
-		if string(j.Secret) != testSecret+"\n" || j.Issuer != "" || j.Audience != "" || j.Cookie != "-" || j.RolesClaim != gqlpushjwt.DefaultRolesClaim {
-			t.Errorf("JWT configuration: %d-byte secret, issuer %q audience %q cookie %q roles %q", len(j.Secret), j.Issuer, j.Audience, j.Cookie, j.RolesClaim)
+		if string(j.Secret) != testSecret+"\n" || j.Issuer != "" || j.Audience != "" || j.Cookie != "-" || j.RolesClaim != gqlpushjwt.DefaultRolesClaim || j.Leeway != gqlpushjwt.DefaultLeeway {
+			t.Errorf("JWT configuration: %d-byte secret, issuer %q audience %q cookie %q roles %q leeway %v",
+				len(j.Secret), j.Issuer, j.Audience, j.Cookie, j.RolesClaim, j.Leeway)
+		}
+	})
+
+	t.Run("no leeway", func(t *testing.T) {
+		secret := writeSecret(t, tmp, testSecret, 0o600)
+		// gqlpushjwt reads a zero Leeway as its default: none is negative.
+		for _, v := range []string{"0s", "0"} {
+			if cfg, _ := parse(t, "-jwt-secret-file", secret, "-jwt-leeway", v); cfg.jwt.Leeway >= 0 {
+				t.Errorf("-jwt-leeway %s: Leeway %v, want a negative one, which gqlpushjwt reads as none", v, cfg.jwt.Leeway)
+			}
 		}
 	})
 
@@ -758,4 +779,60 @@ func TestJWKSURL(t *testing.T) {
 		t.Errorf("warnings with a loopback URL and an audience:\n%s", log)
 	}
 	checkNoSecrets(t, g, "hunter2", "abc123", alice, bob)
+}
+
+// TestJWTLeeway runs the gateway with the default -jwt-leeway and with
+// others: a token whose exp passed 5 s ago is accepted within the default
+// 30 s and refused with 0s, and a stream opened with a token ends once its
+// exp plus the leeway has passed.
+func TestJWTLeeway(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	dir := t.TempDir()
+	ops := writeFiles(t, filepath.Join(dir, "ops"), authOps)
+	secret := writeSecret(t, dir, testSecret, 0o600)
+	// token is alice's, issued an hour before it expires at exp.
+	token := func(exp time.Time) string {
+		c := jwttest.Claims("alice")
+		c["iat"], c["nbf"], c["exp"] = exp.Add(-time.Hour).Unix(), exp.Add(-time.Hour).Unix(), exp.Unix()
+		return jwttest.HS256(t, []byte(testSecret), c)
+	}
+	const once = "/operations/Count?wg_subscribe_once=true"
+	expired := token(time.Now().Add(-5 * time.Second))
+
+	t.Run("default", func(t *testing.T) {
+		g := startGateway(t, "-operations", ops, "-upstream", "gql="+up.URL, "-jwt-secret-file", secret)
+		resp, body := g.do(t, http.MethodGet, once, bearer(expired))
+		if want := `{"data":{"gql_countdown":2}}`; resp.StatusCode != http.StatusOK || body != want {
+			t.Errorf("a token 5 s past its exp: %d %q, want 200 %q", resp.StatusCode, body, want)
+		}
+	})
+
+	t.Run("none", func(t *testing.T) {
+		g := startGateway(t, "-operations", ops, "-upstream", "gql="+up.URL, "-jwt-secret-file", secret, "-jwt-leeway", "0s")
+		resp, body := g.do(t, http.MethodGet, once, bearer(expired))
+		wantRefused(t, "a token 5 s past its exp", resp, body, http.StatusUnauthorized, gqlpush.CodeUnauthenticated, "WWW-Authenticate", `Bearer error="invalid_token"`)
+		// A token still valid is accepted.
+		resp, body = g.do(t, http.MethodGet, once, bearer(token(time.Now().Add(time.Minute))))
+		if want := `{"data":{"gql_countdown":2}}`; resp.StatusCode != http.StatusOK || body != want {
+			t.Errorf("a valid token: %d %q, want 200 %q", resp.StatusCode, body, want)
+		}
+	})
+
+	t.Run("stream ends at exp plus leeway", func(t *testing.T) {
+		const leeway = 4 * time.Second
+		g := startGateway(t, "-operations", ops, "-upstream", "gql="+up.URL, "-jwt-secret-file", secret, "-jwt-leeway", leeway.String(), "-heartbeat", "1h")
+		// exp is a whole second, at least one in the past: the token is
+		// accepted for two seconds more at least, and the stream ends
+		// within three.
+		exp := time.Unix(time.Now().Unix()-1, 0)
+		s := g.openOK(t, "/operations/Mine?wg_sse=true", bearer(token(exp)))
+		want := `data: {"errors":[{"message":"token expired","extensions":{"code":"UNAUTHENTICATED"}}]}` + "\n\n" + completeEvt
+		if rest := s.rest(t); rest != want {
+			t.Errorf("the stream ended with %q, want %q", rest, want)
+		}
+		if now := time.Now(); now.Before(exp.Add(leeway)) {
+			t.Errorf("the stream ended at %v, before exp %v plus the leeway %v", now, exp, leeway)
+		}
+	})
 }

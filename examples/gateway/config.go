@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,7 +27,15 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
 
-// config is the checked command line, with everything it names loaded.
+// defaultListen is the default of -listen: the port after the one of
+// examples/demo (127.0.0.1:9991), so that the gateway runs beside the demo
+// in front of the demo's chat upstream, as the quick start in the package
+// doc does.
+const defaultListen = "127.0.0.1:9992"
+
+// config is the command line, checked as far as the gateway's own rules go
+// (gqlpush.NewHandler checks the rest: see handlerError), with everything it
+// names loaded.
 type config struct {
 	listen         string
 	metrics        string // "" when no metrics are served
@@ -41,16 +48,17 @@ type config struct {
 	reconnectLimit time.Duration
 	resumeFrames   int
 	resumeGrace    time.Duration
+	onceTimeout    time.Duration
 	drain          time.Duration
 
 	jwt            *gqlpushjwt.Config // nil: every caller is anonymous
 	keys           string             // where jwt's keys come from, for the log
 	keysFlag       string             // the flag that gives them, for messages
 	warnings       []string           // logged once the gateway is ready to listen
-	forwardHeaders []string           // canonical names, for every upstream
-	corsOrigins    []string
-	clientIPHeader string         // canonical; "" without trustedProxies
-	trustedProxies []netip.Prefix // nil counts anonymous callers by remote address
+	forwardHeaders []string           // as given: gqlpush checks and canonicalises them
+	corsOrigins    []string           // as given: gqlpush checks them
+	clientIPHeader string             // canonical; "" without trustedProxies
+	trustedProxies []netip.Prefix     // nil counts anonymous callers by remote address
 
 	maxStreams, maxStreamsPerPrincipal, maxAnonymousStreams int
 	maxSubscriptions, maxUpstreamConns                      int
@@ -60,7 +68,9 @@ type config struct {
 
 // handlerConfig is the gqlpush configuration the flags ask for; run adds the
 // logger, the metrics observer and the authenticator. Zero values keep their
-// meaning in gqlpush.Config: the library's default, or no cap.
+// meaning in gqlpush.Config: the library's default, or no cap. It is not
+// checked: gqlpush.NewHandler checks it, and handlerError names the flag of
+// what it refuses.
 func (c *config) handlerConfig() gqlpush.Config {
 	hc := gqlpush.Config{
 		Operations:     c.operations,
@@ -73,6 +83,7 @@ func (c *config) handlerConfig() gqlpush.Config {
 		ReconnectLimit: c.reconnectLimit,
 		ResumeFrames:   c.resumeFrames,
 		ResumeGrace:    c.resumeGrace,
+		OnceTimeout:    c.onceTimeout,
 		DrainWindow:    c.drain,
 
 		MaxStreams:             c.maxStreams,
@@ -86,6 +97,68 @@ func (c *config) handlerConfig() gqlpush.Config {
 		hc.ClientAddress = gqlpush.ForwardedAddress(c.clientIPHeader, c.trustedProxies)
 	}
 	return hc
+}
+
+// fieldFlags is the table from the fields of gqlpush.Config, and of
+// gqlpush.Upstream, that flags set to the flag that sets each: a
+// *gqlpush.ConfigError about a field is reported under its flag. The two
+// structs share no field name that a flag sets. A field missing here is one
+// no flag sets (Prefix, the gateway's own constant; ClientAddress, which
+// gqlpush never refuses).
+func fieldFlags() map[string]string {
+	return map[string]string{
+		// gqlpush.Config
+		"Operations":             "-operations",
+		"Upstreams":              "-upstream",
+		"Heartbeat":              "-heartbeat",
+		"QueueSize":              "-queue",
+		"QueueBytes":             "-queue-bytes",
+		"WriteTimeout":           "-write-timeout",
+		"ReconnectLimit":         "-reconnect-limit",
+		"ResumeFrames":           "-resume-frames",
+		"ResumeGrace":            "-resume-grace",
+		"OnceTimeout":            "-once-timeout",
+		"DrainWindow":            "-drain",
+		"MaxStreams":             "-max-streams",
+		"MaxStreamsPerPrincipal": "-max-streams-per-principal",
+		"MaxAnonymousStreams":    "-max-anonymous-streams",
+		"MaxSubscriptions":       "-max-subscriptions",
+		"MaxUpstreamConns":       "-max-upstream-conns",
+		"CORSOrigins":            "-cors-origin",
+		// gqlpush.Upstream
+		"Name":           "-upstream",
+		"URL":            "-upstream",
+		"Schema":         "-schema",
+		"Protocol":       "-protocol",
+		"ForwardHeaders": "-forward-header",
+	}
+}
+
+// handlerError is an error of gqlpush.NewHandler as the gateway reports it.
+// A setting gqlpush refuses is a usage error under the name of the flag that
+// gave it, with gqlpush's own words:
+//
+//	-queue: gqlpush: Config.QueueSize is negative
+//
+// Operation errors are usage errors too, with file names as the operator
+// wrote -operations. haveAuth says whether -jwt-secret-file or -jwks was
+// given, for the hint that operations needing a login need one of them.
+func (c *config) handlerError(err error, haveAuth bool) error {
+	var ce *gqlpush.ConfigError
+	if errors.As(err, &ce) {
+		name, ok := fieldFlags()[ce.Field]
+		if !ok {
+			// No flag sets the field: the gateway's mistake, not the
+			// operator's.
+			return fmt.Errorf("the gateway's handler configuration: %w", err)
+		}
+		return usagef("%s: %w", name, err)
+	}
+	err = inDir(c.operationsDir, err)
+	if !haveAuth && errors.Is(err, gqlpush.ErrNoAuthenticator) {
+		err = fmt.Errorf("%w\n(operations with @auth, @rbac or @fromClaim need -jwt-secret-file or -jwks)", err)
+	}
+	return &usageError{err}
 }
 
 // shutdownTimeout bounds the graceful shutdown. gqlpush spreads the ends of
@@ -117,14 +190,17 @@ const usageHead = `usage: gateway -operations DIR -upstream [NAME=]URL [flags]
 
 Serves the subscriptions in DIR/**/*.graphql at /operations/<path without
 .graphql> as Server-Sent Events (?wg_sse=true) or JSON streams, subscribing
-upstream over GraphQL-over-WebSocket. /healthz answers "ok". With -metrics
-ADDR, Prometheus metrics are served at http://ADDR/metrics.
+upstream over GraphQL-over-WebSocket; ?wg_subscribe_once=true answers with
+the first result alone, or with 504 UPSTREAM_TIMEOUT after -once-timeout.
+/healthz answers "ok". With -metrics ADDR, Prometheus metrics are served at
+http://ADDR/metrics.
 
 With -jwt-secret-file or -jwks, callers may present a JSON Web Token, in an
 Authorization: Bearer header or in the -auth-cookie cookie. Operations with
 @auth, @rbac or @fromClaim require one; @fromClaim variables take their
-values from its claims. Without either flag every caller is anonymous, and
-such operations are refused at startup.
+values from its claims. A stream opened with a token ends when the token's
+exp plus -jwt-leeway passes. Without either flag every caller is anonymous,
+and such operations are refused at startup.
 
 What a client can make the gateway hold is bounded: connections
 (-max-conns), request heads (64 KiB), streams (-max-streams,
@@ -132,6 +208,12 @@ What a client can make the gateway hold is bounded: connections
 -queue-bytes), and what streams open upstream (-max-subscriptions,
 -max-upstream-conns). Behind proxies, -trusted-proxy names those whose
 X-Forwarded-For is believed.
+
+In front of the chat upstream of examples/demo (go run ./examples/demo), from
+the root of the repository, with the sample operations and schema:
+
+  go run ./examples/gateway -upstream gql=ws://127.0.0.1:9991/graphql -schema gql=examples/gateway/chat.graphql -operations examples/gateway/operations
+  curl -N 'http://127.0.0.1:9992/operations/Messages?wg_sse=true'
 
 Flags:
 `
@@ -150,7 +232,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	cfg := &config{}
 	var upstreams, schemas, protocols, forward, origins, proxies listFlag
 	var af authFlags
-	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:9991", "listen on `ADDR` (host:port)")
+	fs.StringVar(&cfg.listen, "listen", defaultListen, "listen on `ADDR` (host:port)")
 	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (host:port), on a listener of its own; empty serves none")
 	fs.Var(&upstreams, "upstream", "an upstream GraphQL server, `[NAME=]URL` with a ws:// or wss:// URL (repeatable).\nOperations reach its root fields as NAME_field; at most one upstream has no NAME, and its fields keep their names.")
 	fs.StringVar(&cfg.operationsDir, "operations", "", "serve the operation files (*.graphql) under `DIR`; required")
@@ -163,12 +245,14 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	fs.DurationVar(&cfg.reconnectLimit, "reconnect-limit", gqlpush.DefaultReconnectLimit, "redial a lost or unreachable upstream for `D`, with jittered backoff, before its streams end with\nUPSTREAM_UNAVAILABLE; clients stay connected meanwhile. 0 means the default, negative never redials")
 	fs.IntVar(&cfg.resumeFrames, "resume-frames", gqlpush.DefaultResumeFrames, "keep the last `N` results of each shared subscription, so that an SSE client that reconnects with the\nLast-Event-ID of one of them gets what it missed; 0 means the default, negative sends no id lines")
 	fs.DurationVar(&cfg.resumeGrace, "resume-grace", 0, "keep a shared subscription running for `D` after its last client left, so that a client back from a\nnetwork blip can resume; 0 (the default) stops it at once")
+	fs.DurationVar(&cfg.onceTimeout, "once-timeout", gqlpush.DefaultOnceTimeout, "give a ?wg_subscribe_once=true request `D` to get its first result: then it gets 504 UPSTREAM_TIMEOUT\n(with ?wg_sse=true, that error frame and the end) and its upstream subscription stops. 0 means the default")
 	fs.DurationVar(&cfg.drain, "drain", gqlpush.DefaultDrainWindow, "on shutdown, spread the ends of the open streams over `D`, so that clients do not all reconnect at once;\n0 means the default, negative ends them all at once. Shutdown waits at most twice D, plus the write\ntimeout, plus "+shutdownMargin.String())
 
 	fs.StringVar(&af.secretFile, "jwt-secret-file", "", "verify HS256 tokens with the secret in `FILE`: its content, less one trailing newline; 32 bytes or more.\nLet the gateway's user alone read the file (a warning is logged otherwise). Not with -jwks")
 	fs.StringVar(&af.jwks, "jwks", "", "verify RS256, ES256 and EdDSA tokens with the JSON Web Key Set at `URL|FILE`. An http(s) URL is fetched\nat startup (the gateway does not start without it), then again hourly and when a token names an unknown key;\na FILE is read once. Not with -jwt-secret-file. Without either, every caller is anonymous")
 	fs.StringVar(&af.issuer, "jwt-issuer", "", "require `ISS` in the \"iss\" claim of tokens; by default any issuer is accepted")
 	fs.StringVar(&af.audience, "jwt-audience", "", "require `AUD` among the \"aud\" claim's values; by default any audience is accepted, so set it when\nthe issuer also signs tokens for other applications")
+	fs.DurationVar(&af.leeway, "jwt-leeway", gqlpushjwt.DefaultLeeway, "allow `D` of clock skew between the issuer and the gateway on the \"exp\", \"nbf\" and \"iat\" claims; 0s allows none.\nA token is refused once its exp plus D has passed, and a stream opened with it ends then, with UNAUTHENTICATED")
 	fs.StringVar(&af.cookie, "auth-cookie", gqlpushjwt.DefaultCookie, "read the token from the cookie `NAME` too, for browsers, whose EventSource cannot set an Authorization\nheader; - reads no cookie")
 	fs.StringVar(&af.rolesClaim, "roles-claim", gqlpushjwt.DefaultRolesClaim, "the claim `NAME` that holds the roles @rbac checks: an array of strings, or one space-separated string;\na path such as realm_access.roles reaches into nested claims")
 	fs.Var(&forward, "forward-header", "copy the client request header `NAME` onto the WebSocket handshake of every upstream (repeatable).\nCallers whose values differ get upstream connections of their own. Headers of one connection (Connection,\nUpgrade, Sec-WebSocket-*, …) cannot be forwarded")
@@ -199,7 +283,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	if len(upstreams) == 0 {
 		return nil, usagef("at least one -upstream [NAME=]URL is required")
 	}
-	if err := cfg.checkValues(); err != nil {
+	if err := cfg.checkMetrics(); err != nil {
 		return nil, err
 	}
 	flagsSet := map[string]bool{}
@@ -207,23 +291,22 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	if err := cfg.checkLimits(flagsSet, proxies); err != nil {
 		return nil, err
 	}
-	if err := cfg.checkAuth(af, flagsSet, forward, origins); err != nil {
+	if err := cfg.checkAuth(af, flagsSet); err != nil {
 		return nil, err
 	}
+	for _, o := range origins {
+		// gqlpush refuses an origin with user info, and its message
+		// quotes the origin, password and all: the gateway prints no
+		// credential, so it refuses such an origin itself, unquoted.
+		if strings.Contains(o, "@") {
+			return nil, usagef("-cors-origin: an origin has no user info, like https://app.example.com")
+		}
+	}
+	cfg.corsOrigins = origins
+	cfg.forwardHeaders = forward
 
-	seen := map[string]bool{}
 	for _, v := range upstreams {
-		u, err := parseUpstream(v)
-		if err != nil {
-			return nil, &usageError{err}
-		}
-		if seen[u.Name] {
-			if u.Name == "" {
-				return nil, usagef("-upstream: more than one upstream has no name")
-			}
-			return nil, usagef("-upstream: two upstreams are named %q", u.Name)
-		}
-		seen[u.Name] = true
+		u := parseUpstream(v)
 		u.ForwardHeaders = cfg.forwardHeaders
 		cfg.upstreams = append(cfg.upstreams, u)
 	}
@@ -252,7 +335,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		}
 		cfg.upstreams[i].Schema = string(sdl)
 	}
-	if err := applyProtocols(cfg.upstreams, protocols); err != nil {
+	if err := cfg.applyProtocols(protocols); err != nil {
 		return nil, err
 	}
 
@@ -270,38 +353,30 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	return cfg, nil
 }
 
-// checkValues refuses the negative values gqlpush would refuse when the
-// handler is built, and a -metrics address that cannot work.
-func (c *config) checkValues() error {
-	if c.queue < 0 {
-		return usagef("-queue %d: must not be negative (0 means the default, %d)", c.queue, gqlpush.DefaultQueueSize)
+// checkMetrics refuses a -metrics address that cannot work. The values
+// gqlpush checks (negative sizes and timeouts, say) are left to it: see
+// handlerError.
+func (c *config) checkMetrics() error {
+	if c.metrics == "" {
+		return nil
 	}
-	if c.queueBytes < 0 {
-		return usagef("-queue-bytes %d: must not be negative (0 means the default, %d)", c.queueBytes, gqlpush.DefaultQueueBytes)
+	_, port, err := net.SplitHostPort(c.metrics)
+	if err != nil {
+		return usagef("-metrics %q: want HOST:PORT", c.metrics)
 	}
-	if c.writeTimeout < 0 {
-		return usagef("-write-timeout %v: must not be negative (0 means the default, %v)", c.writeTimeout, gqlpush.DefaultWriteTimeout)
-	}
-	if c.resumeGrace < 0 {
-		return usagef("-resume-grace %v: must not be negative", c.resumeGrace)
-	}
-	if c.metrics != "" {
-		_, port, err := net.SplitHostPort(c.metrics)
-		if err != nil {
-			return usagef("-metrics %q: want HOST:PORT", c.metrics)
-		}
-		if c.metrics == c.listen && port != "0" {
-			return usagef("-metrics %s: the same address as -listen; metrics need a listener of their own", c.metrics)
-		}
+	if c.metrics == c.listen && port != "0" {
+		return usagef("-metrics %s: the same address as -listen; metrics need a listener of their own", c.metrics)
 	}
 	return nil
 }
 
 // applyProtocols sets the Protocol of every upstream from the -protocol
 // values: NAME=PROTOCOL and =PROTOCOL set one upstream, a bare PROTOCOL the
-// others. An upstream no value names speaks gqlpush.ProtocolAuto.
-func applyProtocols(ups []gqlpush.Upstream, values []string) error {
-	all, allSet := gqlpush.ProtocolAuto, false
+// others. An upstream no value names speaks gqlpush.ProtocolAuto. Which
+// protocols exist is gqlpush's to say, when the handler is built; a bare
+// PROTOCOL that no upstream takes is never checked, so it gets a warning.
+func (c *config) applyProtocols(values []string) error {
+	all, allSet, allValue := gqlpush.ProtocolAuto, false, ""
 	named := map[string]gqlpush.Protocol{}
 	for _, v := range values {
 		name, raw, hasName := strings.Cut(v, "=")
@@ -309,21 +384,23 @@ func applyProtocols(ups []gqlpush.Upstream, values []string) error {
 			name, raw = "", v
 		}
 		what := "-protocol " + v
-		p, ok := parseProtocol(raw)
-		if !ok {
-			return usagef("%s: unknown protocol %q: want %s, %s or %s", what, raw, gqlpush.ProtocolAuto, gqlpush.ProtocolTransportWS, gqlpush.ProtocolLegacyWS)
+		if raw == "" {
+			// gqlpush reads an empty Protocol as auto; on the command
+			// line it is a value left out.
+			return usagef("%s: no PROTOCOL; leave the flag out for auto", what)
 		}
+		p := gqlpush.Protocol(raw)
 		if !hasName {
 			if allSet {
 				return usagef("%s: a second -protocol for every upstream", what)
 			}
-			all, allSet = p, true
+			all, allSet, allValue = p, true, v
 			continue
 		}
 		if _, dup := named[name]; dup {
 			return usagef("%s: a second -protocol for %s", what, upstreamLabel(name))
 		}
-		if upstreamIndex(ups, name) < 0 {
+		if upstreamIndex(c.upstreams, name) < 0 {
 			if name == "" {
 				return usagef("%s: no -upstream is unnamed", what)
 			}
@@ -331,47 +408,28 @@ func applyProtocols(ups []gqlpush.Upstream, values []string) error {
 		}
 		named[name] = p
 	}
-	for i := range ups {
-		ups[i].Protocol = all
-		if p, ok := named[ups[i].Name]; ok {
-			ups[i].Protocol = p
+	if allSet && len(named) == len(c.upstreams) {
+		c.warnings = append(c.warnings, fmt.Sprintf("-protocol %s: every upstream has a -protocol of its own, so this one applies to none", allValue))
+	}
+	for i := range c.upstreams {
+		c.upstreams[i].Protocol = all
+		if p, ok := named[c.upstreams[i].Name]; ok {
+			c.upstreams[i].Protocol = p
 		}
 	}
 	return nil
 }
 
-func parseProtocol(v string) (gqlpush.Protocol, bool) {
-	switch p := gqlpush.Protocol(v); p {
-	case gqlpush.ProtocolAuto, gqlpush.ProtocolTransportWS, gqlpush.ProtocolLegacyWS:
-		return p, true
-	}
-	return "", false
-}
-
 // parseUpstream reads an -upstream value: NAME=URL, =URL or a bare URL. A
-// '=' after "://" belongs to the URL (ws://host/graphql?token=t).
-func parseUpstream(v string) (gqlpush.Upstream, error) {
+// '=' after "://" belongs to the URL (ws://host/graphql?token=t). The name
+// and the URL are gqlpush's to check, when the handler is built; its
+// messages never show the URL, which may hold credentials.
+func parseUpstream(v string) gqlpush.Upstream {
 	name, raw := "", v
 	if i := strings.IndexByte(v, '='); i >= 0 && !strings.Contains(v[:i], "://") {
 		name, raw = v[:i], v[i+1:]
 	}
-	what := "-upstream " + upstreamLabel(name)
-	u, err := url.Parse(raw)
-	if err != nil {
-		// The url.Error would quote the whole URL, credentials included.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return gqlpush.Upstream{}, fmt.Errorf("%s: not a URL: %v", what, err)
-	}
-	if u.Scheme != "ws" && u.Scheme != "wss" {
-		return gqlpush.Upstream{}, fmt.Errorf("%s: URL %s: scheme %q is not ws or wss", what, u.Redacted(), u.Scheme)
-	}
-	if u.Host == "" {
-		return gqlpush.Upstream{}, fmt.Errorf("%s: URL %s has no host", what, u.Redacted())
-	}
-	return gqlpush.Upstream{Name: name, URL: raw}, nil
+	return gqlpush.Upstream{Name: name, URL: raw}
 }
 
 func upstreamLabel(name string) string {

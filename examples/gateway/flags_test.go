@@ -24,13 +24,14 @@ func TestFlagsToConfig(t *testing.T) {
 	})
 	base := []string{"-operations", ops, "-upstream", "ws://127.0.0.1:1/graphql", "-upstream", "gql=ws://127.0.0.1:2/graphql"}
 	type want struct {
-		queue, queueBytes, resumeFrames, maxConns           int
-		heartbeat, write, reconnect, grace, drain, shutdown time.Duration
-		unnamed, gql                                        gqlpush.Protocol
+		queue, queueBytes, resumeFrames, maxConns                 int
+		heartbeat, write, reconnect, grace, once, drain, shutdown time.Duration
+		unnamed, gql                                              gqlpush.Protocol
 	}
 	defaults := want{
 		queue: gqlpush.DefaultQueueSize, queueBytes: gqlpush.DefaultQueueBytes, resumeFrames: gqlpush.DefaultResumeFrames, maxConns: 10000,
 		heartbeat: gqlpush.DefaultHeartbeat, write: gqlpush.DefaultWriteTimeout, reconnect: gqlpush.DefaultReconnectLimit,
+		once:     gqlpush.DefaultOnceTimeout,
 		drain:    gqlpush.DefaultDrainWindow,
 		shutdown: 2*gqlpush.DefaultDrainWindow + gqlpush.DefaultWriteTimeout + shutdownMargin,
 		unnamed:  gqlpush.ProtocolAuto, gql: gqlpush.ProtocolAuto,
@@ -46,10 +47,10 @@ func TestFlagsToConfig(t *testing.T) {
 		want want
 	}{
 		{name: "defaults", want: defaults},
-		{name: "every flag", args: []string{"-queue", "8", "-queue-bytes", "4096", "-max-conns", "50", "-write-timeout", "3s", "-reconnect-limit", "1m", "-resume-frames", "5", "-resume-grace", "4s", "-drain", "20s", "-heartbeat", "2s"},
+		{name: "every flag", args: []string{"-queue", "8", "-queue-bytes", "4096", "-max-conns", "50", "-write-timeout", "3s", "-reconnect-limit", "1m", "-resume-frames", "5", "-resume-grace", "4s", "-once-timeout", "7s", "-drain", "20s", "-heartbeat", "2s"},
 			want: with(func(w *want) {
 				w.queue, w.queueBytes, w.maxConns = 8, 4096, 50
-				w.write, w.reconnect, w.resumeFrames, w.grace, w.drain, w.heartbeat = 3*time.Second, time.Minute, 5, 4*time.Second, 20*time.Second, 2*time.Second
+				w.write, w.reconnect, w.resumeFrames, w.grace, w.once, w.drain, w.heartbeat = 3*time.Second, time.Minute, 5, 4*time.Second, 7*time.Second, 20*time.Second, 2*time.Second
 				w.shutdown = 40*time.Second + 3*time.Second + shutdownMargin
 			})},
 		{name: "negative switches off", args: []string{"-reconnect-limit", "-1s", "-resume-frames", "-1", "-drain", "-1ns", "-heartbeat", "-1s"},
@@ -59,9 +60,9 @@ func TestFlagsToConfig(t *testing.T) {
 			})},
 		// Zero means the library's default, as in gqlpush.Config; for
 		// -max-conns, no cap.
-		{name: "zero", args: []string{"-queue", "0", "-queue-bytes", "0", "-max-conns", "0", "-write-timeout", "0", "-reconnect-limit", "0", "-resume-frames", "0", "-drain", "0"},
+		{name: "zero", args: []string{"-queue", "0", "-queue-bytes", "0", "-max-conns", "0", "-write-timeout", "0", "-reconnect-limit", "0", "-resume-frames", "0", "-once-timeout", "0", "-drain", "0"},
 			want: with(func(w *want) {
-				w.queue, w.queueBytes, w.maxConns, w.write, w.reconnect, w.resumeFrames, w.drain = 0, 0, 0, 0, 0, 0, 0
+				w.queue, w.queueBytes, w.maxConns, w.write, w.reconnect, w.resumeFrames, w.once, w.drain = 0, 0, 0, 0, 0, 0, 0, 0
 			})},
 		{name: "protocol for every upstream", args: []string{"-protocol", "graphql-ws"},
 			want: with(func(w *want) { w.unnamed, w.gql = gqlpush.ProtocolLegacyWS, gqlpush.ProtocolLegacyWS })},
@@ -83,7 +84,7 @@ func TestFlagsToConfig(t *testing.T) {
 			hc := cfg.handlerConfig()
 			got := want{
 				queue: hc.QueueSize, queueBytes: hc.QueueBytes, resumeFrames: hc.ResumeFrames, maxConns: cfg.maxConns,
-				heartbeat: hc.Heartbeat, write: hc.WriteTimeout, reconnect: hc.ReconnectLimit, grace: hc.ResumeGrace, drain: hc.DrainWindow,
+				heartbeat: hc.Heartbeat, write: hc.WriteTimeout, reconnect: hc.ReconnectLimit, grace: hc.ResumeGrace, once: hc.OnceTimeout, drain: hc.DrainWindow,
 				shutdown: cfg.shutdownTimeout(),
 			}
 			if len(hc.Upstreams) != 2 || hc.Upstreams[0].Name != "" || hc.Upstreams[1].Name != "gql" {
@@ -303,6 +304,68 @@ func TestReconnectLimitOff(t *testing.T) {
 	want := `data: {"errors":[{"message":"upstream unavailable","extensions":{"code":"UPSTREAM_UNAVAILABLE"}}]}` + "\n\n" + completeEvt
 	if rest := s.rest(t); rest != want {
 		t.Errorf("got %q, want %q", rest, want)
+	}
+}
+
+// TestOnceTimeout: with -once-timeout 1s, a wg_subscribe_once request on a
+// subscription that never sends gets 504 UPSTREAM_TIMEOUT after a second
+// (the default waits 30 s), and its upstream subscription stops.
+func TestOnceTimeout(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	g := startGateway(t, "-operations", writeFiles(t, t.TempDir(), chatOps), "-upstream", "gql="+up.URL, "-once-timeout", "1s")
+
+	// Nothing is ever posted: messageCreated stays silent.
+	start := time.Now()
+	resp, body := g.get(t, "/operations/Messages?wg_subscribe_once=true")
+	elapsed := time.Since(start)
+	want := `{"errors":[{"message":"no result from the upstream in time","extensions":{"code":"UPSTREAM_TIMEOUT"}}]}`
+	if resp.StatusCode != http.StatusGatewayTimeout || body != want {
+		t.Errorf("got %d %q, want 504 %q", resp.StatusCode, body, want)
+	}
+	if elapsed < time.Second || elapsed >= gqlpush.DefaultOnceTimeout {
+		t.Errorf("answered after %v, want -once-timeout's 1s or a little more", elapsed)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := up.WaitSubscriptions(ctx, 0); err != nil {
+		t.Fatalf("the upstream still runs %d subscriptions", up.Subscriptions())
+	}
+	var subscribed, completed []string
+	for _, m := range up.Received() {
+		switch m.Type {
+		case "subscribe":
+			subscribed = append(subscribed, m.ID)
+		case "complete":
+			completed = append(completed, m.ID)
+		}
+	}
+	if len(subscribed) != 1 || len(completed) != 1 || completed[0] != subscribed[0] {
+		t.Errorf("the upstream got subscribe %q and complete %q, want one of each, for the same subscription", subscribed, completed)
+	}
+}
+
+// TestProtocolWarning: a bare -protocol that no upstream takes, as every
+// one has a -protocol of its own, is never checked; the operator is told.
+func TestProtocolWarning(t *testing.T) {
+	ops := writeFiles(t, t.TempDir(), chatOps)
+	cfg, err := parseConfig([]string{"-operations", ops, "-upstream", "gql=ws://127.0.0.1:1/graphql", "-protocol", "graphql-sse", "-protocol", "gql=graphql-ws"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.warnings) != 1 || !strings.Contains(cfg.warnings[0], "-protocol graphql-sse: every upstream has a -protocol of its own, so this one applies to none") {
+		t.Errorf("warnings %q, want one about -protocol graphql-sse", cfg.warnings)
+	}
+	if p := cfg.upstreams[0].Protocol; p != gqlpush.ProtocolLegacyWS {
+		t.Errorf("upstream gql speaks %q, want %q", p, gqlpush.ProtocolLegacyWS)
+	}
+	cfg, err = parseConfig([]string{"-operations", ops, "-upstream", "gql=ws://127.0.0.1:1/graphql", "-upstream", "ws://127.0.0.1:2/graphql", "-protocol", "graphql-ws", "-protocol", "gql=auto"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.warnings) > 0 {
+		t.Errorf("warnings %q, want none: the bare -protocol applies to the unnamed upstream", cfg.warnings)
 	}
 }
 

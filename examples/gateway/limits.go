@@ -11,28 +11,14 @@ import (
 // one proxies append the address they got a request from to.
 const defaultClientIPHeader = "X-Forwarded-For"
 
-// checkLimits checks the flags that cap what clients may hold (connections,
-// streams, upstream subscriptions and connections) and the flags that say
-// which address an anonymous caller counts by. set holds the names of the
-// flags given on the command line, proxies the -trusted-proxy values.
+// checkLimits checks -max-conns, which is the gateway's own, and the flags
+// that say which address an anonymous caller counts by. The caps gqlpush
+// enforces (-max-streams and the like) are left to it: see handlerError.
+// set holds the names of the flags given on the command line, proxies the
+// -trusted-proxy values.
 func (c *config) checkLimits(set map[string]bool, proxies []string) error {
-	for _, f := range []struct {
-		name string
-		n    int
-	}{
-		{"max-conns", c.maxConns},
-		{"max-streams", c.maxStreams},
-		{"max-streams-per-principal", c.maxStreamsPerPrincipal},
-		{"max-anonymous-streams", c.maxAnonymousStreams},
-		{"max-subscriptions", c.maxSubscriptions},
-		{"max-upstream-conns", c.maxUpstreamConns},
-	} {
-		if f.n < 0 {
-			return usagef("-%s %d: must not be negative (0 sets no cap)", f.name, f.n)
-		}
-	}
-	if c.maxStreams > 0 && c.maxAnonymousStreams > c.maxStreams {
-		return usagef("-max-anonymous-streams %d: more than -max-streams %d, which counts anonymous streams too", c.maxAnonymousStreams, c.maxStreams)
+	if c.maxConns < 0 {
+		return usagef("-max-conns %d: must not be negative (0 sets no cap)", c.maxConns)
 	}
 	if c.maxConns > 0 && c.maxStreams > c.maxConns {
 		// Not refused: a deployment that set -max-streams before -max-conns

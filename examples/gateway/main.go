@@ -4,9 +4,12 @@
 // GraphQL-over-WebSocket. It is configured by flags alone:
 //
 //	gateway -operations ./operations -upstream gql=wss://api.example.com/graphql \
-//	        -schema gql=./schema.graphql -listen :9991
+//	        -schema gql=./schema.graphql -listen :8080
 //
-// The operation file chat/New.graphql is served at /operations/chat/New.
+// The operation file chat/New.graphql is served at /operations/chat/New, on
+// 127.0.0.1:9992 unless -listen says otherwise. A request with
+// ?wg_subscribe_once=true gets the first result alone, or 504
+// UPSTREAM_TIMEOUT when none comes within -once-timeout (30 s by default).
 // /healthz answers 200 "ok" while the gateway serves, 503 once it shuts
 // down. With -metrics ADDR, Prometheus metrics (gqlpush's, the Go runtime's
 // and the process's) are served at http://ADDR/metrics, on a listener of
@@ -19,6 +22,9 @@
 // file), callers authenticate with a JSON Web Token in an Authorization:
 // Bearer header or a cookie: operations with @auth, @rbac or @fromClaim
 // require one, and @fromClaim variables take their values from its claims.
+// A token is refused once its exp plus -jwt-leeway (30 s by default, 0s for
+// none) has passed, and a stream opened with it ends then, with an error
+// frame of code UNAUTHENTICATED.
 // -forward-header passes client headers upstream, -cors-origin lets pages of
 // other origins read the streams. No secret, token or URL credential is
 // ever printed or logged.
@@ -38,7 +44,30 @@
 // spread over the -drain window so that clients do not all come back at
 // once; then the HTTP servers close. The exit status is 0 after a clean
 // shutdown, 2 when the flags or what they name (operations, schemas, the
-// secret, the key set) are invalid, and 1 on any other failure.
+// secret, the key set) are invalid, and 1 on any other failure. Most values
+// are checked by gqlpush itself, and reported under the flag that gave them:
+//
+//	gateway: -queue: gqlpush: Config.QueueSize is negative
+//
+// # Quick start
+//
+// Beside this file are sample operations (operations/Messages.graphql,
+// Room.graphql with a $room, Countdown.graphql with a $from) and the schema
+// of the chat upstream that examples/demo serves (chat.graphql). From the
+// root of the repository, run the demo, whose chat upstream listens at
+// ws://127.0.0.1:9991/graphql:
+//
+//	go run ./examples/demo
+//
+// then, in another terminal, the gateway in front of it:
+//
+//	go run ./examples/gateway -upstream gql=ws://127.0.0.1:9991/graphql -schema gql=examples/gateway/chat.graphql -operations examples/gateway/operations
+//
+// and follow the demo's messages through the gateway:
+//
+//	curl -N 'http://127.0.0.1:9992/operations/Messages?wg_sse=true'
+//	curl -N 'http://127.0.0.1:9992/operations/Room?wg_sse=true&room=general'
+//	curl 'http://127.0.0.1:9992/operations/Countdown?wg_subscribe_once=true&from=3'
 package main
 
 import (
@@ -52,7 +81,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -150,13 +178,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		// holds keep verifying the requests still served.
 		defer afterDone(ctx, closeAuth)()
 	}
+	// gqlpush checks the values of most flags, and the operations: what it
+	// refuses is a usage error too, found before the gateway listens.
 	h, err := gqlpush.NewHandler(hcfg)
 	if err != nil {
-		err = inDir(cfg.operationsDir, err)
-		if auth == nil && strings.Contains(err.Error(), "Authenticator is nil") {
-			err = fmt.Errorf("%w\n(operations with @auth, @rbac or @fromClaim need -jwt-secret-file or -jwks)", err)
-		}
-		return &usageError{err}
+		return cfg.handlerError(err, auth != nil)
 	}
 	for _, w := range cfg.warnings {
 		log.Warn(w)

@@ -138,18 +138,28 @@ func TestConfigErrors(t *testing.T) {
 			want: []string{"-operations DIR is required"}},
 		{name: "missing -upstream", args: []string{"-operations", good},
 			want: []string{"-upstream [NAME=]URL is required"}},
+		// What gqlpush refuses is reported under the flag that gave it,
+		// in gqlpush's words.
 		{name: "http upstream", args: []string{"-operations", good, "-upstream", "gql=http://127.0.0.1/graphql"},
-			want: []string{"-upstream gql", `scheme "http" is not ws or wss`}},
-		{name: "upstream password stays out", args: []string{"-operations", good, "-upstream", "https://user:hunter2@example.com/graphql"},
-			want: []string{"-upstream (unnamed)", "https://user:xxxxx@example.com/graphql", `scheme "https"`}, notWant: "hunter2"},
+			want: []string{`-upstream: gqlpush: upstream "gql": URL has the scheme "http", not ws or wss`}},
+		{name: "upstream password stays out", args: []string{"-operations", good, "-upstream", "https://user:hunter2@example.com/graphql?token=abc123"},
+			want: []string{`-upstream: gqlpush: upstream #1: URL has the scheme "https"`}, notWant: "hunter2"},
+		{name: "upstream query stays out", args: []string{"-operations", good, "-upstream", "gql=ftp://example.com/graphql?token=abc123"},
+			want: []string{`-upstream: gqlpush: upstream "gql": URL has the scheme "ftp"`}, notWant: "abc123"},
 		{name: "upstream without host", args: []string{"-operations", good, "-upstream", "gql=ws:///graphql"},
-			want: []string{"-upstream gql", "has no host"}},
+			want: []string{`-upstream: gqlpush: upstream "gql": URL is not an absolute URL`}},
+		{name: "upstream without scheme", args: []string{"-operations", good, "-upstream", "127.0.0.1:8080/graphql"},
+			want: []string{"-upstream: gqlpush: upstream #1: URL is not an absolute URL"}},
+		{name: "upstream with a bad port", args: []string{"-operations", good, "-upstream", "gql=ws://user:hunter2@h:port/graphql"},
+			want: []string{`-upstream: gqlpush: upstream "gql": URL is not an absolute URL`}, notWant: "hunter2"},
+		{name: "upstream without URL", args: []string{"-operations", good, "-upstream", "gql="},
+			want: []string{`-upstream: gqlpush: upstream "gql": URL is required`}},
 		{name: "upstream bad name", args: []string{"-operations", good, "-upstream", "my-api=ws://127.0.0.1:1/graphql"},
-			want: []string{`"my-api"`, "letters, digits and underscores"}},
+			want: []string{`-upstream: gqlpush: upstream "my-api": Name is not letters, digits and underscores`}},
 		{name: "duplicate upstream names", args: []string{"-operations", good, "-upstream", up, "-upstream", "gql=ws://127.0.0.1:2/graphql"},
-			want: []string{`two upstreams are named "gql"`}},
+			want: []string{`-upstream: gqlpush: upstream "gql": Name is another upstream's too`}},
 		{name: "two unnamed upstreams", args: []string{"-operations", good, "-upstream", up, "-upstream", "ws://127.0.0.1:2/graphql", "-upstream", "=ws://127.0.0.1:3/graphql"},
-			want: []string{"more than one upstream has no name"}},
+			want: []string{"-upstream: gqlpush: upstream #3: Name is empty, as another upstream's is"}},
 		{name: "schema for unknown upstream", args: []string{"-operations", good, "-upstream", up, "-schema", "other=" + schema},
 			want: []string{"-schema other=", `no -upstream is named "other"`}},
 		{name: "schema for missing unnamed upstream", args: []string{"-operations", good, "-upstream", up, "-schema", "=" + schema},
@@ -161,7 +171,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "unreadable schema", args: []string{"-operations", good, "-upstream", up, "-schema", "gql=" + missing},
 			want: []string{"-schema gql=", missing, "no such file"}},
 		{name: "invalid schema", args: []string{"-operations", good, "-upstream", up, "-schema", "gql=" + filepath.Join(good, "Messages.graphql")},
-			want: []string{`upstream "gql"`, "schema"}},
+			want: []string{`-schema: gqlpush: upstream "gql": Schema `}},
 		{name: "operations dir missing", args: []string{"-operations", filepath.Join(tmp, "nowhere"), "-upstream", up},
 			want: []string{"-operations", filepath.Join(tmp, "nowhere"), "no such file"}},
 		{name: "operations dir is a file", args: []string{"-operations", schema, "-upstream", up},
@@ -176,15 +186,17 @@ func TestConfigErrors(t *testing.T) {
 			want: []string{filepath.Join(invalid, "Nope.graphql") + ":2:", "nope"}},
 
 		{name: "unknown protocol", args: []string{"-operations", good, "-upstream", up, "-protocol", "graphql-sse"},
-			want: []string{`-protocol graphql-sse: unknown protocol "graphql-sse"`, "want auto, graphql-transport-ws or graphql-ws"}},
-		{name: "unknown protocol of an upstream", args: []string{"-operations", good, "-upstream", up, "-protocol", "gql=websocket"},
-			want: []string{`-protocol gql=websocket: unknown protocol "websocket"`}},
+			want: []string{`-protocol: gqlpush: upstream "gql": Protocol "graphql-sse" is not auto, graphql-transport-ws or graphql-ws`}},
+		{name: "unknown protocol of an upstream", args: []string{"-operations", good, "-upstream", "ws://127.0.0.1:2/graphql", "-upstream", up, "-protocol", "gql=websocket"},
+			want: []string{`-protocol: gqlpush: upstream "gql": Protocol "websocket" is not`}},
+		{name: "unknown protocol of the unnamed upstream", args: []string{"-operations", good, "-upstream", up, "-upstream", "ws://127.0.0.1:2/graphql", "-protocol", "=graphql-sse"},
+			want: []string{`-protocol: gqlpush: upstream #2: Protocol "graphql-sse" is not`}},
 		{name: "protocol not in lower case", args: []string{"-operations", good, "-upstream", up, "-protocol", "gql=Auto"},
-			want: []string{`unknown protocol "Auto"`}},
+			want: []string{`-protocol: gqlpush: upstream "gql": Protocol "Auto" is not`}},
 		{name: "empty protocol", args: []string{"-operations", good, "-upstream", up, "-protocol", ""},
-			want: []string{`unknown protocol ""`}},
+			want: []string{"-protocol : no PROTOCOL; leave the flag out for auto"}},
 		{name: "empty protocol of an upstream", args: []string{"-operations", good, "-upstream", up, "-protocol", "gql="},
-			want: []string{`unknown protocol ""`}},
+			want: []string{"-protocol gql=: no PROTOCOL"}},
 		{name: "protocol for unknown upstream", args: []string{"-operations", good, "-upstream", up, "-protocol", "other=graphql-ws"},
 			want: []string{"-protocol other=graphql-ws", `no -upstream is named "other"`}},
 		{name: "protocol for missing unnamed upstream", args: []string{"-operations", good, "-upstream", up, "-protocol", "=graphql-ws"},
@@ -198,9 +210,9 @@ func TestConfigErrors(t *testing.T) {
 		{name: "queue too large", args: []string{"-operations", good, "-upstream", up, "-queue", "99999999999999999999"},
 			want: []string{`invalid value "99999999999999999999" for flag -queue`, "out of range"}},
 		{name: "negative queue", args: []string{"-operations", good, "-upstream", up, "-queue", "-1"},
-			want: []string{"-queue -1: must not be negative", fmt.Sprintf("the default, %d", gqlpush.DefaultQueueSize)}},
+			want: []string{"-queue: gqlpush: Config.QueueSize is negative"}},
 		{name: "negative queue bytes", args: []string{"-operations", good, "-upstream", up, "-queue-bytes", "-1"},
-			want: []string{"-queue-bytes -1: must not be negative", fmt.Sprintf("the default, %d", gqlpush.DefaultQueueBytes)}},
+			want: []string{"-queue-bytes: gqlpush: Config.QueueBytes is negative"}},
 		{name: "queue bytes not a number", args: []string{"-operations", good, "-upstream", up, "-queue-bytes", "1MiB"},
 			want: []string{`invalid value "1MiB" for flag -queue-bytes`}},
 		{name: "negative max conns", args: []string{"-operations", good, "-upstream", up, "-max-conns", "-1"},
@@ -208,7 +220,11 @@ func TestConfigErrors(t *testing.T) {
 		{name: "write timeout without unit", args: []string{"-operations", good, "-upstream", up, "-write-timeout", "10"},
 			want: []string{`invalid value "10" for flag -write-timeout`}},
 		{name: "negative write timeout", args: []string{"-operations", good, "-upstream", up, "-write-timeout", "-1s"},
-			want: []string{"-write-timeout -1s: must not be negative", "the default, " + gqlpush.DefaultWriteTimeout.String()}},
+			want: []string{"-write-timeout: gqlpush: Config.WriteTimeout is negative"}},
+		{name: "negative once timeout", args: []string{"-operations", good, "-upstream", up, "-once-timeout", "-1s"},
+			want: []string{"-once-timeout: gqlpush: Config.OnceTimeout is negative"}},
+		{name: "once timeout without unit", args: []string{"-operations", good, "-upstream", up, "-once-timeout", "30"},
+			want: []string{`invalid value "30" for flag -once-timeout`}},
 		{name: "reconnect limit not a duration", args: []string{"-operations", good, "-upstream", up, "-reconnect-limit", "forever"},
 			want: []string{`invalid value "forever" for flag -reconnect-limit`}},
 		{name: "resume frames not an integer", args: []string{"-operations", good, "-upstream", up, "-resume-frames", "1.5"},
@@ -216,7 +232,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "resume grace without unit", args: []string{"-operations", good, "-upstream", up, "-resume-grace", "5"},
 			want: []string{`invalid value "5" for flag -resume-grace`}},
 		{name: "negative resume grace", args: []string{"-operations", good, "-upstream", up, "-resume-grace", "-2s"},
-			want: []string{"-resume-grace -2s: must not be negative"}},
+			want: []string{"-resume-grace: gqlpush: Config.ResumeGrace is negative"}},
 		{name: "drain not a duration", args: []string{"-operations", good, "-upstream", up, "-drain", "1x"},
 			want: []string{`invalid value "1x" for flag -drain`}},
 		{name: "metrics without port", args: []string{"-operations", good, "-upstream", up, "-metrics", "localhost"},
@@ -280,11 +296,11 @@ func TestHelp(t *testing.T) {
 	}
 	for _, w := range []string{"usage: gateway", "-listen ADDR", "-upstream [NAME=]URL", "-operations DIR", "-schema NAME=FILE", "-heartbeat",
 		"-protocol [NAME=]PROTOCOL", "-metrics ADDR", "http://ADDR/metrics", "-queue N", "-write-timeout D", "-reconnect-limit D",
-		"-resume-frames N", "-resume-grace D", "-drain D",
-		"-jwt-secret-file FILE", "-jwks URL|FILE", "-jwt-issuer ISS", "-jwt-audience AUD", "-auth-cookie NAME", "-roles-claim NAME",
+		"-resume-frames N", "-resume-grace D", "-once-timeout D", "-drain D",
+		"-jwt-secret-file FILE", "-jwks URL|FILE", "-jwt-issuer ISS", "-jwt-audience AUD", "-jwt-leeway D", "-auth-cookie NAME", "-roles-claim NAME",
 		"-forward-header NAME", "-max-streams N", "-max-streams-per-principal N", "-cors-origin ORIGIN", "-client-ip-header NAME",
 		"-queue-bytes N", "-max-conns N", "-max-anonymous-streams N", "-max-subscriptions N", "-max-upstream-conns N", "-trusted-proxy CIDR",
-		"request heads (64 KiB)"} {
+		"request heads (64 KiB)", "wg_subscribe_once", "exp plus -jwt-leeway", quickStart} {
 		if !strings.Contains(stdout.String(), w) {
 			t.Errorf("usage does not mention %q:\n%s", w, stdout.String())
 		}
@@ -292,6 +308,9 @@ func TestHelp(t *testing.T) {
 	// The defaults shown are the library's.
 	flags := helpFlags(stdout.String())
 	for name, want := range map[string]string{
+		"listen":          `(default "127.0.0.1:9992")`,
+		"once-timeout":    fmt.Sprintf("(default %v)", gqlpush.DefaultOnceTimeout),
+		"jwt-leeway":      fmt.Sprintf("(default %v)", gqlpushjwt.DefaultLeeway),
 		"heartbeat":       fmt.Sprintf("(default %v)", gqlpush.DefaultHeartbeat),
 		"queue":           fmt.Sprintf("(default %d)", gqlpush.DefaultQueueSize),
 		"write-timeout":   fmt.Sprintf("(default %v)", gqlpush.DefaultWriteTimeout),
@@ -343,6 +362,8 @@ func helpFlags(usage string) map[string]string {
 	return flags
 }
 
+// TestParseUpstream checks how an -upstream value splits into a name and a
+// URL; what gqlpush makes of them is TestConfigErrors's.
 func TestParseUpstream(t *testing.T) {
 	tests := []struct {
 		in, name, url string
@@ -352,20 +373,14 @@ func TestParseUpstream(t *testing.T) {
 		{"=wss://api.example.com/graphql", "", "wss://api.example.com/graphql"},
 		{"wss://api.example.com/graphql?token=a=b", "", "wss://api.example.com/graphql?token=a=b"},
 		{"api_2=wss://api.example.com/graphql?token=t", "api_2", "wss://api.example.com/graphql?token=t"},
+		{"gql=", "gql", ""},
+		{"", "", ""},
+		{"127.0.0.1:8080/graphql", "", "127.0.0.1:8080/graphql"},
 	}
 	for _, tc := range tests {
-		u, err := parseUpstream(tc.in)
-		if err != nil {
-			t.Errorf("%s: %v", tc.in, err)
-			continue
-		}
+		u := parseUpstream(tc.in)
 		if u.Name != tc.name || u.URL != tc.url {
-			t.Errorf("%s: got name %q URL %q, want %q %q", tc.in, u.Name, u.URL, tc.name, tc.url)
-		}
-	}
-	for _, in := range []string{"", "gql=", "127.0.0.1:8080/graphql", "gql=ftp://h/", "ws://h:port/graphql"} {
-		if _, err := parseUpstream(in); err == nil {
-			t.Errorf("%q: no error", in)
+			t.Errorf("%q: got name %q URL %q, want %q %q", tc.in, u.Name, u.URL, tc.name, tc.url)
 		}
 	}
 }
@@ -620,17 +635,11 @@ func (s *stream) close() {
 // frame reads one frame, up to and including its blank line.
 func (s *stream) frame(t *testing.T) string {
 	t.Helper()
-	var b strings.Builder
-	for {
-		line, err := s.br.ReadString('\n')
-		b.WriteString(line)
-		if err != nil {
-			t.Fatalf("read frame: %v (so far %q)", err, b.String())
-		}
-		if line == "\n" {
-			return b.String()
-		}
+	f, err := gqlpushtest.NewSSEReader(s.br).Next() // reads through s.br, which rest reads too
+	if err != nil {
+		t.Fatalf("read frame: %v (so far %q)", err, f.Raw)
 	}
+	return f.Raw
 }
 
 // dataFrame reads the next frame that is not a heartbeat.
