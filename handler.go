@@ -27,14 +27,12 @@ type Handler struct {
 	// credentials, resumption, and every header forwarded upstream.
 	corsHeaders string
 
+	streams      *tally        // requests being served
 	shuttingDown atomic.Bool   // set by Close: streams end
-	drain        time.Duration // set by Close before shuttingDown
 	nonce        atomic.Uint64 // makes keys of unshared subscriptions unique
 
-	mu      sync.Mutex
-	closing bool
-	streams int           // requests being served
-	idle    chan struct{} // closed when closing and streams is 0
+	mu    sync.Mutex
+	drain time.Duration // set by Close before shuttingDown
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -66,7 +64,7 @@ func NewHandler(config Config) (*Handler, error) {
 		log:       cfg.Logger,
 		limits:    &limits{max: cfg.MaxStreams, perMax: cfg.MaxStreamsPerPrincipal, anonMax: cfg.MaxAnonymousStreams, per: map[string]int{}},
 		origins:   origins,
-		idle:      make(chan struct{}),
+		streams:   newTally(),
 	}
 	var errs []error
 	for _, op := range cfg.Operations {
@@ -119,23 +117,20 @@ func NewHandler(config Config) (*Handler, error) {
 //	srv.Shutdown(ctx) // then the server's own requests
 func (h *Handler) Close(ctx context.Context) error {
 	h.mu.Lock()
-	if !h.closing {
-		h.closing = true
+	if h.drain == 0 && !h.shuttingDown.Load() {
 		h.drain = max(h.cfg.DrainWindow, 0)
 		if deadline, ok := ctx.Deadline(); ok {
 			// Leave half the time that is left for the ends themselves.
 			h.drain = min(h.drain, time.Until(deadline)/2)
 		}
-		h.shuttingDown.Store(true)
-		if h.streams == 0 {
-			close(h.idle)
-		}
 	}
 	h.mu.Unlock()
+	h.shuttingDown.Store(true)
+	h.streams.close()
 	h.hub.close()
 	var err error
 	select {
-	case <-h.idle:
+	case <-h.streams.idle:
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
@@ -156,26 +151,6 @@ func (h *Handler) drainDelay() time.Duration {
 	return rand.N(d)
 }
 
-// track counts a stream in, unless the handler is closing.
-func (h *Handler) track() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closing {
-		return false
-	}
-	h.streams++
-	return true
-}
-
-func (h *Handler) untrack() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.streams--
-	if h.closing && h.streams == 0 {
-		close(h.idle)
-	}
-}
-
 // Stats is a snapshot of what a [Handler] holds open.
 type Stats struct {
 	Streams       int // requests being served
@@ -186,9 +161,60 @@ type Stats struct {
 
 // Stats reports what the handler holds open now.
 func (h *Handler) Stats() Stats {
-	h.mu.Lock()
-	n := h.streams
-	h.mu.Unlock()
 	subs, frames := h.hub.stats()
-	return Stats{Streams: n, Subscriptions: subs, UpstreamConns: h.pool.conns(), Frames: frames}
+	return Stats{Streams: h.streams.count(), Subscriptions: subs, UpstreamConns: h.pool.conns(), Frames: frames}
+}
+
+// A tally counts what an owner must see end before it is closed: the
+// Handler's streams, the pool's connection goroutines. Once closing has
+// begun it counts nothing more, and idle is closed when the count reaches
+// zero.
+type tally struct {
+	mu      sync.Mutex
+	n       int
+	closing bool
+	idle    chan struct{}
+}
+
+func newTally() *tally { return &tally{idle: make(chan struct{})} }
+
+// add counts one more, unless closing has begun.
+func (t *tally) add() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing {
+		return false
+	}
+	t.n++
+	return true
+}
+
+// done counts one less.
+func (t *tally) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.closing && t.n == 0 {
+		close(t.idle)
+	}
+}
+
+// close begins closing; it reports whether this call began it.
+func (t *tally) close() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing {
+		return false
+	}
+	t.closing = true
+	if t.n == 0 {
+		close(t.idle)
+	}
+	return true
+}
+
+func (t *tally) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n
 }

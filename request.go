@@ -71,13 +71,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, herr)
 		return
 	}
-	if !h.track() {
+	if !h.streams.add() {
 		release()
 		writeError(w, errShuttingDown)
 		return
 	}
 	h.serveStream(w, r, req, func() {
-		h.untrack()
+		h.streams.done()
 		release()
 	})
 }

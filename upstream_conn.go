@@ -58,12 +58,11 @@ type pool struct {
 	cancel   context.CancelFunc
 	shutdown chan struct{} // closed to close connections politely
 
-	mu     sync.Mutex
-	byKey  map[connKey]*upConn
-	perUp  map[*upstream]int // len(byKey) by upstream, for MaxUpstreamConns
-	closed bool
-	live   int           // upConn.run goroutines not yet ended
-	idle   chan struct{} // closed when closed and live is 0
+	runs *tally // upConn.run goroutines
+
+	mu    sync.Mutex
+	byKey map[connKey]*upConn
+	perUp map[*upstream]int // len(byKey) by upstream, for MaxUpstreamConns
 }
 
 type connKey struct {
@@ -80,7 +79,7 @@ func newPool(cfg *Config) *pool {
 		shutdown: make(chan struct{}),
 		byKey:    make(map[connKey]*upConn),
 		perUp:    make(map[*upstream]int),
-		idle:     make(chan struct{}),
+		runs:     newTally(),
 	}
 }
 
@@ -171,18 +170,17 @@ type upConn struct {
 func (p *pool) attach(key connKey, header http.Header, init json.RawMessage, cs *connSub) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
-		return errClosed
-	}
 	c := p.byKey[key]
 	if c == nil {
 		if max := p.cfg.MaxUpstreamConns; max > 0 && p.perUp[key.up] >= max {
 			return errTooManyUpstreamConns
 		}
+		if !p.runs.add() {
+			return errClosed
+		}
 		c = &upConn{p: p, key: key, header: header, init: init, wake: make(chan struct{}, 1), subs: make(map[string]*connSub), logs: newLogSampler(p.cfg.Logger)}
 		p.byKey[key] = c
 		p.perUp[key.up]++
-		p.live++
 		go c.run()
 	}
 	c.mu.Lock()
@@ -235,7 +233,7 @@ func (c *upConn) signal() {
 }
 
 func (c *upConn) run() {
-	defer c.p.ended()
+	defer c.p.runs.done()
 	cfg := c.p.cfg
 	up := c.key.up
 	var lostAt time.Time
@@ -444,7 +442,7 @@ func (c *upConn) serve(t Conn, w wire) error {
 		pingC = ping.C
 		defer ping.Stop()
 	}
-	finish := func(err error, polite bool) error {
+	drop := func(err error, polite bool) error {
 		if polite {
 			if w.sendTerminate {
 				if b, e := encodeMessage(message{Type: msgLegacyTerminate}); e == nil {
@@ -489,7 +487,7 @@ func (c *upConn) serve(t Conn, w wire) error {
 		overflow := c.overflow
 		c.mu.Unlock()
 		if overflow {
-			return finish(errOutboxFull, false)
+			return drop(errOutboxFull, false)
 		}
 		pongNow := false
 		var pongWaitC <-chan time.Time
@@ -533,12 +531,12 @@ func (c *upConn) serve(t Conn, w wire) error {
 					err = rerr
 				}
 				readEnded = true
-				return finish(err, false)
+				return drop(err, false)
 			}
 		case <-c.wake:
 		case err := <-readDone:
 			readEnded = true
-			return finish(err, false)
+			return drop(err, false)
 		case <-pingC:
 			if pongDue == nil {
 				pongSeen.Store(false)
@@ -551,13 +549,13 @@ func (c *upConn) serve(t Conn, w wire) error {
 		case <-pongDueC:
 			pongDue, pongDueC = nil, nil
 			if !pongSeen.Load() {
-				return finish(errPongTimeout, false)
+				return drop(errPongTimeout, false)
 			}
 		case <-liveness.C:
 			if kaSeen.Load() {
 				since := time.Since(time.Unix(0, lastSeen.Load()))
 				if since >= cfg.KeepAliveTimeout {
-					return finish(errKeepAliveTimeout, false)
+					return drop(errKeepAliveTimeout, false)
 				}
 				liveness.Reset(cfg.KeepAliveTimeout - since)
 			} else {
@@ -566,16 +564,16 @@ func (c *upConn) serve(t Conn, w wire) error {
 		case <-idleC:
 			idle, idleC = nil, nil
 			if c.retireIfIdle() {
-				finish(nil, true)
+				drop(nil, true)
 				c.p.cfg.Logger.Debug("upstream connection closed after idle timeout", "upstream", c.key.up.label)
 				return nil
 			}
 		case <-c.p.shutdown:
-			finish(nil, true)
+			drop(nil, true)
 			c.failAll(endShutdown)
 			return nil
 		case <-c.p.ctx.Done():
-			finish(nil, false)
+			drop(nil, false)
 			c.failAll(endShutdown)
 			return nil
 		}
@@ -813,35 +811,19 @@ func upstreamErrors(payload []byte) json.RawMessage {
 	return json.RawMessage(`[{"message":"upstream error"}]`)
 }
 
-// ended records the end of one upConn.run.
-func (p *pool) ended() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.live--
-	if p.closed && p.live == 0 {
-		close(p.idle)
-	}
-}
-
 // close closes every connection: politely at first, at once when ctx ends.
 // It returns when every connection goroutine has ended.
 func (p *pool) close(ctx context.Context) error {
-	p.mu.Lock()
-	if !p.closed {
-		p.closed = true
+	if p.runs.close() {
 		close(p.shutdown)
-		if p.live == 0 {
-			close(p.idle)
-		}
 	}
-	p.mu.Unlock()
 	select {
-	case <-p.idle:
+	case <-p.runs.idle:
 		p.cancel()
 		return nil
 	case <-ctx.Done():
 		p.cancel() // every transport closes at once, ending its reads and writes
-		<-p.idle
+		<-p.runs.idle
 		return ctx.Err()
 	}
 }
