@@ -285,33 +285,33 @@ func TestResultOverTheReadLimit(t *testing.T) {
 	}
 }
 
-// Oversized messages that name no subscription end the connection's streams
-// at once; no redial would help: they come back.
-func TestOversizedMessageWithoutID(t *testing.T) {
-	g := hostileGateway(t, gqlpushtest.Hostile{Junk: 1, JunkBytes: 10_000}, func(cfg *gqlpush.Config) {
-		cfg.Upstreams[0].Dialer = &gqlpush.WebSocketDialer{ReadLimit: 4096}
-	})
-	c := g.open(t, "/operations/Sub?wg_sse")
-	c.frame(t)
-	if got := c.rest(t); !strings.Contains(got, "RESULT_TOO_LARGE") {
-		t.Fatalf("got %q", got)
-	}
-	if n := g.up.Handshakes(); n != 1 {
-		t.Errorf("%d dials, want 1", n)
-	}
-}
-
-// An oversized first result ends its stream with a frame; the upstream is
-// not redialled for it.
-func TestOversizedResultMode(t *testing.T) {
-	g := hostileGateway(t, gqlpushtest.Hostile{OversizedResult: DefaultReadLimitPlus}, nil)
-	c := g.open(t, "/operations/Count?from=3&wg_sse")
-	c.frame(t)
-	if got := c.rest(t); !strings.Contains(got, "RESULT_TOO_LARGE") {
-		t.Fatalf("got %q", got)
-	}
-	if n := g.up.Handshakes(); n != 1 {
-		t.Errorf("%d dials, want 1", n)
+// An oversized message ends its streams with RESULT_TOO_LARGE, and is not
+// redialled for: it would come back.
+func TestOversizedMessages(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		hostile gqlpushtest.Hostile
+		limit   int64 // the dialer's read limit; 0 for the default
+		path    string
+	}{
+		// The first result over the default read limit: its stream ends.
+		{"a result", gqlpushtest.Hostile{OversizedResult: DefaultReadLimitPlus}, 0, "/operations/Count?from=3&wg_sse"},
+		// A message that names no subscription: the connection's streams end.
+		{"naming no subscription", gqlpushtest.Hostile{Junk: 1, JunkBytes: 10_000}, 4096, "/operations/Sub?wg_sse"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := hostileGateway(t, tt.hostile, func(cfg *gqlpush.Config) {
+				cfg.Upstreams[0].Dialer = &gqlpush.WebSocketDialer{ReadLimit: tt.limit}
+			})
+			c := g.open(t, tt.path)
+			c.frame(t)
+			if got := c.rest(t); !strings.Contains(got, "RESULT_TOO_LARGE") {
+				t.Fatalf("got %q", got)
+			}
+			if n := g.up.Handshakes(); n != 1 {
+				t.Errorf("%d dials, want 1", n)
+			}
+		})
 	}
 }
 
