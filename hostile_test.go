@@ -250,6 +250,17 @@ func TestFatalCloseCodes(t *testing.T) {
 				if n := up.Handshakes(); n != 1 {
 					t.Errorf("%d dials, want 1", n)
 				}
+				// A client that comes back at once is refused at once,
+				// without a dial: the refusal is remembered a while.
+				w2, body2 := b.get(t, "/Sub?wg_sse")
+				if _, code := errorOf(t, body2); w2.status != http.StatusBadGateway || code != "UPSTREAM_UNAVAILABLE" || up.Handshakes() != 1 {
+					t.Errorf("again at once: %d %s, %d dials; want 502 UPSTREAM_UNAVAILABLE and no dial", w2.status, code, up.Handshakes())
+				}
+				time.Sleep(5 * time.Second)
+				b.get(t, "/Sub?wg_sse")
+				if n := up.Handshakes(); n != 2 {
+					t.Errorf("%d dials once the refusal is forgotten, want 2", n)
+				}
 				b.close(t)
 			})
 		})

@@ -112,6 +112,11 @@ func (h *Handler) limitKey(r *http.Request, p *Principal) string {
 // does not come from a trusted proxy is named by its RemoteAddr, whatever
 // the header says; so is one whose header is malformed. With no trusted
 // range, the header is never read.
+//
+// List only proxies that append the address of whoever connects to them,
+// and only addresses nothing else can connect from: a request from a trusted
+// address names its client as it likes (with 127.0.0.1 trusted, so does any
+// process on the machine).
 func ForwardedAddress(header string, trusted []netip.Prefix) func(r *http.Request) string {
 	header = http.CanonicalHeaderKey(header)
 	trusted = slices.Clone(trusted)

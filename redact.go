@@ -71,17 +71,27 @@ const (
 )
 
 // A logSampler logs the first warning of each kind, then at most one every
-// sampleEvery, which says how many were held back ("suppressed"). One
-// serves each upstream connection: an upstream that sends a million bad
-// messages costs a line every ten seconds.
+// sampleEvery: the warnings held back meanwhile are told in one line when
+// that time is up ("suppressed": how many), or when the sampler closes, so
+// that a burst is counted even if nothing follows it. One serves each
+// upstream connection: an upstream that sends a million bad messages costs
+// a line every ten seconds.
 type logSampler struct {
 	log *slog.Logger
 
-	mu    sync.Mutex
-	kinds [logKinds]struct {
-		last       time.Time // when one was last logged
-		suppressed int       // since then
-	}
+	mu     sync.Mutex
+	closed bool
+	kinds  [logKinds]sampled
+}
+
+// sampled is one kind of warning: when one was last logged, and those held
+// back since, the last of which is told for them all.
+type sampled struct {
+	last       time.Time
+	suppressed int
+	msg        string
+	args       []any
+	flush      *time.Timer // set while some are held back
 }
 
 func newLogSampler(log *slog.Logger) *logSampler { return &logSampler{log: log} }
@@ -92,14 +102,44 @@ func (l *logSampler) warn(kind int, msg string, args ...any) {
 	k := &l.kinds[kind]
 	if !k.last.IsZero() && now.Sub(k.last) < sampleEvery {
 		k.suppressed++
+		k.msg, k.args = msg, args
+		if k.flush == nil && !l.closed {
+			k.flush = time.AfterFunc(sampleEvery-now.Sub(k.last), func() { l.flushKind(kind) })
+		}
 		l.mu.Unlock()
 		return
 	}
-	n := k.suppressed
-	k.last, k.suppressed = now, 0
+	k.last = now
+	l.mu.Unlock()
+	l.log.Warn(msg, args...)
+}
+
+// flushKind tells the warnings of kind held back, if any.
+func (l *logSampler) flushKind(kind int) {
+	l.mu.Lock()
+	k := &l.kinds[kind]
+	n, msg, args := k.suppressed, k.msg, k.args
+	k.suppressed, k.flush = 0, nil
+	if n > 0 {
+		k.last = time.Now()
+	}
 	l.mu.Unlock()
 	if n > 0 {
-		args = append(args, "suppressed", n)
+		l.log.Warn(msg, append(args[:len(args):len(args)], "suppressed", n)...)
 	}
-	l.log.Warn(msg, args...)
+}
+
+// close tells what is held back, and lets no timer run on.
+func (l *logSampler) close() {
+	l.mu.Lock()
+	l.closed = true
+	for i := range l.kinds {
+		if f := l.kinds[i].flush; f != nil {
+			f.Stop()
+		}
+	}
+	l.mu.Unlock()
+	for kind := range logKinds {
+		l.flushKind(kind)
+	}
 }

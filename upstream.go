@@ -220,18 +220,18 @@ func closeIsProtocolRefusal(err error) bool {
 var fatalCloseCodes = []int{4400, 4401, 4406, 4409, 4429, 4500, 4004, 4005}
 
 // fatalEnd reports whether a lost or refused connection must not be
-// redialled, and the end its subscriptions then get: at once, with an
-// error that says why.
-func fatalEnd(err error) (ending, bool) {
+// redialled; if so, why, as the problem its subscriptions end with and the
+// message they are told.
+func fatalEnd(err error) (problem, string, bool) {
 	var ce *CloseError
 	var he *HandshakeError
 	switch {
 	case errors.As(err, &ce) && slices.Contains(fatalCloseCodes, ce.Code):
-		return endWith(probUpstreamGone, "upstream closed the connection with code "+strconv.Itoa(ce.Code)), true
+		return probUpstreamGone, "upstream closed the connection with code " + strconv.Itoa(ce.Code), true
 	case errors.As(err, &he) && he.Subprotocol != "":
-		return endWith(probUpstreamGone, "upstream does not speak "+he.Subprotocol), true
+		return probUpstreamGone, "upstream does not speak " + he.Subprotocol, true
 	case errors.Is(err, ErrMessageTooLarge):
-		return endTooLarge, true
+		return probResultTooLarge, problems[probResultTooLarge].message, true
 	}
-	return ending{}, false
+	return 0, "", false
 }

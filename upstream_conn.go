@@ -60,9 +60,36 @@ type pool struct {
 
 	runs *tally // upConn.run goroutines
 
-	mu    sync.Mutex
-	byKey map[connKey]*upConn
-	perUp map[*upstream]int // len(byKey) by upstream, for MaxUpstreamConns
+	mu      sync.Mutex
+	byKey   map[connKey]*upConn
+	perUp   map[*upstream]int // len(byKey) by upstream, for MaxUpstreamConns
+	refused map[connKey]refusal
+}
+
+// A refusal is an upstream's answer for good to one connection, remembered
+// for a while: requests that would dial it again meanwhile are refused at
+// once, so that clients that come back in a loop (an EventSource does) do
+// not make the gateway dial the upstream in that loop.
+type refusal struct {
+	err   *httpError
+	until time.Time
+}
+
+// refusalMemory is how long a refusal is remembered.
+const refusalMemory = backoffMax
+
+// remember keeps the upstream's refusal of key for refusalMemory, and lets
+// the refusals whose time is up go.
+func (p *pool) remember(key connKey, err *httpError) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, r := range p.refused {
+		if !now.Before(r.until) {
+			delete(p.refused, k)
+		}
+	}
+	p.refused[key] = refusal{err: err, until: now.Add(refusalMemory)}
 }
 
 type connKey struct {
@@ -79,6 +106,7 @@ func newPool(cfg *Config) *pool {
 		shutdown: make(chan struct{}),
 		byKey:    make(map[connKey]*upConn),
 		perUp:    make(map[*upstream]int),
+		refused:  make(map[connKey]refusal),
 		runs:     newTally(),
 	}
 }
@@ -172,6 +200,9 @@ func (p *pool) attach(key connKey, header http.Header, init json.RawMessage, cs 
 	defer p.mu.Unlock()
 	c := p.byKey[key]
 	if c == nil {
+		if r, ok := p.refused[key]; ok && time.Now().Before(r.until) {
+			return r.err
+		}
 		if max := p.cfg.MaxUpstreamConns; max > 0 && p.perUp[key.up] >= max {
 			return errTooManyUpstreamConns
 		}
@@ -234,6 +265,7 @@ func (c *upConn) signal() {
 
 func (c *upConn) run() {
 	defer c.p.runs.done()
+	defer c.logs.close()
 	cfg := c.p.cfg
 	up := c.key.up
 	var lostAt time.Time
@@ -265,9 +297,10 @@ func (c *upConn) run() {
 			c.failAll(endShutdown)
 			return
 		}
-		if end, fatal := fatalEnd(err); fatal {
+		if why, msg, fatal := fatalEnd(err); fatal {
 			c.p.cfg.Logger.Warn("upstream refused for good, ending its streams without redialling", "upstream", up.label, "err", logText(err))
-			c.failAll(end)
+			c.p.remember(c.key, refuse(why, msg))
+			c.failAll(endWith(why, msg))
 			return
 		}
 		redials++

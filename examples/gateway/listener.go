@@ -45,8 +45,10 @@ type limitListener struct {
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	refused int       // connections refused since the last log line
-	logged  time.Time // when the last log line was written; zero before
+	refused int         // connections refused since the last log line
+	logged  time.Time   // when the last log line was written; zero before
+	flush   *time.Timer // set while refusals wait to be told
+	closed  bool
 }
 
 // Accept returns the next connection while fewer than max are open, and
@@ -65,7 +67,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-// refuse closes c and logs the refusals, at most once per refusedLogEvery.
+// refuse closes c and logs the refusals, at most once per refusedLogEvery:
+// the first at once, those that follow when that time is up, counted in one
+// line, so that a burst is told in full even if nothing follows it.
 func (l *limitListener) refuse(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		// A reset: the client fails at once, and the gateway keeps no
@@ -75,14 +79,43 @@ func (l *limitListener) refuse(c net.Conn) {
 	c.Close()
 	l.mu.Lock()
 	l.refused++
-	n, now := 0, time.Now()
-	if l.logged.IsZero() || now.Sub(l.logged) >= refusedLogEvery {
-		n, l.refused, l.logged = l.refused, 0, now
+	now := time.Now()
+	if !l.logged.IsZero() && now.Sub(l.logged) < refusedLogEvery {
+		if l.flush == nil && !l.closed {
+			l.flush = time.AfterFunc(refusedLogEvery-now.Sub(l.logged), l.tell)
+		}
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	l.tell()
+}
+
+// tell logs the refusals not yet told, if any.
+func (l *limitListener) tell() {
+	l.mu.Lock()
+	n := l.refused
+	l.refused, l.flush = 0, nil
+	if n > 0 {
+		l.logged = time.Now()
 	}
 	l.mu.Unlock()
 	if n > 0 {
 		l.log.Warn("connections refused: -max-conns reached", "refused", n, "max_conns", l.max)
 	}
+}
+
+// Close closes the listener, and tells the refusals not yet told.
+func (l *limitListener) Close() error {
+	err := l.Listener.Close()
+	l.mu.Lock()
+	l.closed = true
+	if l.flush != nil {
+		l.flush.Stop()
+	}
+	l.mu.Unlock()
+	l.tell()
+	return err
 }
 
 // release gives back the slot of a connection that closed.

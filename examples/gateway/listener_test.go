@@ -230,13 +230,20 @@ func TestConnLimitLog(t *testing.T) {
 			t.Fatalf("log %q, want a line about one refusal", l)
 		}
 		wantClosed(t, connect())
+		wantClosed(t, connect())
 		if l := lines(); len(l) != 1 {
 			t.Fatalf("log %q, want the first line alone", l)
 		}
+		// When the interval is up, the refusals held back are told, though
+		// none follows them.
 		time.Sleep(refusedLogEvery)
-		wantClosed(t, connect())
+		synctest.Wait()
 		if l := lines(); len(l) != 2 || !strings.Contains(l[1], "refused=2 max_conns=1") {
 			t.Fatalf("log %q, want a second line about two refusals", l)
+		}
+		wantClosed(t, connect())
+		if l := lines(); len(l) != 2 {
+			t.Fatalf("log %q, want the third refusal held back", l)
 		}
 
 		s.Close()
@@ -246,6 +253,11 @@ func TestConnLimitLog(t *testing.T) {
 		s.Close()
 		if l := lines(); len(l) != 2 {
 			t.Errorf("log %q, want no more lines", l)
+		}
+		// Closing the listener tells the one held back.
+		l.Close()
+		if l := lines(); len(l) != 3 || !strings.Contains(l[2], "refused=1 max_conns=1") {
+			t.Errorf("log %q, want a last line about one refusal", l)
 		}
 	})
 }
