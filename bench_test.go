@@ -92,7 +92,7 @@ func BenchmarkFanout(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
-				sh.publish(benchResult)
+				sh.publish(benchResult, 0)
 			}
 			<-all
 			b.StopTimer()

@@ -23,8 +23,9 @@ type upstream struct {
 	schema   *upstreamSchema
 	forward  []string // canonical header names, sorted
 	initFunc func(*http.Request, *Principal) (json.RawMessage, error)
-	learned  atomic.Value // string: the protocol that worked, for ProtocolAuto
-	src      source       // what serves its subscriptions
+	learned  atomic.Value  // string: the protocol that worked, for ProtocolAuto
+	src      source        // what serves its subscriptions
+	nats     *natsUpstream // set for a NATS upstream
 }
 
 func (u *upstream) protocolsToTry() []Protocol {
@@ -47,7 +48,15 @@ type endpoint struct {
 	coerce    coercer
 	vars      []*variableDef
 	byName    map[string]*variableDef
-	needsAuth bool // @auth, @rbac or a @fromClaim variable
+	needsAuth bool         // @auth, @rbac or a @fromClaim variable
+	nats      *natsBinding // for an operation on a NATS upstream: its subjects
+}
+
+// positional reports whether the results of the operation's subscriptions
+// have positions in their source that outlive a process: a JetStream
+// stream's sequences.
+func (e *endpoint) positional() bool {
+	return e.nats != nil && e.nats.field.stream != ""
 }
 
 // declares reports whether the operation declares a variable of that name.
@@ -86,8 +95,19 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 		if u.Name != "" && (!upstreamName.MatchString(u.Name) || strings.HasSuffix(u.Name, "_")) {
 			return nil, bad("Name", ErrInvalid, "is not letters, digits and underscores, starting with a letter and not ending with _")
 		}
+		if isNATSUpstream(u) {
+			r, err := resolveNATSUpstream(u, bad)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, r)
+			continue
+		}
 		if !u.Protocol.valid() {
 			return nil, bad("Protocol", ErrInvalid, fmt.Sprintf("%q is not %s, %s or %s", clip(string(u.Protocol)), ProtocolAuto, ProtocolTransportWS, ProtocolLegacyWS))
+		}
+		if u.NATSOptions != nil {
+			return nil, bad("NATSOptions", ErrConflict, "is for NATS upstreams; this one's URL is not nats:// or tls://")
 		}
 		if u.URL == "" {
 			return nil, bad("URL", ErrRequired, "")
@@ -127,6 +147,9 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 			r.dialer = &WebSocketDialer{}
 		}
 		if u.Schema != "" {
+			if pos := usesNATSDirective(u.Schema); pos != nil {
+				return nil, bad("Schema", ErrInvalid, fmt.Sprintf("schema:%d:%d: @%s is for the fields of NATS upstreams; this one is a GraphQL server", pos.Line, pos.Column, directiveNATSSubscribe))
+			}
 			if r.schema, err = parseUpstreamSchema(u.Name, u.Schema); err != nil {
 				return nil, bad("Schema", ErrInvalid, err.Error())
 			}
@@ -176,6 +199,22 @@ func bind(op *Operation, ups []*upstream, haveAuth bool) (*endpoint, error) {
 			return nil, &OperationError{File: op.file, Line: v.pos.Line, Column: v.pos.Column, Message: "default value: " + err.Error()}
 		}
 		ep.defaults[v.name] = d
+	}
+	if up.nats != nil {
+		def := up.schema.types.Subscription.Fields.ForName(field)
+		b, err := bindNATS(op, up.nats.fields[field], field, def)
+		if err != nil {
+			return nil, err
+		}
+		if b.complete, err = newCompleter(up.schema.types, def.Type, op.rootField, op.fragments); err != nil {
+			e := &OperationError{File: op.file, Message: err.Error()}
+			if ce, ok := err.(*completionError); ok && ce.pos != nil {
+				e.Line, e.Column, e.Message = ce.pos.Line, ce.pos.Column, ce.msg
+			}
+			return nil, e
+		}
+		ep.nats = b
+		return ep, nil
 	}
 	q, err := op.upstreamQuery(field)
 	if err != nil {

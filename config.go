@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // Defaults of the [Config] fields left zero.
@@ -222,12 +224,30 @@ type Upstream struct {
 	// letter.
 	Name string
 
-	// URL is the upstream's ws:// or wss:// address. Required.
+	// URL is the upstream's ws:// or wss:// address; or, for a NATS
+	// upstream, its nats:// or tls:// address, credentials in its user
+	// info if any. Required unless NATS is set.
 	URL string
 
-	// Schema is the upstream's schema in SDL. Optional: when given,
-	// operations are validated against it when the handler is built, and
-	// enum and input-object variables are checked per request.
+	// NATS is a NATS connection the upstream uses, instead of one of its
+	// own dialled to URL: the upstream is then a NATS upstream whatever
+	// URL says. gqlpush subscribes on it and never closes it; it chains
+	// its own to the connection's error handler, to hear of slow
+	// consumers and permission errors. Nil means none.
+	NATS *nats.Conn
+
+	// NATSOptions are used when gqlpush dials a NATS upstream's URL, after
+	// its own (a name, retrying the first connect, reconnecting without
+	// end): credentials (nats.UserCredentials), TLS settings, and so on.
+	NATSOptions []nats.Option
+
+	// Schema is the upstream's schema in SDL. Optional for a GraphQL
+	// upstream: when given, operations are validated against it when the
+	// handler is built, and enum and input-object variables are checked per
+	// request. Required for a NATS upstream, whose subscription fields name
+	// their subjects with @natsSubscribe(subjects: [...], stream: ...) (see
+	// the README's section on NATS), and whose results gqlpush completes
+	// through each operation's selection set by the schema's types.
 	Schema string
 
 	// Protocol is the GraphQL-over-WebSocket subprotocol. Zero means

@@ -12,8 +12,8 @@ type Recorder interface {
 
 type recorderReceiver struct{ r Recorder }
 
-func (a recorderReceiver) publish(raw []byte) error { return a.r.Publish(raw) }
-func (a recorderReceiver) end(e ending)             { a.r.End(e.why.reason(), string(e.errors)) }
+func (a recorderReceiver) publish(raw []byte, _ uint64) error { return a.r.Publish(raw) }
+func (a recorderReceiver) end(e ending)                       { a.r.End(e.why.reason(), string(e.errors)) }
 
 // OpenUpstream opens the subscription of the operation name, with the
 // canonical variables vars ("" for none), for callers whose forwarded

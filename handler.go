@@ -19,7 +19,8 @@ type Handler struct {
 	cfg       Config // with its defaults
 	endpoints map[string]*endpoint
 	log       *slog.Logger // cfg.Logger
-	pool      *pool
+	pool      *pool        // the WebSocket upstreams' source
+	sources   []source     // every source: the pool, and one per NATS upstream
 	hub       *hub
 	limits    *limits
 	origins   []string
@@ -27,9 +28,8 @@ type Handler struct {
 	// credentials, resumption, and every header forwarded upstream.
 	corsHeaders string
 
-	streams      *tally        // requests being served
-	shuttingDown atomic.Bool   // set by Close: streams end
-	nonce        atomic.Uint64 // makes keys of unshared subscriptions unique
+	streams      *tally      // requests being served
+	shuttingDown atomic.Bool // set by Close: streams end
 
 	mu    sync.Mutex
 	drain time.Duration // set by Close before shuttingDown
@@ -95,8 +95,14 @@ func NewHandler(config Config) (*Handler, error) {
 	}
 	h.corsHeaders = strings.Join(corsHeaders, ", ")
 	h.pool = newPool(&h.cfg)
+	h.sources = []source{h.pool}
 	for _, u := range ups {
-		u.src = h.pool
+		if u.nats != nil {
+			u.src = newNATSSource(&h.cfg, u)
+			h.sources = append(h.sources, u.src)
+		} else {
+			u.src = h.pool
+		}
 	}
 	h.hub = newHub(&h.cfg, h.limits)
 	return h, nil
@@ -134,8 +140,10 @@ func (h *Handler) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	if perr := h.pool.close(ctx); err == nil {
-		err = perr
+	for _, src := range h.sources {
+		if serr := src.close(ctx); err == nil {
+			err = serr
+		}
 	}
 	return err
 }
@@ -162,7 +170,11 @@ type Stats struct {
 // Stats reports what the handler holds open now.
 func (h *Handler) Stats() Stats {
 	subs, frames := h.hub.stats()
-	return Stats{Streams: h.streams.count(), Subscriptions: subs, UpstreamConns: h.pool.conns(), Frames: frames}
+	conns := 0
+	for _, src := range h.sources {
+		conns += src.conns()
+	}
+	return Stats{Streams: h.streams.count(), Subscriptions: subs, UpstreamConns: conns, Frames: frames}
 }
 
 // A tally counts what an owner must see end before it is closed: the

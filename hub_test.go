@@ -132,7 +132,7 @@ func TestHubSharesOneSubscriptionPerKey(t *testing.T) {
 	if string(subs[0].req.vars) != `{"room":"x"}` || subs[0].req.ep != th.ep {
 		t.Fatalf("opened %+v", subs[0].req)
 	}
-	subs[0].r.publish(result(1))
+	subs[0].r.publish(result(1), 0)
 	for _, s := range []*subscriber{a, b} {
 		if got, _ := taken(s); strings.Join(got, ",") != `{"data":{"n":1}}` {
 			t.Fatalf("a subscriber of x took %v", got)
@@ -161,7 +161,7 @@ func TestHubDeliversInOrderWithIDs(t *testing.T) {
 	s := th.mustJoin(t, "", "")
 	r := th.src.subs()[0].r
 	for i := range 5 {
-		if err := r.publish(result(i)); err != nil {
+		if err := r.publish(result(i), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -176,10 +176,10 @@ func TestHubDeliversInOrderWithIDs(t *testing.T) {
 		}
 	}
 	// What is not a GraphQL result is refused, and takes no sequence number.
-	if err := r.publish([]byte(`[1]`)); err == nil {
+	if err := r.publish([]byte(`[1]`), 0); err == nil {
 		t.Fatal("a list was taken for a result")
 	}
-	r.publish(result(5))
+	r.publish(result(5), 0)
 	if evs, _ := s.take(nil); len(evs) != 1 || evs[0].seq != 5 {
 		t.Fatalf("after a refused result: %v", evs)
 	}
@@ -190,7 +190,7 @@ func TestHubSourceEnd(t *testing.T) {
 	th := newTestHub(nil)
 	s := th.mustJoin(t, "", "")
 	sub := th.src.subs()[0]
-	sub.r.publish(result(1))
+	sub.r.publish(result(1), 0)
 	sub.r.end(endComplete)
 	got, end := taken(s)
 	if len(got) != 1 || end.why != probComplete {
@@ -198,7 +198,7 @@ func TestHubSourceEnd(t *testing.T) {
 	}
 	// Anything after the end is dropped; the subscription is out of the
 	// hub, and a new client starts a new one.
-	sub.r.publish(result(2))
+	sub.r.publish(result(2), 0)
 	if got, _ := taken(s); len(got) != 0 {
 		t.Fatalf("took %v after the end", got)
 	}
@@ -229,7 +229,7 @@ func TestHubSlowSubscribers(t *testing.T) {
 			slow := th.mustJoin(t, "", "")
 			r := th.src.subs()[0].r
 			for i := range tt.n {
-				r.publish(fmt.Appendf(nil, `{"data":{"s":"%s%d"}}`, strings.Repeat("x", tt.size), i))
+				r.publish(fmt.Appendf(nil, `{"data":{"s":"%s%d"}}`, strings.Repeat("x", tt.size), i), 0)
 				if got, _ := taken(fast); len(got) != 1 {
 					t.Fatalf("the fast one took %d", len(got))
 				}
@@ -256,7 +256,7 @@ func TestHubStopsWithASubscriberBehind(t *testing.T) {
 	s := th.mustJoin(t, "", "")
 	r := th.src.subs()[0].r
 	for i := range 2 { // two results of about 60 bytes: not slow, past the window
-		r.publish(fmt.Appendf(nil, `{"data":{"s":"%s%d"}}`, strings.Repeat("x", 20), i))
+		r.publish(fmt.Appendf(nil, `{"data":{"s":"%s%d"}}`, strings.Repeat("x", 20), i), 0)
 	}
 	th.leave(s) // unread: no panic, nothing held
 	if subs, events := th.stats(); subs != 0 || events != 0 {
@@ -272,7 +272,7 @@ func TestHubResume(t *testing.T) {
 	keeper := th.mustJoin(t, "", "")
 	r := th.src.subs()[0].r
 	for i := range 6 {
-		r.publish(result(i))
+		r.publish(result(i), 0)
 	}
 	taken(keeper)
 	token := keeper.sh.token
@@ -452,7 +452,7 @@ func TestHubRaces(t *testing.T) {
 				ended[sub] = true
 				sub.r.end(endComplete)
 			} else {
-				sub.r.publish(result(i))
+				sub.r.publish(result(i), 0)
 			}
 		}
 	})

@@ -26,10 +26,11 @@ type Operation struct {
 	file   string // where it came from, for messages: "chat/New.graphql"
 	source string
 
-	opName    string         // the name after `subscription`, may be empty
-	rootField *ast.Field     // the single root field, as written
-	vars      []*variableDef // declared variables, in order
-	rules     accessRules    // from @auth, @rbac
+	opName    string                     // the name after `subscription`, may be empty
+	rootField *ast.Field                 // the single root field, as written
+	fragments ast.FragmentDefinitionList // of the document, for completing results
+	vars      []*variableDef             // declared variables, in order
+	rules     accessRules                // from @auth, @rbac
 }
 
 // Name returns the endpoint name: the file path below the operations root,
@@ -150,6 +151,7 @@ func ParseOperation(name, source string) (*Operation, error) {
 		}
 	}
 	o.rootField = root
+	o.fragments = doc.Fragments
 
 	for _, vd := range op.VariableDefinitions {
 		v, err := newVariableDef(vd, fail)

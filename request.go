@@ -59,7 +59,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// A one-shot request gets its own upstream subscription: it wants
 		// the upstream's first result, not the next one of a running
 		// subscription.
-		req.key.nonce = h.nonce.Add(1)
+		req.key.nonce = h.hub.nonces.Add(1)
 	}
 	req.owner = h.limitKey(r, req.principal)
 	anonymous := req.principal == nil
@@ -171,6 +171,17 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 			return nil, badInput(ie.msg)
 		}
 		return nil, badInput("invalid variables")
+	}
+	if ep.nats != nil {
+		// A value that would change a subject's shape is refused before
+		// anything is subscribed.
+		if _, err := ep.nats.subjects(vars); err != nil {
+			var ie *inputError
+			if errors.As(err, &ie) {
+				return nil, badInput(ie.msg)
+			}
+			return nil, badInput("invalid variables")
+		}
 	}
 	if req.vars, err = encodeVariables(vars); err != nil {
 		return nil, badInput("invalid variables")

@@ -33,9 +33,11 @@ type source interface {
 // a time.
 type receiver interface {
 	// publish takes one result, valid JSON, which it does not keep: the
-	// source may reuse its bytes. An error means it was not a GraphQL
-	// result and was dropped, for the source to log.
-	publish(raw []byte) error
+	// source may reuse its bytes. pos is the result's position in the
+	// source, for a source that has positions (a JetStream stream's
+	// sequence), increasing; 0 for one that has none. An error means it
+	// was not a GraphQL result and was dropped, for the source to log.
+	publish(raw []byte, pos uint64) error
 	// end says the subscription is over, and why. Nothing follows it.
 	end(e ending)
 }
@@ -55,4 +57,10 @@ type openRequest struct {
 	header        http.Header     // for the upstream's handshake
 	init          json.RawMessage // the connection_init payload
 	forwardDigest string          // of what was forwarded: callers apart
+
+	// after asks a source with positions to start after that position
+	// rather than with what comes next (0); the source sets reset when it
+	// no longer holds all that followed it, and starts with what it has.
+	after uint64
+	reset bool
 }

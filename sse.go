@@ -25,7 +25,8 @@ const (
 // holds the SSE frame, and the plain frame and the bare JSON are slices of
 // it, so no bytes are copied per subscriber.
 type event struct {
-	seq   uint64
+	seq   uint64    // in its log
+	pos   uint64    // in its source, when it has positions (JetStream); else 0
 	off   uint64    // the bytes of the events before it in its log (len of sse)
 	at    time.Time // when it came from the upstream
 	sse   []byte    // "id: <token>.<seq>\ndata: {…}\n\n"

@@ -1,9 +1,13 @@
 package gqlpush
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,6 +20,8 @@ import (
 type hub struct {
 	cfg    *Config
 	limits *limits
+
+	nonces atomic.Uint64 // make the keys of unshared subscriptions unique
 
 	mu     sync.Mutex
 	subs   map[subKey]*shared
@@ -39,10 +45,11 @@ type subKey struct {
 //
 // It is the receiver its source delivers to.
 type shared struct {
-	h      *hub
-	key    subKey
-	token  string // names it in event ids; "" when resumption is off
-	handle handle // of its source; set once open has returned
+	h          *hub
+	key        subKey
+	token      string // names it in event ids; "" when resumption is off
+	positional bool   // its ids are its source's positions (JetStream)
+	handle     handle // of its source; set once open has returned
 
 	// opening is closed when its source's open returns; nil after. Until
 	// then the subscription has its first subscriber only: others wait.
@@ -60,6 +67,7 @@ type shared struct {
 	stopped bool // its last subscriber left (and the grace passed)
 	endedBy ending
 	grace   *time.Timer // running while it has no subscriber
+	reset   bool        // a replay whose source no longer held what the client missed
 
 	// While kept by ResumeGrace (guarded by h.mu): its place in the hub's
 	// list, the caller charged for it and how to undo the charge.
@@ -91,6 +99,10 @@ func newHub(cfg *Config, l *limits) *hub {
 // must start afresh.
 func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMessage, lastEventID string) (s *subscriber, reset bool, err error) {
 	token, seq, resume := parseEventID(lastEventID)
+	// A positional subscription's ids are its source's positions, under a
+	// token that its key alone decides: an id is good for it whatever
+	// process issued it.
+	replay := resume && key.nonce == 0 && key.ep.positional() && token == positionalToken(key)
 	for {
 		h.mu.Lock()
 		if h.closed {
@@ -99,7 +111,10 @@ func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMe
 		}
 		sh := h.subs[key]
 		if sh == nil {
-			s, err := h.start(key, owner, header, init)
+			if replay {
+				return h.replay(key, owner, header, init, seq)
+			}
+			s, err := h.start(key, owner, header, init, 0)
 			return s, resume, err
 		}
 		if opening := sh.opening; opening != nil {
@@ -110,46 +125,97 @@ func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMe
 			continue
 		}
 		s = &subscriber{sh: sh, owner: owner, wake: make(chan struct{}, 1)}
-		h.unkeepLocked(sh)
 		sh.mu.Lock()
+		s.cursor = sh.next
+		if resume {
+			from, ok := sh.resumeFrom(token, seq)
+			switch {
+			case ok:
+				s.cursor = from
+				if s.cursor < sh.next {
+					s.notify()
+				}
+			case replay:
+				// What followed the client's last event is no longer
+				// held here, but its source has it.
+				sh.mu.Unlock()
+				return h.replay(key, owner, header, init, seq)
+			default:
+				reset = true
+			}
+		}
 		if sh.grace != nil {
 			sh.grace.Stop()
 			sh.grace = nil
 		}
-		s.cursor = sh.next
-		if resume {
-			// Resumable when what follows the client's last event lies in
-			// the resume window (the event itself need not). The log may
-			// hold more, for a subscriber behind; that would make
-			// resumption depend on how fast others read.
-			from := max(sh.base, sh.window)
-			if token == sh.token && seq+1 >= from && seq < sh.next {
-				s.cursor = seq + 1
-				if s.cursor < sh.next {
-					s.notify()
-				}
-			} else {
-				reset = true
-			}
-		}
 		sh.subs = append(sh.subs, s)
 		sh.mu.Unlock()
+		h.unkeepLocked(sh)
 		h.mu.Unlock()
 		return s, reset, nil
 	}
+}
+
+// resumeFrom finds where a client whose last event was token.n resumes in
+// the log: the seq of the event after it, when the log holds everything
+// that followed it. Called with sh.mu held.
+func (sh *shared) resumeFrom(token string, n uint64) (uint64, bool) {
+	if token != sh.token {
+		return 0, false
+	}
+	if !sh.positional {
+		// Resumable when what follows the client's last event lies in
+		// the resume window (the event itself need not). The log may
+		// hold more, for a subscriber behind; that would make resumption
+		// depend on how fast others read.
+		from := max(sh.base, sh.window)
+		return n + 1, n+1 >= from && n < sh.next
+	}
+	// Positions have gaps: the client's last event itself must be held,
+	// at the window's edge or inside it, for nothing to be missed.
+	for seq := max(sh.base, max(sh.window, 1)-1); seq < sh.next; seq++ {
+		if sh.events[seq-sh.base].pos == n {
+			return seq + 1, true
+		}
+	}
+	return 0, false
+}
+
+// replay starts a subscription of its own for a client of a positional
+// subscription whose last event was at position after, fed by its source
+// from there; reset reports that the source no longer holds all that
+// followed it. It is called with h.mu held and returns with it released.
+func (h *hub) replay(key subKey, owner string, header http.Header, init json.RawMessage, after uint64) (*subscriber, bool, error) {
+	key.nonce = h.nonces.Add(1)
+	s, err := h.start(key, owner, header, init, after)
+	if err != nil {
+		return nil, false, err
+	}
+	s.sh.mu.Lock()
+	reset := s.sh.reset
+	s.sh.mu.Unlock()
+	return s, reset, nil
 }
 
 // start opens a new shared subscription for key, with its first
 // subscriber. It is called with h.mu held and returns with it released: the
 // source opens the subscription without it, while other requests for key
 // wait on opening.
-func (h *hub) start(key subKey, owner string, header http.Header, init json.RawMessage) (*subscriber, error) {
+//
+// after is, for a replay (see replay), the position the source starts after.
+func (h *hub) start(key subKey, owner string, header http.Header, init json.RawMessage, after uint64) (*subscriber, error) {
 	if max := h.cfg.MaxSubscriptions; max > 0 && len(h.subs) >= max && h.keptHead == nil {
 		h.mu.Unlock()
 		return nil, errTooManySubscriptions
 	}
-	sh := &shared{h: h, key: key, opening: make(chan struct{})}
-	if h.cfg.ResumeFrames > 0 && key.nonce == 0 {
+	sh := &shared{h: h, key: key, opening: make(chan struct{}), positional: key.ep.positional()}
+	switch {
+	case h.cfg.ResumeFrames <= 0:
+	case sh.positional && (key.nonce == 0 || after > 0):
+		live := key
+		live.nonce = 0
+		sh.token = positionalToken(live)
+	case key.nonce == 0:
 		sh.token = newToken()
 	}
 	// The subscriber is in before the source hears of the subscription,
@@ -159,13 +225,15 @@ func (h *hub) start(key subKey, owner string, header http.Header, init json.RawM
 	h.subs[key] = sh
 	h.mu.Unlock()
 
-	hd, err := key.ep.up.src.open(&openRequest{
+	req := &openRequest{
 		ep:            key.ep,
 		vars:          key.ep.variablesJSON(key.vars),
 		header:        header,
 		init:          init,
 		forwardDigest: key.forwardDigest,
-	}, sh)
+		after:         after,
+	}
+	hd, err := key.ep.up.src.open(req, sh)
 
 	var evicted *shared
 	h.mu.Lock()
@@ -197,6 +265,7 @@ func (h *hub) start(key subKey, owner string, header http.Header, init json.RawM
 	}
 	sh.handle = hd
 	sh.mu.Lock()
+	sh.reset = req.reset
 	ended, endedBy := sh.ended, sh.endedBy
 	sh.mu.Unlock()
 	h.mu.Unlock()
@@ -426,13 +495,19 @@ func (h *hub) close() {
 //
 // A result that is not a GraphQL result is dropped and returned as an error,
 // for the caller to log.
-func (sh *shared) publish(raw []byte) error {
+func (sh *shared) publish(raw []byte, pos uint64) error {
 	cfg := sh.h.cfg
 	limit, byteLimit := uint64(cfg.QueueSize), uint64(cfg.QueueBytes)
-	ev, err := frameEvent(raw, sh.token, sh.nextSeq())
+	seq := sh.nextSeq()
+	id := seq
+	if sh.positional {
+		id = pos
+	}
+	ev, err := frameEvent(raw, sh.token, id)
 	if err != nil {
 		return err
 	}
+	ev.seq, ev.pos = seq, pos
 	now := time.Now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -582,4 +657,16 @@ func (s *subscriber) take(buf []*event) ([]*event, ending) {
 		return buf, sh.endedBy
 	}
 	return buf, ending{}
+}
+
+// positionalToken names the positional subscription of key in event ids:
+// derived from the key, so that every process that serves it, before and
+// after a restart, gives its events the same ids.
+func positionalToken(key subKey) string {
+	d := sha256.New()
+	for _, part := range []string{key.ep.op.name, key.forwardDigest, key.vars} {
+		d.Write([]byte(part))
+		d.Write([]byte{0})
+	}
+	return strings.ToLower(base32.StdEncoding.EncodeToString(d.Sum(nil))[:tokenLen])
 }

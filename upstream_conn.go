@@ -704,7 +704,7 @@ func (c *upConn) read(t Conn, w wire, lastSeen *atomic.Int64, kaSeen, pongSeen *
 		switch m.typ {
 		case w.next:
 			if cs := c.lookup(m.id); cs != nil {
-				if err := cs.r.publish(m.payload); err != nil {
+				if err := cs.r.publish(m.payload, 0); err != nil {
 					c.logs.warn(logBadResult, "bad upstream result", "upstream", c.key.up.label, "operation", cs.op, "err", logText(err))
 				}
 			}

@@ -1,0 +1,450 @@
+package gqlpush_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gqlpush/gqlpush"
+)
+
+// shopSchema is a NATS upstream's schema: its subscription fields name the
+// subjects that feed them.
+const shopSchema = `
+type Query { x: Int }
+enum Status { NEW SHIPPED }
+interface Node { id: ID! }
+type Item { sku: String! qty: Int! }
+type Order implements Node { id: ID! status: Status! total: Float items: [Item!]! }
+type Subscription {
+  orderUpdated(id: ID!): Order! @natsSubscribe(subjects: ["orders.{{ args.id }}.updated"])
+  anyOrder: Order @natsSubscribe(subjects: ["orders.*.updated", "orders.*.created"])
+  orderEvents(id: ID!): Order @natsSubscribe(subjects: ["stream.orders.{{ args.id }}"], stream: "ORDERS")
+}
+`
+
+var shopOperations = map[string]string{
+	"Order":  `subscription ($id: ID!) { shop_orderUpdated(id: $id) { id status items { sku qty } } }`,
+	"Orders": `subscription { o: shop_anyOrder { __typename id } }`,
+	"Seven":  `subscription { shop_orderUpdated(id: 7) { id } }`,
+	"Events": `subscription ($id: ID!) { shop_orderEvents(id: $id) { id status } }`,
+}
+
+// natsServer starts a NATS server, with JetStream, on a loopback port of
+// its own (or port, when not 0), until the test ends.
+func natsServer(t *testing.T, port int) *server.Server {
+	t.Helper()
+	if port == 0 {
+		port = -1
+	}
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(waitTime) {
+		t.Fatal("the NATS server did not start")
+	}
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return ns
+}
+
+// natsGateway serves shopOperations in front of a NATS upstream at url.
+func natsGateway(t *testing.T, url string, edit func(*gqlpush.Config)) *gateway {
+	t.Helper()
+	return gatewayWith(t, gqlpush.Config{
+		Operations: mustParse(t, shopOperations),
+		Upstreams:  []gqlpush.Upstream{{Name: "shop", URL: url, Schema: shopSchema}},
+		Prefix:     "/operations/",
+	}, edit)
+}
+
+// publisher connects to ns to publish, until the test ends.
+func publisher(t *testing.T, ns *server.Server) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// waitNATSSubs waits until the NATS server holds base+n subscriptions of
+// clients.
+func waitNATSSubs(t *testing.T, ns *server.Server, want uint32) {
+	t.Helper()
+	ctx := waitCtx(t)
+	for ns.NumSubscriptions() != want {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the NATS server holds %d subscriptions, want %d", ns.NumSubscriptions(), want)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func TestNATSStream(t *testing.T) {
+	ns := natsServer(t, 0)
+	pub := publisher(t, ns)
+	base := ns.NumSubscriptions()
+	g := natsGateway(t, ns.ClientURL(), nil)
+	c := g.open(t, "/operations/Order?id=7&wg_sse")
+	if f := c.frame(t); f != ":\n\n" {
+		t.Fatalf("first frame %q", f)
+	}
+	waitNATSSubs(t, ns, base+1)
+	// A payload of more than the selection, in another order: the result
+	// is what a GraphQL server would send.
+	pub.Publish("orders.7.updated", []byte(`{"total":9.5,"items":[{"qty":2,"sku":"a","price":3}],"status":"SHIPPED","id":7}`))
+	pub.Publish("orders.8.updated", []byte(`{"id":"8","status":"NEW","items":[]}`)) // another order's subject
+	pub.Publish("orders.7.updated", []byte(`not JSON`))
+	if got, want := normIDs(c.frame(t)), "id: T.0\ndata: "+`{"data":{"shop_orderUpdated":{"id":"7","status":"SHIPPED","items":[{"sku":"a","qty":2}]}}}`+"\n\n"; got != want {
+		t.Fatalf("got  %q\nwant %q", got, want)
+	}
+	if got := normIDs(c.frame(t)); !strings.HasPrefix(got, "id: T.1\ndata: "+`{"data":null,"errors":[{"message":"The payload is not valid JSON`) || !strings.Contains(got, `"path":["shop_orderUpdated"]`) {
+		t.Fatalf("a payload that is not JSON: %q", got)
+	}
+	c.leave()
+	waitNATSSubs(t, ns, base)
+	g.waitIdle(t)
+}
+
+// Identical requests share one NATS subscription; the last client leaving
+// unsubscribes.
+func TestNATSSharing(t *testing.T) {
+	ns := natsServer(t, 0)
+	pub := publisher(t, ns)
+	base := ns.NumSubscriptions()
+	g := natsGateway(t, ns.ClientURL(), nil)
+	a := g.open(t, "/operations/Order?id=7&wg_sse")
+	b := g.open(t, "/operations/Order?wg_variables=%7B%22id%22%3A%227%22%7D&wg_sse")
+	other := g.open(t, "/operations/Order?id=8&wg_sse")
+	for _, c := range []*client{a, b, other} {
+		c.frame(t)
+	}
+	waitNATSSubs(t, ns, base+2)
+	pub.Publish("orders.7.updated", []byte(`{"id":"7","status":"NEW","items":[]}`))
+	for _, c := range []*client{a, b} {
+		if f := c.frame(t); !strings.Contains(f, `"id":"7"`) {
+			t.Fatalf("got %q", f)
+		}
+	}
+	a.leave()
+	b.leave()
+	waitNATSSubs(t, ns, base+1)
+	other.leave()
+	waitNATSSubs(t, ns, base)
+}
+
+// Several subjects, wildcards among them, merge into one stream of results.
+func TestNATSSeveralSubjects(t *testing.T) {
+	ns := natsServer(t, 0)
+	pub := publisher(t, ns)
+	base := ns.NumSubscriptions()
+	g := natsGateway(t, ns.ClientURL(), nil)
+	c := g.open(t, "/operations/Orders?wg_sse")
+	c.frame(t)
+	waitNATSSubs(t, ns, base+2)
+	pub.Publish("orders.1.created", []byte(`{"id":1}`))
+	pub.Flush()
+	pub.Publish("orders.2.updated", []byte(`{"id":2}`))
+	for _, id := range []string{"1", "2"} {
+		if got, want := normIDs(c.frame(t)), `data: {"data":{"o":{"__typename":"Order","id":"`+id+`"}}}`; !strings.Contains(got, want) {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+}
+
+// A value rendered into a subject cannot change its shape: a 400 naming
+// the variable, and nothing subscribed.
+func TestNATSSubjectInjection(t *testing.T) {
+	ns := natsServer(t, 0)
+	base := ns.NumSubscriptions()
+	g := natsGateway(t, ns.ClientURL(), nil)
+	for _, v := range []string{"", "7.8", "*", ">", "a b", "a\tb", "a\nb", "a\x00b", "a\x7fb", "é.x"} {
+		resp, body := g.get(t, http.MethodGet, "/operations/Order?id="+url.QueryEscape(v))
+		msg, code := errorOf(t, body)
+		if resp.StatusCode != http.StatusBadRequest || code != "BAD_USER_INPUT" || !strings.Contains(msg, `variable "id"`) {
+			t.Errorf("id %q: %d %s %q", v, resp.StatusCode, code, msg)
+		}
+	}
+	if n := ns.NumSubscriptions(); n != base {
+		t.Errorf("%d subscriptions on the NATS server, want %d", n, base)
+	}
+	if s := g.h.Stats(); s.Subscriptions != 0 {
+		t.Errorf("%+v", s)
+	}
+}
+
+// An operation that writes the subject's argument as a literal.
+func TestNATSLiteral(t *testing.T) {
+	ns := natsServer(t, 0)
+	pub := publisher(t, ns)
+	base := ns.NumSubscriptions()
+	g := natsGateway(t, ns.ClientURL(), nil)
+	c := g.open(t, "/operations/Seven?wg_sse")
+	c.frame(t)
+	waitNATSSubs(t, ns, base+1)
+	pub.Publish("orders.7.updated", []byte(`{"id":"7"}`))
+	if f := c.frame(t); !strings.Contains(f, `{"data":{"shop_orderUpdated":{"id":"7"}}}`) {
+		t.Fatalf("got %q", f)
+	}
+}
+
+func TestNATSConfigErrors(t *testing.T) {
+	op := func(src string) []*gqlpush.Operation { return mustParse(t, map[string]string{"Op": src}) }
+	for _, tt := range []struct {
+		name   string
+		schema string
+		ops    []*gqlpush.Operation
+		want   string
+	}{
+		{"no directive", `type Query { x: Int } type Subscription { a: Int }`, op(`subscription { shop_a }`), "schema:1:43: subscription field a of a NATS upstream has no @natsSubscribe"},
+		{"unknown argument", "type Query { x: Int }\ntype Subscription { a(id: ID): Int @natsSubscribe(subjects: [\"a.{{ args.nope }}\"]) }", op(`subscription { shop_a }`), `schema:2:63: @natsSubscribe on a: subject "a.{{ args.nope }}": the field has no argument "nope"`},
+		{"a bad subject", "type Query { x: Int }\ntype Subscription { a: Int @natsSubscribe(subjects: [\"a..b\"]) }", op(`subscription { shop_a }`), "has an empty token"},
+		{"argument not given", "type Query { x: Int }\ntype Subscription { a(id: ID): Int @natsSubscribe(subjects: [\"a.{{ args.id }}\"]) }", op(`subscription { shop_a }`), `Op.graphql:1:16: argument id is not given`},
+		{"a literal that changes the subject", "type Query { x: Int }\ntype Subscription { a(id: ID): Int @natsSubscribe(subjects: [\"a.{{ args.id }}\"]) }", op(`subscription { shop_a(id: "x.y") }`), `Op.graphql:1:28: argument id renders the NATS subject "a.{{ args.id }}": it holds '.', which subjects reserve`},
+		{"no schema", "", op(`subscription { shop_a }`), "Schema is required for a NATS upstream"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := gqlpush.NewHandler(gqlpush.Config{
+				Operations: tt.ops,
+				Upstreams:  []gqlpush.Upstream{{Name: "shop", URL: "nats://user:secret@127.0.0.1:1", Schema: tt.schema}},
+			})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("the error shows the URL's password: %v", err)
+			}
+		})
+	}
+	// The directive on a GraphQL server's schema means nothing.
+	_, err := gqlpush.NewHandler(gqlpush.Config{
+		Operations: op(`subscription { gql_a }`),
+		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: "ws://127.0.0.1:1/graphql", Schema: "type Query { x: Int }\ntype Subscription { a: Int @natsSubscribe(subjects: [\"a\"]) }"}},
+	})
+	var ce *gqlpush.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "Schema" || !strings.Contains(err.Error(), "schema:2:29: @natsSubscribe is for the fields of NATS upstreams") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// NATS lost under open streams: they stay open while nats.go reconnects,
+// and get results again after.
+func TestNATSRestartUnderStreams(t *testing.T) {
+	ns := natsServer(t, 0)
+	port := ns.Addr().(*net.TCPAddr).Port
+	g := natsGateway(t, ns.ClientURL(), nil)
+	c := g.open(t, "/operations/Order?id=7&wg_sse")
+	c.frame(t)
+	waitStats(t, g.h, "connected to NATS", func(s gqlpush.Stats) bool { return s.UpstreamConns == 1 })
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	waitStats(t, g.h, "NATS lost", func(s gqlpush.Stats) bool { return s.UpstreamConns == 0 })
+	again := natsServer(t, port) // the same address again
+	waitStats(t, g.h, "connected again", func(s gqlpush.Stats) bool { return s.UpstreamConns == 1 })
+	pub := publisher(t, again)
+	// nats.go makes its subscriptions again on reconnect; publish until one
+	// arrives, as the moment it is back is not told.
+	got := make(chan string, 1)
+	go func() {
+		f, err := readFrame(c.br)
+		if err == nil {
+			got <- f
+		}
+	}()
+	ctx := waitCtx(t)
+	for {
+		pub.Publish("orders.7.updated", []byte(`{"id":"7","status":"NEW","items":[]}`))
+		select {
+		case f := <-got:
+			if !strings.Contains(f, `"id":"7"`) {
+				t.Fatalf("got %q", f)
+			}
+			return
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("no result after NATS came back")
+		}
+	}
+}
+
+// NATS unreachable from the start: the handler starts, and streams wait,
+// then end with UPSTREAM_UNAVAILABLE at the reconnect limit.
+func TestNATSUnreachable(t *testing.T) {
+	ln := newLocalListener(t)
+	addr := ln.Addr().String()
+	ln.Close() // nobody listens there
+	g := natsGateway(t, "nats://"+addr, func(cfg *gqlpush.Config) { cfg.ReconnectLimit = 300 * time.Millisecond })
+	c := g.open(t, "/operations/Order?id=7&wg_sse")
+	c.frame(t)
+	if rest := c.rest(t); !strings.Contains(rest, "UPSTREAM_UNAVAILABLE") || !strings.HasSuffix(rest, "event: complete\ndata: \n\n") {
+		t.Fatalf("got %q", rest)
+	}
+}
+
+// JetStream: ids are the stream's sequences, and a client that comes back
+// with the id of its last event gets what it missed, from the stream, even
+// from a new handler.
+func TestJetStreamResume(t *testing.T) {
+	ns := natsServer(t, 0)
+	js, _ := ordersStream(t, ns, 0)
+	g := natsGateway(t, ns.ClientURL(), nil)
+	c := g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	last := lastIDOf(t, firstResult(t, c, func() { jsPublish(t, js, "7", "NEW") }))
+	token, _, _ := strings.Cut(last, ".")
+	c.leave()
+	g.waitIdle(t)
+	jsPublish(t, js, "8", "NEW")
+	shipped := jsPublish(t, js, "7", "SHIPPED")
+	jsPublish(t, js, "7", "NEW")
+	// A new handler: the ids are the stream's, good in any process.
+	g2 := natsGateway(t, ns.ClientURL(), nil)
+	c2, _ := g2.openWith(t, g2.srv.URL+"/operations/Events?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
+	if f := c2.frame(t); f != ":\n\n" {
+		t.Fatalf("first frame %q", f)
+	}
+	for i, want := range []string{`"status":"SHIPPED"`, `"status":"NEW"`} {
+		f := c2.frame(t)
+		if !strings.Contains(f, want) || !strings.HasPrefix(f, "id: "+token+".") {
+			t.Fatalf("resumed with %q, want %s under token %s", f, want, token)
+		}
+		if i == 0 && lastIDOf(t, f) != fmt.Sprintf("%s.%d", token, shipped) {
+			t.Fatalf("id %s, want the stream's sequence %d", lastIDOf(t, f), shipped)
+		}
+	}
+}
+
+func lastIDOf(t *testing.T, frame string) string {
+	t.Helper()
+	id, _, ok := strings.Cut(strings.TrimPrefix(frame, "id: "), "\n")
+	if !ok || !strings.HasPrefix(frame, "id: ") {
+		t.Fatalf("no id in %q", frame)
+	}
+	return id
+}
+
+// gatewayWith serves cfg on loopback, at /operations/; edit may change it.
+func gatewayWith(t *testing.T, cfg gqlpush.Config, edit func(*gqlpush.Config)) *gateway {
+	t.Helper()
+	if edit != nil {
+		edit(&cfg)
+	}
+	h, err := gqlpush.NewHandler(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/operations/", h)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+		defer cancel()
+		if err := h.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		srv.Close()
+	})
+	return &gateway{h: h, srv: srv}
+}
+
+// An id older than what the stream holds gets event: reset first, then the
+// live results.
+func TestJetStreamResumeOutsideRetention(t *testing.T) {
+	ns := natsServer(t, 0)
+	js, _ := ordersStream(t, ns, 2) // keeps the last 2 messages
+	publish := func(status string) { jsPublish(t, js, "7", status) }
+	g := natsGateway(t, ns.ClientURL(), nil)
+	c := g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	last := lastIDOf(t, firstResult(t, c, func() { publish("NEW") }))
+	c.leave()
+	g.waitIdle(t)
+	for range 3 {
+		publish("NEW") // what followed last is gone from the stream
+	}
+	c2, _ := g.openWith(t, g.srv.URL+"/operations/Events?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
+	if f := c2.frame(t); f != ":\n\n" {
+		t.Fatalf("first frame %q", f)
+	}
+	if f := c2.frame(t); f != "event: reset\ndata: \n\n" {
+		t.Fatalf("want the reset, got %q", f)
+	}
+	// Then only what comes next.
+	if f := firstResult(t, c2, func() { publish("SHIPPED") }); !strings.Contains(f, `"SHIPPED"`) {
+		t.Fatalf("after the reset: %q", f)
+	}
+}
+
+// ordersStream creates the ORDERS stream on ns, keeping maxMsgs messages
+// (0: no limit), and returns a JetStream client of it.
+func ordersStream(t *testing.T, ns *server.Server, maxMsgs int64) (jetstream.JetStream, context.Context) {
+	t.Helper()
+	js, err := jetstream.New(publisher(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := waitCtx(t)
+	cfg := jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"stream.orders.>"}}
+	if maxMsgs > 0 {
+		cfg.MaxMsgs = maxMsgs
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return js, ctx
+}
+
+func jsPublish(t *testing.T, js jetstream.JetStream, id, status string) uint64 {
+	t.Helper()
+	ack, err := js.Publish(waitCtx(t), "stream.orders."+id, []byte(`{"id":"`+id+`","status":"`+status+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// firstResult publishes until c reads a frame, and returns it: a JetStream
+// consumer starts with what comes after it is made, a moment after the
+// stream has opened, which nothing tells.
+func firstResult(t *testing.T, c *client, publish func()) string {
+	t.Helper()
+	got := make(chan string, 1)
+	go func() {
+		f, err := readFrame(c.br)
+		if err == nil {
+			got <- f
+		}
+	}()
+	ctx := waitCtx(t)
+	for {
+		publish()
+		select {
+		case f := <-got:
+			return f
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("nothing arrived")
+			return ""
+		}
+	}
+}

@@ -1,0 +1,583 @@
+package gqlpush
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// A natsUpstream is what a NATS upstream is made of: a connection, given or
+// to dial, and the subjects of its subscription fields.
+type natsUpstream struct {
+	conn   *nats.Conn // given; nil when gqlpush dials url
+	url    string     // as given: may hold credentials
+	opts   []nats.Option
+	fields map[string]*natsField // by the field's name upstream
+}
+
+// isNATSUpstream reports an upstream whose results come from NATS: one with
+// a connection, or a nats:// or tls:// URL (or a list of them).
+func isNATSUpstream(u Upstream) bool {
+	if u.NATS != nil {
+		return true
+	}
+	scheme, _, _ := strings.Cut(u.URL, "://")
+	scheme = strings.ToLower(scheme)
+	return scheme == "nats" || scheme == "tls"
+}
+
+// resolveNATSUpstream checks an Upstream that is a NATS upstream.
+func resolveNATSUpstream(u Upstream, bad func(field string, kind error, detail string) error) (*upstream, error) {
+	for field, set := range map[string]bool{
+		"Protocol": u.Protocol != "", "Header": u.Header != nil, "InitPayload": u.InitPayload != nil,
+		"InitPayloadFunc": u.InitPayloadFunc != nil, "ForwardHeaders": len(u.ForwardHeaders) > 0, "Dialer": u.Dialer != nil,
+	} {
+		if set {
+			return nil, bad(field, ErrConflict, "is for GraphQL upstreams; this one is a NATS upstream")
+		}
+	}
+	r := &upstream{name: u.Name, label: u.Name, nats: &natsUpstream{conn: u.NATS, url: u.URL, opts: u.NATSOptions}}
+	if u.NATS == nil {
+		// nats.go takes a comma-separated list of servers; each must be
+		// a nats:// or tls:// URL with a host.
+		for _, raw := range strings.Split(u.URL, ",") {
+			pu, err := url.Parse(strings.TrimSpace(raw))
+			if err != nil || pu.Host == "" || (pu.Scheme != "nats" && pu.Scheme != "tls") {
+				return nil, bad("URL", ErrInvalid, "is not a list of nats:// or tls:// URLs with a host")
+			}
+			if r.label == "" {
+				r.label = pu.Host // host only: the URL may hold credentials
+			}
+		}
+	} else if r.label == "" {
+		r.label = "nats"
+	}
+	if u.Schema == "" {
+		return nil, bad("Schema", ErrRequired, "is required for a NATS upstream: its subscription fields name their subjects")
+	}
+	schema, err := parseUpstreamSchema(u.Name, u.Schema+natsSubscribeSDL)
+	if err != nil {
+		return nil, bad("Schema", ErrInvalid, err.Error())
+	}
+	r.schema = schema
+	if r.nats.fields, err = parseNATSFields(schema.types); err != nil {
+		return nil, bad("Schema", ErrInvalid, err.Error())
+	}
+	return r, nil
+}
+
+// natsPendingMsgs and natsPendingBytes bound what nats.go buffers for one
+// subscription before it drops messages and reports a slow consumer.
+const (
+	natsPendingMsgs  = 64 << 10
+	natsPendingBytes = 16 << 20
+)
+
+// A natsSource is the source of a NATS upstream: its subscriptions are core
+// NATS subscriptions, or JetStream ordered consumers for fields with a
+// stream, whose messages are completed into GraphQL results. nats.go
+// reconnects on its own; the source watches the connection, and ends its
+// subscriptions when it has been down past the reconnect limit.
+type natsSource struct {
+	cfg  *Config
+	up   *upstream
+	logs *logSampler
+
+	once  sync.Once
+	ready chan struct{} // closed once nc and js are set, or the connect failed
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	owned bool          // gqlpush dialled nc, and closes it
+	dead  error         // set before ready closes when no connection can be had
+	wake  chan struct{} // cap 1: the monitor looks again at what it watches
+
+	ctx    context.Context // ends with close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the monitor and the subscriptions' openers
+
+	mu      sync.Mutex
+	closed  bool
+	down    bool // the connection is not up
+	subs    map[*natsSub]struct{}
+	bySub   map[*nats.Subscription]*natsSub // core subscriptions, for nats.go's errors
+	limitAt time.Time                       // when the subscriptions end if still down
+}
+
+var _ source = (*natsSource)(nil)
+
+func newNATSSource(cfg *Config, up *upstream) *natsSource {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &natsSource{
+		cfg: cfg, up: up, logs: newLogSampler(cfg.Logger),
+		ready: make(chan struct{}), wake: make(chan struct{}, 1),
+		ctx: ctx, cancel: cancel,
+		subs: make(map[*natsSub]struct{}), bySub: make(map[*nats.Subscription]*natsSub),
+	}
+}
+
+// A natsSub is one subscription of a natsSource: the handle the source
+// returns from open.
+type natsSub struct {
+	src      *natsSource
+	r        receiver
+	b        *natsBinding
+	op       string
+	vars     map[string]any
+	subjects []string
+	after    uint64 // JetStream: start after this stream sequence; 0 for new messages
+
+	mu   sync.Mutex // one delivery at a time, whatever subject it came on
+	done bool       // closed or ended: nothing more is delivered
+	buf  []byte     // the completed result, reused
+	core []*nats.Subscription
+	cc   jetstream.ConsumeContext
+}
+
+var _ handle = (*natsSub)(nil)
+
+// open subscribes to the subjects of req's field, rendered with its
+// variables. The subscription is made as soon as the connection is there,
+// in a goroutine of the source: open does not wait for the network, except
+// for a replay (req.after), which asks the stream first where it starts.
+func (s *natsSource) open(req *openRequest, r receiver) (handle, error) {
+	var vars map[string]any
+	if len(req.vars) > 0 {
+		v, err := decodeJSON(string(req.vars))
+		if err != nil {
+			return nil, err
+		}
+		vars, _ = v.(map[string]any)
+	}
+	subjects, err := req.ep.nats.subjects(vars)
+	if err != nil {
+		return nil, badInput(err.Error())
+	}
+	ns := &natsSub{src: s, r: r, b: req.ep.nats, op: req.ep.op.name, vars: vars, subjects: subjects}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errClosed
+	}
+	s.once.Do(s.startMonitor) // under the lock: close waits for what it starts
+	s.mu.Unlock()
+	if req.after > 0 {
+		if req.reset, err = s.replayFrom(req.ep.nats.field.stream, req.after); err != nil {
+			return nil, err
+		}
+		if !req.reset {
+			ns.after = req.after
+		}
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errClosed
+	}
+	s.subs[ns] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.signal()
+	go ns.subscribe()
+	return ns, nil
+}
+
+// replayFrom asks the stream whether it still holds what followed after:
+// reset is true when its first message is past after+1 (something that
+// followed may be gone), or when the stream cannot be asked in time.
+func (s *natsSource) replayFrom(stream string, after uint64) (reset bool, err error) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+	defer cancel()
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return true, nil
+	}
+	if s.dead != nil {
+		return true, nil
+	}
+	st, err := s.js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false, refuse(probUpstreamGone, "the NATS stream "+stream+" does not exist")
+	}
+	if err != nil {
+		return true, nil
+	}
+	return after+1 < st.CachedInfo().State.FirstSeq, nil
+}
+
+func (s *natsSource) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// subscribe makes the subscription once the connection is there; for a
+// stream, it creates its ordered consumer, again until it can or the
+// subscription ends.
+func (ns *natsSub) subscribe() {
+	s := ns.src
+	defer s.wg.Done()
+	select {
+	case <-s.ready:
+	case <-s.ctx.Done():
+		return
+	}
+	if s.dead != nil {
+		ns.fail(endWith(probUpstreamGone, "NATS unavailable"), "NATS connection refused", s.dead)
+		return
+	}
+	if stream := ns.b.field.stream; stream != "" {
+		ns.consume(stream)
+		return
+	}
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	for _, subj := range ns.subjects {
+		if ns.done {
+			return
+		}
+		sub, err := s.nc.Subscribe(subj, ns.onMsg)
+		if err == nil {
+			err = sub.SetPendingLimits(natsPendingMsgs, natsPendingBytes)
+		}
+		if err != nil {
+			ns.mu.Unlock()
+			ns.fail(endWith(probUpstreamGone, "the NATS subscription failed"), "NATS subscription failed", err)
+			ns.mu.Lock()
+			return
+		}
+		ns.core = append(ns.core, sub)
+		s.mu.Lock()
+		s.bySub[sub] = ns
+		s.mu.Unlock()
+	}
+}
+
+// consume creates the subscription's ordered consumer on stream, retrying
+// while the connection is down, and consumes it.
+func (ns *natsSub) consume(stream string) {
+	s := ns.src
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: ns.subjects, DeliverPolicy: jetstream.DeliverNewPolicy}
+	if ns.after > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, ns.after+1
+	}
+	wait := backoffMin
+	for {
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+		cons, err := s.js.OrderedConsumer(ctx, stream, cfg)
+		cancel()
+		if err == nil {
+			ns.mu.Lock()
+			if !ns.done {
+				ns.cc, err = cons.Consume(ns.onJSMsg, jetstream.ConsumeErrHandler(ns.onJSError))
+			}
+			ns.mu.Unlock()
+		}
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			ns.fail(endWith(probUpstreamGone, "the NATS stream "+stream+" does not exist"), "NATS stream not found", err)
+			return
+		}
+		if s.ctx.Err() != nil || ns.isDone() {
+			return
+		}
+		s.logs.warn(logFailed, "creating a JetStream consumer failed; retrying", "upstream", s.up.label, "operation", ns.op, "err", logText(err))
+		select {
+		case <-time.After(rand.N(wait) + time.Millisecond):
+		case <-s.ctx.Done():
+			return
+		}
+		wait = min(2*wait, backoffMax)
+	}
+}
+
+func (ns *natsSub) onMsg(m *nats.Msg) { ns.deliver(m.Data, 0) }
+
+func (ns *natsSub) onJSMsg(m jetstream.Msg) {
+	var pos uint64
+	if meta, err := m.Metadata(); err == nil {
+		pos = meta.Sequence.Stream
+	}
+	ns.deliver(m.Data(), pos)
+}
+
+// onJSError hears of the ordered consumer's troubles. It recreates itself
+// after a reconnect or a missed heartbeat; a stream that is gone, or a
+// consumer the server deleted and could not recreate, ends the
+// subscription.
+func (ns *natsSub) onJSError(_ jetstream.ConsumeContext, err error) {
+	if ns.src.ctx.Err() == nil && (errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted)) {
+		ns.fail(endWith(probUpstreamGone, "the NATS stream "+ns.b.field.stream+" is gone"), "NATS stream gone", err)
+	}
+}
+
+// deliver completes a message's payload into a result and publishes it.
+func (ns *natsSub) deliver(payload []byte, pos uint64) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.done {
+		return
+	}
+	ns.buf = ns.b.complete.appendComplete(ns.buf[:0], payload, ns.vars)
+	if err := ns.r.publish(ns.buf, pos); err != nil {
+		ns.src.logs.warn(logBadResult, "a NATS message completed to no result", "upstream", ns.src.up.label, "operation", ns.op, "err", logText(err))
+	}
+	if cap(ns.buf) > shrinkAbove {
+		ns.buf = nil // one large message does not keep its buffer
+	}
+}
+
+func (ns *natsSub) isDone() bool {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	return ns.done
+}
+
+// stop takes the subscription off NATS, once; it reports whether this call
+// did.
+func (ns *natsSub) stop() bool {
+	ns.mu.Lock()
+	if ns.done {
+		ns.mu.Unlock()
+		return false
+	}
+	ns.done = true
+	core, cc := ns.core, ns.cc
+	ns.core, ns.cc = nil, nil
+	ns.mu.Unlock()
+	s := ns.src
+	s.mu.Lock()
+	delete(s.subs, ns)
+	for _, sub := range core {
+		delete(s.bySub, sub)
+	}
+	s.mu.Unlock()
+	for _, sub := range core {
+		sub.Unsubscribe()
+	}
+	if cc != nil {
+		cc.Stop()
+	}
+	return true
+}
+
+// close is the handle's: its opener is done with it.
+func (ns *natsSub) close() { ns.stop() }
+
+// fail ends the subscription for a reason its receiver is told, and logs
+// it.
+func (ns *natsSub) fail(e ending, what string, err error) {
+	if !ns.stop() {
+		return
+	}
+	ns.src.logs.warn(logLost, what, "upstream", ns.src.up.label, "operation", ns.op, "err", logText(err))
+	ns.r.end(e)
+}
+
+// startMonitor starts the goroutine that connects, when gqlpush dials, and
+// watches the connection.
+func (s *natsSource) startMonitor() {
+	s.wg.Add(1)
+	go s.monitor()
+}
+
+// monitor owns the connection's watch: it connects (nats.go retries the
+// first connect and every reconnect on its own), then follows its status,
+// and ends every subscription when the connection has been down for the
+// reconnect limit.
+func (s *natsSource) monitor() {
+	defer s.wg.Done()
+	defer s.logs.close()
+	nc, err := s.connect()
+	if err != nil {
+		s.dead = err
+		s.cfg.Logger.Warn("NATS connection refused for good", "upstream", s.up.label, "err", logText(err))
+		close(s.ready)
+		return
+	}
+	s.nc = nc
+	s.js, _ = jetstream.New(nc) // no error without options
+	close(s.ready)
+	status := nc.StatusChanged()
+	defer nc.RemoveStatusListener(status)
+	s.mu.Lock()
+	s.down = true // so that the first look tells the Observer it is up
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		up := !s.down
+		s.mu.Unlock()
+		if up {
+			s.cfg.Observer.upstreamDisconnected(s.up.label, nil)
+		}
+	}()
+	var limit <-chan time.Time
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	watch := func() {
+		down := nc.Status() != nats.CONNECTED
+		s.mu.Lock()
+		was := s.down
+		s.down = down
+		n := len(s.subs)
+		s.mu.Unlock()
+		if down != was {
+			if down {
+				s.cfg.Observer.upstreamDisconnected(s.up.label, errNATSDown)
+				s.logs.warn(logLost, "NATS connection lost", "upstream", s.up.label)
+			} else {
+				s.cfg.Observer.upstreamConnected(s.up.label, 0)
+				s.cfg.Logger.Info("NATS connected", "upstream", s.up.label)
+			}
+		}
+		switch {
+		case down && n > 0 && limit == nil:
+			wait := max(s.cfg.ReconnectLimit, 0)
+			timer = time.NewTimer(wait)
+			limit = timer.C
+		case !down && limit != nil:
+			timer.Stop()
+			limit = nil
+		}
+	}
+	watch()
+	for {
+		select {
+		case <-status:
+			watch()
+		case <-s.wake:
+			watch()
+		case <-limit:
+			limit = nil
+			s.expire()
+			watch()
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+var errNATSDown = errors.New("NATS connection lost")
+
+// expire ends every subscription: the connection has been down for the
+// reconnect limit.
+func (s *natsSource) expire() {
+	s.mu.Lock()
+	subs := make([]*natsSub, 0, len(s.subs))
+	for ns := range s.subs {
+		subs = append(subs, ns)
+	}
+	s.mu.Unlock()
+	if len(subs) > 0 {
+		s.cfg.Logger.Warn("NATS unavailable, ending its streams", "upstream", s.up.label)
+	}
+	for _, ns := range subs {
+		if ns.stop() {
+			ns.r.end(endUpstreamGone)
+		}
+	}
+}
+
+// connect dials the upstream's URL, or takes the connection it was given
+// and hears of its errors.
+func (s *natsSource) connect() (*nats.Conn, error) {
+	n := s.up.nats
+	if n.conn != nil {
+		prev := n.conn.ErrorHandler()
+		n.conn.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+			s.asyncError(sub, err)
+			if prev != nil {
+				prev(c, sub, err)
+			}
+		})
+		return n.conn, nil
+	}
+	opts := append([]nats.Option{
+		nats.Name("gqlpush"),
+		nats.Timeout(s.cfg.AckTimeout),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		// gqlpush only subscribes: little is ever buffered to publish.
+		nats.ReconnectBufSize(64 << 10),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) { s.asyncError(sub, err) }),
+	}, n.opts...)
+	nc, err := nats.Connect(n.url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	s.owned = true
+	return nc, nil
+}
+
+// asyncError hears of a subscription's trouble from nats.go: a slow
+// consumer (messages dropped) or a permission refused end it with an error
+// its clients see.
+func (s *natsSource) asyncError(sub *nats.Subscription, err error) {
+	if sub == nil {
+		return
+	}
+	s.mu.Lock()
+	ns := s.bySub[sub]
+	s.mu.Unlock()
+	if ns == nil {
+		return
+	}
+	switch {
+	case errors.Is(err, nats.ErrSlowConsumer):
+		ns.fail(endWith(probUpstreamGone, "NATS dropped messages of this subscription: it fell behind"), "NATS slow consumer", err)
+	case errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation"):
+		ns.fail(endWith(probUpstreamGone, "NATS refused the subscription: permissions violation"), "NATS permissions violation", err)
+	}
+}
+
+// close ends every subscription with the shutdown end, closes the
+// connection gqlpush dialled, and waits for the source's goroutines.
+func (s *natsSource) close(context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	subs := make([]*natsSub, 0, len(s.subs))
+	for ns := range s.subs {
+		subs = append(subs, ns)
+	}
+	s.mu.Unlock()
+	for _, ns := range subs {
+		if ns.stop() {
+			ns.r.end(endShutdown)
+		}
+	}
+	// Every goroutine of the source ends with its context, at once: none
+	// waits on the network past it.
+	s.cancel()
+	s.wg.Wait()
+	if s.owned {
+		s.nc.Close()
+	}
+	return nil
+}
+
+// conns reports one connection once the source has one.
+func (s *natsSource) conns() int {
+	select {
+	case <-s.ready:
+		if s.dead == nil && s.nc.Status() == nats.CONNECTED {
+			return 1
+		}
+	default:
+	}
+	return 0
+}
