@@ -27,3 +27,13 @@ func (h *Handler) OpenUpstream(name, vars, digest string, r Recorder) (close fun
 	}
 	return hd.close, nil
 }
+
+// SetNATSPendingLimits sets how much nats.go buffers for each core
+// subscription of the handler's NATS upstreams, before any is made.
+func (h *Handler) SetNATSPendingLimits(msgs, bytes int) {
+	for _, src := range h.sources {
+		if ns, ok := src.(*natsSource); ok {
+			ns.pendingMsgs, ns.pendingBytes = msgs, bytes
+		}
+	}
+}

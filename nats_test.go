@@ -27,7 +27,9 @@ enum Status { NEW SHIPPED }
 interface Node { id: ID! }
 type Item { sku: String! qty: Int! }
 type Order implements Node { id: ID! status: Status! total: Float items: [Item!]! }
+union Change = Order | Item
 type Subscription {
+  changes: Change @natsSubscribe(subjects: ["changes"])
   orderUpdated(id: ID!): Order! @natsSubscribe(subjects: ["orders.{{ args.id }}.updated"])
   anyOrder: Order @natsSubscribe(subjects: ["orders.*.updated", "orders.*.created"])
   orderEvents(id: ID!): Order @natsSubscribe(subjects: ["stream.orders.{{ args.id }}"], stream: "ORDERS")
@@ -39,6 +41,8 @@ var shopOperations = map[string]string{
 	"Orders": `subscription { o: shop_anyOrder { __typename id } }`,
 	"Seven":  `subscription { shop_orderUpdated(id: 7) { id } }`,
 	"Events": `subscription ($id: ID!) { shop_orderEvents(id: $id) { id status } }`,
+	"Changes": `subscription { c: shop_changes { __typename ... on Order { id st: status } ...item } }
+fragment item on Item { sku }`,
 }
 
 // natsServer starts a NATS server, with JetStream, on a loopback port of
@@ -447,4 +451,92 @@ func firstResult(t *testing.T, c *client, publish func()) string {
 			return ""
 		}
 	}
+}
+
+// A union's member is the one the payload's __typename names; a payload
+// that names none is a field error, and the stream goes on.
+func TestNATSUnion(t *testing.T) {
+	ns := natsServer(t, 0)
+	pub := publisher(t, ns)
+	base := ns.NumSubscriptions()
+	g := natsGateway(t, ns.ClientURL(), nil)
+	c := g.open(t, "/operations/Changes?wg_sse")
+	c.frame(t)
+	waitNATSSubs(t, ns, base+1)
+	for _, m := range []string{
+		`{"__typename":"Item","sku":"a","qty":1}`,
+		`{"__typename":"Order","id":1,"status":"NEW","items":[]}`,
+		`{"id":"1"}`,
+		`{"__typename":"Node","id":"1"}`,
+		`{"__typename":"Order","id":1,"status":"LOST"}`,
+	} {
+		pub.Publish("changes", []byte(m))
+	}
+	for i, want := range []string{
+		`{"data":{"c":{"__typename":"Item","sku":"a"}}}`,
+		`{"data":{"c":{"__typename":"Order","id":"1","st":"NEW"}}}`,
+		`{"data":{"c":null},"errors":[{"message":"Could not determine the concrete type of field Subscription.shop_changes of union type Change: the value has no \"__typename\" string member","path":["c"]}]}`,
+		`{"data":{"c":null},"errors":[{"message":"Could not determine the concrete type of field Subscription.shop_changes: __typename \"Node\" is not a possible type of union type Change","path":["c"]}]}`,
+		`{"data":{"c":null},"errors":[{"message":"Enum \"Status\" cannot represent value: \"LOST\"","path":["c","st"]}]}`,
+	} {
+		if got := normIDs(c.frame(t)); got != fmt.Sprintf("id: T.%d\ndata: %s\n\n", i, want) {
+			t.Errorf("message %d: got %q\nwant data: %s", i, got, want)
+		}
+	}
+}
+
+// Core NATS results resume from the in-memory window, as a GraphQL
+// upstream's do.
+func TestNATSResumeFromWindow(t *testing.T) {
+	ns := natsServer(t, 0)
+	pub := publisher(t, ns)
+	base := ns.NumSubscriptions()
+	g := natsGateway(t, ns.ClientURL(), nil)
+	a := g.open(t, "/operations/Order?id=7&wg_sse")
+	b := g.open(t, "/operations/Order?id=7&wg_sse") // holds the subscription while a is away
+	a.frame(t)
+	b.frame(t)
+	waitNATSSubs(t, ns, base+1)
+	order := func(status string) []byte { return []byte(`{"id":"7","status":"` + status + `","items":[]}`) }
+	pub.Publish("orders.7.updated", order("NEW"))
+	last := lastIDOf(t, a.frame(t))
+	b.frame(t)
+	a.leave()
+	pub.Publish("orders.7.updated", order("SHIPPED"))
+	pub.Publish("orders.7.updated", order("NEW"))
+	b.frame(t)
+	b.frame(t) // both are in the window now
+	a2, _ := g.openWith(t, g.srv.URL+"/operations/Order?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
+	a2.frame(t)
+	for _, want := range []string{"SHIPPED", "NEW"} {
+		if f := a2.frame(t); !strings.Contains(f, `"status":"`+want+`"`) {
+			t.Fatalf("resumed with %q, want %s", f, want)
+		}
+	}
+}
+
+// wg_subscribe_once answers with the first message's result, and leaves
+// no subscription behind.
+func TestNATSSubscribeOnce(t *testing.T) {
+	ns := natsServer(t, 0)
+	pub := publisher(t, ns)
+	base := ns.NumSubscriptions()
+	g := natsGateway(t, ns.ClientURL(), nil)
+	type answer struct {
+		status int
+		body   string
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, body := g.get(t, http.MethodGet, "/operations/Order?id=7&wg_subscribe_once=true")
+		got <- answer{resp.StatusCode, body}
+	}()
+	waitNATSSubs(t, ns, base+1)
+	pub.Publish("orders.7.updated", []byte(`{"id":"7","status":"NEW","items":[],"total":1}`))
+	a := <-got
+	if a.status != http.StatusOK || a.body != `{"data":{"shop_orderUpdated":{"id":"7","status":"NEW","items":[]}}}` {
+		t.Fatalf("%d %q", a.status, a.body)
+	}
+	waitNATSSubs(t, ns, base)
+	g.waitIdle(t)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -75,7 +77,7 @@ func resolveNATSUpstream(u Upstream, bad func(field string, kind error, detail s
 }
 
 // natsPendingMsgs and natsPendingBytes bound what nats.go buffers for one
-// subscription before it drops messages and reports a slow consumer.
+// core subscription before it drops messages and reports a slow consumer.
 const (
 	natsPendingMsgs  = 64 << 10
 	natsPendingBytes = 16 << 20
@@ -95,9 +97,12 @@ type natsSource struct {
 	ready chan struct{} // closed once nc and js are set, or the connect failed
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	owned bool          // gqlpush dialled nc, and closes it
-	dead  error         // set before ready closes when no connection can be had
-	wake  chan struct{} // cap 1: the monitor looks again at what it watches
+	owned bool // gqlpush dialled nc, and closes it
+	// pending bounds a core subscription: natsPendingMsgs and
+	// natsPendingBytes, but for tests.
+	pendingMsgs, pendingBytes int
+	dead                      error         // set before ready closes when no connection can be had
+	wake                      chan struct{} // cap 1: the monitor looks again at what it watches
 
 	ctx    context.Context // ends with close
 	cancel context.CancelFunc
@@ -117,6 +122,7 @@ func newNATSSource(cfg *Config, up *upstream) *natsSource {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &natsSource{
 		cfg: cfg, up: up, logs: newLogSampler(cfg.Logger),
+		pendingMsgs: natsPendingMsgs, pendingBytes: natsPendingBytes,
 		ready: make(chan struct{}), wake: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel,
 		subs: make(map[*natsSub]struct{}), bySub: make(map[*nats.Subscription]*natsSub),
@@ -133,6 +139,7 @@ type natsSub struct {
 	vars     map[string]any
 	subjects []string
 	after    uint64 // JetStream: start after this stream sequence; 0 for new messages
+	checking bool   // JetStream: whether its stream is there is being asked; under src.mu
 
 	mu   sync.Mutex // one delivery at a time, whatever subject it came on
 	done bool       // closed or ended: nothing more is delivered
@@ -247,7 +254,7 @@ func (ns *natsSub) subscribe() {
 		}
 		sub, err := s.nc.Subscribe(subj, ns.onMsg)
 		if err == nil {
-			err = sub.SetPendingLimits(natsPendingMsgs, natsPendingBytes)
+			err = sub.SetPendingLimits(s.pendingMsgs, s.pendingBytes)
 		}
 		if err != nil {
 			ns.mu.Unlock()
@@ -313,12 +320,38 @@ func (ns *natsSub) onJSMsg(m jetstream.Msg) {
 }
 
 // onJSError hears of the ordered consumer's troubles. It recreates itself
-// after a reconnect or a missed heartbeat; a stream that is gone, or a
-// consumer the server deleted and could not recreate, ends the
-// subscription.
+// when its consumer is deleted or its heartbeats stop, and goes on trying
+// while the stream is missing; so on those, the source asks whether the
+// stream is still there, and ends the subscription when it is not. nats.go
+// calls it under the consumer's lock: the question is asked apart.
 func (ns *natsSub) onJSError(_ jetstream.ConsumeContext, err error) {
-	if ns.src.ctx.Err() == nil && (errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted)) {
-		ns.fail(endWith(probUpstreamGone, "the NATS stream "+ns.b.field.stream+" is gone"), "NATS stream gone", err)
+	if !errors.Is(err, jetstream.ErrConsumerDeleted) && !errors.Is(err, jetstream.ErrNoHeartbeat) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return
+	}
+	s := ns.src
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || ns.checking {
+		return
+	}
+	ns.checking = true
+	s.wg.Add(1)
+	go ns.checkStream()
+}
+
+// checkStream ends the subscription if its stream is gone.
+func (ns *natsSub) checkStream() {
+	s := ns.src
+	defer s.wg.Done()
+	stream := ns.b.field.stream
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+	_, err := s.js.Stream(ctx, stream)
+	cancel()
+	s.mu.Lock()
+	ns.checking = false
+	s.mu.Unlock()
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		ns.fail(endWith(probUpstreamGone, "the NATS stream "+stream+" is gone"), "NATS stream gone", err)
 	}
 }
 
@@ -528,21 +561,53 @@ func (s *natsSource) connect() (*nats.Conn, error) {
 // consumer (messages dropped) or a permission refused end it with an error
 // its clients see.
 func (s *natsSource) asyncError(sub *nats.Subscription, err error) {
-	if sub == nil {
-		return
+	switch {
+	case errors.Is(err, nats.ErrSlowConsumer) && sub != nil:
+		s.mu.Lock()
+		ns := s.bySub[sub]
+		s.mu.Unlock()
+		if ns != nil {
+			ns.fail(endWith(probUpstreamGone, "NATS dropped messages of this subscription: it fell behind"), "NATS slow consumer", err)
+		}
+	case errors.Is(err, nats.ErrPermissionViolation):
+		// nats.go tells no subscription with it, only the server's text,
+		// which names the subject refused.
+		m := deniedSubject.FindStringSubmatch(err.Error())
+		if m == nil {
+			return
+		}
+		for _, ns := range s.subsDeniedOn(m[1]) {
+			ns.fail(endWith(probUpstreamGone, "NATS refused the subscription: permissions violation on "+m[1]), "NATS permissions violation", err)
+		}
+	}
+}
+
+// deniedSubject finds the subject in the server's text of a permissions
+// violation: `Permissions Violation for Subscription to "orders.7"`, or
+// for Publish to a JetStream API subject when a consumer is created.
+var deniedSubject = regexp.MustCompile(`(?i)(?:subscription|publish) to "(\S+)"`)
+
+// subsDeniedOn is the subscriptions a refusal on subject ends: those that
+// subscribe to it, and, for a JetStream API subject, those that read the
+// stream it names.
+func (s *natsSource) subsDeniedOn(subject string) []*natsSub {
+	var api []string
+	if rest, ok := strings.CutPrefix(subject, "$JS.API."); ok {
+		api = strings.Split(rest, ".")
 	}
 	s.mu.Lock()
-	ns := s.bySub[sub]
-	s.mu.Unlock()
-	if ns == nil {
-		return
+	defer s.mu.Unlock()
+	var out []*natsSub
+	for ns := range s.subs {
+		if stream := ns.b.field.stream; stream != "" {
+			if slices.Contains(api, stream) {
+				out = append(out, ns)
+			}
+		} else if slices.Contains(ns.subjects, subject) {
+			out = append(out, ns)
+		}
 	}
-	switch {
-	case errors.Is(err, nats.ErrSlowConsumer):
-		ns.fail(endWith(probUpstreamGone, "NATS dropped messages of this subscription: it fell behind"), "NATS slow consumer", err)
-	case errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation"):
-		ns.fail(endWith(probUpstreamGone, "NATS refused the subscription: permissions violation"), "NATS permissions violation", err)
-	}
+	return out
 }
 
 // close ends every subscription with the shutdown end, closes the

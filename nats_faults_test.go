@@ -1,0 +1,216 @@
+package gqlpush_test
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/gqlpush/gqlpush"
+)
+
+// ends records what a handler logs and the ends its Observer is told of.
+type ends struct {
+	logs syncBuffer
+	mu   sync.Mutex
+	subs []string // "operation reason" per SubscriptionStopped
+}
+
+func (e *ends) edit(cfg *gqlpush.Config) {
+	cfg.Logger = slog.New(slog.NewTextHandler(&e.logs, nil))
+	cfg.Observer = &gqlpush.Observer{SubscriptionStopped: func(op string, r gqlpush.Reason) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.subs = append(e.subs, op+" "+string(r))
+	}}
+}
+
+// check fails t unless the log holds line and the Observer was told that
+// op's subscription ended for reason.
+func (e *ends) check(t *testing.T, line, op string, reason gqlpush.Reason) {
+	t.Helper()
+	if !strings.Contains(e.logs.String(), line) {
+		t.Errorf("no log line %q in %q", line, e.logs.String())
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.subs {
+		if s == op+" "+string(reason) {
+			return
+		}
+	}
+	t.Errorf("the Observer was told %q, want %q", e.subs, op+" "+string(reason))
+}
+
+// wantEnd reads the rest of c's stream: an error frame, with a message
+// holding msg and code, then the end.
+func wantEnd(t *testing.T, c *client, code, msg string) {
+	t.Helper()
+	rest := c.rest(t)
+	if !strings.HasPrefix(rest, `data: {"errors":[{"message":"`) || !strings.Contains(rest, msg) || !strings.Contains(rest, `"extensions":{"code":"`+code+`"}}]}`) || !strings.HasSuffix(rest, "\n\nevent: complete\ndata: \n\n") {
+		t.Fatalf("want an error %s with %q, then the end; got %q", code, msg, rest)
+	}
+}
+
+// A stream deleted under open streams ends them with an error that names
+// it.
+func TestJetStreamDeleted(t *testing.T) {
+	ns := natsServer(t, 0)
+	js, ctx := ordersStream(t, ns, 0)
+	var e ends
+	g := natsGateway(t, ns.ClientURL(), e.edit)
+	c := g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	firstResult(t, c, func() { jsPublish(t, js, "7", "NEW") })
+	if err := js.DeleteStream(ctx, "ORDERS"); err != nil {
+		t.Fatal(err)
+	}
+	wantEnd(t, c, "UPSTREAM_UNAVAILABLE", "the NATS stream ORDERS is gone")
+	e.check(t, "NATS stream gone", "Events", gqlpush.ReasonUpstreamUnavailable)
+	g.waitIdle(t)
+}
+
+// A stream that does not exist: an error frame for a new stream; a 502 for
+// one that resumes, which cannot be served.
+func TestJetStreamMissing(t *testing.T) {
+	ns := natsServer(t, 0)
+	var e ends
+	g := natsGateway(t, ns.ClientURL(), e.edit)
+	c := g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	wantEnd(t, c, "UPSTREAM_UNAVAILABLE", "the NATS stream ORDERS does not exist")
+	e.check(t, "NATS stream not found", "Events", gqlpush.ReasonUpstreamUnavailable)
+
+	js, ctx := ordersStream(t, ns, 0)
+	c = g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	last := lastIDOf(t, firstResult(t, c, func() { jsPublish(t, js, "7", "NEW") }))
+	c.leave()
+	g.waitIdle(t)
+	if err := js.DeleteStream(ctx, "ORDERS"); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := g.do(t, "/operations/Events?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
+	if msg, code := errorOf(t, body); resp.StatusCode != http.StatusBadGateway || code != "UPSTREAM_UNAVAILABLE" || msg != "the NATS stream ORDERS does not exist" {
+		t.Fatalf("resuming: %d %s %q", resp.StatusCode, code, msg)
+	}
+	g.waitIdle(t)
+}
+
+// A subscription NATS refuses ends with an error that says so; another on
+// the same connection goes on.
+func TestNATSPermissionViolation(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Users: []*server.User{
+			{Username: "gw", Password: "s3cret", Permissions: &server.Permissions{
+				Subscribe: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"orders.vault.>"}},
+			}},
+			{Username: "pub", Password: "pub"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(waitTime) {
+		t.Fatal("the NATS server did not start")
+	}
+	t.Cleanup(ns.Shutdown)
+	pub, err := nats.Connect(ns.ClientURL(), nats.UserInfo("pub", "pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	addr := strings.TrimPrefix(ns.ClientURL(), "nats://")
+	var e ends
+	g := natsGateway(t, "nats://gw:s3cret@"+addr, e.edit)
+	ok := g.open(t, "/operations/Order?id=7&wg_sse")
+	ok.frame(t)
+	denied := g.open(t, "/operations/Order?id=vault&wg_sse")
+	denied.frame(t)
+	wantEnd(t, denied, "UPSTREAM_UNAVAILABLE", "NATS refused the subscription: permissions violation on orders.vault.updated")
+	e.check(t, "NATS permissions violation", "Order", gqlpush.ReasonUpstreamUnavailable)
+	if f := firstResult(t, ok, func() { pub.Publish("orders.7.updated", []byte(`{"id":"7","status":"NEW","items":[]}`)) }); !strings.Contains(f, `"id":"7"`) {
+		t.Fatalf("the other stream: %q", f)
+	}
+	if strings.Contains(e.logs.String(), "s3cret") {
+		t.Errorf("the log shows the URL's password: %q", e.logs.String())
+	}
+}
+
+// A subscription NATS drops messages of, as it fell behind, ends with an
+// error that says so. The connection is the application's: gqlpush hears
+// of its errors beside the handler it had, and leaves it open.
+func TestNATSSlowConsumer(t *testing.T) {
+	ns := natsServer(t, 0)
+	pub := publisher(t, ns)
+	var mu sync.Mutex
+	var theirs []error
+	nc, err := nats.Connect(ns.ClientURL(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		mu.Lock()
+		theirs = append(theirs, err)
+		mu.Unlock()
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var e ends
+	g := gatewayWith(t, gqlpush.Config{
+		Operations: mustParse(t, shopOperations),
+		Upstreams:  []gqlpush.Upstream{{Name: "shop", NATS: nc, Schema: shopSchema}},
+		Prefix:     "/operations/",
+	}, e.edit)
+	g.h.SetNATSPendingLimits(1, 1<<20) // a second message waiting is one too many
+	c := g.open(t, "/operations/Order?id=7&wg_sse")
+	c.frame(t)
+	got := make(chan string, 1)
+	go func() {
+		var all strings.Builder
+		for {
+			f, err := readFrame(c.br)
+			all.WriteString(f)
+			if err != nil || strings.HasPrefix(f, "event: complete") {
+				got <- all.String()
+				return
+			}
+		}
+	}()
+	ctx := waitCtx(t)
+	var rest string
+	for rest == "" {
+		for range 50 {
+			pub.Publish("orders.7.updated", []byte(`{"id":"7","status":"NEW","items":[]}`))
+		}
+		pub.Flush()
+		select {
+		case rest = <-got:
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("NATS never dropped a message")
+		}
+	}
+	if !strings.Contains(rest, `"message":"NATS dropped messages of this subscription: it fell behind","extensions":{"code":"UPSTREAM_UNAVAILABLE"}`) {
+		t.Fatalf("got %q", rest)
+	}
+	e.check(t, "NATS slow consumer", "Order", gqlpush.ReasonUpstreamUnavailable)
+	mu.Lock()
+	if len(theirs) == 0 || theirs[0] != nats.ErrSlowConsumer {
+		t.Errorf("the connection's own error handler heard %v", theirs)
+	}
+	mu.Unlock()
+	g.waitIdle(t)
+	ctxClose := waitCtx(t)
+	if err := g.h.Close(ctxClose); err != nil {
+		t.Fatal(err)
+	}
+	if nc.IsClosed() {
+		t.Error("Close closed the application's connection")
+	}
+}
