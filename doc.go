@@ -2,8 +2,8 @@
 // streams. A subscription written in a .graphql file becomes an endpoint
 // that any browser or HTTP client follows with a GET — results pushed as
 // Server-Sent Events, or as a stream of JSON documents — while gqlpush
-// subscribes upstream to the GraphQL server over WebSocket and unsubscribes
-// the moment the client leaves.
+// subscribes upstream to the GraphQL server over WebSocket, or to NATS
+// subjects, and unsubscribes the moment the client leaves.
 //
 // Mount it in an existing server:
 //
@@ -127,4 +127,19 @@
 // the first and closes soon after the last. A lost connection is redialled
 // with backoff and its subscriptions resubscribed while clients stay
 // connected; an upstream that refuses for good ends them at once.
+//
+// # NATS
+//
+// An upstream whose URL is nats:// or tls://, or that has a NATS
+// connection, feeds subscription fields from NATS subjects, with no GraphQL
+// server: its schema, required, names them on each subscription field,
+//
+//	orderUpdated(id: ID!): Order! @natsSubscribe(subjects: ["orders.{{ args.id }}.updated"])
+//
+// with stream: "NAME" for a JetStream stream, whose sequences become the
+// event ids so that clients resume from the stream itself. A message's
+// payload is the field's JSON value, completed through the operation's
+// selection set as a GraphQL server would execute it. A value rendered into
+// a subject that would change its shape (empty, or holding ".", "*", ">",
+// white space or a control character) is refused with 400.
 package gqlpush

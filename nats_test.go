@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushjwt"
+	"github.com/gqlpush/gqlpush/gqlpushjwt/jwttest"
 )
 
 // shopSchema is a NATS upstream's schema: its subscription fields name the
@@ -539,4 +541,37 @@ func TestNATSSubscribeOnce(t *testing.T) {
 	}
 	waitNATSSubs(t, ns, base)
 	g.waitIdle(t)
+}
+
+// A subject may take a claim of the caller's token: each caller reads its
+// own subject, and a claim that would change the subject's shape is
+// refused as a variable would be.
+func TestNATSFromClaim(t *testing.T) {
+	ns := natsServer(t, 0)
+	pub := publisher(t, ns)
+	base := ns.NumSubscriptions()
+	is := jwttest.NewIssuer(t)
+	a, err := gqlpushjwt.New(gqlpushjwt.Config{JWKS: is.JWKS, Issuer: jwttest.Iss, Audience: jwttest.Aud})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := gatewayWith(t, gqlpush.Config{
+		Operations:    mustParse(t, map[string]string{"Mine": `subscription ($me: ID! @fromClaim(name: "sub")) { shop_orderUpdated(id: $me) { id } }`}),
+		Upstreams:     []gqlpush.Upstream{{Name: "shop", URL: ns.ClientURL(), Schema: shopSchema}},
+		Prefix:        "/operations/",
+		Authenticator: a,
+	}, nil)
+	alice, _ := g.openWith(t, g.srv.URL+"/operations/Mine?wg_sse", bearer(is.RS256(t, jwttest.Claims("alice"))))
+	alice.frame(t)
+	waitNATSSubs(t, ns, base+1)
+	pub.Publish("orders.bob.updated", []byte(`{"id":"bob"}`))
+	pub.Publish("orders.alice.updated", []byte(`{"id":"alice"}`))
+	if f := normIDs(alice.frame(t)); f != "id: T.0\ndata: {\"data\":{\"shop_orderUpdated\":{\"id\":\"alice\"}}}\n\n" {
+		t.Fatalf("got %q", f)
+	}
+	resp, body := g.do(t, "/operations/Mine?wg_sse", bearer(is.RS256(t, jwttest.Claims("a.>"))))
+	if msg, code := errorOf(t, body); resp.StatusCode != http.StatusBadRequest || code != "BAD_USER_INPUT" || !strings.Contains(msg, `variable "me"`) {
+		t.Fatalf("a claim holding '.': %d %s %q", resp.StatusCode, code, msg)
+	}
+	waitNATSSubs(t, ns, base+1)
 }
