@@ -51,7 +51,8 @@ func checksFor(cfg config, r *report) []check {
 		}
 		add("nothing lost (lost + out of order + dropped)", "= 0", v, "%.0f", func(v float64) bool { return v == 0 })
 	}
-	switch cfg.scenario {
+	// A nats- scenario has the targets of the scenario it runs.
+	switch cfg.base() {
 	case "fanout":
 		add("gateway CPU per delivered event", fmt.Sprintf("≤ %g µs", fanoutCPUPerEventUS), cpu(), "%.2f µs", atMost(fanoutCPUPerEventUS))
 		add("latency p50", fmt.Sprintf("≤ %g ms", fanoutP50US/1000), lat(func(l *latency) float64 { return l.P50us }), "%.0f µs", atMost(fanoutP50US))

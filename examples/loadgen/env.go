@@ -18,10 +18,10 @@ type env struct {
 	rep   *report
 	ticks int64
 
-	up   *inProcessUpstream // nil when external
-	gw   *gatewayProc       // nil when external
-	addr string             // the gateway's host:port
-	pid  int                // the gateway's pid; 0 when unknown
+	up   source       // nil when external
+	gw   *gatewayProc // nil when external
+	addr string       // the gateway's host:port
+	pid  int          // the gateway's pid; 0 when unknown
 	dbg  *debugClient
 
 	pub       *publisher // nil when loadgen does not publish
@@ -51,7 +51,7 @@ func execute(ctx context.Context, cfg config, command string, log io.Writer) (re
 	if err := e.setup(ctx); err != nil {
 		return rep, err
 	}
-	switch cfg.scenario {
+	switch cfg.base() {
 	case "fanout":
 		err = e.steady(ctx, false)
 	case "distinct":
@@ -73,7 +73,8 @@ func execute(ctx context.Context, cfg config, command string, log io.Writer) (re
 
 func paramsOf(c config) params {
 	p := params{Timeout: c.timeout.String()}
-	switch c.scenario {
+	shared, room := c.operations()
+	switch c.base() {
 	case "churn":
 		p.Cycles, p.WarmupCycles, p.Concurrency = c.cycles, max(c.warmupCycles, 0), c.concurrency
 		p.Operation = "Room (a room per cycle)"
@@ -82,16 +83,19 @@ func paramsOf(c config) params {
 		}
 		return p
 	case "distinct":
-		p.Operation = "Room (a room per client)"
+		p.Operation = room + " (a room per client)"
+		if c.nats() {
+			p.Operation = room + " (a subject per client)"
+		}
 	default:
-		p.Operation = "Sub"
+		p.Operation = shared
 	}
 	p.Clients, p.Warmup, p.Duration = c.clients, c.warmup.String(), c.duration.String()
 	p.Ramp = fmt.Sprintf("%d per %v", c.ramp, c.rampEvery)
 	if c.gatewayURL == "" {
 		p.Heartbeat = c.heartbeat.String()
 	}
-	switch c.scenario {
+	switch c.base() {
 	case "fanout", "distinct", "stall", "saturate":
 		p.Rate = c.rate
 	}
@@ -106,7 +110,7 @@ func paramsOf(c config) params {
 
 // publishes reports whether the scenario posts events.
 func (c *config) publishes() bool {
-	switch c.scenario {
+	switch c.base() {
 	case "fanout", "distinct", "saturate", "stall":
 		return true
 	}
@@ -137,19 +141,27 @@ func (e *env) setup(ctx context.Context) error {
 		return fmt.Errorf("loadgen needs about %d open files and its limit is %d (hard %d): raise the hard limit (ulimit -Hn, LimitNOFILE) or lower -clients", need, soft, hard)
 	}
 
-	// The upstream.
-	upURL := cfg.upstreamURL
+	// The upstream, and the gateway's flag that names it.
+	upURL, upFlag := cfg.upstreamURL, "-upstream"
 	if upURL == "" {
 		if cfg.upstreamListen != "" {
 			if err := checkLoopbackAddr(ctx, cfg.upstreamListen); err != nil {
 				return fmt.Errorf("-upstream-listen: %w", err)
 			}
 		}
-		up, err := startUpstream(cfg.upstreamListen)
-		if err != nil {
-			return fmt.Errorf("start the upstream: %w", err)
+		if cfg.nats() {
+			up, err := startNATS(cfg.upstreamListen)
+			if err != nil {
+				return fmt.Errorf("start the NATS server: %w", err)
+			}
+			e.up, upURL, upFlag = up, up.url, "-nats"
+		} else {
+			up, err := startUpstream(cfg.upstreamListen)
+			if err != nil {
+				return fmt.Errorf("start the upstream: %w", err)
+			}
+			e.up, upURL = up, up.url
 		}
-		e.up, upURL = up, up.url
 		e.logf("in-process upstream at %s", upURL)
 	} else if err := checkLoopbackURL(ctx, upURL); err != nil {
 		return fmt.Errorf("-upstream: %w", err)
@@ -158,20 +170,20 @@ func (e *env) setup(ctx context.Context) error {
 
 	// The gateway.
 	if cfg.gatewayURL == "" {
-		extra := []string{"-heartbeat", cfg.heartbeat.String()}
+		flags := []string{upFlag, upURL, "-heartbeat", cfg.heartbeat.String()}
 		if cfg.verbose {
-			extra = append(extra, "-v")
+			flags = append(flags, "-v")
 		}
 		if cfg.gatewayLatency {
-			extra = append(extra, "-observe-latency")
+			flags = append(flags, "-observe-latency")
 		}
 		if cfg.gatewaySndbuf > 0 {
-			extra = append(extra, "-sndbuf", fmt.Sprint(cfg.gatewaySndbuf))
+			flags = append(flags, "-sndbuf", fmt.Sprint(cfg.gatewaySndbuf))
 		}
 		if cfg.gatewayProfile != "" {
-			extra = append(extra, "-cpuprofile", cfg.gatewayProfile)
+			flags = append(flags, "-cpuprofile", cfg.gatewayProfile)
 		}
-		gw, err := startGateway(ctx, upURL, extra, e.log)
+		gw, err := startGateway(ctx, flags, e.log)
 		if err != nil {
 			return err
 		}
@@ -214,13 +226,13 @@ func (e *env) setup(ctx context.Context) error {
 			e.rep.note("the upstream is external: loadgen does not publish, and cannot count lost events")
 		} else {
 			rooms := []string{""}
-			if cfg.scenario == "distinct" {
+			if cfg.base() == "distinct" {
 				rooms = make([]string, cfg.clients)
 				for i := range rooms {
 					rooms[i] = roomName(i)
 				}
 			}
-			e.pub = newPublisher(e.up.srv.Chat, rooms)
+			e.pub = newPublisher(e.up, rooms)
 			var pctx context.Context
 			pctx, e.pubCancel = context.WithCancel(context.Background())
 			go e.pub.run(pctx)
@@ -231,8 +243,9 @@ func (e *env) setup(ctx context.Context) error {
 }
 
 // teardown stops the publisher, the gateway and the upstream, in an order
-// that cannot deadlock: a post blocked on a full subscription is released
-// when the upstream's connections close.
+// that cannot deadlock: a post blocked on a full subscription, or a flush
+// waiting for the NATS server, is released when the upstream's connections
+// close.
 func (e *env) teardown() error {
 	if e.pubCancel != nil {
 		e.pubCancel()
@@ -453,7 +466,7 @@ func (e *env) waitSubscribed(ctx context.Context, n int) error {
 	var cond func() bool
 	switch {
 	case e.up != nil:
-		cond = func() bool { return e.up.srv.Subscriptions() >= n }
+		cond = func() bool { return e.up.subscriptions() >= n }
 	default:
 		if _, err := e.dbg.info(ctx); err != nil {
 			return nil // nothing to ask: the warmup has to do
@@ -479,6 +492,9 @@ func (e *env) finishLoss(ctx context.Context, f *fleet) error {
 		return err
 	}
 	final := e.pub.finalSeq()
+	if n, err := e.pub.failures(); err != nil {
+		e.rep.note("the upstream refused %d posts (not counted as lost); the first error of a post or a flush: %v", n, err)
+	}
 	drained := func() bool {
 		for _, c := range f.clients {
 			if c.state.Load() == stateOpen && c.next.Load() < final[c.room] {
@@ -506,5 +522,5 @@ func (e *env) upstreamSubs() *int {
 	if e.up == nil {
 		return nil
 	}
-	return ptr(e.up.srv.Subscriptions())
+	return ptr(e.up.subscriptions())
 }

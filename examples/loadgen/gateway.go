@@ -29,16 +29,30 @@ import (
 )
 
 // The operations the gateway serves. Sub is shared by every client; Room
-// gives each room its own upstream subscription. A gateway started by hand
-// and targeted with -gateway must serve the same two.
+// gives each room its own upstream subscription. NatsSub and NatsRoom are
+// the same two on the NATS upstream: Sub's room is the chat's default one,
+// and a room is a subject. A gateway started by hand and targeted with
+// -gateway must serve the ones of the scenario.
 const (
-	subOperation  = `subscription Sub { gql_messageCreated { id content sentAt } }`
-	roomOperation = `subscription Room($room: String!) { gql_messageCreated(room: $room) { id content sentAt } }`
-	opsPrefix     = "/operations/"
-	debugPath     = "/debug/goroutines"
-	freePath      = "/debug/freeosmemory"
-	latencyPath   = "/debug/latency"
+	subOperation      = `subscription Sub { gql_messageCreated { id content sentAt } }`
+	roomOperation     = `subscription Room($room: String!) { gql_messageCreated(room: $room) { id content sentAt } }`
+	natsSubOperation  = `subscription NatsSub { nats_messageCreated(room: "` + gqlpushtest.DefaultRoom + `") { id content sentAt } }`
+	natsRoomOperation = `subscription NatsRoom($room: String!) { nats_messageCreated(room: $room) { id content sentAt } }`
+	opsPrefix         = "/operations/"
+	debugPath         = "/debug/goroutines"
+	freePath          = "/debug/freeosmemory"
+	latencyPath       = "/debug/latency"
 )
+
+// natsSchema is the NATS upstream's schema: the chat's Message, each room's
+// from a subject of its own.
+const natsSchema = `
+type Query { x: Int }
+type Message { id: ID! content: String! room: String! sentAt: String! }
+type Subscription {
+  messageCreated(room: String!): Message! @natsSubscribe(subjects: ["` + natsSubjectPrefix + `{{ args.room }}"])
+}
+`
 
 // debugInfo is what the gateway reports at debugPath.
 type debugInfo struct {
@@ -107,7 +121,8 @@ func (c *gatewayCounters) observer(latency bool) *gqlpush.Observer {
 }
 
 // gatewayMain runs the gateway under measurement, as a child process of
-// loadgen (loadgen gateway -upstream URL ...), and returns its exit status.
+// loadgen (loadgen gateway -upstream URL ..., or -nats URL), and returns
+// its exit status.
 func gatewayMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -128,7 +143,8 @@ func gatewayMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadgen gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	upstream := fs.String("upstream", "", "the upstream's graphql-transport-ws `URL` (required, loopback)")
+	upstream := fs.String("upstream", "", "the GraphQL upstream's graphql-transport-ws `URL` (loopback): serve Sub and Room")
+	natsURL := fs.String("nats", "", "the NATS server's `URL` nats://… (loopback): serve NatsSub and NatsRoom")
 	listen := fs.String("listen", "127.0.0.1:0", "listen `address` (loopback)")
 	heartbeat := fs.Duration("heartbeat", gqlpush.DefaultHeartbeat, "SSE heartbeat interval")
 	queue := fs.Int("queue-size", 0, "gqlpush Config.QueueSize (0: the library's default)")
@@ -145,8 +161,8 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if *upstream == "" {
-		return errors.New("-upstream is required")
+	if *upstream == "" && *natsURL == "" {
+		return errors.New("-upstream or -nats is required")
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -159,19 +175,38 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if err := checkLoopbackURL(ctx, *upstream); err != nil {
-		return fmt.Errorf("-upstream: %w", err)
-	}
 	if err := checkLoopbackAddr(ctx, *listen); err != nil {
 		return fmt.Errorf("-listen: %w", err)
 	}
-	sub, err := gqlpush.ParseOperation("Sub", subOperation)
-	if err != nil {
-		return err
-	}
-	room, err := gqlpush.ParseOperation("Room", roomOperation)
-	if err != nil {
-		return err
+	var (
+		ops       []*gqlpush.Operation
+		upstreams []gqlpush.Upstream
+	)
+	for _, u := range []struct {
+		flag, url string
+		upstream  gqlpush.Upstream
+		ops       [][2]string // name, text
+	}{
+		{"-upstream", *upstream, gqlpush.Upstream{Name: "gql", Schema: gqlpushtest.ChatSchema},
+			[][2]string{{"Sub", subOperation}, {"Room", roomOperation}}},
+		{"-nats", *natsURL, gqlpush.Upstream{Name: "nats", Schema: natsSchema},
+			[][2]string{{"NatsSub", natsSubOperation}, {"NatsRoom", natsRoomOperation}}},
+	} {
+		if u.url == "" {
+			continue
+		}
+		if err := checkLoopbackURL(ctx, u.url); err != nil {
+			return fmt.Errorf("%s: %w", u.flag, err)
+		}
+		u.upstream.URL = u.url
+		upstreams = append(upstreams, u.upstream)
+		for _, o := range u.ops {
+			op, err := gqlpush.ParseOperation(o[0], o[1])
+			if err != nil {
+				return err
+			}
+			ops = append(ops, op)
+		}
 	}
 	var log *slog.Logger
 	if *verbose {
@@ -179,8 +214,8 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	var counters gatewayCounters
 	h, err := gqlpush.NewHandler(gqlpush.Config{
-		Operations:   []*gqlpush.Operation{sub, room},
-		Upstreams:    []gqlpush.Upstream{{Name: "gql", URL: *upstream, Schema: gqlpushtest.ChatSchema}},
+		Operations:   ops,
+		Upstreams:    upstreams,
 		Prefix:       opsPrefix,
 		Heartbeat:    *heartbeat,
 		QueueSize:    *queue,
@@ -303,15 +338,15 @@ type gatewayProc struct {
 	once  sync.Once
 }
 
-// startGateway re-executes this program as `gateway` and waits for it to
-// listen. The child's stdout lines other than LISTENING, and its stderr, go
-// to stderr.
-func startGateway(ctx context.Context, upstreamURL string, extra []string, stderr io.Writer) (*gatewayProc, error) {
+// startGateway re-executes this program as `gateway` with flags (its
+// upstream's, and others) and waits for it to listen. The child's stdout
+// lines other than LISTENING, and its stderr, go to stderr.
+func startGateway(ctx context.Context, flags []string, stderr io.Writer) (*gatewayProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
-	args := append([]string{"gateway", "-upstream", upstreamURL, "-listen", "127.0.0.1:0"}, extra...)
+	args := append([]string{"gateway", "-listen", "127.0.0.1:0"}, flags...)
 	cmd := exec.Command(exe, args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

@@ -19,49 +19,119 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// TestFanoutEndToEnd runs a tiny fanout: a child gateway, the in-process
-// upstream, five clients. It asserts what the report says, never how fast:
-// the machine may be loaded and the binary built with -race.
-func TestFanoutEndToEnd(t *testing.T) {
+// TestSteadyEndToEnd runs tiny fanout and distinct scenarios, on either
+// upstream: a child gateway, the in-process upstream, five clients. It
+// asserts what the report says, never how fast: the machine may be loaded
+// and the binary built with -race.
+func TestSteadyEndToEnd(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a gateway process and runs for seconds")
+		t.Skip("starts gateway processes and runs for seconds")
 	}
-	var stdout, stderr bytes.Buffer
-	code := run(t.Context(), []string{
-		"-scenario", "fanout", "-clients", "5", "-rate", "20",
-		"-warmup", "500ms", "-duration", "1s", "-json",
-	}, &stdout, &stderr)
-	if code != 0 {
-		t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+	for _, tc := range []struct {
+		name      string
+		operation string
+		upstream  string // the report's upstream URL starts so
+		subs      int    // upstream subscriptions during the window
+	}{
+		{"fanout", "Sub", "ws://", 1},
+		{"distinct", "Room (a room per client)", "ws://", 5},
+		{"nats-fanout", "NatsSub", "nats://", 1},
+		{"nats-distinct", "NatsRoom (a subject per client)", "nats://", 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(t.Context(), []string{
+				"-scenario", tc.name, "-clients", "5", "-rate", "20",
+				"-warmup", "500ms", "-duration", "1s", "-json",
+			}, &stdout, &stderr)
+			if code != 0 {
+				t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+			}
+			var rep report
+			if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+				t.Fatalf("the report is not JSON: %v\n%s", err, &stdout)
+			}
+			if rep.Scenario != tc.name || rep.Params.Operation != tc.operation {
+				t.Errorf("scenario %q on %q, want %q on %q", rep.Scenario, rep.Params.Operation, tc.name, tc.operation)
+			}
+			if !rep.Upstream.InProcess || !rep.Upstream.Publishing || !strings.HasPrefix(rep.Upstream.URL, tc.upstream) {
+				t.Errorf("upstream %+v, want an in-process %s… that loadgen publishes into", rep.Upstream, tc.upstream)
+			}
+			if s := rep.Upstream.Subscriptions; s == nil || *s != tc.subs {
+				t.Errorf("upstream subscriptions %s, want %d", ptrText(s, "%d"), tc.subs)
+			}
+			if len(rep.Windows) != 1 {
+				t.Fatalf("%d windows, want 1:\n%s", len(rep.Windows), &stdout)
+			}
+			w := rep.Windows[0]
+			if w.Delivered == 0 {
+				t.Errorf("nothing delivered in the window:\n%s", &stdout)
+			}
+			if rep.Lost == nil || *rep.Lost != 0 || rep.OOO == nil || *rep.OOO != 0 {
+				t.Errorf("lost %s, out of order %s; want 0 and 0", ptrText(rep.Lost, "%d"), ptrText(rep.OOO, "%d"))
+			}
+			if rep.Clients == nil || rep.Clients.Opened != 5 || rep.Clients.Ended != 0 {
+				t.Errorf("clients: %+v, want 5 opened, none ended", rep.Clients)
+			}
+			if w.GatewayCPU == nil || w.CPUPerEvent == nil {
+				t.Errorf("no gateway CPU figure: cpu %v, per event %v", w.GatewayCPU, w.CPUPerEvent)
+			}
+			if w.Latency == nil || w.Latency.Samples == 0 {
+				t.Errorf("no latency samples")
+			}
+			if len(rep.Notes) > 0 {
+				t.Errorf("notes: %q", rep.Notes)
+			}
+			if rep.Gateway.Exit != "0" {
+				t.Errorf("the gateway exited with %q, want 0", rep.Gateway.Exit)
+			}
+			if !strings.Contains(stderr.String(), "gateway (child, pid") {
+				t.Errorf("stderr does not tell of the child gateway:\n%s", &stderr)
+			}
+		})
 	}
-	var rep report
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		t.Fatalf("the report is not JSON: %v\n%s", err, &stdout)
-	}
-	if len(rep.Windows) != 1 {
-		t.Fatalf("%d windows, want 1:\n%s", len(rep.Windows), &stdout)
-	}
-	w := rep.Windows[0]
-	if w.Delivered == 0 {
-		t.Errorf("nothing delivered in the window:\n%s", &stdout)
-	}
-	if rep.Lost == nil || *rep.Lost != 0 || rep.OOO == nil || *rep.OOO != 0 {
-		t.Errorf("lost %s, out of order %s; want 0 and 0", ptrText(rep.Lost, "%d"), ptrText(rep.OOO, "%d"))
-	}
-	if rep.Clients == nil || rep.Clients.Opened != 5 || rep.Clients.Ended != 0 {
-		t.Errorf("clients: %+v, want 5 opened, none ended", rep.Clients)
-	}
-	if w.GatewayCPU == nil || w.CPUPerEvent == nil {
-		t.Errorf("no gateway CPU figure: cpu %v, per event %v", w.GatewayCPU, w.CPUPerEvent)
-	}
-	if w.Latency == nil || w.Latency.Samples == 0 {
-		t.Errorf("no latency samples")
-	}
-	if rep.Gateway.Exit != "0" {
-		t.Errorf("the gateway exited with %q, want 0", rep.Gateway.Exit)
-	}
-	if !strings.Contains(stderr.String(), "gateway (child, pid") {
-		t.Errorf("stderr does not tell of the child gateway:\n%s", &stderr)
+}
+
+// A nats- scenario takes the sizes and checks of the scenario it runs on
+// NATS, and only fanout and distinct have one.
+func TestNATSScenarios(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		err  string // "" when the command line is good
+	}{
+		{"nats-fanout", []string{"-scenario", "nats-fanout"}, ""},
+		{"nats-distinct", []string{"-scenario", "nats-distinct"}, ""},
+		{"nats-idle", []string{"-scenario", "nats-idle"}, "nats-fanout or nats-distinct, not \"nats-idle\""},
+		{"upstream", []string{"-scenario", "nats-fanout", "-upstream", "ws://127.0.0.1:1/graphql"}, "-upstream is for a GraphQL upstream"},
+		{"gateway", []string{"-scenario", "nats-distinct", "-gateway", "http://127.0.0.1:1"}, "nats://ADDRESS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			c, err := parseConfig(tc.args, &stderr)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := scenarioDefaults(c.base())
+			if c.clients != want.clients || c.rate != want.rate || c.warmup != want.warmup || c.duration != want.duration {
+				t.Errorf("%s: %d clients, %v/s, warmup %v, duration %v; want %s's", tc.name, c.clients, c.rate, c.warmup, c.duration, c.base())
+			}
+			got, wantChecks := checksFor(c, &report{}), checksFor(config{scenario: c.base()}, &report{})
+			if len(got) != len(wantChecks) {
+				t.Fatalf("%d checks, want %s's %d", len(got), c.base(), len(wantChecks))
+			}
+			for i := range got {
+				if got[i].Name != wantChecks[i].Name || got[i].Target != wantChecks[i].Target {
+					t.Errorf("check %d: %s %s, want %s %s", i, got[i].Name, got[i].Target, wantChecks[i].Name, wantChecks[i].Target)
+				}
+			}
+		})
 	}
 }
 

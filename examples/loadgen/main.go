@@ -8,13 +8,15 @@
 // Scenarios, each one command, with defaults that match the performance
 // issue (every flag overrides; go run ./examples/loadgen -h lists them):
 //
-//	fanout    1,000 clients on one operation, upstream 10 events/s (10,000 delivered/s)
-//	saturate  1,000 clients on one operation, the upstream rate ×1.5 per step until delivery falls behind
-//	distinct  1,000 clients each with its own variables, 10 events/s each
-//	idle      10,000 clients, heartbeats only
-//	stall     100 clients, 100 events/s, measured without and then with 1 client that never reads
-//	churn     20,000 connect → first frame → disconnect cycles, 50 at a time; then the
-//	          gateway's goroutines, RSS and the upstream's subscriptions against their baseline
+//	fanout         1,000 clients on one operation, upstream 10 events/s (10,000 delivered/s)
+//	saturate       1,000 clients on one operation, the upstream rate ×1.5 per step until delivery falls behind
+//	distinct       1,000 clients each with its own variables, 10 events/s each
+//	idle           10,000 clients, heartbeats only
+//	stall          100 clients, 100 events/s, measured without and then with 1 client that never reads
+//	churn          20,000 connect → first frame → disconnect cycles, 50 at a time; then the
+//	               gateway's goroutines, RSS and the upstream's subscriptions against their baseline
+//	nats-fanout    fanout with a NATS upstream: one subject feeds the operation
+//	nats-distinct  distinct with a NATS upstream: a subject per client
 //
 // # What runs where
 //
@@ -26,12 +28,20 @@
 // goroutines, stream counts, drops and memory at /debug/goroutines. It exits
 // when loadgen closes its stdin, so it never outlives loadgen.
 //
+// The nats- scenarios are the same scenarios with a NATS upstream: loadgen
+// starts a NATS server in process instead (core NATS, no JetStream) and
+// publishes the same chat messages on it, a subject per room, flushed once
+// per tick; the child gateway (loadgen gateway -nats URL) serves NatsSub and
+// NatsRoom, which select the same fields as Sub and Room. Subscriptions on
+// the upstream are counted on the NATS server.
+//
 // -gateway URL targets a gateway already running, which must serve Sub and
-// Room as the child does; its CPU and RSS are read for -gateway-pid, or for
-// the pid its /debug/goroutines reports (loadgen gateway -listen ADDR
-// -exit-on-eof=false runs one by hand). Point it at the in-process upstream
-// with -upstream-listen. -upstream URL targets an upstream already running:
-// loadgen then does not publish, and reports what it can.
+// Room (NatsSub and NatsRoom for the nats- scenarios) as the child does; its
+// CPU and RSS are read for -gateway-pid, or for the pid its
+// /debug/goroutines reports (loadgen gateway -listen ADDR -exit-on-eof=false
+// runs one by hand). Point it at the in-process upstream with
+// -upstream-listen. -upstream URL targets a GraphQL upstream already
+// running: loadgen then does not publish, and reports what it can.
 //
 // # What is measured
 //
@@ -117,14 +127,15 @@ type config struct {
 	churnVars    string
 }
 
-// scenarioDefaults are the issue's sizes.
+// scenarioDefaults are the issue's sizes. A nats- scenario's are those of
+// the scenario it runs on a NATS upstream.
 func scenarioDefaults(name string) (config, bool) {
 	switch name {
-	case "fanout":
+	case "fanout", "nats-fanout":
 		return config{clients: 1000, rate: 10, warmup: 3 * time.Second, duration: 10 * time.Second}, true
 	case "saturate":
 		return config{clients: 1000, rate: 20, warmup: time.Second, duration: 5 * time.Second, factor: 1.5, maxRate: 5000}, true
-	case "distinct":
+	case "distinct", "nats-distinct":
 		return config{clients: 1000, rate: 10, warmup: 3 * time.Second, duration: 10 * time.Second}, true
 	case "idle":
 		return config{clients: 10000, warmup: 2 * time.Second, duration: 20 * time.Second}, true
@@ -136,18 +147,39 @@ func scenarioDefaults(name string) (config, bool) {
 	return config{}, false
 }
 
+// natsPrefix marks a scenario run on a NATS upstream.
+const natsPrefix = "nats-"
+
+// base is the scenario whatever its upstream: fanout for nats-fanout.
+func (c *config) base() string { return strings.TrimPrefix(c.scenario, natsPrefix) }
+
+// nats reports a scenario on a NATS upstream.
+func (c *config) nats() bool { return strings.HasPrefix(c.scenario, natsPrefix) }
+
+// operations names the scenario's shared operation and its per-room one.
+func (c *config) operations() (shared, room string) {
+	if c.nats() {
+		return "NatsSub", "NatsRoom"
+	}
+	return "Sub", "Room"
+}
+
+const scenarioNames = "fanout, saturate, distinct, idle, stall, churn, nats-fanout or nats-distinct"
+
 const usageHead = `usage: loadgen -scenario NAME [flags]
 
 Scenarios (defaults in brackets; 0 for a flag means the scenario's default):
-  fanout    [-clients 1000 -rate 10 -warmup 3s -duration 10s]
-  saturate  [-clients 1000 -rate 20 -factor 1.5 -max-rate 5000 -warmup 1s -duration 5s]
-            -rate is the first step, -warmup the settling time and -duration
-            the window of each step
-  distinct  [-clients 1000 -rate 10 -warmup 3s -duration 10s]  -rate per client
-  idle      [-clients 10000 -warmup 2s -duration 20s]  -duration is the hold
-  stall     [-clients 100 -rate 100 -stalled 1 -rcvbuf 4096 -warmup 2s -duration 15s]
-            each of the two phases
-  churn     [-cycles 20000 -warmup-cycles 1000 -concurrency 50 -churn-vars distinct]
+  fanout         [-clients 1000 -rate 10 -warmup 3s -duration 10s]
+  saturate       [-clients 1000 -rate 20 -factor 1.5 -max-rate 5000 -warmup 1s -duration 5s]
+                 -rate is the first step, -warmup the settling time and -duration
+                 the window of each step
+  distinct       [-clients 1000 -rate 10 -warmup 3s -duration 10s]  -rate per client
+  idle           [-clients 10000 -warmup 2s -duration 20s]  -duration is the hold
+  stall          [-clients 100 -rate 100 -stalled 1 -rcvbuf 4096 -warmup 2s -duration 15s]
+                 each of the two phases
+  churn          [-cycles 20000 -warmup-cycles 1000 -concurrency 50 -churn-vars distinct]
+  nats-fanout    as fanout, on a NATS upstream (an in-process NATS server)
+  nats-distinct  as distinct, on a NATS upstream: a subject per client
 
 Flags:
 `
@@ -161,7 +193,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprint(stderr, usageHead)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.scenario, "scenario", "", "fanout, saturate, distinct, idle, stall or churn (required)")
+	fs.StringVar(&c.scenario, "scenario", "", scenarioNames+" (required)")
 	fs.IntVar(&c.clients, "clients", 0, "SSE clients")
 	fs.Float64Var(&c.rate, "rate", 0, "upstream events per second, per operation (per room for distinct)")
 	fs.DurationVar(&c.duration, "duration", 0, "measurement window")
@@ -174,8 +206,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.settle, "settle", 30*time.Second, "bound on each wait for the gateway to settle (subscriptions, goroutines)")
 	fs.StringVar(&c.gatewayURL, "gateway", "", "target this running gateway (`URL` http://127.0.0.1:PORT) instead of starting one")
 	fs.IntVar(&c.gatewayPID, "gateway-pid", 0, "`PID` of the -gateway process, for its CPU and RSS (default: asked at its /debug/goroutines)")
-	fs.StringVar(&c.upstreamURL, "upstream", "", "target this running upstream (`URL` ws://…) instead of the in-process one; loadgen then does not publish")
-	fs.StringVar(&c.upstreamListen, "upstream-listen", "", "listen `address` of the in-process upstream (needed with -gateway: point the gateway at ws://ADDRESS/graphql)")
+	fs.StringVar(&c.upstreamURL, "upstream", "", "target this running GraphQL upstream (`URL` ws://…) instead of the in-process one; loadgen then does not publish (not for the nats- scenarios)")
+	fs.StringVar(&c.upstreamListen, "upstream-listen", "", "listen `address` of the in-process upstream (needed with -gateway: point the gateway at ws://ADDRESS/graphql, or at nats://ADDRESS for the nats- scenarios)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "the child gateway's SSE heartbeat")
 	fs.BoolVar(&c.verbose, "v", false, "the child gateway logs gqlpush's events to stderr")
 	fs.BoolVar(&c.gatewayLatency, "gateway-latency", false, "the child gateway also records the latency gqlpush's Observer reports (upstream message to the end of the write to the client): it tells the gateway's share of the end-to-end latency, at the price of a histogram update per write")
@@ -199,7 +231,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	d, ok := scenarioDefaults(c.scenario)
 	if !ok {
 		fs.Usage()
-		return c, fmt.Errorf("-scenario must be fanout, saturate, distinct, idle, stall or churn, not %q", c.scenario)
+		return c, fmt.Errorf("-scenario must be %s, not %q", scenarioNames, c.scenario)
 	}
 	orInt := func(v *int, def int) {
 		if *v == 0 {
@@ -239,7 +271,7 @@ func (c *config) validate() error {
 	if c.clients < 1 && c.scenario != "churn" {
 		bad("-clients must be at least 1")
 	}
-	switch c.scenario {
+	switch c.base() {
 	case "fanout", "saturate", "distinct", "stall":
 		if c.rate <= 0 {
 			bad("-rate must be positive")
@@ -271,7 +303,12 @@ func (c *config) validate() error {
 	if c.upstreamURL != "" && c.upstreamListen != "" {
 		bad("-upstream and -upstream-listen exclude each other")
 	}
-	if c.gatewayURL != "" && c.upstreamURL == "" && c.upstreamListen == "" {
+	switch {
+	case c.nats() && c.upstreamURL != "":
+		bad("-upstream is for a GraphQL upstream: the nats- scenarios run their own NATS server (with -gateway, give -upstream-listen)")
+	case c.nats() && c.gatewayURL != "" && c.upstreamListen == "":
+		bad("with -gateway, give -upstream-listen ADDRESS (and point the gateway at nats://ADDRESS: loadgen gateway -nats nats://ADDRESS)")
+	case c.gatewayURL != "" && c.upstreamURL == "" && c.upstreamListen == "":
 		bad("with -gateway, give -upstream-listen ADDRESS (and point the gateway at ws://ADDRESS/graphql) or -upstream URL")
 	}
 	if c.gatewayURL != "" {

@@ -64,7 +64,8 @@ type upstreamInfo struct {
 	InProcess  bool   `json:"in_process"`
 	Publishing bool   `json:"publishing"`
 	// Subscriptions running on the upstream at the end of the
-	// measurement (in-process upstream only).
+	// measurement (in-process upstream only; on the NATS server, those
+	// made since it started).
 	Subscriptions *int `json:"subscriptions"`
 }
 
@@ -208,7 +209,10 @@ func (r *report) writeText(w io.Writer, withChecks bool) {
 	}
 	p("  gateway:  %s %s, pid %s, open files limit %s", gw, r.Gateway.URL, intText(r.Gateway.PID), ptrText(r.Gateway.FileLimit, "%d"))
 	up := "external (loadgen does not publish)"
-	if r.Upstream.InProcess {
+	switch {
+	case r.Upstream.InProcess && strings.HasPrefix(r.Upstream.URL, "nats://"):
+		up = "in-process nats-server"
+	case r.Upstream.InProcess:
 		up = "in-process gqlpushtest"
 	}
 	p("  upstream: %s %s", up, r.Upstream.URL)

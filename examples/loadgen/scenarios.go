@@ -14,14 +14,15 @@ import (
 	"time"
 )
 
-// openShared opens n clients on Sub, the one shared operation, and waits
+// openShared opens n clients on the one shared operation (Sub), and waits
 // until its upstream subscription runs. The fleet comes back even with an
 // error, for the caller to record and close. seq says whether clients check
 // the results' sequence numbers, as newFleet's does.
 func (e *env) openShared(ctx context.Context, n int, seq bool) (*fleet, error) {
+	shared, _ := e.cfg.operations()
 	targets := make([]string, n)
 	for i := range targets {
-		targets[i] = opsPrefix + "Sub?wg_sse=true"
+		targets[i] = opsPrefix + shared + "?wg_sse=true"
 	}
 	f := newFleet(ctx, e.addr, seq)
 	if err := e.openFleet(ctx, f, targets, nil); err != nil {
@@ -31,18 +32,19 @@ func (e *env) openShared(ctx context.Context, n int, seq bool) (*fleet, error) {
 }
 
 // steady is fanout (every client on Sub) and distinct (each on Room with
-// its own room): a fixed rate, one window.
+// its own room), on either upstream: a fixed rate, one window.
 func (e *env) steady(ctx context.Context, distinct bool) error {
 	n := e.cfg.clients
+	shared, room := e.cfg.operations()
 	targets := make([]string, n)
 	var rooms []int
 	if distinct {
 		rooms = make([]int, n)
 	}
 	for i := range targets {
-		targets[i] = opsPrefix + "Sub?wg_sse=true"
+		targets[i] = opsPrefix + shared + "?wg_sse=true"
 		if distinct {
-			targets[i] = opsPrefix + "Room?wg_sse=true&room=" + roomName(i)
+			targets[i] = opsPrefix + room + "?wg_sse=true&room=" + roomName(i)
 			rooms[i] = i
 		}
 	}
@@ -319,7 +321,7 @@ func (e *env) churn(ctx context.Context) error {
 	}
 	e.logf("%d cycles, %d at a time", e.cfg.cycles, e.cfg.concurrency)
 	hs := newHistSet()
-	subsBefore, completesBefore := e.upstreamReceived()
+	subsBefore, completesBefore, _ := e.upstreamReceived()
 	a := e.snap(nil)
 	errs, kinds := e.cycles(ctx, e.cfg.cycles, target, hs)
 	b := e.snap(nil)
@@ -340,8 +342,7 @@ func (e *env) churn(ctx context.Context) error {
 	_, err := e.settled(ctx, &info.Final, &info.Baseline)
 	info.Settle = time.Since(t0).Seconds()
 	e.rep.Upstream.Subscriptions = info.Final.Subscriptions
-	if e.up != nil {
-		subs, completes := e.upstreamReceived()
+	if subs, completes, ok := e.upstreamReceived(); ok {
 		info.UpstreamSubscribes, info.UpstreamCompletes = ptr(subs-subsBefore), ptr(completes-completesBefore)
 	}
 	if err != nil && ctx.Err() != nil {
@@ -354,12 +355,13 @@ func (e *env) churn(ctx context.Context) error {
 }
 
 // upstreamReceived counts the subscribe and complete messages the
-// in-process upstream has received.
-func (e *env) upstreamReceived() (subscribes, completes int) {
-	if e.up == nil {
-		return 0, 0
+// in-process GraphQL upstream has received; ok is false without one.
+func (e *env) upstreamReceived() (subscribes, completes int, ok bool) {
+	up, ok := e.up.(*inProcessUpstream)
+	if !ok {
+		return 0, 0, false
 	}
-	for _, m := range e.up.srv.Received() {
+	for _, m := range up.srv.Received() {
 		switch m.Type {
 		case "subscribe":
 			subscribes++
@@ -367,7 +369,7 @@ func (e *env) upstreamReceived() (subscribes, completes int) {
 			completes++
 		}
 	}
-	return subscribes, completes
+	return subscribes, completes, true
 }
 
 // settled waits until the gateway is at rest — no stream, no upstream
@@ -379,7 +381,7 @@ func (e *env) settled(ctx context.Context, s *settled, baseline *settled) (bool,
 	_, dbgErr := e.dbg.info(ctx)
 	prevG := -1
 	cond := func() bool {
-		if e.up != nil && e.up.srv.Subscriptions() != 0 {
+		if e.up != nil && e.up.subscriptions() != 0 {
 			return false
 		}
 		if dbgErr != nil {

@@ -12,6 +12,26 @@ import (
 	"github.com/gqlpush/gqlpush/gqlpushtest"
 )
 
+// A source is an in-process upstream that loadgen publishes into: the
+// gqlpushtest server of the WebSocket scenarios (an inProcessUpstream), or
+// the NATS server of the nats- ones (a natsUpstream). The scenarios are the
+// same whatever the source: the publisher posts into it, and they count its
+// subscriptions to know when the gateway has subscribed and whether it let
+// go.
+type source interface {
+	// post sends a chat message to room ("" is gqlpushtest.DefaultRoom)
+	// whose content is content, stamped with sentAt (Unix nanoseconds)
+	// now. Only the publisher's goroutine calls it.
+	post(room, content string) error
+	// flush sends what post buffered; the publisher calls it after each
+	// tick's batch.
+	flush() error
+	// subscriptions counts the subscriptions the gateway holds.
+	subscriptions() int
+	// close stops the source and waits for its goroutines.
+	close()
+}
+
 // An inProcessUpstream is the gqlpushtest server loadgen publishes into.
 type inProcessUpstream struct {
 	srv    *gqlpushtest.Server
@@ -55,27 +75,46 @@ func (u *inProcessUpstream) close() {
 	u.srv.Close()
 }
 
-// A publisher posts chat messages at a steady rate, round robin over its
-// rooms. Each message's content is the room's sequence number, from 0, so a
-// client can tell a lost result from a late one; the chat stamps each with
-// sentAt (Unix nanoseconds) when it is posted.
+var _ source = (*inProcessUpstream)(nil)
+
+// post waits while a subscriber's buffer is full: the chat loses nothing.
+func (u *inProcessUpstream) post(room, content string) error {
+	u.srv.Chat.Post(room, content)
+	return nil
+}
+
+// flush has nothing to do: the chat hands each post to its subscribers at
+// once.
+func (u *inProcessUpstream) flush() error { return nil }
+
+func (u *inProcessUpstream) subscriptions() int { return u.srv.Subscriptions() }
+
+// A publisher posts chat messages into its source at a steady rate, round
+// robin over its rooms. Each message's content is the room's sequence
+// number, from 0, so a client can tell a lost result from a late one; the
+// source stamps each with sentAt (Unix nanoseconds) when it is posted.
 //
 // It ticks at most every millisecond and posts what is due since the rate
 // was set, so the average rate holds whatever the ticker's jitter or a late
 // wake-up, and a high rate is a batch of posts per tick rather than a busy
-// loop. A rate change is heard between posts, even in a long batch.
+// loop; the source flushes once per batch. A rate change is heard between
+// posts, even in a long batch.
 type publisher struct {
-	chat  *gqlpushtest.Chat
+	to    source
 	rooms []string
 	ctrl  chan pubCtrl
 	done  chan struct{}
 
 	posted atomic.Int64
 
-	// seq is each room's next sequence number. Only run writes it; the
-	// coordinator reads it after pause, which orders the reads after the
+	// seq is each room's next sequence number; failed counts the posts
+	// the source refused (their sequence numbers are used again), and err
+	// is the first error of a post or a flush. Only run writes them; the
+	// coordinator reads them after pause, which orders the reads after the
 	// writes.
-	seq []int64
+	seq    []int64
+	failed int64
+	err    error
 }
 
 type pubCtrl struct {
@@ -89,8 +128,8 @@ const (
 	maxTick = 100 * time.Millisecond
 )
 
-func newPublisher(chat *gqlpushtest.Chat, rooms []string) *publisher {
-	return &publisher{chat: chat, rooms: rooms, ctrl: make(chan pubCtrl), done: make(chan struct{}), seq: make([]int64, len(rooms))}
+func newPublisher(to source, rooms []string) *publisher {
+	return &publisher{to: to, rooms: rooms, ctrl: make(chan pubCtrl), done: make(chan struct{}), seq: make([]int64, len(rooms))}
 }
 
 // set changes the rate, per room and per second; 0 pauses. It returns once
@@ -115,6 +154,17 @@ func (p *publisher) set(ctx context.Context, rate float64) error {
 // finalSeq returns the next sequence number of every room; call it after
 // set(ctx, 0).
 func (p *publisher) finalSeq() []int64 { return p.seq }
+
+// failures returns how many posts the source refused, and the first error
+// of a post or a flush; call it after set(ctx, 0).
+func (p *publisher) failures() (int64, error) { return p.failed, p.err }
+
+// fail keeps the first error.
+func (p *publisher) fail(err error) {
+	if p.err == nil {
+		p.err = err
+	}
+}
 
 func (p *publisher) run(ctx context.Context) {
 	defer close(p.done)
@@ -154,26 +204,40 @@ func (p *publisher) run(ctx context.Context) {
 			apply(c)
 		case now := <-tick:
 			due := int64(now.Sub(start).Seconds()*total) - sent
-		batch:
-			for i := range due {
+			var changed *pubCtrl // a rate change heard in the batch
+			for i := int64(0); i < due && changed == nil; i++ {
 				if i%64 == 63 {
 					select {
 					case c := <-p.ctrl:
-						apply(c)
-						break batch
+						changed = &c
+						continue
 					case <-ctx.Done():
 						return
 					default:
 					}
 				}
-				p.chat.Post(p.rooms[room], strconv.FormatInt(p.seq[room], 10))
-				p.seq[room]++
+				sent++
+				if err := p.to.post(p.rooms[room], strconv.FormatInt(p.seq[room], 10)); err != nil {
+					p.failed++
+					p.fail(err)
+				} else {
+					p.seq[room]++
+					p.posted.Add(1)
+				}
 				room++
 				if room == len(p.rooms) {
 					room = 0
 				}
-				sent++
-				p.posted.Add(1)
+			}
+			// Flushed before a change is acknowledged: what was posted at
+			// the old rate is on its way when set returns.
+			if due > 0 {
+				if err := p.to.flush(); err != nil {
+					p.fail(err)
+				}
+			}
+			if changed != nil {
+				apply(*changed)
 			}
 		}
 	}
