@@ -399,6 +399,14 @@ func TestJetStreamResumeOutsideRetention(t *testing.T) {
 	if f := firstResult(t, c2, func() { publish("SHIPPED") }); !strings.Contains(f, `"SHIPPED"`) {
 		t.Fatalf("after the reset: %q", f)
 	}
+	// An id past the stream's last message, of a stream since deleted and
+	// made again, is reset too.
+	token, _, _ := strings.Cut(last, ".")
+	c3, _ := g.openWith(t, g.srv.URL+"/operations/Events?id=7&wg_sse", http.Header{"Last-Event-Id": {token + ".999"}})
+	c3.frame(t)
+	if f := c3.frame(t); f != "event: reset\ndata: \n\n" {
+		t.Fatalf("an id past the last message: %q", f)
+	}
 }
 
 // ordersStream creates the ORDERS stream on ns, keeping maxMsgs messages

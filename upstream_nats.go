@@ -198,7 +198,8 @@ func (s *natsSource) open(req *openRequest, r receiver) (handle, error) {
 
 // replayFrom asks the stream whether it still holds what followed after:
 // reset is true when its first message is past after+1 (something that
-// followed may be gone), or when the stream cannot be asked in time.
+// followed may be gone), when after is past its last message, or when the
+// stream cannot be asked in time.
 func (s *natsSource) replayFrom(stream string, after uint64) (reset bool, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
 	defer cancel()
@@ -217,7 +218,11 @@ func (s *natsSource) replayFrom(stream string, after uint64) (reset bool, err er
 	if err != nil {
 		return true, nil
 	}
-	return after+1 < st.CachedInfo().State.FirstSeq, nil
+	// An id past the stream's last message is of another stream, one
+	// since deleted or purged: what follows it there is not what followed
+	// it here.
+	state := st.CachedInfo().State
+	return after+1 < state.FirstSeq || after > state.LastSeq, nil
 }
 
 func (s *natsSource) signal() {
