@@ -936,7 +936,7 @@ func (r *completionRun) scalar(kind completionKind, raw []byte) bool {
 		}
 		r.fail("ID cannot represent value: " + quoteValue(raw))
 	default: // a custom scalar: the value as it is
-		r.out = appendCanonicalJSON(r.out, raw)
+		r.out = appendCompact(r.out, raw, true)
 		return true
 	}
 	return false
@@ -1052,7 +1052,7 @@ func quoteValue(raw []byte) string {
 	if len(raw) > 4*quoteValueBytes {
 		raw = raw[:4*quoteValueBytes] // compacting only shortens it
 	}
-	return clipTo(string(appendCompact(nil, raw)), quoteValueBytes)
+	return clipTo(string(appendCompact(nil, raw, false)), quoteValueBytes)
 }
 
 func invalidPayloadMessage(payload []byte) string {
@@ -1064,28 +1064,6 @@ func invalidPayloadMessage(payload []byte) string {
 		return fmt.Sprintf("The payload is not valid JSON: syntax error at byte %d.", se.Offset)
 	}
 	return "The payload is not valid JSON."
-}
-
-// appendCanonicalJSON appends the valid JSON value raw compact, its strings
-// canonical. It does not recurse: any depth costs nothing more.
-func appendCanonicalJSON(dst, raw []byte) []byte {
-	for i := 0; i < len(raw); {
-		switch c := raw[i]; c {
-		case ' ', '\t', '\n', '\r':
-			i++
-		case '"':
-			end := skipString(raw, i)
-			dst = appendCanonicalString(dst, raw[i:end])
-			i = end
-		default:
-			start := i
-			for i < len(raw) && raw[i] != '"' && raw[i] != ' ' && raw[i] != '\t' && raw[i] != '\n' && raw[i] != '\r' {
-				i++
-			}
-			dst = append(dst, raw[start:i]...)
-		}
-	}
-	return dst
 }
 
 // appendCanonicalString appends the JSON string raw (quotes included, as

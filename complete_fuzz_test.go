@@ -61,7 +61,7 @@ func FuzzComplete(f *testing.F) {
 		if !json.Valid(v) {
 			return
 		}
-		out := appendCanonicalJSON(nil, v)
+		out := appendCompact(nil, v, true)
 		var compact bytes.Buffer
 		if !utf8.Valid(out) || json.Compact(&compact, out) != nil || !bytes.Equal(compact.Bytes(), out) {
 			t.Fatalf("%q made canonical as %q", v, out)

@@ -76,11 +76,19 @@ func newGateway(t *testing.T, edit func(*gqlpush.Config)) *gateway {
 // loopback, in front of up.
 func gatewayFor(t *testing.T, up *gqlpushtest.Server, edit func(*gqlpush.Config)) *gateway {
 	t.Helper()
-	cfg := gqlpush.Config{
+	g := gatewayWith(t, gqlpush.Config{
 		Operations: mustParse(t, testOperations),
 		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: up.URL, Schema: gqlpushtest.ChatSchema}},
 		Prefix:     "/operations/",
-	}
+	}, edit)
+	g.up = up
+	return g
+}
+
+// gatewayWith serves cfg, mounted at /operations/ on loopback; edit may
+// change it before the handler is built.
+func gatewayWith(t *testing.T, cfg gqlpush.Config, edit func(*gqlpush.Config)) *gateway {
+	t.Helper()
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -99,7 +107,7 @@ func gatewayFor(t *testing.T, up *gqlpushtest.Server, edit func(*gqlpush.Config)
 		}
 		srv.Close()
 	})
-	return &gateway{up: up, h: h, srv: srv}
+	return &gateway{h: h, srv: srv}
 }
 
 func waitCtx(t testing.TB) context.Context {

@@ -104,9 +104,11 @@ func members(b []byte, fn func(key, value []byte)) bool {
 	return true
 }
 
-// appendCompact appends src without the white space outside its strings.
-func appendCompact(dst, src []byte) []byte {
-	if !bytes.ContainsAny(src, " \t\n\r") {
+// appendCompact appends the valid JSON value src without the white space
+// outside its strings; with canonical, its strings as encoding/json writes
+// them too (see appendCanonicalString).
+func appendCompact(dst, src []byte, canonical bool) []byte {
+	if !canonical && !bytes.ContainsAny(src, " \t\n\r") {
 		return append(dst, src...)
 	}
 	for i := 0; i < len(src); {
@@ -115,11 +117,18 @@ func appendCompact(dst, src []byte) []byte {
 			i++
 		case '"':
 			end := skipString(src, i)
-			dst = append(dst, src[i:end]...)
+			if canonical {
+				dst = appendCanonicalString(dst, src[i:end])
+			} else {
+				dst = append(dst, src[i:end]...)
+			}
 			i = end
 		default:
-			dst = append(dst, c)
-			i++
+			start := i
+			for i < len(src) && src[i] != '"' && src[i] != ' ' && src[i] != '\t' && src[i] != '\n' && src[i] != '\r' {
+				i++
+			}
+			dst = append(dst, src[start:i]...)
 		}
 	}
 	return dst

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -81,6 +80,29 @@ func natsGateway(t *testing.T, url string, edit func(*gqlpush.Config)) *gateway 
 	}, edit)
 }
 
+// A shop is a NATS server, a connection that publishes to it, and a
+// gateway of shopOperations in front of it.
+type shop struct {
+	*gateway
+	ns   *server.Server
+	pub  *nats.Conn
+	base uint32 // the server's subscriptions before the gateway's
+}
+
+func newShop(t *testing.T, edit func(*gqlpush.Config)) *shop {
+	t.Helper()
+	ns := natsServer(t, 0)
+	pub := publisher(t, ns)
+	base := ns.NumSubscriptions()
+	return &shop{gateway: natsGateway(t, ns.ClientURL(), edit), ns: ns, pub: pub, base: base}
+}
+
+// waitSubs waits until the gateway holds n subscriptions on the server.
+func (s *shop) waitSubs(t *testing.T, n uint32) {
+	t.Helper()
+	waitNATSSubs(t, s.ns, s.base+n)
+}
+
 // publisher connects to ns to publish, until the test ends.
 func publisher(t *testing.T, ns *server.Server) *nats.Conn {
 	t.Helper()
@@ -107,20 +129,17 @@ func waitNATSSubs(t *testing.T, ns *server.Server, want uint32) {
 }
 
 func TestNATSStream(t *testing.T) {
-	ns := natsServer(t, 0)
-	pub := publisher(t, ns)
-	base := ns.NumSubscriptions()
-	g := natsGateway(t, ns.ClientURL(), nil)
+	g := newShop(t, nil)
 	c := g.open(t, "/operations/Order?id=7&wg_sse")
 	if f := c.frame(t); f != ":\n\n" {
 		t.Fatalf("first frame %q", f)
 	}
-	waitNATSSubs(t, ns, base+1)
+	g.waitSubs(t, 1)
 	// A payload of more than the selection, in another order: the result
 	// is what a GraphQL server would send.
-	pub.Publish("orders.7.updated", []byte(`{"total":9.5,"items":[{"qty":2,"sku":"a","price":3}],"status":"SHIPPED","id":7}`))
-	pub.Publish("orders.8.updated", []byte(`{"id":"8","status":"NEW","items":[]}`)) // another order's subject
-	pub.Publish("orders.7.updated", []byte(`not JSON`))
+	g.pub.Publish("orders.7.updated", []byte(`{"total":9.5,"items":[{"qty":2,"sku":"a","price":3}],"status":"SHIPPED","id":7}`))
+	g.pub.Publish("orders.8.updated", []byte(`{"id":"8","status":"NEW","items":[]}`)) // another order's subject
+	g.pub.Publish("orders.7.updated", []byte(`not JSON`))
 	if got, want := normIDs(c.frame(t)), "id: T.0\ndata: "+`{"data":{"shop_orderUpdated":{"id":"7","status":"SHIPPED","items":[{"sku":"a","qty":2}]}}}`+"\n\n"; got != want {
 		t.Fatalf("got  %q\nwant %q", got, want)
 	}
@@ -128,25 +147,22 @@ func TestNATSStream(t *testing.T) {
 		t.Fatalf("a payload that is not JSON: %q", got)
 	}
 	c.leave()
-	waitNATSSubs(t, ns, base)
+	g.waitSubs(t, 0)
 	g.waitIdle(t)
 }
 
 // Identical requests share one NATS subscription; the last client leaving
 // unsubscribes.
 func TestNATSSharing(t *testing.T) {
-	ns := natsServer(t, 0)
-	pub := publisher(t, ns)
-	base := ns.NumSubscriptions()
-	g := natsGateway(t, ns.ClientURL(), nil)
+	g := newShop(t, nil)
 	a := g.open(t, "/operations/Order?id=7&wg_sse")
 	b := g.open(t, "/operations/Order?wg_variables=%7B%22id%22%3A%227%22%7D&wg_sse")
 	other := g.open(t, "/operations/Order?id=8&wg_sse")
 	for _, c := range []*client{a, b, other} {
 		c.frame(t)
 	}
-	waitNATSSubs(t, ns, base+2)
-	pub.Publish("orders.7.updated", []byte(`{"id":"7","status":"NEW","items":[]}`))
+	g.waitSubs(t, 2)
+	g.pub.Publish("orders.7.updated", []byte(`{"id":"7","status":"NEW","items":[]}`))
 	for _, c := range []*client{a, b} {
 		if f := c.frame(t); !strings.Contains(f, `"id":"7"`) {
 			t.Fatalf("got %q", f)
@@ -154,23 +170,20 @@ func TestNATSSharing(t *testing.T) {
 	}
 	a.leave()
 	b.leave()
-	waitNATSSubs(t, ns, base+1)
+	g.waitSubs(t, 1)
 	other.leave()
-	waitNATSSubs(t, ns, base)
+	g.waitSubs(t, 0)
 }
 
 // Several subjects, wildcards among them, merge into one stream of results.
 func TestNATSSeveralSubjects(t *testing.T) {
-	ns := natsServer(t, 0)
-	pub := publisher(t, ns)
-	base := ns.NumSubscriptions()
-	g := natsGateway(t, ns.ClientURL(), nil)
+	g := newShop(t, nil)
 	c := g.open(t, "/operations/Orders?wg_sse")
 	c.frame(t)
-	waitNATSSubs(t, ns, base+2)
-	pub.Publish("orders.1.created", []byte(`{"id":1}`))
-	pub.Flush()
-	pub.Publish("orders.2.updated", []byte(`{"id":2}`))
+	g.waitSubs(t, 2)
+	g.pub.Publish("orders.1.created", []byte(`{"id":1}`))
+	g.pub.Flush()
+	g.pub.Publish("orders.2.updated", []byte(`{"id":2}`))
 	for _, id := range []string{"1", "2"} {
 		if got, want := normIDs(c.frame(t)), `data: {"data":{"o":{"__typename":"Order","id":"`+id+`"}}}`; !strings.Contains(got, want) {
 			t.Fatalf("got %q, want %q", got, want)
@@ -181,9 +194,7 @@ func TestNATSSeveralSubjects(t *testing.T) {
 // A value rendered into a subject cannot change its shape: a 400 naming
 // the variable, and nothing subscribed.
 func TestNATSSubjectInjection(t *testing.T) {
-	ns := natsServer(t, 0)
-	base := ns.NumSubscriptions()
-	g := natsGateway(t, ns.ClientURL(), nil)
+	g := newShop(t, nil)
 	for _, v := range []string{"", "7.8", "*", ">", "a b", "a\tb", "a\nb", "a\x00b", "a\x7fb", "é.x"} {
 		resp, body := g.get(t, http.MethodGet, "/operations/Order?id="+url.QueryEscape(v))
 		msg, code := errorOf(t, body)
@@ -191,8 +202,8 @@ func TestNATSSubjectInjection(t *testing.T) {
 			t.Errorf("id %q: %d %s %q", v, resp.StatusCode, code, msg)
 		}
 	}
-	if n := ns.NumSubscriptions(); n != base {
-		t.Errorf("%d subscriptions on the NATS server, want %d", n, base)
+	if n := g.ns.NumSubscriptions(); n != g.base {
+		t.Errorf("%d subscriptions on the NATS server, want %d", n, g.base)
 	}
 	if s := g.h.Stats(); s.Subscriptions != 0 {
 		t.Errorf("%+v", s)
@@ -201,14 +212,11 @@ func TestNATSSubjectInjection(t *testing.T) {
 
 // An operation that writes the subject's argument as a literal.
 func TestNATSLiteral(t *testing.T) {
-	ns := natsServer(t, 0)
-	pub := publisher(t, ns)
-	base := ns.NumSubscriptions()
-	g := natsGateway(t, ns.ClientURL(), nil)
+	g := newShop(t, nil)
 	c := g.open(t, "/operations/Seven?wg_sse")
 	c.frame(t)
-	waitNATSSubs(t, ns, base+1)
-	pub.Publish("orders.7.updated", []byte(`{"id":"7"}`))
+	g.waitSubs(t, 1)
+	g.pub.Publish("orders.7.updated", []byte(`{"id":"7"}`))
 	if f := c.frame(t); !strings.Contains(f, `{"data":{"shop_orderUpdated":{"id":"7"}}}`) {
 		t.Fatalf("got %q", f)
 	}
@@ -270,26 +278,9 @@ func TestNATSRestartUnderStreams(t *testing.T) {
 	pub := publisher(t, again)
 	// nats.go makes its subscriptions again on reconnect; publish until one
 	// arrives, as the moment it is back is not told.
-	got := make(chan string, 1)
-	go func() {
-		f, err := readFrame(c.br)
-		if err == nil {
-			got <- f
-		}
-	}()
-	ctx := waitCtx(t)
-	for {
-		pub.Publish("orders.7.updated", []byte(`{"id":"7","status":"NEW","items":[]}`))
-		select {
-		case f := <-got:
-			if !strings.Contains(f, `"id":"7"`) {
-				t.Fatalf("got %q", f)
-			}
-			return
-		case <-time.After(20 * time.Millisecond):
-		case <-ctx.Done():
-			t.Fatal("no result after NATS came back")
-		}
+	f := firstResult(t, c, func() { pub.Publish("orders.7.updated", []byte(`{"id":"7","status":"NEW","items":[]}`)) })
+	if !strings.Contains(f, `"id":"7"`) {
+		t.Fatalf("got %q", f)
 	}
 }
 
@@ -347,30 +338,6 @@ func lastIDOf(t *testing.T, frame string) string {
 		t.Fatalf("no id in %q", frame)
 	}
 	return id
-}
-
-// gatewayWith serves cfg on loopback, at /operations/; edit may change it.
-func gatewayWith(t *testing.T, cfg gqlpush.Config, edit func(*gqlpush.Config)) *gateway {
-	t.Helper()
-	if edit != nil {
-		edit(&cfg)
-	}
-	h, err := gqlpush.NewHandler(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/operations/", h)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
-		defer cancel()
-		if err := h.Close(ctx); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		srv.Close()
-	})
-	return &gateway{h: h, srv: srv}
 }
 
 // An id older than what the stream holds gets event: reset first, then the
@@ -439,7 +406,8 @@ func jsPublish(t *testing.T, js jetstream.JetStream, id, status string) uint64 {
 
 // firstResult publishes until c reads a frame, and returns it: a JetStream
 // consumer starts with what comes after it is made, a moment after the
-// stream has opened, which nothing tells.
+// stream has opened, and nats.go subscribes again a moment after it has
+// reconnected, neither of which anything tells.
 func firstResult(t *testing.T, c *client, publish func()) string {
 	t.Helper()
 	got := make(chan string, 1)
@@ -466,13 +434,10 @@ func firstResult(t *testing.T, c *client, publish func()) string {
 // A union's member is the one the payload's __typename names; a payload
 // that names none is a field error, and the stream goes on.
 func TestNATSUnion(t *testing.T) {
-	ns := natsServer(t, 0)
-	pub := publisher(t, ns)
-	base := ns.NumSubscriptions()
-	g := natsGateway(t, ns.ClientURL(), nil)
+	g := newShop(t, nil)
 	c := g.open(t, "/operations/Changes?wg_sse")
 	c.frame(t)
-	waitNATSSubs(t, ns, base+1)
+	g.waitSubs(t, 1)
 	for _, m := range []string{
 		`{"__typename":"Item","sku":"a","qty":1}`,
 		`{"__typename":"Order","id":1,"status":"NEW","items":[]}`,
@@ -480,7 +445,7 @@ func TestNATSUnion(t *testing.T) {
 		`{"__typename":"Node","id":"1"}`,
 		`{"__typename":"Order","id":1,"status":"LOST"}`,
 	} {
-		pub.Publish("changes", []byte(m))
+		g.pub.Publish("changes", []byte(m))
 	}
 	for i, want := range []string{
 		`{"data":{"c":{"__typename":"Item","sku":"a"}}}`,
@@ -498,22 +463,19 @@ func TestNATSUnion(t *testing.T) {
 // Core NATS results resume from the in-memory window, as a GraphQL
 // upstream's do.
 func TestNATSResumeFromWindow(t *testing.T) {
-	ns := natsServer(t, 0)
-	pub := publisher(t, ns)
-	base := ns.NumSubscriptions()
-	g := natsGateway(t, ns.ClientURL(), nil)
+	g := newShop(t, nil)
 	a := g.open(t, "/operations/Order?id=7&wg_sse")
 	b := g.open(t, "/operations/Order?id=7&wg_sse") // holds the subscription while a is away
 	a.frame(t)
 	b.frame(t)
-	waitNATSSubs(t, ns, base+1)
+	g.waitSubs(t, 1)
 	order := func(status string) []byte { return []byte(`{"id":"7","status":"` + status + `","items":[]}`) }
-	pub.Publish("orders.7.updated", order("NEW"))
+	g.pub.Publish("orders.7.updated", order("NEW"))
 	last := lastIDOf(t, a.frame(t))
 	b.frame(t)
 	a.leave()
-	pub.Publish("orders.7.updated", order("SHIPPED"))
-	pub.Publish("orders.7.updated", order("NEW"))
+	g.pub.Publish("orders.7.updated", order("SHIPPED"))
+	g.pub.Publish("orders.7.updated", order("NEW"))
 	b.frame(t)
 	b.frame(t) // both are in the window now
 	a2, _ := g.openWith(t, g.srv.URL+"/operations/Order?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
@@ -528,10 +490,7 @@ func TestNATSResumeFromWindow(t *testing.T) {
 // wg_subscribe_once answers with the first message's result, and leaves
 // no subscription behind.
 func TestNATSSubscribeOnce(t *testing.T) {
-	ns := natsServer(t, 0)
-	pub := publisher(t, ns)
-	base := ns.NumSubscriptions()
-	g := natsGateway(t, ns.ClientURL(), nil)
+	g := newShop(t, nil)
 	type answer struct {
 		status int
 		body   string
@@ -541,13 +500,13 @@ func TestNATSSubscribeOnce(t *testing.T) {
 		resp, body := g.get(t, http.MethodGet, "/operations/Order?id=7&wg_subscribe_once=true")
 		got <- answer{resp.StatusCode, body}
 	}()
-	waitNATSSubs(t, ns, base+1)
-	pub.Publish("orders.7.updated", []byte(`{"id":"7","status":"NEW","items":[],"total":1}`))
+	g.waitSubs(t, 1)
+	g.pub.Publish("orders.7.updated", []byte(`{"id":"7","status":"NEW","items":[],"total":1}`))
 	a := <-got
 	if a.status != http.StatusOK || a.body != `{"data":{"shop_orderUpdated":{"id":"7","status":"NEW","items":[]}}}` {
 		t.Fatalf("%d %q", a.status, a.body)
 	}
-	waitNATSSubs(t, ns, base)
+	g.waitSubs(t, 0)
 	g.waitIdle(t)
 }
 
@@ -555,25 +514,20 @@ func TestNATSSubscribeOnce(t *testing.T) {
 // own subject, and a claim that would change the subject's shape is
 // refused as a variable would be.
 func TestNATSFromClaim(t *testing.T) {
-	ns := natsServer(t, 0)
-	pub := publisher(t, ns)
-	base := ns.NumSubscriptions()
 	is := jwttest.NewIssuer(t)
 	a, err := gqlpushjwt.New(gqlpushjwt.Config{JWKS: is.JWKS, Issuer: jwttest.Iss, Audience: jwttest.Aud})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := gatewayWith(t, gqlpush.Config{
-		Operations:    mustParse(t, map[string]string{"Mine": `subscription ($me: ID! @fromClaim(name: "sub")) { shop_orderUpdated(id: $me) { id } }`}),
-		Upstreams:     []gqlpush.Upstream{{Name: "shop", URL: ns.ClientURL(), Schema: shopSchema}},
-		Prefix:        "/operations/",
-		Authenticator: a,
-	}, nil)
+	g := newShop(t, func(cfg *gqlpush.Config) {
+		cfg.Operations = mustParse(t, map[string]string{"Mine": `subscription ($me: ID! @fromClaim(name: "sub")) { shop_orderUpdated(id: $me) { id } }`})
+		cfg.Authenticator = a
+	})
 	alice, _ := g.openWith(t, g.srv.URL+"/operations/Mine?wg_sse", bearer(is.RS256(t, jwttest.Claims("alice"))))
 	alice.frame(t)
-	waitNATSSubs(t, ns, base+1)
-	pub.Publish("orders.bob.updated", []byte(`{"id":"bob"}`))
-	pub.Publish("orders.alice.updated", []byte(`{"id":"alice"}`))
+	g.waitSubs(t, 1)
+	g.pub.Publish("orders.bob.updated", []byte(`{"id":"bob"}`))
+	g.pub.Publish("orders.alice.updated", []byte(`{"id":"alice"}`))
 	if f := normIDs(alice.frame(t)); f != "id: T.0\ndata: {\"data\":{\"shop_orderUpdated\":{\"id\":\"alice\"}}}\n\n" {
 		t.Fatalf("got %q", f)
 	}
@@ -581,5 +535,5 @@ func TestNATSFromClaim(t *testing.T) {
 	if msg, code := errorOf(t, body); resp.StatusCode != http.StatusBadRequest || code != "BAD_USER_INPUT" || !strings.Contains(msg, `variable "me"`) {
 		t.Fatalf("a claim holding '.': %d %s %q", resp.StatusCode, code, msg)
 	}
-	waitNATSSubs(t, ns, base+1)
+	g.waitSubs(t, 1)
 }

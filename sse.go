@@ -132,14 +132,14 @@ func appendResult(dst, raw []byte) ([]byte, error) {
 	dst = append(dst, '{')
 	if hasData {
 		dst = append(dst, `"data":`...)
-		dst = appendCompact(dst, data)
+		dst = appendCompact(dst, data, false)
 	}
 	if hasErrs {
 		if hasData {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `"errors":`...)
-		dst = appendCompact(dst, errs)
+		dst = appendCompact(dst, errs, false)
 	}
 	return append(dst, '}'), nil
 }
