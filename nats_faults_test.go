@@ -105,23 +105,7 @@ func TestJetStreamMissing(t *testing.T) {
 // A subscription NATS refuses ends with an error that says so; another on
 // the same connection goes on.
 func TestNATSPermissionViolation(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
-		Users: []*server.User{
-			{Username: "gw", Password: "s3cret", Permissions: &server.Permissions{
-				Subscribe: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"orders.vault.>"}},
-			}},
-			{Username: "pub", Password: "pub"},
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(waitTime) {
-		t.Fatal("the NATS server did not start")
-	}
-	t.Cleanup(ns.Shutdown)
+	ns := guardedNATSServer(t)
 	pub, err := nats.Connect(ns.ClientURL(), nats.UserInfo("pub", "pub"))
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +126,52 @@ func TestNATSPermissionViolation(t *testing.T) {
 	if strings.Contains(e.logs.String(), "s3cret") {
 		t.Errorf("the log shows the URL's password: %q", e.logs.String())
 	}
+}
+
+// Credentials NATS refuses: the streams end at the reconnect limit, and
+// the log says why, without the password.
+func TestNATSBadCredentials(t *testing.T) {
+	ns := guardedNATSServer(t)
+	addr := strings.TrimPrefix(ns.ClientURL(), "nats://")
+	var e ends
+	g := natsGateway(t, "nats://gw:wr0ng@"+addr, func(cfg *gqlpush.Config) {
+		e.edit(cfg)
+		cfg.ReconnectLimit = 300 * time.Millisecond
+	})
+	c := g.open(t, "/operations/Order?id=7&wg_sse")
+	c.frame(t)
+	wantEnd(t, c, "UPSTREAM_UNAVAILABLE", "upstream unavailable")
+	logs := e.logs.String()
+	if !strings.Contains(strings.ToLower(logs), "authorization violation") || strings.Contains(logs, "wr0ng") {
+		t.Errorf("the log should say why and hide the password: %q", logs)
+	}
+}
+
+// guardedNATSServer starts a NATS server whose user gw may subscribe to
+// anything but orders.vault.>, and whose user pub may publish.
+func guardedNATSServer(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Users: []*server.User{
+			{Username: "gw", Password: "s3cret", Permissions: &server.Permissions{
+				Subscribe: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"orders.vault.>"}},
+			}},
+			{Username: "pub", Password: "pub"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(waitTime) {
+		t.Fatal("the NATS server did not start")
+	}
+	t.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	return ns
 }
 
 // A subscription NATS drops messages of, as it fell behind, ends with an

@@ -538,7 +538,9 @@ func (s *natsSource) connect() (*nats.Conn, error) {
 	if n.conn != nil {
 		prev := n.conn.ErrorHandler()
 		n.conn.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
-			s.asyncError(sub, err)
+			if s.ctx.Err() == nil { // the source is not closed
+				s.asyncError(sub, err)
+			}
 			if prev != nil {
 				prev(c, sub, err)
 			}
@@ -553,6 +555,11 @@ func (s *natsSource) connect() (*nats.Conn, error) {
 		// gqlpush only subscribes: little is ever buffered to publish.
 		nats.ReconnectBufSize(64 << 10),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) { s.asyncError(sub, err) }),
+		// Why a connect failed (refused, bad credentials) is told here
+		// only.
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			s.logs.warn(logFailed, "connecting to NATS failed", "upstream", s.up.label, "err", logText(err))
+		}),
 	}, n.opts...)
 	nc, err := nats.Connect(n.url, opts...)
 	if err != nil {
@@ -584,6 +591,10 @@ func (s *natsSource) asyncError(sub *nats.Subscription, err error) {
 		for _, ns := range s.subsDeniedOn(m[1]) {
 			ns.fail(endWith(probUpstreamGone, "NATS refused the subscription: permissions violation on "+m[1]), "NATS permissions violation", err)
 		}
+	default:
+		// The connection's own trouble, such as an authorization
+		// refused: nats.go goes on, and the operator needs to know.
+		s.logs.warn(logFailed, "NATS error", "upstream", s.up.label, "err", logText(err))
 	}
 }
 
