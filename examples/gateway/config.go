@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +41,7 @@ type config struct {
 	listen         string
 	metrics        string // "" when no metrics are served
 	upstreams      []gqlpush.Upstream
+	schemaFiles    map[string]string // -schema's FILE by upstream label, for messages
 	operationsDir  string
 	operations     []*gqlpush.Operation
 	heartbeat      time.Duration
@@ -131,6 +133,7 @@ func fieldFlags() map[string]string {
 		"Schema":         "-schema",
 		"Protocol":       "-protocol",
 		"ForwardHeaders": "-forward-header",
+		"NATSOptions":    "-nats-creds",
 	}
 }
 
@@ -152,6 +155,15 @@ func (c *config) handlerError(err error, haveAuth bool) error {
 			// operator's.
 			return fmt.Errorf("the gateway's handler configuration: %w", err)
 		}
+		if file, ok := c.schemaFiles[ce.Upstream]; ok && ce.Field == "Schema" {
+			// gqlpush names the schema "schema" in its positions: the
+			// operator knows it by its file.
+			if rest, ok := strings.CutPrefix(ce.Detail, "schema:"); ok {
+				named := *ce
+				named.Detail = file + ":" + rest
+				return usagef("%s: %w", name, &named)
+			}
+		}
 		return usagef("%s: %w", name, err)
 	}
 	err = inDir(c.operationsDir, err)
@@ -159,6 +171,15 @@ func (c *config) handlerError(err error, haveAuth bool) error {
 		err = fmt.Errorf("%w\n(operations with @auth, @rbac or @fromClaim need -jwt-secret-file or -jwks)", err)
 	}
 	return &usageError{err}
+}
+
+// schemaLabel is how a *gqlpush.ConfigError names upstreams[i]: its quoted
+// name, or #N, counted from 1, for the unnamed one.
+func schemaLabel(upstreams []gqlpush.Upstream, i int) string {
+	if name := upstreams[i].Name; name != "" {
+		return strconv.Quote(name)
+	}
+	return "#" + strconv.Itoa(i+1)
 }
 
 // shutdownTimeout bounds the graceful shutdown. gqlpush spreads the ends of
@@ -190,10 +211,17 @@ const usageHead = `usage: gateway -operations DIR -upstream [NAME=]URL [flags]
 
 Serves the subscriptions in DIR/**/*.graphql at /operations/<path without
 .graphql> as Server-Sent Events (?wg_sse=true) or JSON streams, subscribing
-upstream over GraphQL-over-WebSocket; ?wg_subscribe_once=true answers with
-the first result alone, or with 504 UPSTREAM_TIMEOUT after -once-timeout.
-/healthz answers "ok". With -metrics ADDR, Prometheus metrics are served at
-http://ADDR/metrics.
+upstream over GraphQL-over-WebSocket, or to NATS subjects;
+?wg_subscribe_once=true answers with the first result alone, or with 504
+UPSTREAM_TIMEOUT after -once-timeout. /healthz answers "ok". With -metrics
+ADDR, Prometheus metrics are served at http://ADDR/metrics.
+
+An -upstream with a nats:// or tls:// URL (or a comma-separated list) is a
+NATS upstream: its -schema says which subjects feed each subscription field,
+with @natsSubscribe(subjects: ["orders.{{ args.id }}.updated"]), and each
+message is the field's JSON value. Its credentials go in the URL
+(nats://user:password@host, nats://token@host) or in -nats-creds NAME=FILE.
+-protocol and -forward-header are for GraphQL upstreams only.
 
 With -jwt-secret-file or -jwks, callers may present a JSON Web Token, in an
 Authorization: Bearer header or in the -auth-cookie cookie. Operations with
@@ -230,14 +258,15 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		fs.PrintDefaults()
 	}
 	cfg := &config{}
-	var upstreams, schemas, protocols, forward, origins, proxies listFlag
+	var upstreams, schemas, protocols, forward, origins, proxies, natsCreds listFlag
 	var af authFlags
 	fs.StringVar(&cfg.listen, "listen", defaultListen, "listen on `ADDR` (host:port)")
 	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (host:port), on a listener of its own; empty serves none")
-	fs.Var(&upstreams, "upstream", "an upstream GraphQL server, `[NAME=]URL` with a ws:// or wss:// URL (repeatable).\nOperations reach its root fields as NAME_field; at most one upstream has no NAME, and its fields keep their names.")
+	fs.Var(&upstreams, "upstream", "an upstream, `[NAME=]URL` (repeatable): a GraphQL server at a ws:// or wss:// URL, or NATS at a nats:// or tls://\nURL or a comma-separated list of such URLs (a cluster), with credentials as nats://USER:PASSWORD@HOST or\nnats://TOKEN@HOST, or given by -nats-creds; a NATS upstream needs its -schema. Operations reach its root fields\nas NAME_field; at most one upstream has no NAME, and its fields keep their names.")
 	fs.StringVar(&cfg.operationsDir, "operations", "", "serve the operation files (*.graphql) under `DIR`; required")
-	fs.Var(&schemas, "schema", "the SDL of an upstream, `NAME=FILE` (=FILE for the unnamed one; repeatable, optional).\nOperations are checked against it at startup, and variables per request.")
-	fs.Var(&protocols, "protocol", "the GraphQL-over-WebSocket subprotocol of upstreams, `[NAME=]PROTOCOL`: NAME=PROTOCOL for upstream NAME\n(=PROTOCOL for the unnamed one; repeatable), a bare PROTOCOL for every upstream not named in another -protocol.\nPROTOCOL is auto (offer graphql-transport-ws, then graphql-ws, and keep what the upstream takes),\ngraphql-transport-ws, or graphql-ws (the legacy subscriptions-transport-ws). Default auto.")
+	fs.Var(&schemas, "schema", "the SDL of an upstream, `NAME=FILE` (=FILE for the unnamed one; repeatable; required for a NATS upstream,\nwhose subscription fields name their subjects with @natsSubscribe). Operations are checked against it at startup,\nand variables per request.")
+	fs.Var(&natsCreds, "nats-creds", "the credentials file that NATS upstream NAME connects with, `NAME=FILE` (=FILE for the unnamed one; repeatable):\na user JWT and its nkey seed, as nsc generate creds writes them. Checked at startup, then read again at\nevery connect, so it can be replaced in place. Let the gateway's user alone read the file (a warning is logged otherwise)")
+	fs.Var(&protocols, "protocol", "the GraphQL-over-WebSocket subprotocol of GraphQL upstreams, `[NAME=]PROTOCOL`: NAME=PROTOCOL for upstream NAME\n(=PROTOCOL for the unnamed one; repeatable), a bare PROTOCOL for every GraphQL upstream not named in another -protocol.\nPROTOCOL is auto (offer graphql-transport-ws, then graphql-ws, and keep what the upstream takes),\ngraphql-transport-ws, or graphql-ws (the legacy subscriptions-transport-ws). Default auto.")
 	fs.DurationVar(&cfg.heartbeat, "heartbeat", gqlpush.DefaultHeartbeat, "how long a stream stays silent before a heartbeat frame; 0 means the default, negative disables")
 	fs.IntVar(&cfg.queue, "queue", gqlpush.DefaultQueueSize, "let a client have `N` results unread before it is dropped with SLOW_CONSUMER; 0 means the default")
 	fs.IntVar(&cfg.queueBytes, "queue-bytes", gqlpush.DefaultQueueBytes, "let a client have `N` bytes of results unread, besides the newest result, before it is dropped with\nSLOW_CONSUMER; it bounds what -resume-frames keeps too. 0 means the default")
@@ -255,7 +284,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	fs.DurationVar(&af.leeway, "jwt-leeway", gqlpushjwt.DefaultLeeway, "allow `D` of clock skew between the issuer and the gateway on the \"exp\", \"nbf\" and \"iat\" claims; 0s allows none.\nA token is refused once its exp plus D has passed, and a stream opened with it ends then, with UNAUTHENTICATED")
 	fs.StringVar(&af.cookie, "auth-cookie", gqlpushjwt.DefaultCookie, "read the token from the cookie `NAME` too, for browsers, whose EventSource cannot set an Authorization\nheader; - reads no cookie")
 	fs.StringVar(&af.rolesClaim, "roles-claim", gqlpushjwt.DefaultRolesClaim, "the claim `NAME` that holds the roles @rbac checks: an array of strings, or one space-separated string;\na path such as realm_access.roles reaches into nested claims")
-	fs.Var(&forward, "forward-header", "copy the client request header `NAME` onto the WebSocket handshake of every upstream (repeatable).\nCallers whose values differ get upstream connections of their own. Headers of one connection (Connection,\nUpgrade, Sec-WebSocket-*, …) cannot be forwarded")
+	fs.Var(&forward, "forward-header", "copy the client request header `NAME` onto the WebSocket handshake of every GraphQL upstream (repeatable).\nCallers whose values differ get upstream connections of their own. Headers of one connection (Connection,\nUpgrade, Sec-WebSocket-*, …) cannot be forwarded")
 	fs.IntVar(&cfg.maxConns, "max-conns", defaultMaxConns, "hold at most `N` client connections open, streams included: one more is closed as soon as it is\naccepted, and such refusals are logged, with their count, at most every "+refusedLogEvery.String()+". 0 sets no cap")
 	fs.IntVar(&cfg.maxStreams, "max-streams", 0, "refuse a new stream with 429 TOO_MANY_STREAMS while `N` streams are open; 0 sets no cap")
 	fs.IntVar(&cfg.maxStreamsPerPrincipal, "max-streams-per-principal", 0, "refuse a new stream with 429 TOO_MANY_STREAMS while its caller holds `N` open: a caller with a token\ncounts by subject, an anonymous one by address (see -trusted-proxy); 0 sets no cap")
@@ -306,9 +335,10 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	cfg.forwardHeaders = forward
 
 	for _, v := range upstreams {
-		u := parseUpstream(v)
-		u.ForwardHeaders = cfg.forwardHeaders
-		cfg.upstreams = append(cfg.upstreams, u)
+		cfg.upstreams = append(cfg.upstreams, parseUpstream(v))
+	}
+	if err := cfg.applyForwardHeaders(cfg.forwardHeaders); err != nil {
+		return nil, err
 	}
 
 	given := map[string]bool{}
@@ -334,6 +364,13 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 			return nil, usagef("%s: %v", what, err)
 		}
 		cfg.upstreams[i].Schema = string(sdl)
+		if cfg.schemaFiles == nil {
+			cfg.schemaFiles = map[string]string{}
+		}
+		cfg.schemaFiles[schemaLabel(cfg.upstreams, i)] = file
+	}
+	if err := cfg.applyNATSCreds(natsCreds); err != nil {
+		return nil, err
 	}
 	if err := cfg.applyProtocols(protocols); err != nil {
 		return nil, err
@@ -370,11 +407,14 @@ func (c *config) checkMetrics() error {
 	return nil
 }
 
-// applyProtocols sets the Protocol of every upstream from the -protocol
-// values: NAME=PROTOCOL and =PROTOCOL set one upstream, a bare PROTOCOL the
-// others. An upstream no value names speaks gqlpush.ProtocolAuto. Which
+// applyProtocols sets the Protocol of every GraphQL upstream from the
+// -protocol values: NAME=PROTOCOL and =PROTOCOL set one upstream, a bare
+// PROTOCOL the others. A GraphQL upstream no value names speaks
+// gqlpush.ProtocolAuto; a NATS upstream speaks none, and one named gets its
+// value all the same, for gqlpush to refuse under -protocol. Which
 // protocols exist is gqlpush's to say, when the handler is built; a bare
-// PROTOCOL that no upstream takes is never checked, so it gets a warning.
+// PROTOCOL that no upstream takes is never checked, so it gets a warning,
+// or, when every upstream is a NATS upstream, a refusal.
 func (c *config) applyProtocols(values []string) error {
 	all, allSet, allValue := gqlpush.ProtocolAuto, false, ""
 	named := map[string]gqlpush.Protocol{}
@@ -408,14 +448,21 @@ func (c *config) applyProtocols(values []string) error {
 		}
 		named[name] = p
 	}
-	if allSet && len(named) == len(c.upstreams) {
-		c.warnings = append(c.warnings, fmt.Sprintf("-protocol %s: every upstream has a -protocol of its own, so this one applies to none", allValue))
+	if allSet && !c.hasGraphQL() {
+		return usagef("-protocol %s: every -upstream is a NATS upstream, and NATS speaks no GraphQL-over-WebSocket protocol", allValue)
 	}
+	left := 0 // GraphQL upstreams the bare value applies to
 	for i := range c.upstreams {
-		c.upstreams[i].Protocol = all
-		if p, ok := named[c.upstreams[i].Name]; ok {
-			c.upstreams[i].Protocol = p
+		u := &c.upstreams[i]
+		if p, ok := named[u.Name]; ok {
+			u.Protocol = p
+		} else if !isNATS(u.URL) {
+			u.Protocol = all
+			left++
 		}
+	}
+	if allSet && left == 0 {
+		c.warnings = append(c.warnings, fmt.Sprintf("-protocol %s: every GraphQL upstream has a -protocol of its own, so this one applies to none", allValue))
 	}
 	return nil
 }

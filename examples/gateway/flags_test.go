@@ -354,7 +354,7 @@ func TestProtocolWarning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.warnings) != 1 || !strings.Contains(cfg.warnings[0], "-protocol graphql-sse: every upstream has a -protocol of its own, so this one applies to none") {
+	if len(cfg.warnings) != 1 || !strings.Contains(cfg.warnings[0], "-protocol graphql-sse: every GraphQL upstream has a -protocol of its own, so this one applies to none") {
 		t.Errorf("warnings %q, want one about -protocol graphql-sse", cfg.warnings)
 	}
 	if p := cfg.upstreams[0].Protocol; p != gqlpush.ProtocolLegacyWS {

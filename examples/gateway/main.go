@@ -1,7 +1,8 @@
 // Gateway is a deployable gqlpush bridge: it serves the persisted GraphQL
 // subscriptions of a directory of .graphql files as HTTP streams (Server-Sent
 // Events or JSON), subscribing to one or more upstream GraphQL servers over
-// GraphQL-over-WebSocket. It is configured by flags alone:
+// GraphQL-over-WebSocket, or to NATS subjects. It is configured by flags
+// alone:
 //
 //	gateway -operations ./operations -upstream gql=wss://api.example.com/graphql \
 //	        -schema gql=./schema.graphql -listen :8080
@@ -44,10 +45,39 @@
 // spread over the -drain window so that clients do not all come back at
 // once; then the HTTP servers close. The exit status is 0 after a clean
 // shutdown, 2 when the flags or what they name (operations, schemas, the
-// secret, the key set) are invalid, and 1 on any other failure. Most values
-// are checked by gqlpush itself, and reported under the flag that gave them:
+// secret, the key set, a NATS credentials file) are invalid, and 1 on any
+// other failure. Most values are checked by gqlpush itself, and reported
+// under the flag that gave them:
 //
 //	gateway: -queue: gqlpush: Config.QueueSize is negative
+//
+// # NATS upstreams
+//
+// An -upstream whose URL is nats:// or tls:// (or a comma-separated list of
+// such URLs, for a cluster) is a NATS upstream:
+//
+//	gateway -operations ./operations -upstream shop=nats://gw:secret@127.0.0.1:4222 \
+//	        -schema shop=./shop.graphql
+//
+// Its -schema is required: each subscription field names the subjects that
+// feed it, with templates of its arguments, and optionally the JetStream
+// stream that holds them, whose sequences then serve as event ids:
+//
+//	type Subscription {
+//	  orderUpdated(id: ID!): Order! @natsSubscribe(subjects: ["orders.{{ args.id }}.updated"])
+//	}
+//
+// Each message is the field's JSON value; an operation
+// subscription ($id: ID!) { shop_orderUpdated(id: $id) { id status } }
+// served at /operations/OrderUpdated?id=7 gets the messages of
+// orders.7.updated. Credentials go in the URL's user info
+// (nats://user:password@host or nats://token@host), or in a credentials
+// file, a user JWT and its nkey seed, named with -nats-creds NAME=FILE and
+// read again at every connect. -protocol and -forward-header are for
+// GraphQL upstreams only: a -protocol that names a NATS upstream is a usage
+// error, and so is either flag when every upstream is a NATS upstream.
+// While NATS is unreachable, streams stay open for -reconnect-limit, then
+// end with UPSTREAM_UNAVAILABLE, as they do on a GraphQL upstream.
 //
 // # Quick start
 //

@@ -300,7 +300,8 @@ func TestHelp(t *testing.T) {
 		"-jwt-secret-file FILE", "-jwks URL|FILE", "-jwt-issuer ISS", "-jwt-audience AUD", "-jwt-leeway D", "-auth-cookie NAME", "-roles-claim NAME",
 		"-forward-header NAME", "-max-streams N", "-max-streams-per-principal N", "-cors-origin ORIGIN", "-client-ip-header NAME",
 		"-queue-bytes N", "-max-conns N", "-max-anonymous-streams N", "-max-subscriptions N", "-max-upstream-conns N", "-trusted-proxy CIDR",
-		"request heads (64 KiB)", "wg_subscribe_once", "exp plus -jwt-leeway", quickStart} {
+		"request heads (64 KiB)", "wg_subscribe_once", "exp plus -jwt-leeway", quickStart,
+		"-nats-creds NAME=FILE", "nats://", "tls://", "@natsSubscribe"} {
 		if !strings.Contains(stdout.String(), w) {
 			t.Errorf("usage does not mention %q:\n%s", w, stdout.String())
 		}
@@ -332,6 +333,10 @@ func TestHelp(t *testing.T) {
 		"max-upstream-conns":    "With -forward-header",
 		"max-anonymous-streams": "at most -max-streams",
 		"max-subscriptions":     "0 sets no cap",
+		// What an operator must know of NATS upstreams.
+		"upstream":   "nats://USER:PASSWORD@HOST",
+		"nats-creds": "so it can be replaced in place",
+		"schema":     "required for a NATS upstream",
 	} {
 		text, ok := flags[name]
 		if !ok {
