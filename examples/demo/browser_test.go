@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,6 +114,21 @@ type pageView struct {
 	} `json:"messages"`
 	Bold   int  `json:"bold"`   // <b> elements anywhere in the list
 	Closed bool `json:"closed"` // the page's EventSource is CLOSED
+
+	// The orders, from NATS.
+	FeedState      string `json:"feedState"`
+	FeedStateClass string `json:"feedStateClass"`
+	FeedProblem    string `json:"feedProblem"` // empty when hidden
+	Orders         []struct {
+		ID       string `json:"id"`
+		Status   string `json:"status"`
+		DataSet  string `json:"dataStatus"` // the row's data-status
+		What     string `json:"what"`
+		Seq      string `json:"seq"`
+		Title    string `json:"title"` // of the seq: the event id
+		Elements int    `json:"elements"`
+	} `json:"orders"`
+	FeedClosed bool `json:"feedClosed"`
 }
 
 // viewJS reads a pageView. The page's top-level const source is in the global
@@ -131,6 +148,19 @@ const viewJS = `(() => {
 		})),
 		bold: $('messages').querySelectorAll('b').length,
 		closed: source.readyState === EventSource.CLOSED,
+		feedState: $('feed-state').textContent,
+		feedStateClass: $('feed-state').className,
+		feedProblem: $('feed-problem').hidden ? '' : $('feed-problem').textContent,
+		orders: [...$('orders').children].map((li) => ({
+			id: li.children[0].textContent,
+			status: li.children[1].textContent,
+			dataStatus: li.dataset.status,
+			what: li.children[2].textContent,
+			seq: li.children[3].textContent,
+			title: li.children[3].title,
+			elements: li.querySelectorAll('span *').length,
+		})),
+		feedClosed: feedSource.readyState === EventSource.CLOSED,
 	};
 })()`
 
@@ -161,6 +191,14 @@ func (v pageView) String() string {
 		}
 		fmt.Fprintf(&b, " %s %q", m.ID, m.Content)
 	}
+	fmt.Fprintf(&b, "; orders: state %q (class %q), problem %q, %d orders", v.FeedState, v.FeedStateClass, v.FeedProblem, len(v.Orders))
+	for i, o := range v.Orders {
+		if i == 5 {
+			b.WriteString(" …")
+			break
+		}
+		fmt.Fprintf(&b, " [%s %s %q %s]", o.ID, o.Status, o.What, o.Seq)
+	}
 	return b.String()
 }
 
@@ -185,8 +223,9 @@ func waitFor(t *testing.T, tab context.Context, what, pred string, args ...any) 
 }
 
 // TestBrowser opens the demo page in a real, headless Chromium, as a person
-// would: the live list fills, a posted message shows as the text it is, and
-// the page tells when the server ends the stream. The page reports no error
+// would: the live list fills, a posted message shows as the text it is, the
+// orders published to NATS show beside it, and the page tells when the
+// server ends the streams. The page reports no error
 // to the console on the way, not even a Content Security Policy violation.
 func TestBrowser(t *testing.T) {
 	exe := chromium(t)
@@ -269,6 +308,37 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("the page shows state %q and problem %q, want live and none", v.State, v.Problem)
 	}
 
+	// The orders published to NATS show too, each with its stream
+	// sequence, newest first.
+	waitFor(t, tab, "the orders are live and list two", `() =>
+		document.getElementById('feed-state').className === 'live' &&
+		document.querySelectorAll('#orders > li').length >= 2`)
+	v := view(t, tab)
+	if v.FeedState != "live" || v.FeedProblem != "" {
+		t.Fatalf("the orders show state %q and problem %q, want live and none", v.FeedState, v.FeedProblem)
+	}
+	statuses := append(slices.Clone(lifecycle), cancelled)
+	what := regexp.MustCompile(`^[A-Z][a-z]+ \([A-Z]{2}\) · [0-9]+ items? · [0-9]+\.[0-9]{2} EUR$`)
+	for i, o := range v.Orders {
+		seq, err := strconv.Atoi(strings.TrimPrefix(o.Seq, "seq "))
+		switch {
+		case !strings.HasPrefix(o.ID, "#") || strings.Trim(o.ID, "#0123456789") != "":
+			t.Errorf("order id %q, want #N", o.ID)
+		case !slices.Contains(statuses, o.Status) || o.DataSet != o.Status:
+			t.Errorf("order %s shows status %q (data-status %q), want one of %v", o.ID, o.Status, o.DataSet, statuses)
+		case !what.MatchString(o.What):
+			t.Errorf("order %s shows %q, want customer (country) · N items · amount EUR", o.ID, o.What)
+		case !strings.HasPrefix(o.Seq, "seq ") || err != nil || !strings.HasSuffix(o.Title, "."+strconv.Itoa(seq)):
+			t.Errorf("order %s shows %q titled %q, want seq N titled with an event id ending in .N", o.ID, o.Seq, o.Title)
+		case o.Elements != 0:
+			t.Errorf("order %s holds elements inside its text", o.ID)
+		case i > 0:
+			if prev, _ := strconv.Atoi(strings.TrimPrefix(v.Orders[i-1].Seq, "seq ")); prev <= seq {
+				t.Errorf("the orders show %s above %s, want newest first", v.Orders[i-1].Seq, o.Seq)
+			}
+		}
+	}
+
 	// A message with HTML in it, typed and posted as a person would, shows
 	// as the very text typed: nothing of it is parsed as HTML.
 	const typed = `<b>hi</b> & "q"`
@@ -293,7 +363,7 @@ func TestBrowser(t *testing.T) {
 		document.getElementById('content').value === '' &&
 		[...document.querySelectorAll('#messages > li > span:last-child')]
 			.some((s) => !s.textContent.startsWith('tick '))`)
-	v := view(t, tab)
+	v = view(t, tab)
 	found := false
 	for _, m := range v.Messages {
 		if m.Content == typed {
@@ -318,17 +388,19 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 
-	// The server shuts down: the page gets the end of the stream, says so,
-	// and closes its EventSource rather than reconnect.
+	// The server shuts down: the page gets the end of both streams, says
+	// so, and closes their EventSources rather than reconnect.
 	d.cancel()
-	waitFor(t, tab, "the page shows the stream ended", `() =>
-		document.getElementById('state').className === 'ended'`)
+	waitFor(t, tab, "the page shows both streams ended", `() =>
+		document.getElementById('state').className === 'ended' &&
+		document.getElementById('feed-state').className === 'ended'`)
 	v = view(t, tab)
-	if v.State != "stream ended" || !v.Closed {
-		t.Errorf("the page shows state %q, EventSource closed %v; want \"stream ended\" and closed", v.State, v.Closed)
+	if v.State != "stream ended" || !v.Closed || v.FeedState != "stream ended" || !v.FeedClosed {
+		t.Errorf("the page shows state %q and %q, EventSources closed %v and %v; want \"stream ended\" and closed",
+			v.State, v.FeedState, v.Closed, v.FeedClosed)
 	}
-	if v.Problem != "server shutting down" {
-		t.Errorf("the page shows the problem %q, want the server's %q", v.Problem, "server shutting down")
+	if v.Problem != "server shutting down" || v.FeedProblem != "server shutting down" {
+		t.Errorf("the page shows the problems %q and %q, want the server's %q", v.Problem, v.FeedProblem, "server shutting down")
 	}
 	if err := d.stop(t); err != nil {
 		t.Errorf("run returned %v, want nil", err)

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -163,7 +165,10 @@ func TestDemo(t *testing.T) {
 		if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/html; charset=utf-8" {
 			t.Fatalf("GET / = %d %q, want 200 text/html", res.StatusCode, res.Header.Get("Content-Type"))
 		}
-		for _, want := range []string{"new EventSource(streamURL)", "'/operations/Sub?wg_sse=true'", "addEventListener('complete'"} {
+		for _, want := range []string{
+			"new EventSource(url)", "'/operations/Sub?wg_sse=true'", "'/operations/Orders?wg_sse=true'",
+			"addEventListener('complete'", "These come from NATS, with no GraphQL server behind",
+		} {
 			if !bytes.Contains(body, []byte(want)) {
 				t.Errorf("the page lacks %q", want)
 			}
@@ -231,7 +236,11 @@ func TestDemo(t *testing.T) {
 	}
 
 	out := d.stdout.String()
-	for _, want := range []string{d.base + "/\n", "curl -N '" + d.base + "/operations/Sub?wg_sse=true'\n"} {
+	for _, want := range []string{
+		d.base + "/\n",
+		"curl -N '" + d.base + "/operations/Sub?wg_sse=true'\n",
+		"curl -N '" + d.base + "/operations/Orders?wg_sse=true'\n",
+	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
@@ -240,6 +249,157 @@ func TestDemo(t *testing.T) {
 	if c, err := net.Dial("tcp", strings.TrimPrefix(d.base, "http://")); err == nil {
 		c.Close()
 		t.Error("the demo's port still accepts connections after run returned")
+	}
+}
+
+// feedOrder is the result of Orders.graphql: its fields are those of the
+// operation's selection set, in its order, as results must have them.
+type feedOrder struct {
+	ID       string `json:"id"`
+	Status   string `json:"status"`
+	Customer struct {
+		Name    string `json:"name"`
+		Country string `json:"country"`
+	} `json:"customer"`
+	Items []struct {
+		SKU string `json:"sku"`
+		Qty int    `json:"qty"`
+	} `json:"items"`
+	Total struct {
+		Amount   float64 `json:"amount"`
+		Currency string  `json:"currency"`
+	} `json:"total"`
+	UpdatedAt string `json:"updatedAt"`
+}
+
+// An orderEvent is a result of Orders.graphql as it came: its frame, id
+// and order.
+type orderEvent struct {
+	raw, id string
+	order   feedOrder
+}
+
+// nextOrder reads frames until a result of Orders.graphql and returns it.
+// Results must have an id, and exactly the shape of the operation, byte for
+// byte: the fields it selects, in its order, and nothing the published
+// message holds besides.
+func nextOrder(t *testing.T, frames *gqlpushtest.SSEReader) orderEvent {
+	t.Helper()
+	for {
+		f, err := frames.Next()
+		if err != nil {
+			t.Fatalf("reading the stream: %v (after %q)", err, f.Raw)
+		}
+		if f.Raw == ":\n\n" {
+			continue
+		}
+		if f.ID == "" || f.Raw != "id: "+f.ID+"\n"+"data: "+f.Data+"\n\n" {
+			t.Fatalf("frame %q, want a data frame with an id", f.Raw)
+		}
+		var r struct {
+			Data struct {
+				Order *feedOrder `json:"feed_orderUpdated"`
+			} `json:"data"`
+		}
+		dec := json.NewDecoder(strings.NewReader(f.Data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&r); err != nil || r.Data.Order == nil {
+			t.Fatalf("frame %q, want {\"data\":{\"feed_orderUpdated\":{…}}} (%v)", f.Raw, err)
+		}
+		// Encoded again, the fields come in the order of feedOrder's,
+		// which is the selection set's.
+		again, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(again) != f.Data {
+			t.Fatalf("data  %s\nwant %s\n(the operation's fields, in its order)", f.Data, again)
+		}
+		o := *r.Data.Order
+		_, err = strconv.Atoi(o.ID)
+		_, terr := time.Parse(time.RFC3339, o.UpdatedAt)
+		switch {
+		case err != nil:
+			t.Fatalf("order id %q, want a number", o.ID)
+		case !slices.Contains(lifecycle, o.Status) && o.Status != cancelled:
+			t.Fatalf("order status %q, want one of %v or %s", o.Status, lifecycle, cancelled)
+		case o.Customer.Name == "" || o.Customer.Country == "":
+			t.Fatalf("order %+v has no customer", o)
+		case len(o.Items) == 0:
+			t.Fatalf("order %+v has no items", o)
+		case o.Total.Amount <= 0 || o.Total.Currency != "EUR":
+			t.Fatalf("order total %+v, want a positive amount in EUR", o.Total)
+		case terr != nil:
+			t.Fatalf("order updatedAt %q: %v", o.UpdatedAt, terr)
+		}
+		return orderEvent{raw: f.Raw, id: f.ID, order: o}
+	}
+}
+
+// openStream GETs path as an SSE stream and reads its opening comment; it
+// returns the response, whose body the caller closes, and its frames.
+func (d *demo) openStream(t *testing.T, ctx context.Context, path string, header http.Header) (*http.Response, *bufio.Reader, *gqlpushtest.SSEReader) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps.Copy(req.Header, header)
+	res, err := d.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/event-stream" {
+		res.Body.Close()
+		t.Fatalf("GET %s = %d %q, want 200 text/event-stream", path, res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	br := bufio.NewReader(res.Body)
+	frames := gqlpushtest.NewSSEReader(br)
+	if f, err := frames.Next(); f.Raw != ":\n\n" {
+		res.Body.Close()
+		t.Fatalf("GET %s: first frame %q (%v), want \":\\n\\n\"", path, f.Raw, err)
+	}
+	return res, br, frames
+}
+
+// TestOrders follows the orders published to the demo's NATS server: their
+// results have the operation's shape, and a client that comes back with the
+// id of an event it got resumes right after it, from the JetStream stream.
+func TestOrders(t *testing.T) {
+	d := startDemo(t)
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	const path = "/operations/Orders?wg_sse=true"
+
+	first, cancelFirst := context.WithCancel(ctx)
+	res, _, frames := d.openStream(t, first, path, nil)
+	e1 := nextOrder(t, frames)
+	e2 := nextOrder(t, frames)
+	if e1.id == e2.id {
+		t.Fatalf("two results with the id %s", e1.id)
+	}
+	// The client goes away, then comes back with the id of the first.
+	cancelFirst()
+	res.Body.Close()
+
+	res, br, frames := d.openStream(t, ctx, path, http.Header{"Last-Event-Id": {e1.id}})
+	defer res.Body.Close()
+	if got := nextOrder(t, frames); got.raw != e2.raw {
+		t.Fatalf("resumed after %s with\n%q\nwant what followed it:\n%q", e1.id, got.raw, e2.raw)
+	}
+
+	// Shutting down ends the stream as it ends the chat's.
+	if err := d.stop(t); err != nil {
+		t.Fatalf("run returned %v, want nil", err)
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("reading the end of the stream: %v (got %q)", err, rest)
+	}
+	const end = `data: {"errors":[{"message":"server shutting down","extensions":{"code":"SHUTTING_DOWN"}}]}` + "\n\n" +
+		"event: complete\ndata: \n\n"
+	if !bytes.HasSuffix(rest, []byte(end)) {
+		t.Fatalf("the stream ended with %q, want it to end with %q", rest, end)
 	}
 }
 

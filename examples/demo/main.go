@@ -10,10 +10,22 @@
 //     to it every second;
 //   - /operations/Sub: the persisted subscription operations/Sub.graphql,
 //     served by a gqlpush Handler that subscribes to /graphql;
-//   - /: a web page that shows the stream live and posts messages to /post.
+//   - /operations/Orders: the persisted subscription
+//     operations/Orders.graphql, whose results come from NATS, not from a
+//     GraphQL server: the demo runs an embedded NATS server (on a random
+//     loopback port, JetStream stored in a temporary directory), and a
+//     goroutine publishes an order's change, as JSON, to the subject
+//     orders.<id>.updated every second, kept in the JetStream stream ORDERS.
+//     The same Handler subscribes to those subjects, completes each message
+//     through the operation's selection set, and gives each result the
+//     stream sequence as its event id, so a client that reconnects with
+//     Last-Event-ID gets what it missed;
+//   - /: a web page that shows both streams live, side by side, and posts
+//     messages to /post.
 //
-// Ctrl-C shuts it down: open streams get their end frame, then the server and
-// the upstream stop.
+// Ctrl-C shuts it down: open streams get their end frame, then the server,
+// the publishers, the chat upstream and the NATS server stop, and the
+// JetStream store is removed.
 package main
 
 import (
@@ -25,6 +37,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -83,6 +96,11 @@ func run(ctx context.Context, ln net.Listener, stdout, stderr io.Writer) error {
 		ln.Close()
 		return err
 	}
+	natsFeed, err := startFeed(ctx)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	upstream := gqlpushtest.NewUnstartedServer(nil)
 	h, err := gqlpush.NewHandler(gqlpush.Config{
 		Operations: ops,
@@ -92,12 +110,20 @@ func run(ctx context.Context, ln net.Listener, stdout, stderr io.Writer) error {
 			// real WebSocket, as it would to a remote GraphQL server.
 			URL:    "ws://" + host + "/graphql",
 			Schema: gqlpushtest.ChatSchema,
+		}, {
+			// A NATS upstream: the schema's @natsSubscribe names the
+			// subjects of each subscription field; nothing else is
+			// needed.
+			Name:   "feed",
+			URL:    natsFeed.url(),
+			Schema: feedSchema,
 		}},
 		Prefix: "/operations/",
 		Logger: logger,
 	})
 	if err != nil {
 		upstream.Close()
+		natsFeed.close()
 		ln.Close()
 		return err
 	}
@@ -114,19 +140,32 @@ func run(ctx context.Context, ln net.Listener, stdout, stderr io.Writer) error {
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 
-	var wg sync.WaitGroup
+	var serving sync.WaitGroup
 	served := make(chan error, 1)
-	wg.Go(func() { served <- srv.Serve(ln) })
-	wg.Go(func() { tick(ctx, upstream.Chat, tickEvery) })
+	serving.Go(func() { served <- srv.Serve(ln) })
+	// The chat's ticker and the order publisher run until the server has
+	// stopped, not merely until ctx ends, so that streams see results
+	// until their end frame.
+	produce, stopProducing := context.WithCancel(context.Background())
+	defer stopProducing()
+	var producers sync.WaitGroup
+	producers.Go(func() { tick(produce, upstream.Chat, tickEvery) })
+	producers.Go(func() {
+		shop := newShop(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
+		natsFeed.publish(produce, shop, publishEvery, logger)
+	})
 
 	base := "http://" + host
 	fmt.Fprintf(stdout, `gqlpush demo
   open      %[1]s/
   stream    curl -N '%[1]s/operations/Sub?wg_sse=true'
   post      curl -H 'Content-Type: application/json' -d '{"content":"hello"}' %[1]s/post
+  orders    curl -N '%[1]s/operations/Orders?wg_sse=true'
+  resume    curl -N -H 'Last-Event-ID: <an id: line of the orders>' '%[1]s/operations/Orders?wg_sse=true'
+  nats      %[2]s (subjects orders.<id>.updated, JetStream stream %[3]s)
   tail      go run ./examples/tail '%[1]s/operations/Sub?wg_sse=true'
 Ctrl-C stops.
-`, base)
+`, base, natsFeed.url(), ordersStream)
 
 	var serveErr error
 	select {
@@ -140,9 +179,10 @@ Ctrl-C stops.
 	defer cancel()
 	// The handler first, while the server still runs: every open stream
 	// gets its end frame (an error frame with SHUTTING_DOWN, then the
-	// complete event), and its upstream WebSocket closes through this very
-	// server. Then nothing holds a request open, and Shutdown returns at
-	// once.
+	// complete event), its upstream WebSocket closes through this very
+	// server, and its NATS connection closes. Then nothing holds a request
+	// open, and Shutdown returns at once; in the other order, Shutdown
+	// would wait for the streams until sctx ends.
 	errs := []error{serveErr}
 	if err := h.Close(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("close handler: %w", err))
@@ -151,16 +191,21 @@ Ctrl-C stops.
 		errs = append(errs, fmt.Errorf("shut down server: %w", err))
 		srv.Close()
 	}
-	// Last, as the upstream's WebSockets are hijacked connections that
-	// Shutdown neither waits for nor closes; Close ends them and waits for
-	// their goroutines.
-	upstream.Close()
-	wg.Wait()
+	serving.Wait()
 	if serveErr == nil {
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
 		}
 	}
+	// Then what produces results.
+	stopProducing()
+	producers.Wait()
+	// The chat upstream after the server, as its WebSockets are hijacked
+	// connections that Shutdown neither waits for nor closes; Close ends
+	// them and waits for their goroutines. The NATS server last, once
+	// nothing uses it.
+	upstream.Close()
+	natsFeed.close()
 	return errors.Join(errs...)
 }
 
