@@ -163,7 +163,7 @@ func (h *Handler) drainDelay() time.Duration {
 type Stats struct {
 	Streams       int // requests being served
 	Subscriptions int // shared upstream subscriptions
-	UpstreamConns int // upstream connections, connected or being dialled
+	UpstreamConns int // WebSocket connections up or being dialled, and NATS connections up
 	Frames        int // results held for clients behind and for resumption
 }
 
