@@ -3,6 +3,7 @@ package gqlpush_test
 import (
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,21 +31,32 @@ func (e *ends) edit(cfg *gqlpush.Config) {
 	}}
 }
 
-// check fails t unless the log holds line and the Observer was told that
-// op's subscription ended for reason.
+// check fails t unless, within waitTime, the log holds line and the
+// Observer is told that op's subscription ended for reason. A client may
+// read the end of its stream before the hub has told the Observer, so
+// check waits.
 func (e *ends) check(t *testing.T, line, op string, reason gqlpush.Reason) {
 	t.Helper()
+	want := op + " " + string(reason)
+	ctx := waitCtx(t)
+	for !e.holds(line, want) {
+		select {
+		case <-ctx.Done():
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			t.Fatalf("want log line %q and Observer %q; the log is %q, the Observer was told %q", line, want, e.logs.String(), e.subs)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func (e *ends) holds(line, sub string) bool {
 	if !strings.Contains(e.logs.String(), line) {
-		t.Errorf("no log line %q in %q", line, e.logs.String())
+		return false
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, s := range e.subs {
-		if s == op+" "+string(reason) {
-			return
-		}
-	}
-	t.Errorf("the Observer was told %q, want %q", e.subs, op+" "+string(reason))
+	return slices.Contains(e.subs, sub)
 }
 
 // wantEnd reads the rest of c's stream: an error frame, with a message
