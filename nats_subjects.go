@@ -232,6 +232,12 @@ func subjectToken(v any) (string, error) {
 		tok = v
 	case json.Number:
 		tok = v.String()
+	case int64, float64: // as the request's variables hold numbers
+		b, err := json.Marshal(v)
+		if err != nil {
+			return "", fmt.Errorf("it is not a finite number")
+		}
+		tok = string(b)
 	case bool:
 		tok = strconv.FormatBool(v)
 	case nil:

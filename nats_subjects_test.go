@@ -20,6 +20,11 @@ func TestSubjectToken(t *testing.T) {
 		{"é", "é"},
 		{json.Number("7"), "7"},
 		{json.Number("-15"), "-15"},
+		{int64(7), "7"}, // as a request's variables hold them
+		{int64(-15), "-15"},
+		{float64(2), "2"},
+		{float64(1e21), "1e+21"},
+		{float64(-1e-7), "-1e-7"},
 		{true, "true"},
 		{false, "false"},
 	} {
@@ -47,6 +52,7 @@ func TestSubjectToken(t *testing.T) {
 		{"a\u00a0b", `'\u00a0'`},
 		{"a\u2028b", `'\u2028'`},
 		{json.Number("1.5"), `'.'`}, // a Float with a fraction is two tokens
+		{float64(1.5), `'.'`},
 	} {
 		if got, err := subjectToken(tt.v); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%#v: %q, %v; want an error with %s", tt.v, got, err, tt.want)

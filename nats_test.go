@@ -537,3 +537,50 @@ func TestNATSFromClaim(t *testing.T) {
 	}
 	g.waitSubs(t, 1)
 }
+
+// numbersSchema has subscription fields whose subjects take an Int, a
+// Float and a Boolean argument.
+const numbersSchema = `
+type Query { x: Int }
+type Order { id: ID! }
+type Subscription {
+  byNumber(n: Int!): Order @natsSubscribe(subjects: ["num.{{ args.n }}"])
+  byFloat(f: Float!): Order @natsSubscribe(subjects: ["flt.{{ args.f }}"])
+  byFlag(b: Boolean!): Order @natsSubscribe(subjects: ["flag.{{ args.b }}"])
+}
+`
+
+// Int, Float and Boolean variables render in subjects as their JSON
+// text, from the query string and from wg_variables alike.
+func TestNATSNumbersInSubjects(t *testing.T) {
+	ns := natsServer(t, 0)
+	pub := publisher(t, ns)
+	g := gatewayWith(t, gqlpush.Config{
+		Operations: mustParse(t, map[string]string{
+			"Num":  `subscription ($n: Int!) { shop_byNumber(n: $n) { id } }`,
+			"Flt":  `subscription ($f: Float!) { shop_byFloat(f: $f) { id } }`,
+			"Flag": `subscription ($b: Boolean!) { shop_byFlag(b: $b) { id } }`,
+		}),
+		Upstreams: []gqlpush.Upstream{{Name: "shop", URL: ns.ClientURL(), Schema: numbersSchema}},
+		Prefix:    "/operations/",
+	}, nil)
+	for _, tt := range []struct{ path, subject string }{
+		{"/operations/Num?n=7&wg_sse", "num.7"},
+		{"/operations/Num?wg_variables=%7B%22n%22%3A7%7D&wg_sse", "num.7"},
+		{"/operations/Flt?f=2&wg_sse", "flt.2"},
+		{"/operations/Flag?b=true&wg_sse", "flag.true"},
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			c, resp := g.openWith(t, g.srv.URL+tt.path, nil)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: status %d, body %q", tt.path, resp.StatusCode, c.rest(t))
+			}
+			c.frame(t)
+			f := firstResult(t, c, func() { pub.Publish(tt.subject, []byte(`{"id":"1"}`)) })
+			if !strings.Contains(f, `"id":"1"`) {
+				t.Fatalf("got %q", f)
+			}
+			c.leave()
+		})
+	}
+}
