@@ -2,6 +2,7 @@ package gqlpush_test
 
 import (
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gqlpush/gqlpush"
 )
@@ -254,5 +256,117 @@ func TestNATSSlowConsumer(t *testing.T) {
 	}
 	if nc.IsClosed() {
 		t.Error("Close closed the application's connection")
+	}
+}
+
+// consumersOf reports how many consumers the ORDERS stream has.
+func consumersOf(t *testing.T, ns *server.Server) int {
+	t.Helper()
+	js, err := jetstream.New(publisher(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(waitCtx(t), "ORDERS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.CachedInfo().State.Consumers
+}
+
+// waitConsumers waits until the ORDERS stream has n consumers.
+func waitConsumers(t *testing.T, ns *server.Server, n int) {
+	t.Helper()
+	ctx := waitCtx(t)
+	for consumersOf(t, ns) != n {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the ORDERS stream has %d consumers, want %d", consumersOf(t, ns), n)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// The last client leaving deletes the JetStream consumer, and so does
+// closing the handler: none is left on the server for its inactive
+// threshold.
+func TestJetStreamConsumerDeleted(t *testing.T) {
+	ns := natsServer(t, 0)
+	js, _ := ordersStream(t, ns, 0)
+	g := natsGateway(t, ns.ClientURL(), nil)
+	c := g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	firstResult(t, c, func() { jsPublish(t, js, "7", "NEW") })
+	if n := consumersOf(t, ns); n != 1 {
+		t.Fatalf("%d consumers while the stream is open", n)
+	}
+	c.leave()
+	g.waitIdle(t)
+	waitConsumers(t, ns, 0)
+
+	c = g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	firstResult(t, c, func() { jsPublish(t, js, "7", "SHIPPED") })
+	if err := g.h.Close(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := consumersOf(t, ns); n != 0 {
+		t.Fatalf("%d consumers once the handler is closed", n)
+	}
+}
+
+// A consumer JetStream refuses (here, the stream's consumer limit is
+// reached) ends the stream with what JetStream said, at once.
+func TestJetStreamConsumerRefused(t *testing.T) {
+	ns := natsServer(t, 0)
+	js, err := jetstream.New(publisher(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(waitCtx(t), jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"stream.orders.>"}, MaxConsumers: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var e ends
+	g := natsGateway(t, ns.ClientURL(), e.edit)
+	a := g.open(t, "/operations/Events?id=7&wg_sse")
+	a.frame(t)
+	firstResult(t, a, func() { jsPublish(t, js, "7", "NEW") })
+	b := g.open(t, "/operations/Events?id=8&wg_sse")
+	b.frame(t)
+	wantEnd(t, b, "UPSTREAM_UNAVAILABLE", "JetStream refused the consumer: maximum consumers limit reached")
+	e.check(t, "JetStream consumer refused", "Events", gqlpush.ReasonUpstreamUnavailable)
+	if f := firstResult(t, a, func() { jsPublish(t, js, "7", "SHIPPED") }); !strings.Contains(f, "SHIPPED") {
+		t.Fatalf("the other stream: %q", f)
+	}
+}
+
+// A JetStream stream that has delivered nothing yet loses nothing the
+// stream takes while NATS is away: it starts after the stream's last
+// message as it was when the stream opened, at every reconnect.
+func TestJetStreamReconnectKeepsWhatCameMeanwhile(t *testing.T) {
+	dir := t.TempDir()
+	ns := natsServerAt(t, -1, dir)
+	port := ns.Addr().(*net.TCPAddr).Port
+	js, _ := ordersStream(t, ns, 0)
+	jsPublish(t, js, "7", "OLD") // before the stream opens: not sent
+	g := natsGateway(t, ns.ClientURL(), func(cfg *gqlpush.Config) {
+		// So that the gateway is still away when the message is
+		// published; the loss did not depend on it.
+		cfg.Upstreams[0].NATSOptions = []nats.Option{nats.ReconnectWait(time.Second)}
+	})
+	c := g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	waitConsumers(t, ns, 1)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	waitStats(t, g.h, "NATS lost", func(s gqlpush.Stats) bool { return s.UpstreamConns == 0 })
+	again := natsServerAt(t, port, dir) // the same server, its stream kept
+	js, err := jetstream.New(publisher(t, again))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsPublish(t, js, "7", "SHIPPED") // while the gateway reconnects
+	waitStats(t, g.h, "connected again", func(s gqlpush.Stats) bool { return s.UpstreamConns == 1 })
+	if f := c.frame(t); !strings.Contains(f, "SHIPPED") {
+		t.Fatalf("the first result is %q, want the message published during the reconnect", f)
 	}
 }

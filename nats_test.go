@@ -53,8 +53,15 @@ func natsServer(t *testing.T, port int) *server.Server {
 	if port == 0 {
 		port = -1
 	}
+	return natsServerAt(t, port, t.TempDir())
+}
+
+// natsServerAt starts a NATS server on port (-1: any) with JetStream kept
+// in dir; it is shut down when the test ends.
+func natsServerAt(t *testing.T, port int, dir string) *server.Server {
+	t.Helper()
 	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
 	})
 	if err != nil {
 		t.Fatal(err)

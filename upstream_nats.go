@@ -108,8 +108,13 @@ type natsSource struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the monitor and the subscriptions' openers
 
+	deleting  sync.WaitGroup  // consumers being deleted
+	delCtx    context.Context // their context: close gives up on them when its own ends
+	delCancel context.CancelFunc
+
 	mu      sync.Mutex
 	closed  bool
+	reaped  bool // close waits for deleting: no consumer is deleted after
 	down    bool // the connection is not up
 	subs    map[*natsSub]struct{}
 	bySub   map[*nats.Subscription]*natsSub // core subscriptions, for nats.go's errors
@@ -120,11 +125,12 @@ var _ source = (*natsSource)(nil)
 
 func newNATSSource(cfg *Config, up *upstream) *natsSource {
 	ctx, cancel := context.WithCancel(context.Background())
+	delCtx, delCancel := context.WithCancel(context.Background())
 	return &natsSource{
 		cfg: cfg, up: up, logs: newLogSampler(cfg.Logger),
 		pendingMsgs: natsPendingMsgs, pendingBytes: natsPendingBytes,
 		ready: make(chan struct{}), wake: make(chan struct{}, 1),
-		ctx: ctx, cancel: cancel,
+		ctx: ctx, cancel: cancel, delCtx: delCtx, delCancel: delCancel,
 		subs: make(map[*natsSub]struct{}), bySub: make(map[*nats.Subscription]*natsSub),
 	}
 }
@@ -138,13 +144,15 @@ type natsSub struct {
 	op       string
 	vars     map[string]any
 	subjects []string
-	after    uint64 // JetStream: start after this stream sequence; 0 for new messages
+	after    uint64 // JetStream: start after this stream sequence, once known
+	known    bool   // JetStream: after is known; else the stream is asked for its last
 	checking bool   // JetStream: whether its stream is there is being asked; under src.mu
 
 	mu   sync.Mutex // one delivery at a time, whatever subject it came on
 	done bool       // closed or ended: nothing more is delivered
 	buf  []byte     // the completed result, reused
 	core []*nats.Subscription
+	cons jetstream.Consumer // JetStream: its ordered consumer, deleted at the end
 	cc   jetstream.ConsumeContext
 }
 
@@ -180,7 +188,7 @@ func (s *natsSource) open(req *openRequest, r receiver) (handle, error) {
 			return nil, err
 		}
 		if !req.reset {
-			ns.after = req.after
+			ns.after, ns.known = req.after, true
 		}
 	}
 	s.mu.Lock()
@@ -274,34 +282,37 @@ func (ns *natsSub) subscribe() {
 	}
 }
 
-// consume creates the subscription's ordered consumer on stream, retrying
-// while the connection is down, and consumes it.
+// consume creates the subscription's ordered consumer on stream and
+// consumes it. A new subscription starts after the stream's last message
+// as it is asked now, not at "new messages": nats.go starts a consumer
+// that has delivered nothing again from its configuration at every
+// reconnect, and what the stream took meanwhile would be lost. A consumer
+// JetStream refuses ends the subscription; other failures are retried
+// for the reconnect limit.
 func (ns *natsSub) consume(stream string) {
 	s := ns.src
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: ns.subjects, DeliverPolicy: jetstream.DeliverNewPolicy}
-	if ns.after > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, ns.after+1
-	}
+	var first time.Time // of the failures in a row
 	wait := backoffMin
 	for {
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
-		cons, err := s.js.OrderedConsumer(ctx, stream, cfg)
-		cancel()
-		if err == nil {
-			ns.mu.Lock()
-			if !ns.done {
-				ns.cc, err = cons.Consume(ns.onJSMsg, jetstream.ConsumeErrHandler(ns.onJSError))
-			}
-			ns.mu.Unlock()
-		}
-		switch {
-		case err == nil:
+		err := ns.startConsumer(stream)
+		if err == nil || s.ctx.Err() != nil || ns.isDone() {
 			return
+		}
+		var api *jetstream.APIError
+		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
 			ns.fail(endWith(probUpstreamGone, "the NATS stream "+stream+" does not exist"), "NATS stream not found", err)
 			return
+		case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount),
+			errors.As(err, &api) && api.Code >= 400 && api.Code < 500:
+			ns.fail(endWith(probUpstreamGone, "JetStream refused the consumer: "+jsRefusal(err)), "JetStream consumer refused", err)
+			return
 		}
-		if s.ctx.Err() != nil || ns.isDone() {
+		if first.IsZero() {
+			first = time.Now()
+		}
+		if time.Since(first) >= s.cfg.ReconnectLimit {
+			ns.fail(endUpstreamGone, "creating a JetStream consumer failed past the reconnect limit", err)
 			return
 		}
 		s.logs.warn(logFailed, "creating a JetStream consumer failed; retrying", "upstream", s.up.label, "operation", ns.op, "err", logText(err))
@@ -312,6 +323,44 @@ func (ns *natsSub) consume(stream string) {
 		}
 		wait = min(2*wait, backoffMax)
 	}
+}
+
+// startConsumer asks the stream where new messages start, unless the
+// subscription already knows where it starts, and consumes from there.
+func (ns *natsSub) startConsumer(stream string) error {
+	s := ns.src
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+	defer cancel()
+	if !ns.known {
+		st, err := s.js.Stream(ctx, stream)
+		if err != nil {
+			return err
+		}
+		ns.after, ns.known = st.CachedInfo().State.LastSeq, true
+	}
+	cons, err := s.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: ns.subjects, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: ns.after + 1,
+	})
+	if err != nil {
+		return err
+	}
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if ns.done {
+		return nil
+	}
+	ns.cons = cons
+	ns.cc, err = cons.Consume(ns.onJSMsg, jetstream.ConsumeErrHandler(ns.onJSError))
+	return err
+}
+
+// jsRefusal is what JetStream said, without nats.go's prefixes.
+func jsRefusal(err error) string {
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.Description != "" {
+		return api.Description
+	}
+	return strings.TrimPrefix(err.Error(), "nats: ")
 }
 
 func (ns *natsSub) onMsg(m *nats.Msg) { ns.deliver(m.Data, 0) }
@@ -391,8 +440,8 @@ func (ns *natsSub) stop() bool {
 		return false
 	}
 	ns.done = true
-	core, cc := ns.core, ns.cc
-	ns.core, ns.cc = nil, nil
+	core, cons, cc := ns.core, ns.cons, ns.cc
+	ns.core, ns.cons, ns.cc = nil, nil, nil
 	ns.mu.Unlock()
 	s := ns.src
 	s.mu.Lock()
@@ -406,8 +455,31 @@ func (ns *natsSub) stop() bool {
 	}
 	if cc != nil {
 		cc.Stop()
+		if info := cons.CachedInfo(); info != nil {
+			s.deleteConsumer(ns.b.field.stream, info.Name)
+		}
 	}
 	return true
+}
+
+// deleteConsumer deletes a consumer the source is done with, in the
+// background: nats.go's Stop leaves it on the server for its inactive
+// threshold, five minutes. close waits for the deletions it started.
+func (s *natsSource) deleteConsumer(stream, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reaped || s.nc.Status() != nats.CONNECTED {
+		return // the server expires it
+	}
+	s.deleting.Add(1)
+	go func() {
+		defer s.deleting.Done()
+		ctx, cancel := context.WithTimeout(s.delCtx, s.cfg.AckTimeout)
+		defer cancel()
+		if err := s.js.DeleteConsumer(ctx, stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			s.logs.warn(logFailed, "deleting a JetStream consumer failed; the server expires it", "upstream", s.up.label, "err", logText(err))
+		}
+	}()
 }
 
 // close is the handle's: its opener is done with it.
@@ -628,7 +700,7 @@ func (s *natsSource) subsDeniedOn(subject string) []*natsSub {
 
 // close ends every subscription with the shutdown end, closes the
 // connection gqlpush dialled, and waits for the source's goroutines.
-func (s *natsSource) close(context.Context) error {
+func (s *natsSource) close(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
 	subs := make([]*natsSub, 0, len(s.subs))
@@ -641,8 +713,24 @@ func (s *natsSource) close(context.Context) error {
 			ns.r.end(endShutdown)
 		}
 	}
-	// Every goroutine of the source ends with its context, at once: none
-	// waits on the network past it.
+	// The consumers of the subscriptions just ended are deleted, within
+	// the ack timeout; every other goroutine of the source ends with its
+	// context, at once: none waits on the network past it.
+	s.mu.Lock()
+	s.reaped = true
+	s.mu.Unlock()
+	deleted := make(chan struct{})
+	go func() {
+		s.deleting.Wait()
+		close(deleted)
+	}()
+	select {
+	case <-deleted:
+	case <-ctx.Done():
+		s.delCancel()
+		<-deleted
+	}
+	s.delCancel()
 	s.cancel()
 	s.wg.Wait()
 	if s.owned {
