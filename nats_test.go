@@ -591,3 +591,102 @@ func TestNATSNumbersInSubjects(t *testing.T) {
 		})
 	}
 }
+
+// Clients that come back with Last-Event-ID after a restart catch up from
+// the stream, each at its own pace, then share the one subscription: one
+// JetStream consumer in all once they have caught up.
+func TestJetStreamResumersShare(t *testing.T) {
+	ns := natsServer(t, 0)
+	js, _ := ordersStream(t, ns, 0)
+	g := natsGateway(t, ns.ClientURL(), nil)
+	c := g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	last := lastIDOf(t, firstResult(t, c, func() { jsPublish(t, js, "7", "NEW") }))
+	c.leave()
+	g.waitIdle(t)
+	jsPublish(t, js, "7", "SHIPPED")
+
+	g2 := natsGateway(t, ns.ClientURL(), nil) // a new handler
+	var clients []*client
+	for range 5 {
+		r, _ := g2.openWith(t, g2.srv.URL+"/operations/Events?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
+		r.frame(t)
+		if f := r.frame(t); !strings.Contains(f, "SHIPPED") {
+			t.Fatalf("resumed with %q", f)
+		}
+		clients = append(clients, r)
+	}
+	if s := g2.h.Stats(); s.Subscriptions != 1 {
+		t.Errorf("5 streams that caught up hold %d subscriptions, want 1", s.Subscriptions)
+	}
+	waitConsumers(t, ns, 1) // the replays' consumers are deleted
+	jsPublish(t, js, "7", "DELIVERED")
+	for i, r := range clients {
+		if f := r.frame(t); !strings.Contains(f, "DELIVERED") {
+			t.Fatalf("client %d: %q", i, f)
+		}
+	}
+}
+
+// idFrames reads n result frames of c and checks that their ids are
+// S<from>, S<from+1>, …: every message once, in order.
+func idFrames(c *client, from, n int) error {
+	for i := from; i < from+n; i++ {
+		f, err := readFrame(c.br)
+		if want := fmt.Sprintf(`"id":"S%d"`, i); err != nil || !strings.Contains(f, want) {
+			return fmt.Errorf("frame %d: %q, %v; want %s", i, f, err, want)
+		}
+	}
+	return nil
+}
+
+// A client that missed far more than its queue holds gets it all, read
+// from the stream as fast as it reads, not dropped as a slow client; and
+// so does one that catches up while new messages keep coming, many times
+// its queue's worth.
+func TestJetStreamReplayAtTheClientsPace(t *testing.T) {
+	ns := natsServer(t, 0)
+	js, _ := ordersStream(t, ns, 0)
+	g := natsGateway(t, ns.ClientURL(), func(cfg *gqlpush.Config) { cfg.QueueSize = 8 })
+	c := g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	last := lastIDOf(t, firstResult(t, c, func() { jsPublish(t, js, "7", "NEW") }))
+	c.leave()
+	g.waitIdle(t)
+	publish := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			if _, err := js.PublishAsync("stream.orders.7", fmt.Appendf(nil, `{"id":"S%d","status":"NEW"}`, i)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-waitCtx(t).Done():
+			t.Error("publishing")
+		}
+	}
+	const missed = 1000
+	publish(0, missed)
+	r, _ := g.openWith(t, g.srv.URL+"/operations/Events?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
+	r.frame(t)
+	if err := idFrames(r, 0, missed); err != nil {
+		t.Fatal(err)
+	}
+
+	r.leave()
+	g.waitIdle(t)
+
+	// Another comes back from the same id while the subscription it
+	// starts takes many times its queue's worth of new messages as it
+	// catches up.
+	r2, _ := g.openWith(t, g.srv.URL+"/operations/Events?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
+	r2.frame(t)
+	go publish(missed, 500)
+	if err := idFrames(r2, 0, missed+500); err != nil {
+		t.Fatal(err)
+	}
+	if s := g.h.Stats(); s.Subscriptions != 1 {
+		t.Errorf("%d subscriptions, want 1", s.Subscriptions)
+	}
+}

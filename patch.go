@@ -18,7 +18,7 @@ type patchFrames struct {
 // before is computed once, for every client that had it; any other prev
 // (rare: a client that resumed) gets its own.
 func (ev *event) patchFrom(prev *event) *patchFrames {
-	if prev.seq+1 != ev.seq {
+	if prev.seq+1 != ev.seq || prev.replayed || ev.replayed {
 		return ev.makePatch(prev)
 	}
 	ev.patchOnce.Do(func() { ev.patch = ev.makePatch(prev) })

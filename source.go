@@ -57,10 +57,26 @@ type openRequest struct {
 	header        http.Header     // for the upstream's handshake
 	init          json.RawMessage // the connection_init payload
 	forwardDigest string          // of what was forwarded: callers apart
+}
 
-	// after asks a source with positions to start after that position
-	// rather than with what comes next (0); the source sets reset when it
-	// no longer holds all that followed it, and starts with what it has.
-	after uint64
-	reset bool
+// A replayer is a source with positions (a JetStream stream) that can read
+// what it delivered before, from a position on, at its reader's pace. A
+// client that comes back after an event the hub's log no longer holds
+// catches up from it, then reads the shared subscription like any other.
+type replayer interface {
+	// replay starts reading req's results after position after. reset
+	// reports that the source no longer holds all that followed it; then
+	// nothing is started. An error is a *httpError, as for open.
+	replay(req *openRequest, after uint64) (r replayReader, reset bool, err error)
+}
+
+// A replayReader reads a source's results from a position on. Its reader
+// calls it, one call at a time.
+type replayReader interface {
+	// next reads up to max results that follow the last one read, and
+	// calls fn with each (raw valid only during the call). It waits for
+	// no result: caught reports that the source held no more when asked.
+	next(max int, fn func(raw []byte, pos uint64)) (caught bool, err error)
+	// close lets go of what the reader holds in its source.
+	close()
 }

@@ -25,13 +25,16 @@ const (
 // holds the SSE frame, and the plain frame and the bare JSON are slices of
 // it, so no bytes are copied per subscriber.
 type event struct {
-	seq   uint64    // in its log
-	pos   uint64    // in its source, when it has positions (JetStream); else 0
-	off   uint64    // the bytes of the events before it in its log (len of sse)
-	at    time.Time // when it came from the upstream
-	sse   []byte    // "id: <token>.<seq>\ndata: {…}\n\n"
-	plain []byte    // "{…}\n\n"
-	json  []byte    // "{…}"
+	seq uint64    // in its log
+	pos uint64    // in its source, when it has positions (JetStream); else 0
+	off uint64    // the bytes of the events before it in its log (len of sse)
+	at  time.Time // when it came from the upstream
+	// replayed: read from a replay for one subscriber, in no log (seq is
+	// 0), so a patch from or to it is never shared.
+	replayed bool
+	sse      []byte // "id: <token>.<seq>\ndata: {…}\n\n"
+	plain    []byte // "{…}\n\n"
+	json     []byte // "{…}"
 
 	patchOnce sync.Once
 	patch     *patchFrames // from the previous event; nil when none is worth sending

@@ -67,7 +67,6 @@ type shared struct {
 	stopped bool // its last subscriber left (and the grace passed)
 	endedBy ending
 	grace   *time.Timer // running while it has no subscriber
-	reset   bool        // a replay whose source no longer held what the client missed
 
 	// While kept by ResumeGrace (guarded by h.mu): its place in the hub's
 	// list, the caller charged for it and how to undo the charge.
@@ -86,6 +85,17 @@ type subscriber struct {
 	wake   chan struct{} // cap 1: something to read
 	cursor uint64        // seq of the next event to deliver; guarded by sh.mu
 	slow   bool          // fell behind; guarded by sh.mu
+
+	// A subscriber that catches up reads its source's replay, at its own
+	// pace, until it has read all the source held; then it reads the log
+	// from its cursor, past what the replay gave it. Meanwhile its cursor
+	// holds the log for it, as any subscriber's does, but it is never
+	// slow: when it falls behind, its cursor moves to the log's end and
+	// repins counts it, for the replay has all that it skipped.
+	catching bool         // guarded by sh.mu
+	repins   uint64       // guarded by sh.mu
+	replay   replayReader // used by the subscriber's stream only, as is last
+	last     uint64       // the position of the last event read from the replay
 }
 
 func newHub(cfg *Config, l *limits) *hub {
@@ -95,14 +105,21 @@ func newHub(cfg *Config, l *limits) *hub {
 // join adds a subscriber to the shared subscription for key, starting one
 // upstream when there is none. owner is the caller's limit key. With a
 // lastEventID the subscriber resumes after that event when the log still
-// holds what followed it; reset reports that it could not, so the client
-// must start afresh.
+// holds what followed it, or, for a source with positions, catches up from
+// the source; reset reports that it could do neither, so the client must
+// start afresh.
 func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMessage, lastEventID string) (s *subscriber, reset bool, err error) {
 	token, seq, resume := parseEventID(lastEventID)
 	// A positional subscription's ids are its source's positions, under a
 	// token that its key alone decides: an id is good for it whatever
 	// process issued it.
 	replay := resume && key.nonce == 0 && key.ep.positional() && token == positionalToken(key)
+	var rr replayReader
+	defer func() {
+		if err != nil && rr != nil {
+			rr.close()
+		}
+	}()
 	for {
 		h.mu.Lock()
 		if h.closed {
@@ -110,12 +127,17 @@ func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMe
 			return nil, false, errClosed
 		}
 		sh := h.subs[key]
-		if sh == nil {
-			if replay {
-				return h.replay(key, owner, header, init, seq)
+		if sh == nil && replay {
+			h.mu.Unlock()
+			if rr, reset, err = h.replayFrom(key, header, init, seq); err != nil {
+				return nil, false, err
 			}
-			s, err := h.start(key, owner, header, init, 0)
-			return s, resume, err
+			replay, resume = false, false
+			continue
+		}
+		if sh == nil {
+			s, err := h.start(key, owner, header, init, rr)
+			return s, resume || reset, err
 		}
 		if opening := sh.opening; opening != nil {
 			// Its source is still opening it: wait, then look again, for
@@ -139,10 +161,18 @@ func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMe
 				// What followed the client's last event is no longer
 				// held here, but its source has it.
 				sh.mu.Unlock()
-				return h.replay(key, owner, header, init, seq)
+				h.mu.Unlock()
+				if rr, reset, err = h.replayFrom(key, header, init, seq); err != nil {
+					return nil, false, err
+				}
+				replay, resume = false, false
+				continue
 			default:
 				reset = true
 			}
+		}
+		if rr != nil {
+			s.catchUp(rr)
 		}
 		if sh.grace != nil {
 			sh.grace.Stop()
@@ -181,20 +211,26 @@ func (sh *shared) resumeFrom(token string, n uint64) (uint64, bool) {
 	return 0, false
 }
 
-// replay starts a subscription of its own for a client of a positional
-// subscription whose last event was at position after, fed by its source
-// from there; reset reports that the source no longer holds all that
-// followed it. It is called with h.mu held and returns with it released.
-func (h *hub) replay(key subKey, owner string, header http.Header, init json.RawMessage, after uint64) (*subscriber, bool, error) {
-	key.nonce = h.nonces.Add(1)
-	s, err := h.start(key, owner, header, init, after)
-	if err != nil {
-		return nil, false, err
+// replayFrom asks the source of key for a replay after position after;
+// reset reports that it no longer holds all that followed, or cannot
+// replay at all. It is called with no lock held.
+func (h *hub) replayFrom(key subKey, header http.Header, init json.RawMessage, after uint64) (replayReader, bool, error) {
+	src, ok := key.ep.up.src.(replayer)
+	if !ok {
+		return nil, true, nil
 	}
-	s.sh.mu.Lock()
-	reset := s.sh.reset
-	s.sh.mu.Unlock()
-	return s, reset, nil
+	return src.replay(openRequestFor(key, header, init), after)
+}
+
+// openRequestFor is what a source needs to serve key.
+func openRequestFor(key subKey, header http.Header, init json.RawMessage) *openRequest {
+	return &openRequest{
+		ep:            key.ep,
+		vars:          key.ep.variablesJSON(key.vars),
+		header:        header,
+		init:          init,
+		forwardDigest: key.forwardDigest,
+	}
 }
 
 // start opens a new shared subscription for key, with its first
@@ -202,38 +238,31 @@ func (h *hub) replay(key subKey, owner string, header http.Header, init json.Raw
 // source opens the subscription without it, while other requests for key
 // wait on opening.
 //
-// after is, for a replay (see replay), the position the source starts after.
-func (h *hub) start(key subKey, owner string, header http.Header, init json.RawMessage, after uint64) (*subscriber, error) {
+// replay, when not nil, is what the first subscriber catches up from.
+func (h *hub) start(key subKey, owner string, header http.Header, init json.RawMessage, replay replayReader) (*subscriber, error) {
 	if max := h.cfg.MaxSubscriptions; max > 0 && len(h.subs) >= max && h.keptHead == nil {
 		h.mu.Unlock()
 		return nil, errTooManySubscriptions
 	}
 	sh := &shared{h: h, key: key, opening: make(chan struct{}), positional: key.ep.positional()}
 	switch {
-	case h.cfg.ResumeFrames <= 0:
-	case sh.positional && (key.nonce == 0 || after > 0):
-		live := key
-		live.nonce = 0
-		sh.token = positionalToken(live)
-	case key.nonce == 0:
+	case h.cfg.ResumeFrames <= 0, key.nonce != 0:
+	case sh.positional:
+		sh.token = positionalToken(key)
+	default:
 		sh.token = newToken()
 	}
 	// The subscriber is in before the source hears of the subscription,
 	// so it cannot miss the first result.
 	s := &subscriber{sh: sh, owner: owner, wake: make(chan struct{}, 1)}
+	if replay != nil {
+		s.catchUp(replay)
+	}
 	sh.subs = append(sh.subs, s)
 	h.subs[key] = sh
 	h.mu.Unlock()
 
-	req := &openRequest{
-		ep:            key.ep,
-		vars:          key.ep.variablesJSON(key.vars),
-		header:        header,
-		init:          init,
-		forwardDigest: key.forwardDigest,
-		after:         after,
-	}
-	hd, err := key.ep.up.src.open(req, sh)
+	hd, err := key.ep.up.src.open(openRequestFor(key, header, init), sh)
 
 	var evicted *shared
 	h.mu.Lock()
@@ -265,7 +294,6 @@ func (h *hub) start(key subKey, owner string, header http.Header, init json.RawM
 	}
 	sh.handle = hd
 	sh.mu.Lock()
-	sh.reset = req.reset
 	ended, endedBy := sh.ended, sh.endedBy
 	sh.mu.Unlock()
 	h.mu.Unlock()
@@ -286,6 +314,10 @@ func (h *hub) start(key subKey, owner string, header http.Header, init json.RawM
 // subscription stops at once, or after the resume grace, charged meanwhile
 // to the caller who left it.
 func (h *hub) leave(s *subscriber) {
+	if s.replay != nil {
+		s.replay.close()
+		s.replay = nil
+	}
 	sh := s.sh
 	h.mu.Lock()
 	sh.mu.Lock()
@@ -528,6 +560,11 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 		// sent a burst of up to QueueBytes, then one more result, however
 		// large, before its writer runs.
 		if unread := sh.next - s.cursor; unread > limit || (unread > 1 && ev.off-sh.offset(s.cursor) > byteLimit) {
+			if s.catching {
+				s.cursor = sh.next
+				s.repins++
+				continue
+			}
 			s.slow = true
 		} else if s.cursor < low {
 			low = s.cursor
@@ -643,6 +680,12 @@ func (s *subscriber) isSlow() bool {
 // take appends the unread events to buf. When the stream is over for this
 // subscriber it also returns why (kind 0 while it goes on).
 func (s *subscriber) take(buf []*event) ([]*event, ending) {
+	if s.replay != nil {
+		var e ending
+		if buf, e = s.takeReplay(buf); s.replay != nil || e.why != 0 {
+			return buf, e
+		}
+	}
 	sh := s.sh
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -650,7 +693,9 @@ func (s *subscriber) take(buf []*event) ([]*event, ending) {
 		return buf, endSlow
 	}
 	for seq := s.cursor; seq < sh.next; seq++ {
-		buf = append(buf, sh.events[seq-sh.base])
+		if ev := sh.events[seq-sh.base]; ev.pos > s.last || ev.pos == 0 {
+			buf = append(buf, ev)
+		}
 	}
 	s.cursor = sh.next
 	if sh.ended {
@@ -669,4 +714,57 @@ func positionalToken(key subKey) string {
 		d.Write([]byte{0})
 	}
 	return strings.ToLower(base32.StdEncoding.EncodeToString(d.Sum(nil))[:tokenLen])
+}
+
+// catchUp makes a new subscriber catch up from rr before it reads the log.
+// Called with sh.mu held, before the subscriber is in sh.subs.
+func (s *subscriber) catchUp(rr replayReader) {
+	s.replay, s.catching = rr, true
+	s.notify()
+}
+
+// takeReplay appends the next page of the subscriber's replay to buf, and
+// wakes the subscriber again for the next. When the replay has caught up
+// with the source, and the log has held every event since (no repin while
+// the replay was read), the replay is let go: what follows is in the log
+// from the cursor on. A replay that fails ends the stream.
+func (s *subscriber) takeReplay(buf []*event) ([]*event, ending) {
+	sh := s.sh
+	sh.mu.Lock()
+	repins, over := s.repins, sh.ended || sh.stopped
+	sh.mu.Unlock()
+	if over {
+		// The log has the end; a replay would make it wait.
+		s.replay.close()
+		s.replay = nil
+		return buf, ending{}
+	}
+	now := time.Now()
+	caught, err := s.replay.next(max(sh.h.cfg.QueueSize, 1), func(raw []byte, pos uint64) {
+		ev, err := frameEvent(raw, sh.token, pos)
+		if err != nil {
+			return // not a result: the source's live subscription logs it
+		}
+		ev.pos, ev.at, ev.replayed = pos, now, true
+		buf = append(buf, ev)
+		s.last = pos
+	})
+	if err != nil {
+		sh.h.cfg.Logger.Warn("replaying a stream failed", "operation", sh.key.ep.op.name, "err", logText(err))
+		return buf, endWith(probUpstreamGone, "replaying what was missed failed")
+	}
+	if caught {
+		sh.mu.Lock()
+		if caught = s.repins == repins; caught {
+			s.catching = false
+		}
+		sh.mu.Unlock()
+	}
+	if !caught {
+		s.notify()
+		return buf, ending{}
+	}
+	s.replay.close()
+	s.replay = nil
+	return buf, ending{}
 }

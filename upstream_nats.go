@@ -160,48 +160,69 @@ var _ handle = (*natsSub)(nil)
 
 // open subscribes to the subjects of req's field, rendered with its
 // variables. The subscription is made as soon as the connection is there,
-// in a goroutine of the source: open does not wait for the network, except
-// for a replay (req.after), which asks the stream first where it starts.
+// in a goroutine of the source: open does not wait for the network.
 func (s *natsSource) open(req *openRequest, r receiver) (handle, error) {
-	var vars map[string]any
-	if len(req.vars) > 0 {
-		v, err := decodeJSON(string(req.vars))
-		if err != nil {
-			return nil, err
-		}
-		vars, _ = v.(map[string]any)
-	}
-	subjects, err := req.ep.nats.subjects(vars)
+	vars, subjects, err := render(req)
 	if err != nil {
-		return nil, badInput(err.Error())
+		return nil, err
 	}
 	ns := &natsSub{src: s, r: r, b: req.ep.nats, op: req.ep.op.name, vars: vars, subjects: subjects}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
 		return nil, errClosed
 	}
 	s.once.Do(s.startMonitor) // under the lock: close waits for what it starts
-	s.mu.Unlock()
-	if req.after > 0 {
-		if req.reset, err = s.replayFrom(req.ep.nats.field.stream, req.after); err != nil {
-			return nil, err
+	s.subs[ns] = struct{}{}
+	s.wg.Add(1)
+	s.signal()
+	go ns.subscribe()
+	return ns, nil
+}
+
+// render decodes req's variables and renders its field's subjects with
+// them.
+func render(req *openRequest) (vars map[string]any, subjects []string, err error) {
+	if len(req.vars) > 0 {
+		v, err := decodeJSON(string(req.vars))
+		if err != nil {
+			return nil, nil, err
 		}
-		if !req.reset {
-			ns.after, ns.known = req.after, true
-		}
+		vars, _ = v.(map[string]any)
+	}
+	if subjects, err = req.ep.nats.subjects(vars); err != nil {
+		return nil, nil, badInput(err.Error())
+	}
+	return vars, subjects, nil
+}
+
+// replay reads req's field's stream after position after, a page at a
+// time as its reader asks, through a consumer of its own.
+func (s *natsSource) replay(req *openRequest, after uint64) (replayReader, bool, error) {
+	vars, subjects, err := render(req)
+	if err != nil {
+		return nil, false, err
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, errClosed
+		return nil, false, errClosed
 	}
-	s.subs[ns] = struct{}{}
-	s.wg.Add(1)
+	s.once.Do(s.startMonitor)
 	s.mu.Unlock()
-	s.signal()
-	go ns.subscribe()
-	return ns, nil
+	stream := req.ep.nats.field.stream
+	reset, err := s.replayFrom(stream, after)
+	if err != nil || reset {
+		return nil, reset, err
+	}
+	rr := &natsReplay{src: s, b: req.ep.nats, vars: vars, stream: stream, subjects: subjects, last: after}
+	if err := rr.create(); err != nil {
+		// What followed is there, but cannot be read now: the client
+		// starts afresh rather than waits.
+		s.logs.warn(logFailed, "creating a JetStream consumer to replay failed", "upstream", s.up.label, "operation", req.ep.op.name, "err", logText(err))
+		return nil, true, nil
+	}
+	return rr, false, nil
 }
 
 // replayFrom asks the stream whether it still holds what followed after:
@@ -484,6 +505,89 @@ func (s *natsSource) deleteConsumer(stream, name string) {
 
 // close is the handle's: its opener is done with it.
 func (ns *natsSub) close() { ns.stop() }
+
+// A natsReplay reads a stream from a position on for one client that
+// catches up: a consumer of its own that delivers only when asked (a pull
+// consumer, acknowledging nothing), so the client's pace is the replay's.
+type natsReplay struct {
+	src      *natsSource
+	b        *natsBinding
+	vars     map[string]any
+	stream   string
+	subjects []string
+	last     uint64 // the stream sequence of the last message read
+	cons     jetstream.Consumer
+	seq      uint64 // the consumer sequence of the last message read
+	buf      []byte
+}
+
+// replayPage bounds the messages one read asks for.
+const replayPage = 64
+
+// create makes the reader's consumer, starting after last.
+func (rr *natsReplay) create() error {
+	s := rr.src
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+	defer cancel()
+	cons, err := s.js.CreateConsumer(ctx, rr.stream, jetstream.ConsumerConfig{
+		FilterSubjects: rr.subjects, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: rr.last + 1,
+		AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, Replicas: 1,
+		// Should this process die, the server lets go of it.
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return err
+	}
+	rr.cons, rr.seq = cons, 0
+	return nil
+}
+
+func (rr *natsReplay) next(max int, fn func(raw []byte, pos uint64)) (bool, error) {
+	if rr.cons == nil {
+		if err := rr.create(); err != nil {
+			return false, err
+		}
+	}
+	batch, err := rr.cons.FetchNoWait(min(max, replayPage))
+	if err != nil {
+		rr.drop()
+		return false, err
+	}
+	n, pending := 0, uint64(1)
+	for m := range batch.Messages() {
+		meta, err := m.Metadata()
+		if err != nil || meta.Sequence.Consumer != rr.seq+1 {
+			// A message lost on the way (the consumer acknowledges
+			// nothing, so it would not come again): read again from
+			// the last one that came.
+			rr.drop()
+			return false, fmt.Errorf("JetStream replay: a message did not come")
+		}
+		rr.seq, rr.last, pending = meta.Sequence.Consumer, meta.Sequence.Stream, meta.NumPending
+		rr.buf = rr.b.complete.appendComplete(rr.buf[:0], m.Data(), rr.vars)
+		fn(rr.buf, rr.last)
+		n++
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+		rr.drop()
+		return false, err
+	}
+	if cap(rr.buf) > shrinkAbove {
+		rr.buf = nil
+	}
+	return n == 0 || pending == 0, nil
+}
+
+// drop lets go of the consumer, after a failed read or at the end; a read
+// after a failed one makes another, from the last message that came.
+func (rr *natsReplay) drop() {
+	if rr.cons != nil {
+		rr.src.deleteConsumer(rr.stream, rr.cons.CachedInfo().Name)
+		rr.cons = nil
+	}
+}
+
+func (rr *natsReplay) close() { rr.drop() }
 
 // fail ends the subscription for a reason its receiver is told, and logs
 // it.
