@@ -468,3 +468,182 @@ func TestHubRaces(t *testing.T) {
 		}
 	}
 }
+
+// replaySource is a fakeSource with positions that replays what a test
+// scripts: pages of positions, then caught.
+type replaySource struct {
+	fakeSource
+	mu      sync.Mutex
+	pages   [][]uint64 // what each next returns, in turn; caught after the last
+	during  func()     // called within the next that returns the last page
+	fail    error      // next fails with it
+	reset   bool       // replay reports that the source no longer holds it
+	readers []*fakeReplay
+}
+
+type fakeReplay struct {
+	src    *replaySource
+	after  uint64
+	closed int
+}
+
+func (f *replaySource) replay(req *openRequest, after uint64) (replayReader, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.reset {
+		return nil, true, nil
+	}
+	r := &fakeReplay{src: f, after: after}
+	f.readers = append(f.readers, r)
+	return r, false, nil
+}
+
+func (r *fakeReplay) next(max int, fn func([]byte, uint64)) (bool, error) {
+	f := r.src
+	f.mu.Lock()
+	if f.fail != nil {
+		f.mu.Unlock()
+		return false, f.fail
+	}
+	var page []uint64
+	if len(f.pages) > 0 {
+		page, f.pages = f.pages[0], f.pages[1:]
+	}
+	last, during := len(f.pages) == 0, f.during
+	f.mu.Unlock()
+	for _, pos := range page {
+		fn(result(int(pos)), pos)
+	}
+	if last && during != nil {
+		during()
+	}
+	return last, nil
+}
+
+func (r *fakeReplay) close() {
+	r.src.mu.Lock()
+	defer r.src.mu.Unlock()
+	r.closed++
+}
+
+// newReplayHub is a testHub whose operation reads a JetStream stream.
+func newReplayHub(edit func(*Config)) (*testHub, *replaySource) {
+	th := newTestHub(edit)
+	src := &replaySource{}
+	th.ep = &endpoint{op: &Operation{name: "Op"}, up: &upstream{name: "up", src: src}, nats: &natsBinding{field: &natsField{stream: "S"}}}
+	th.src = &src.fakeSource
+	return th, src
+}
+
+// positions reads what s can take now: the positions of the results, and
+// its end.
+func positions(t *testing.T, s *subscriber) ([]uint64, ending) {
+	t.Helper()
+	evs, end := s.take(nil)
+	var out []uint64
+	for _, ev := range evs {
+		if want := string(result(int(ev.pos))); string(ev.json) != want {
+			t.Fatalf("the event at %d is %s, want %s", ev.pos, ev.json, want)
+		}
+		out = append(out, ev.pos)
+	}
+	return out, end
+}
+
+func wantPositions(t *testing.T, s *subscriber, want ...uint64) {
+	t.Helper()
+	got, end := positions(t, s)
+	if fmt.Sprint(got) != fmt.Sprint(want) || end.why != 0 {
+		t.Fatalf("took %v (end %v), want %v", got, end.why, want)
+	}
+}
+
+// A client whose last event the log does not hold reads the replay, a page
+// per take, then the log past what the replay gave it: nothing twice,
+// nothing missed.
+func TestHubReplayThenLog(t *testing.T) {
+	th, src := newReplayHub(nil)
+	live := th.mustJoin(t, "", "")
+	r := th.src.subs()[0].r
+	src.pages = [][]uint64{{2, 3}, {4, 5}}
+	src.during = func() { // the live subscription goes on meanwhile
+		for pos := uint64(4); pos <= 6; pos++ {
+			r.publish(result(int(pos)), pos)
+		}
+	}
+	s := th.mustJoin(t, "", positionalToken(th.key(""))+".1")
+	if len(th.src.subs()) != 1 || len(src.readers) != 1 || src.readers[0].after != 1 {
+		t.Fatalf("%d subscriptions and replays %+v, want the live one and a replay after 1", len(th.src.subs()), src.readers)
+	}
+	r.publish(result(2), 2) // in the log too, after the new client's cursor
+	r.publish(result(3), 3)
+	wantPositions(t, s, 2, 3)
+	wantPositions(t, s, 4, 5, 6) // the last page, then the log past 5
+	if src.readers[0].closed != 1 {
+		t.Fatalf("the replay closed %d times, want once when caught up", src.readers[0].closed)
+	}
+	r.publish(result(7), 7)
+	wantPositions(t, s, 7)
+	wantPositions(t, live, 2, 3, 4, 5, 6, 7)
+	th.leave(s)
+	th.leave(live)
+}
+
+// A client that falls a queue behind the log while it catches up keeps
+// reading the replay, which has what the log let go of, and is not dropped.
+func TestHubReplayFallsBehind(t *testing.T) {
+	th, src := newReplayHub(func(cfg *Config) { cfg.QueueSize = 2 })
+	s := th.mustJoin(t, "", "")
+	th.leave(s) // the log no longer holds what s read
+	src.pages = [][]uint64{{2}, {3, 4}}
+	src.during = func() {
+		src.during = nil
+		r := th.src.subs()[1].r
+		for pos := uint64(5); pos <= 8; pos++ { // more than the queue
+			r.publish(result(int(pos)), pos)
+		}
+		src.pages = [][]uint64{{5, 6, 7, 8}} // so the replay is not caught up
+	}
+	s = th.mustJoin(t, "", positionalToken(th.key(""))+".1")
+	wantPositions(t, s, 2)
+	wantPositions(t, s, 3, 4)
+	wantPositions(t, s, 5, 6, 7, 8)
+	th.src.subs()[1].r.publish(result(9), 9)
+	wantPositions(t, s, 9)
+	th.leave(s)
+}
+
+// A replay that fails ends the stream; one the source no longer holds is a
+// reset; a client that leaves while it catches up lets its replay go.
+func TestHubReplayEnds(t *testing.T) {
+	th, src := newReplayHub(nil)
+	id := positionalToken(th.key("")) + ".1"
+	src.fail = errors.New("boom")
+	s := th.mustJoin(t, "", id)
+	if got, end := positions(t, s); len(got) != 0 || end.why != probUpstreamGone {
+		t.Fatalf("a failed replay: took %v, end %v", got, end.why)
+	}
+	th.leave(s)
+	if src.readers[0].closed != 1 {
+		t.Fatalf("the failed replay closed %d times", src.readers[0].closed)
+	}
+
+	src.fail = nil
+	src.pages = [][]uint64{{2}, {3}}
+	s = th.mustJoin(t, "", id)
+	wantPositions(t, s, 2)
+	th.leave(s)
+	if src.readers[1].closed != 1 {
+		t.Fatalf("the replay of a client gone closed %d times", src.readers[1].closed)
+	}
+	if subs, _ := th.stats(); subs != 0 {
+		t.Fatalf("%d subscriptions left", subs)
+	}
+
+	src.reset = true
+	s, reset, err := th.join(th.key(""), "addr:192.0.2.1", nil, nil, id)
+	if err != nil || !reset || s.replay != nil {
+		t.Fatalf("a replay the source cannot give: reset %v, err %v", reset, err)
+	}
+	th.leave(s)
+}
