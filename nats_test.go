@@ -312,12 +312,8 @@ func TestJetStreamResume(t *testing.T) {
 	ns := natsServer(t, 0)
 	js, _ := ordersStream(t, ns, 0)
 	g := natsGateway(t, ns.ClientURL(), nil)
-	c := g.open(t, "/operations/Events?id=7&wg_sse")
-	c.frame(t)
-	last := lastIDOf(t, firstResult(t, c, func() { jsPublish(t, js, "7", "NEW") }))
+	last := seenAndGone(t, g, js)
 	token, _, _ := strings.Cut(last, ".")
-	c.leave()
-	g.waitIdle(t)
 	jsPublish(t, js, "8", "NEW")
 	shipped := jsPublish(t, js, "7", "SHIPPED")
 	jsPublish(t, js, "7", "NEW")
@@ -338,6 +334,18 @@ func TestJetStreamResume(t *testing.T) {
 	}
 }
 
+// seenAndGone opens a stream of order 7's events on g, reads a result
+// published to js, leaves, and returns the result's id.
+func seenAndGone(t *testing.T, g *gateway, js jetstream.JetStream) string {
+	t.Helper()
+	c := g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	last := lastIDOf(t, firstResult(t, c, func() { jsPublish(t, js, "7", "NEW") }))
+	c.leave()
+	g.waitIdle(t)
+	return last
+}
+
 func lastIDOf(t *testing.T, frame string) string {
 	t.Helper()
 	id, _, ok := strings.Cut(strings.TrimPrefix(frame, "id: "), "\n")
@@ -354,11 +362,7 @@ func TestJetStreamResumeOutsideRetention(t *testing.T) {
 	js, _ := ordersStream(t, ns, 2) // keeps the last 2 messages
 	publish := func(status string) { jsPublish(t, js, "7", status) }
 	g := natsGateway(t, ns.ClientURL(), nil)
-	c := g.open(t, "/operations/Events?id=7&wg_sse")
-	c.frame(t)
-	last := lastIDOf(t, firstResult(t, c, func() { publish("NEW") }))
-	c.leave()
-	g.waitIdle(t)
+	last := seenAndGone(t, g, js)
 	for range 3 {
 		publish("NEW") // what followed last is gone from the stream
 	}
@@ -599,11 +603,7 @@ func TestJetStreamResumersShare(t *testing.T) {
 	ns := natsServer(t, 0)
 	js, _ := ordersStream(t, ns, 0)
 	g := natsGateway(t, ns.ClientURL(), nil)
-	c := g.open(t, "/operations/Events?id=7&wg_sse")
-	c.frame(t)
-	last := lastIDOf(t, firstResult(t, c, func() { jsPublish(t, js, "7", "NEW") }))
-	c.leave()
-	g.waitIdle(t)
+	last := seenAndGone(t, g, js)
 	jsPublish(t, js, "7", "SHIPPED")
 
 	g2 := natsGateway(t, ns.ClientURL(), nil) // a new handler
@@ -648,11 +648,7 @@ func TestJetStreamReplayAtTheClientsPace(t *testing.T) {
 	ns := natsServer(t, 0)
 	js, _ := ordersStream(t, ns, 0)
 	g := natsGateway(t, ns.ClientURL(), func(cfg *gqlpush.Config) { cfg.QueueSize = 8 })
-	c := g.open(t, "/operations/Events?id=7&wg_sse")
-	c.frame(t)
-	last := lastIDOf(t, firstResult(t, c, func() { jsPublish(t, js, "7", "NEW") }))
-	c.leave()
-	g.waitIdle(t)
+	last := seenAndGone(t, g, js)
 	publish := func(from, n int) {
 		for i := from; i < from+n; i++ {
 			if _, err := js.PublishAsync("stream.orders.7", fmt.Appendf(nil, `{"id":"S%d","status":"NEW"}`, i)); err != nil {
