@@ -14,6 +14,7 @@ type recorderReceiver struct{ r Recorder }
 
 func (a recorderReceiver) publish(raw []byte, _ uint64) error { return a.r.Publish(raw) }
 func (a recorderReceiver) end(e ending)                       { a.r.End(e.why.reason(), string(e.errors)) }
+func (a recorderReceiver) begin()                             {}
 
 // OpenUpstream opens the subscription of the operation name, with the
 // canonical variables vars ("" for none), for callers whose forwarded

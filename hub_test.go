@@ -565,6 +565,7 @@ func TestHubReplayThenLog(t *testing.T) {
 	th, src := newReplayHub(nil)
 	live := th.mustJoin(t, "", "")
 	r := th.src.subs()[0].r
+	r.begin()
 	src.pages = [][]uint64{{2, 3}, {4, 5}}
 	src.during = func() { // the live subscription goes on meanwhile
 		for pos := uint64(4); pos <= 6; pos++ {
@@ -599,6 +600,7 @@ func TestHubReplayFallsBehind(t *testing.T) {
 	src.during = func() {
 		src.during = nil
 		r := th.src.subs()[1].r
+		r.begin()
 		for pos := uint64(5); pos <= 8; pos++ { // more than the queue
 			r.publish(result(int(pos)), pos)
 		}
@@ -645,5 +647,80 @@ func TestHubReplayEnds(t *testing.T) {
 	if err != nil || !reset || s.replay != nil {
 		t.Fatalf("a replay the source cannot give: reset %v, err %v", reset, err)
 	}
+	th.leave(s)
+}
+
+// A client whose id is past what the log holds yet (another instance
+// issued it, and this one's subscription lags) gets nothing twice: the
+// replay finds nothing after it, and the log's events up to it are
+// skipped.
+func TestHubReplayOfNothing(t *testing.T) {
+	th, _ := newReplayHub(nil)
+	live := th.mustJoin(t, "", "")
+	r := th.src.subs()[0].r
+	r.begin()
+	r.publish(result(3), 3)
+	s := th.mustJoin(t, "", positionalToken(th.key(""))+".5")
+	wantPositions(t, s) // caught up at once
+	for pos := uint64(4); pos <= 6; pos++ {
+		r.publish(result(int(pos)), pos)
+	}
+	wantPositions(t, s, 6)
+	th.leave(s)
+	th.leave(live)
+}
+
+// The log is read only once the shared subscription has begun: until then
+// it may lack what follows the replay's end.
+func TestHubReplayWaitsForTheBeginning(t *testing.T) {
+	th, src := newReplayHub(nil)
+	src.pages = [][]uint64{{2}}
+	s := th.mustJoin(t, "", positionalToken(th.key(""))+".1")
+	r := th.src.subs()[0].r
+	wantPositions(t, s, 2)
+	if s.replay == nil {
+		t.Fatal("the replay was let go before the subscription began")
+	}
+	r.begin()
+	wantPositions(t, s) // caught up, and now begun
+	if s.replay != nil {
+		t.Fatal("the replay is still read")
+	}
+	r.publish(result(3), 3)
+	wantPositions(t, s, 3)
+	th.leave(s)
+}
+
+// When the shared subscription ends while a client catches up, the client
+// gets the end alone, not the log's later events: its last id stays where
+// the replay left it, so it can resume from there.
+func TestHubReplayCutShort(t *testing.T) {
+	th, src := newReplayHub(nil)
+	live := th.mustJoin(t, "", "")
+	r := th.src.subs()[0].r
+	r.begin()
+	src.pages = [][]uint64{{2}, {3}, {4}}
+	s := th.mustJoin(t, "", positionalToken(th.key(""))+".1")
+	r.publish(result(10), 10)
+	wantPositions(t, s, 2)
+	r.end(endUpstreamGone)
+	if got, end := positions(t, s); len(got) != 0 || end.why != probUpstreamGone {
+		t.Fatalf("took %v and %v, want the end alone", got, end.why)
+	}
+	th.leave(s)
+	th.leave(live)
+}
+
+// A replay read that fails is tried again, within the reconnect limit.
+func TestHubReplayRetries(t *testing.T) {
+	th, src := newReplayHub(func(cfg *Config) { cfg.ReconnectLimit = time.Hour })
+	src.fail = errors.New("boom")
+	src.pages = [][]uint64{{2}, {3}}
+	s := th.mustJoin(t, "", positionalToken(th.key(""))+".1")
+	wantPositions(t, s) // failed; not over
+	src.mu.Lock()
+	src.fail = nil
+	src.mu.Unlock()
+	wantPositions(t, s, 2)
 	th.leave(s)
 }

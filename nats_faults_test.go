@@ -1,6 +1,7 @@
 package gqlpush_test
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -368,5 +369,115 @@ func TestJetStreamReconnectKeepsWhatCameMeanwhile(t *testing.T) {
 	waitStats(t, g.h, "connected again", func(s gqlpush.Stats) bool { return s.UpstreamConns == 1 })
 	if f := c.frame(t); !strings.Contains(f, "SHIPPED") {
 		t.Fatalf("the first result is %q, want the message published during the reconnect", f)
+	}
+}
+
+// NATS goes away for longer than nats.go waits for a read's answer while a
+// client catches up: the client still gets everything, in order, once NATS
+// is back. (A read that timed out used to count as caught up.)
+func TestJetStreamReplayAcrossANATSRestart(t *testing.T) {
+	dir := t.TempDir()
+	ns := natsServerAt(t, -1, dir)
+	port := ns.Addr().(*net.TCPAddr).Port
+	js, _ := ordersStream(t, ns, 0)
+	g := natsGateway(t, ns.ClientURL(), func(cfg *gqlpush.Config) {
+		cfg.QueueSize = 8
+		cfg.WriteTimeout = time.Minute
+		cfg.Upstreams[0].NATSOptions = []nats.Option{nats.ReconnectWait(100 * time.Millisecond)}
+	})
+	last := seenAndGone(t, g, js)
+	pad := strings.Repeat("x", 2048)
+	const missed = 5000
+	for i := range missed {
+		if _, err := js.PublishAsync("stream.orders.7", fmt.Appendf(nil, `{"id":"S%d%s","status":"NEW"}`, i, pad)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-waitCtx(t).Done():
+		t.Fatal("publishing")
+	}
+	r, _ := g.openWith(t, g.srv.URL+"/operations/Events?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
+	r.frame(t)
+	for i := range 10 {
+		f := r.frame(t)
+		if !strings.Contains(f, fmt.Sprintf(`"id":"S%d%s"`, i, pad)) {
+			t.Fatalf("frame %d: %.60q", i, f)
+		}
+	}
+	// The client stops reading (its socket fills); NATS goes away.
+	time.Sleep(200 * time.Millisecond)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	waitStats(t, g.h, "NATS lost", func(s gqlpush.Stats) bool { return s.UpstreamConns == 0 })
+	// The client reads on while NATS is away for 1.5s.
+	got := make(chan string, 1)
+	go func() {
+		for i := 10; ; i++ {
+			f, err := readFrame(r.br)
+			if err != nil {
+				got <- fmt.Sprintf("stream ended after S%d: %v", i-1, err)
+				return
+			}
+			if !strings.Contains(f, fmt.Sprintf(`"id":"S%d%s"`, i, pad)) {
+				if len(f) > 120 {
+					f = f[:120]
+				}
+				got <- fmt.Sprintf("frame %d: %q", i, f)
+				return
+			}
+			if i == missed-1 {
+				got <- "all"
+				return
+			}
+		}
+	}()
+	time.Sleep(1500 * time.Millisecond)
+	again := natsServerAt(t, port, dir)
+	js2, err := jetstream.New(publisher(t, again))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStats(t, g.h, "connected again", func(s gqlpush.Stats) bool { return s.UpstreamConns == 1 })
+	stop := waitCtx(t).Done()
+	for {
+		select {
+		case res := <-got:
+			if res != "all" {
+				t.Fatal(res)
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+			js2.Publish(waitCtx(t), "stream.orders.7", []byte(`{"id":"AFTER","status":"NEW"}`))
+		case <-stop:
+			t.Fatal("nothing more came")
+		}
+	}
+}
+
+// A replay JetStream will not make a consumer for is a 502 for the request
+// that resumes; the stream that runs goes on.
+func TestJetStreamReplayRefused(t *testing.T) {
+	ns := natsServer(t, 0)
+	js, err := jetstream.New(publisher(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(waitCtx(t), jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"stream.orders.>"}, MaxConsumers: 1}); err != nil {
+		t.Fatal(err)
+	}
+	g := natsGateway(t, ns.ClientURL(), nil)
+	last := seenAndGone(t, g, js)
+	waitConsumers(t, ns, 0)
+	a := g.open(t, "/operations/Events?id=7&wg_sse") // the one consumer there may be
+	a.frame(t)
+	firstResult(t, a, func() { jsPublish(t, js, "7", "SHIPPED") })
+	resp, body := g.do(t, "/operations/Events?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
+	if msg, code := errorOf(t, body); resp.StatusCode != http.StatusBadGateway || code != "UPSTREAM_UNAVAILABLE" || !strings.Contains(msg, "maximum consumers limit reached") {
+		t.Fatalf("resuming: %d %s %q", resp.StatusCode, code, msg)
+	}
+	if f := firstResult(t, a, func() { jsPublish(t, js, "7", "DELIVERED") }); !strings.Contains(f, "DELIVERED") {
+		t.Fatalf("the running stream: %q", f)
 	}
 }

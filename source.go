@@ -40,6 +40,11 @@ type receiver interface {
 	publish(raw []byte, pos uint64) error
 	// end says the subscription is over, and why. Nothing follows it.
 	end(e ending)
+	// begin says, for a source with positions, that the subscription
+	// delivers every result that follows the source's end as of now: a
+	// client that catches up from a replay reads past it only after
+	// this.
+	begin()
 }
 
 // A handle is an open subscription, as its opener holds it.
@@ -75,7 +80,9 @@ type replayer interface {
 type replayReader interface {
 	// next reads up to max results that follow the last one read, and
 	// calls fn with each (raw valid only during the call). It waits for
-	// no result: caught reports that the source held no more when asked.
+	// no result: caught reports that the source held no more when asked,
+	// as the source said (a read that found nothing is not enough). After
+	// an error, the next call reads again from the last result read.
 	next(max int, fn func(raw []byte, pos uint64)) (caught bool, err error)
 	// close lets go of what the reader holds in its source.
 	close()

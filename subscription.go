@@ -67,6 +67,7 @@ type shared struct {
 	stopped bool // its last subscriber left (and the grace passed)
 	endedBy ending
 	grace   *time.Timer // running while it has no subscriber
+	begun   bool        // its source delivers all that follows; see receiver.begin
 
 	// While kept by ResumeGrace (guarded by h.mu): its place in the hub's
 	// list, the caller charged for it and how to undo the charge.
@@ -94,8 +95,9 @@ type subscriber struct {
 	// repins counts it, for the replay has all that it skipped.
 	catching bool         // guarded by sh.mu
 	repins   uint64       // guarded by sh.mu
-	replay   replayReader // used by the subscriber's stream only, as is last
-	last     uint64       // the position of the last event read from the replay
+	replay   replayReader // used by the subscriber's stream only, as are last and failed
+	last     uint64       // the position of the last event the client has
+	failed   time.Time    // when the replay's reads began to fail
 }
 
 func newHub(cfg *Config, l *limits) *hub {
@@ -136,7 +138,7 @@ func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMe
 			continue
 		}
 		if sh == nil {
-			s, err := h.start(key, owner, header, init, rr)
+			s, err := h.start(key, owner, header, init, rr, seq)
 			return s, resume || reset, err
 		}
 		if opening := sh.opening; opening != nil {
@@ -172,7 +174,7 @@ func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMe
 			}
 		}
 		if rr != nil {
-			s.catchUp(rr)
+			s.catchUp(rr, seq)
 		}
 		if sh.grace != nil {
 			sh.grace.Stop()
@@ -238,8 +240,9 @@ func openRequestFor(key subKey, header http.Header, init json.RawMessage) *openR
 // source opens the subscription without it, while other requests for key
 // wait on opening.
 //
-// replay, when not nil, is what the first subscriber catches up from.
-func (h *hub) start(key subKey, owner string, header http.Header, init json.RawMessage, replay replayReader) (*subscriber, error) {
+// replay, when not nil, is what the first subscriber catches up from,
+// after position after.
+func (h *hub) start(key subKey, owner string, header http.Header, init json.RawMessage, replay replayReader, after uint64) (*subscriber, error) {
 	if max := h.cfg.MaxSubscriptions; max > 0 && len(h.subs) >= max && h.keptHead == nil {
 		h.mu.Unlock()
 		return nil, errTooManySubscriptions
@@ -256,7 +259,7 @@ func (h *hub) start(key subKey, owner string, header http.Header, init json.RawM
 	// so it cannot miss the first result.
 	s := &subscriber{sh: sh, owner: owner, wake: make(chan struct{}, 1)}
 	if replay != nil {
-		s.catchUp(replay)
+		s.catchUp(replay, after)
 	}
 	sh.subs = append(sh.subs, s)
 	h.subs[key] = sh
@@ -716,31 +719,50 @@ func positionalToken(key subKey) string {
 	return strings.ToLower(base32.StdEncoding.EncodeToString(d.Sum(nil))[:tokenLen])
 }
 
-// catchUp makes a new subscriber catch up from rr before it reads the log.
-// Called with sh.mu held, before the subscriber is in sh.subs.
-func (s *subscriber) catchUp(rr replayReader) {
-	s.replay, s.catching = rr, true
+// catchUp makes a new subscriber, whose client has the events up to
+// position after, catch up from rr before it reads the log. Called with
+// sh.mu held, before the subscriber is in sh.subs.
+func (s *subscriber) catchUp(rr replayReader, after uint64) {
+	s.replay, s.catching, s.last = rr, true, after
 	s.notify()
 }
 
+// replayRetry is how long a stream waits before it reads its replay again
+// after a failed read, within the reconnect limit; replayBegin, how long
+// when the replay has caught up but the shared subscription has not begun.
+const (
+	replayRetry = 250 * time.Millisecond
+	replayBegin = 10 * time.Millisecond
+)
+
+// begin is the receiver's: see receiver.
+func (sh *shared) begin() {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.begun = true
+}
+
 // takeReplay appends the next page of the subscriber's replay to buf, and
-// wakes the subscriber again for the next. When the replay has caught up
-// with the source, and the log has held every event since (no repin while
-// the replay was read), the replay is let go: what follows is in the log
-// from the cursor on. A replay that fails ends the stream.
+// wakes the subscriber again for the next. The replay is let go, and the
+// subscriber reads the log from its cursor on, past what the replay gave
+// it, when three things hold: the replay has caught up with its source;
+// the shared subscription had begun (it delivers all that followed its
+// source's end) before the replay's last read; and the log has held every
+// event since (no repin during that read). When the shared subscription
+// ends first, the client gets its end only: the log from the cursor on
+// would skip what the replay had not given yet. A replay that fails for
+// the reconnect limit ends the stream.
 func (s *subscriber) takeReplay(buf []*event) ([]*event, ending) {
 	sh := s.sh
+	cfg := sh.h.cfg
 	sh.mu.Lock()
-	repins, over := s.repins, sh.ended || sh.stopped
+	repins, begun, ended, endedBy := s.repins, sh.begun, sh.ended, sh.endedBy
 	sh.mu.Unlock()
-	if over {
-		// The log has the end; a replay would make it wait.
-		s.replay.close()
-		s.replay = nil
-		return buf, ending{}
+	if ended {
+		return buf, endedBy
 	}
 	now := time.Now()
-	caught, err := s.replay.next(max(sh.h.cfg.QueueSize, 1), func(raw []byte, pos uint64) {
+	caught, err := s.replay.next(max(cfg.QueueSize, 1), func(raw []byte, pos uint64) {
 		ev, err := frameEvent(raw, sh.token, pos)
 		if err != nil {
 			return // not a result: the source's live subscription logs it
@@ -750,12 +772,24 @@ func (s *subscriber) takeReplay(buf []*event) ([]*event, ending) {
 		s.last = pos
 	})
 	if err != nil {
-		sh.h.cfg.Logger.Warn("replaying a stream failed", "operation", sh.key.ep.op.name, "err", logText(err))
-		return buf, endWith(probUpstreamGone, "replaying what was missed failed")
+		if s.failed.IsZero() {
+			s.failed = now
+		}
+		if time.Since(s.failed) >= cfg.ReconnectLimit {
+			cfg.Logger.Warn("replaying a stream failed", "operation", sh.key.ep.op.name, "err", logText(err))
+			return buf, endWith(probUpstreamGone, "replaying what was missed failed")
+		}
+		time.Sleep(replayRetry)
+		s.notify()
+		return buf, ending{}
 	}
+	s.failed = time.Time{}
 	if caught {
+		if !begun {
+			time.Sleep(replayBegin)
+		}
 		sh.mu.Lock()
-		if caught = s.repins == repins; caught {
+		if caught = begun && s.repins == repins; caught {
 			s.catching = false
 		}
 		sh.mu.Unlock()

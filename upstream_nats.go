@@ -217,10 +217,8 @@ func (s *natsSource) replay(req *openRequest, after uint64) (replayReader, bool,
 	}
 	rr := &natsReplay{src: s, b: req.ep.nats, vars: vars, stream: stream, subjects: subjects, last: after}
 	if err := rr.create(); err != nil {
-		// What followed is there, but cannot be read now: the client
-		// starts afresh rather than waits.
 		s.logs.warn(logFailed, "creating a JetStream consumer to replay failed", "upstream", s.up.label, "operation", req.ep.op.name, "err", logText(err))
-		return nil, true, nil
+		return nil, false, refuse(probUpstreamGone, "JetStream could not replay the NATS stream "+stream+": "+jsRefusal(err))
 	}
 	return rr, false, nil
 }
@@ -358,6 +356,7 @@ func (ns *natsSub) startConsumer(stream string) error {
 			return err
 		}
 		ns.after, ns.known = st.CachedInfo().State.LastSeq, true
+		ns.r.begin()
 	}
 	cons, err := s.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: ns.subjects, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: ns.after + 1,
@@ -575,7 +574,26 @@ func (rr *natsReplay) next(max int, fn func(raw []byte, pos uint64)) (bool, erro
 	if cap(rr.buf) > shrinkAbove {
 		rr.buf = nil
 	}
-	return n == 0 || pending == 0, nil
+	if n > 0 {
+		return pending == 0, nil
+	}
+	// Nothing came: the stream may hold no more, or the answer may not
+	// have come in time (nats.go ends a read it hears nothing of after a
+	// second, with no error). The consumer says which.
+	ctx, cancel := context.WithTimeout(rr.src.ctx, rr.src.cfg.AckTimeout)
+	defer cancel()
+	info, err := rr.cons.Info(ctx)
+	if err != nil {
+		rr.drop()
+		return false, err
+	}
+	if info.Delivered.Consumer != rr.seq {
+		// It sent what never came (a read that timed out here was
+		// answered later): read again from the last that came.
+		rr.drop()
+		return false, nil
+	}
+	return info.NumPending == 0, nil
 }
 
 // drop lets go of the consumer, after a failed read or at the end; a read
