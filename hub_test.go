@@ -535,6 +535,15 @@ func newReplayHub(edit func(*Config)) (*testHub, *replaySource) {
 	return th, src
 }
 
+// begun joins a first subscriber, whose subscription has begun.
+func (th *testHub) begun(t *testing.T) (*subscriber, receiver) {
+	t.Helper()
+	live := th.mustJoin(t, "", "")
+	r := th.src.subs()[0].r
+	r.begin()
+	return live, r
+}
+
 // positions reads what s can take now: the positions of the results, and
 // its end.
 func positions(t *testing.T, s *subscriber) ([]uint64, ending) {
@@ -563,9 +572,7 @@ func wantPositions(t *testing.T, s *subscriber, want ...uint64) {
 // nothing missed.
 func TestHubReplayThenLog(t *testing.T) {
 	th, src := newReplayHub(nil)
-	live := th.mustJoin(t, "", "")
-	r := th.src.subs()[0].r
-	r.begin()
+	live, r := th.begun(t)
 	src.pages = [][]uint64{{2, 3}, {4, 5}}
 	src.during = func() { // the live subscription goes on meanwhile
 		for pos := uint64(4); pos <= 6; pos++ {
@@ -656,9 +663,7 @@ func TestHubReplayEnds(t *testing.T) {
 // skipped.
 func TestHubReplayOfNothing(t *testing.T) {
 	th, _ := newReplayHub(nil)
-	live := th.mustJoin(t, "", "")
-	r := th.src.subs()[0].r
-	r.begin()
+	live, r := th.begun(t)
 	r.publish(result(3), 3)
 	s := th.mustJoin(t, "", positionalToken(th.key(""))+".5")
 	wantPositions(t, s) // caught up at once
@@ -696,9 +701,7 @@ func TestHubReplayWaitsForTheBeginning(t *testing.T) {
 // the replay left it, so it can resume from there.
 func TestHubReplayCutShort(t *testing.T) {
 	th, src := newReplayHub(nil)
-	live := th.mustJoin(t, "", "")
-	r := th.src.subs()[0].r
-	r.begin()
+	live, r := th.begun(t)
 	src.pages = [][]uint64{{2}, {3}, {4}}
 	s := th.mustJoin(t, "", positionalToken(th.key(""))+".1")
 	r.publish(result(10), 10)

@@ -319,13 +319,7 @@ func TestJetStreamConsumerDeleted(t *testing.T) {
 // reached) ends the stream with what JetStream said, at once.
 func TestJetStreamConsumerRefused(t *testing.T) {
 	ns := natsServer(t, 0)
-	js, err := jetstream.New(publisher(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(waitCtx(t), jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"stream.orders.>"}, MaxConsumers: 1}); err != nil {
-		t.Fatal(err)
-	}
+	js, _ := ordersStreamWith(t, ns, func(cfg *jetstream.StreamConfig) { cfg.MaxConsumers = 1 })
 	var e ends
 	g := natsGateway(t, ns.ClientURL(), e.edit)
 	a := g.open(t, "/operations/Events?id=7&wg_sse")
@@ -344,9 +338,7 @@ func TestJetStreamConsumerRefused(t *testing.T) {
 // stream takes while NATS is away: it starts after the stream's last
 // message as it was when the stream opened, at every reconnect.
 func TestJetStreamReconnectKeepsWhatCameMeanwhile(t *testing.T) {
-	dir := t.TempDir()
-	ns := natsServerAt(t, -1, dir)
-	port := ns.Addr().(*net.TCPAddr).Port
+	ns, restart := restartable(t)
 	js, _ := ordersStream(t, ns, 0)
 	jsPublish(t, js, "7", "OLD") // before the stream opens: not sent
 	g := natsGateway(t, ns.ClientURL(), func(cfg *gqlpush.Config) {
@@ -360,11 +352,7 @@ func TestJetStreamReconnectKeepsWhatCameMeanwhile(t *testing.T) {
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	waitStats(t, g.h, "NATS lost", func(s gqlpush.Stats) bool { return s.UpstreamConns == 0 })
-	again := natsServerAt(t, port, dir) // the same server, its stream kept
-	js, err := jetstream.New(publisher(t, again))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js = restart()
 	jsPublish(t, js, "7", "SHIPPED") // while the gateway reconnects
 	waitStats(t, g.h, "connected again", func(s gqlpush.Stats) bool { return s.UpstreamConns == 1 })
 	if f := c.frame(t); !strings.Contains(f, "SHIPPED") {
@@ -376,9 +364,7 @@ func TestJetStreamReconnectKeepsWhatCameMeanwhile(t *testing.T) {
 // client catches up: the client still gets everything, in order, once NATS
 // is back. (A read that timed out used to count as caught up.)
 func TestJetStreamReplayAcrossANATSRestart(t *testing.T) {
-	dir := t.TempDir()
-	ns := natsServerAt(t, -1, dir)
-	port := ns.Addr().(*net.TCPAddr).Port
+	ns, restart := restartable(t)
 	js, _ := ordersStream(t, ns, 0)
 	g := natsGateway(t, ns.ClientURL(), func(cfg *gqlpush.Config) {
 		cfg.QueueSize = 8
@@ -434,11 +420,7 @@ func TestJetStreamReplayAcrossANATSRestart(t *testing.T) {
 		}
 	}()
 	time.Sleep(1500 * time.Millisecond)
-	again := natsServerAt(t, port, dir)
-	js2, err := jetstream.New(publisher(t, again))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js2 := restart()
 	waitStats(t, g.h, "connected again", func(s gqlpush.Stats) bool { return s.UpstreamConns == 1 })
 	stop := waitCtx(t).Done()
 	for {
@@ -460,13 +442,7 @@ func TestJetStreamReplayAcrossANATSRestart(t *testing.T) {
 // that resumes; the stream that runs goes on.
 func TestJetStreamReplayRefused(t *testing.T) {
 	ns := natsServer(t, 0)
-	js, err := jetstream.New(publisher(t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := js.CreateStream(waitCtx(t), jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"stream.orders.>"}, MaxConsumers: 1}); err != nil {
-		t.Fatal(err)
-	}
+	js, _ := ordersStreamWith(t, ns, func(cfg *jetstream.StreamConfig) { cfg.MaxConsumers = 1 })
 	g := natsGateway(t, ns.ClientURL(), nil)
 	last := seenAndGone(t, g, js)
 	waitConsumers(t, ns, 0)
@@ -479,5 +455,22 @@ func TestJetStreamReplayRefused(t *testing.T) {
 	}
 	if f := firstResult(t, a, func() { jsPublish(t, js, "7", "DELIVERED") }); !strings.Contains(f, "DELIVERED") {
 		t.Fatalf("the running stream: %q", f)
+	}
+}
+
+// restartable starts a NATS server with JetStream; restart starts it again,
+// once the test has shut it down, on the same port and store, and returns
+// a JetStream client of it.
+func restartable(t *testing.T) (*server.Server, func() jetstream.JetStream) {
+	dir := t.TempDir()
+	ns := natsServerAt(t, -1, dir)
+	port := ns.Addr().(*net.TCPAddr).Port
+	return ns, func() jetstream.JetStream {
+		t.Helper()
+		js, err := jetstream.New(publisher(t, natsServerAt(t, port, dir)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
 	}
 }

@@ -391,15 +391,23 @@ func TestJetStreamResumeOutsideRetention(t *testing.T) {
 // (0: no limit), and returns a JetStream client of it.
 func ordersStream(t *testing.T, ns *server.Server, maxMsgs int64) (jetstream.JetStream, context.Context) {
 	t.Helper()
+	return ordersStreamWith(t, ns, func(cfg *jetstream.StreamConfig) {
+		if maxMsgs > 0 {
+			cfg.MaxMsgs = maxMsgs
+		}
+	})
+}
+
+// ordersStreamWith makes the ORDERS stream with what edit sets.
+func ordersStreamWith(t *testing.T, ns *server.Server, edit func(*jetstream.StreamConfig)) (jetstream.JetStream, context.Context) {
+	t.Helper()
 	js, err := jetstream.New(publisher(t, ns))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := waitCtx(t)
 	cfg := jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"stream.orders.>"}}
-	if maxMsgs > 0 {
-		cfg.MaxMsgs = maxMsgs
-	}
+	edit(&cfg)
 	if _, err := js.CreateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
