@@ -101,7 +101,7 @@ func (th *testHub) key(vars string) subKey { return subKey{ep: th.ep, vars: vars
 
 func (th *testHub) mustJoin(t *testing.T, vars, lastID string) *subscriber {
 	t.Helper()
-	s, _, err := th.join(th.key(vars), "addr:192.0.2.1", nil, nil, lastID)
+	s, _, err := th.join(context.Background(), th.key(vars), "addr:192.0.2.1", nil, nil, lastID)
 	if err != nil {
 		t.Fatalf("join %s: %v", vars, err)
 	}
@@ -288,7 +288,7 @@ func TestHubResume(t *testing.T) {
 		{"another subscription's", "aaaaaaaaaaaaaaaa.4", "reset"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s, reset, err := th.join(th.key(""), "x", nil, nil, tt.id)
+			s, reset, err := th.join(context.Background(), th.key(""), "x", nil, nil, tt.id)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -308,7 +308,7 @@ func TestHubResume(t *testing.T) {
 func TestHubOpenFails(t *testing.T) {
 	th := newTestHub(nil)
 	th.src.fail = errTooManyUpstreamConns
-	if _, _, err := th.join(th.key(""), "x", nil, nil, ""); !errors.Is(err, errTooManyUpstreamConns) {
+	if _, _, err := th.join(context.Background(), th.key(""), "x", nil, nil, ""); !errors.Is(err, errTooManyUpstreamConns) {
 		t.Fatalf("got %v", err)
 	}
 	if subs, _ := th.stats(); subs != 0 {
@@ -328,7 +328,7 @@ func TestHubJoinWhileOpening(t *testing.T) {
 		th.src.hold = make(chan struct{})
 		joined := make(chan *subscriber, 2)
 		join := func() {
-			s, _, _ := th.join(th.key(""), "x", nil, nil, "")
+			s, _, _ := th.join(context.Background(), th.key(""), "x", nil, nil, "")
 			joined <- s
 		}
 		go join()
@@ -359,7 +359,7 @@ func TestHubJoinWhileOpeningFails(t *testing.T) {
 		th.src.fail = errTooManyUpstreamConns
 		errs := make(chan error, 2)
 		join := func() {
-			s, _, err := th.join(th.key(""), "x", nil, nil, "")
+			s, _, err := th.join(context.Background(), th.key(""), "x", nil, nil, "")
 			if err == nil {
 				th.leave(s)
 			}
@@ -414,7 +414,7 @@ func TestHubRaces(t *testing.T) {
 			for range 2000 {
 				switch rng.IntN(3) {
 				case 0:
-					if s, _, err := th.join(th.key(fmt.Sprint(rng.IntN(3))), "x", nil, nil, ""); err == nil {
+					if s, _, err := th.join(context.Background(), th.key(fmt.Sprint(rng.IntN(3))), "x", nil, nil, ""); err == nil {
 						mine = append(mine, s)
 					}
 				case 1:
@@ -487,7 +487,7 @@ type fakeReplay struct {
 	closed int
 }
 
-func (f *replaySource) replay(req *openRequest, after uint64) (replayReader, bool, error) {
+func (f *replaySource) replay(_ context.Context, req *openRequest, after uint64) (replayReader, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.reset {
@@ -650,7 +650,7 @@ func TestHubReplayEnds(t *testing.T) {
 	}
 
 	src.reset = true
-	s, reset, err := th.join(th.key(""), "addr:192.0.2.1", nil, nil, id)
+	s, reset, err := th.join(context.Background(), th.key(""), "addr:192.0.2.1", nil, nil, id)
 	if err != nil || !reset || s.replay != nil {
 		t.Fatalf("a replay the source cannot give: reset %v, err %v", reset, err)
 	}
@@ -726,4 +726,21 @@ func TestHubReplayRetries(t *testing.T) {
 	src.mu.Unlock()
 	wantPositions(t, s, 2)
 	th.leave(s)
+}
+
+// A client that leaves while its replay is being set up starts nothing,
+// and its replay is let go.
+func TestHubReplayOfAClientGone(t *testing.T) {
+	th, src := newReplayHub(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := th.join(ctx, th.key(""), "x", nil, nil, positionalToken(th.key(""))+".1"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("join: %v", err)
+	}
+	if len(src.readers) != 1 || src.readers[0].closed != 1 {
+		t.Fatalf("replays %+v, want one, closed", src.readers)
+	}
+	if subs, _ := th.stats(); subs != 0 || len(th.src.subs()) != 0 {
+		t.Fatalf("%d subscriptions, %d opened", subs, len(th.src.subs()))
+	}
 }

@@ -69,10 +69,11 @@ type openRequest struct {
 // client that comes back after an event the hub's log no longer holds
 // catches up from it, then reads the shared subscription like any other.
 type replayer interface {
-	// replay starts reading req's results after position after. reset
-	// reports that the source no longer holds all that followed it; then
-	// nothing is started. An error is a *httpError, as for open.
-	replay(req *openRequest, after uint64) (r replayReader, reset bool, err error)
+	// replay starts reading req's results after position after, asking
+	// the network no longer than ctx lasts. reset reports that the source
+	// no longer holds all that followed it; then nothing is started. An
+	// error is a *httpError, as for open, or ctx's.
+	replay(ctx context.Context, req *openRequest, after uint64) (r replayReader, reset bool, err error)
 }
 
 // A replayReader reads a source's results from a position on. Its reader

@@ -17,9 +17,12 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 	if req.sse && !req.once {
 		lastID = r.Header.Get("Last-Event-ID")
 	}
-	s, reset, err := h.hub.join(req.key, req.owner, req.header, req.init, lastID)
+	s, reset, err := h.hub.join(r.Context(), req.key, req.owner, req.header, req.init, lastID)
 	if err != nil {
 		done()
+		if r.Context().Err() != nil {
+			return // the client is gone
+		}
 		herr := errShuttingDown
 		if !errors.As(err, &herr) && !errors.Is(err, errClosed) {
 			h.log.Error("starting a subscription failed", "operation", req.ep.op.name, "err", logText(err))

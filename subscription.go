@@ -1,6 +1,7 @@
 package gqlpush
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
@@ -110,7 +111,9 @@ func newHub(cfg *Config, l *limits) *hub {
 // holds what followed it, or, for a source with positions, catches up from
 // the source; reset reports that it could do neither, so the client must
 // start afresh.
-func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMessage, lastEventID string) (s *subscriber, reset bool, err error) {
+//
+// ctx bounds what join asks the network to resume: the request's.
+func (h *hub) join(ctx context.Context, key subKey, owner string, header http.Header, init json.RawMessage, lastEventID string) (s *subscriber, reset bool, err error) {
 	token, seq, resume := parseEventID(lastEventID)
 	// A positional subscription's ids are its source's positions, under a
 	// token that its key alone decides: an id is good for it whatever
@@ -131,7 +134,7 @@ func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMe
 		sh := h.subs[key]
 		if sh == nil && replay {
 			h.mu.Unlock()
-			if rr, reset, err = h.replayFrom(key, header, init, seq); err != nil {
+			if rr, reset, err = h.replayFrom(ctx, key, header, init, seq); err != nil {
 				return nil, false, err
 			}
 			replay, resume = false, false
@@ -164,7 +167,7 @@ func (h *hub) join(key subKey, owner string, header http.Header, init json.RawMe
 				// held here, but its source has it.
 				sh.mu.Unlock()
 				h.mu.Unlock()
-				if rr, reset, err = h.replayFrom(key, header, init, seq); err != nil {
+				if rr, reset, err = h.replayFrom(ctx, key, header, init, seq); err != nil {
 					return nil, false, err
 				}
 				replay, resume = false, false
@@ -216,12 +219,19 @@ func (sh *shared) resumeFrom(token string, n uint64) (uint64, bool) {
 // replayFrom asks the source of key for a replay after position after;
 // reset reports that it no longer holds all that followed, or cannot
 // replay at all. It is called with no lock held.
-func (h *hub) replayFrom(key subKey, header http.Header, init json.RawMessage, after uint64) (replayReader, bool, error) {
+func (h *hub) replayFrom(ctx context.Context, key subKey, header http.Header, init json.RawMessage, after uint64) (replayReader, bool, error) {
 	src, ok := key.ep.up.src.(replayer)
 	if !ok {
 		return nil, true, nil
 	}
-	return src.replay(openRequestFor(key, header, init), after)
+	rr, reset, err := src.replay(ctx, openRequestFor(key, header, init), after)
+	if err == nil && ctx.Err() != nil { // the client left meanwhile
+		if rr != nil {
+			rr.close()
+		}
+		return nil, false, ctx.Err()
+	}
+	return rr, reset, err
 }
 
 // openRequestFor is what a source needs to serve key.

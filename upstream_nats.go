@@ -198,7 +198,7 @@ func render(req *openRequest) (vars map[string]any, subjects []string, err error
 
 // replay reads req's field's stream after position after, a page at a
 // time as its reader asks, through a consumer of its own.
-func (s *natsSource) replay(req *openRequest, after uint64) (replayReader, bool, error) {
+func (s *natsSource) replay(ctx context.Context, req *openRequest, after uint64) (replayReader, bool, error) {
 	vars, subjects, err := render(req)
 	if err != nil {
 		return nil, false, err
@@ -210,13 +210,20 @@ func (s *natsSource) replay(req *openRequest, after uint64) (replayReader, bool,
 	}
 	s.once.Do(s.startMonitor)
 	s.mu.Unlock()
+	// Asked within the ack timeout, while the request and the source last.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckTimeout)
+	defer cancel()
+	defer context.AfterFunc(s.ctx, cancel)()
 	stream := req.ep.nats.field.stream
-	reset, err := s.replayFrom(stream, after)
+	reset, err := s.replayFrom(ctx, stream, after)
 	if err != nil || reset {
 		return nil, reset, err
 	}
 	rr := &natsReplay{src: s, b: req.ep.nats, vars: vars, stream: stream, subjects: subjects, last: after}
-	if err := rr.create(); err != nil {
+	if err := rr.create(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil, false, err // the request is gone, or the source closed
+		}
 		s.logs.warn(logFailed, "creating a JetStream consumer to replay failed", "upstream", s.up.label, "operation", req.ep.op.name, "err", logText(err))
 		return nil, false, refuse(probUpstreamGone, "JetStream could not replay the NATS stream "+stream+": "+jsRefusal(err))
 	}
@@ -227,9 +234,7 @@ func (s *natsSource) replay(req *openRequest, after uint64) (replayReader, bool,
 // reset is true when its first message is past after+1 (something that
 // followed may be gone), when after is past its last message, or when the
 // stream cannot be asked in time.
-func (s *natsSource) replayFrom(stream string, after uint64) (reset bool, err error) {
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
-	defer cancel()
+func (s *natsSource) replayFrom(ctx context.Context, stream string, after uint64) (reset bool, err error) {
 	select {
 	case <-s.ready:
 	case <-ctx.Done():
@@ -524,10 +529,8 @@ type natsReplay struct {
 const replayPage = 64
 
 // create makes the reader's consumer, starting after last.
-func (rr *natsReplay) create() error {
+func (rr *natsReplay) create(ctx context.Context) error {
 	s := rr.src
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
-	defer cancel()
 	cons, err := s.js.CreateConsumer(ctx, rr.stream, jetstream.ConsumerConfig{
 		FilterSubjects: rr.subjects, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: rr.last + 1,
 		AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, Replicas: 1,
@@ -543,7 +546,10 @@ func (rr *natsReplay) create() error {
 
 func (rr *natsReplay) next(max int, fn func(raw []byte, pos uint64)) (bool, error) {
 	if rr.cons == nil {
-		if err := rr.create(); err != nil {
+		ctx, cancel := context.WithTimeout(rr.src.ctx, rr.src.cfg.AckTimeout)
+		err := rr.create(ctx)
+		cancel()
+		if err != nil {
 			return false, err
 		}
 	}
