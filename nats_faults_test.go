@@ -374,15 +374,8 @@ func TestJetStreamReplayAcrossANATSRestart(t *testing.T) {
 	last := seenAndGone(t, g, js)
 	pad := strings.Repeat("x", 2048)
 	const missed = 5000
-	for i := range missed {
-		if _, err := js.PublishAsync("stream.orders.7", fmt.Appendf(nil, `{"id":"S%d%s","status":"NEW"}`, i, pad)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-waitCtx(t).Done():
-		t.Fatal("publishing")
+	if err := publishMany(js, 0, missed, pad); err != nil {
+		t.Fatal(err)
 	}
 	r, _ := g.openWith(t, g.srv.URL+"/operations/Events?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
 	r.frame(t)

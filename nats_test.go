@@ -346,6 +346,26 @@ func seenAndGone(t *testing.T, g *gateway, js jetstream.JetStream) string {
 	return last
 }
 
+// publishMany publishes order 7's events with ids S<from> to S<from+n-1>,
+// each padded with pad, a batch at a time so that nats.go never holds
+// more unacknowledged than it allows, and waits for the stream to have
+// them all. It may be called from any goroutine.
+func publishMany(js jetstream.JetStream, from, n int, pad string) error {
+	for i := from; i < from+n; {
+		for end := min(i+256, from+n); i < end; i++ {
+			if _, err := js.PublishAsync("stream.orders.7", fmt.Appendf(nil, `{"id":"S%d%s","status":"NEW"}`, i, pad)); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(waitTime):
+			return errors.New("the stream did not take what was published")
+		}
+	}
+	return nil
+}
+
 func lastIDOf(t *testing.T, frame string) string {
 	t.Helper()
 	id, _, ok := strings.Cut(strings.TrimPrefix(frame, "id: "), "\n")
@@ -658,16 +678,8 @@ func TestJetStreamReplayAtTheClientsPace(t *testing.T) {
 	g := natsGateway(t, ns.ClientURL(), func(cfg *gqlpush.Config) { cfg.QueueSize = 8 })
 	last := seenAndGone(t, g, js)
 	publish := func(from, n int) {
-		for i := from; i < from+n; i++ {
-			if _, err := js.PublishAsync("stream.orders.7", fmt.Appendf(nil, `{"id":"S%d","status":"NEW"}`, i)); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-		select {
-		case <-js.PublishAsyncComplete():
-		case <-waitCtx(t).Done():
-			t.Error("publishing")
+		if err := publishMany(js, from, n, ""); err != nil {
+			t.Error(err)
 		}
 	}
 	const missed = 1000
