@@ -14,7 +14,7 @@ import (
 // that no upstream can flood the logs.
 
 // urlInText finds URLs in error texts.
-var urlInText = regexp.MustCompile(`(?i)\b(?:wss?|https?)://[^\s"'<>]+`)
+var urlInText = regexp.MustCompile(`(?i)\b(?:wss?|https?|nats|tls)://[^\s"'<>]+`)
 
 // scrubURLs rewrites every URL in a text to its scheme, host and path: user
 // info and query strings, where credentials hide, never reach a log line.

@@ -67,3 +67,19 @@ func TestLogSampler(t *testing.T) {
 		}
 	})
 }
+
+// Every URL a log line may quote loses its credentials and query.
+func TestScrubURLs(t *testing.T) {
+	for in, want := range map[string]string{
+		`dial ws://u:p@host:1/graphql?token=x (refused)`:   `dial ws://host:1/graphql (refused)`,
+		`get "https://host/jwks?key=x"`:                    `get "https://host/jwks"`,
+		`connect nats://gw:s3cret@127.0.0.1:4222: refused`: `connect nats://127.0.0.1:4222: refused`,
+		`servers tls://tok3n@a:4222,tls://b:4222`:          `servers tls://a:4222,tls://b:4222`,
+		`NATS://User:Pass@H:1`:                             `nats://H:1`,
+		`nothing here`:                                     `nothing here`,
+	} {
+		if got := scrubURLs(in); got != want {
+			t.Errorf("scrubURLs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
