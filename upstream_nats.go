@@ -499,12 +499,39 @@ func (s *natsSource) deleteConsumer(stream, name string) {
 	s.deleting.Add(1)
 	go func() {
 		defer s.deleting.Done()
-		ctx, cancel := context.WithTimeout(s.delCtx, s.cfg.AckTimeout)
+		ctx, cancel := s.whileUp(s.delCtx, s.cfg.AckTimeout)
 		defer cancel()
 		if err := s.js.DeleteConsumer(ctx, stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			s.logs.warn(logFailed, "deleting a JetStream consumer failed; the server expires it", "upstream", s.up.label, "err", logText(err))
 		}
 	}()
+}
+
+// whileUp is parent with a timeout of d, ended as well once the
+// connection is not up: nats.go keeps a request made while it is down, or
+// written to a connection the server has just closed, for a reconnect,
+// and it would be waited for until d. For what is asked on the way out
+// (consumers deleted, a lease given up), which the server expires anyway.
+func (s *natsSource) whileUp(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(parent, d)
+	if s.conns() == 0 {
+		cancel()
+		return ctx, cancel
+	}
+	// Listened to before the status is read: no change is missed.
+	down := s.nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	if s.nc.Status() != nats.CONNECTED {
+		cancel()
+	}
+	go func() {
+		defer s.nc.RemoveStatusListener(down)
+		select {
+		case <-down:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // close is the handle's: its opener is done with it.
