@@ -708,3 +708,22 @@ func TestJetStreamReplayAtTheClientsPace(t *testing.T) {
 		t.Errorf("%d subscriptions, want 1", s.Subscriptions)
 	}
 }
+
+// A stream that keeps few messages per subject may drop what a client
+// missed while it still holds older messages of other subjects: the client
+// gets event: reset, not a silent gap.
+func TestJetStreamResumeAfterASubjectsLimit(t *testing.T) {
+	ns := natsServer(t, 0)
+	js, _ := ordersStreamWith(t, ns, func(cfg *jetstream.StreamConfig) { cfg.MaxMsgsPerSubject = 2 })
+	jsPublish(t, js, "8", "NEW") // another subject's, older than anything of order 7
+	g := natsGateway(t, ns.ClientURL(), nil)
+	last := seenAndGone(t, g, js)
+	for _, status := range []string{"SHIPPED", "DELIVERED", "NEW"} { // the first is dropped
+		jsPublish(t, js, "7", status)
+	}
+	c, _ := g.openWith(t, g.srv.URL+"/operations/Events?id=7&wg_sse", http.Header{"Last-Event-Id": {last}})
+	c.frame(t)
+	if f := c.frame(t); f != "event: reset\ndata: \n\n" {
+		t.Fatalf("want the reset, got %q", f)
+	}
+}

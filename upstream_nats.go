@@ -254,7 +254,20 @@ func (s *natsSource) replayFrom(ctx context.Context, stream string, after uint64
 	// since deleted or purged: what follows it there is not what followed
 	// it here.
 	state := st.CachedInfo().State
-	return after+1 < state.FirstSeq || after > state.LastSeq, nil
+	switch {
+	case after+1 < state.FirstSeq || after > state.LastSeq:
+		return true, nil
+	case after+1 == state.FirstSeq:
+		return false, nil
+	}
+	// The stream's first message says nothing of one subject's: a limit
+	// per subject drops a subject's oldest messages while others' older
+	// ones stay. What followed the client's last message on its subjects
+	// is all there only if that message still is.
+	if _, err := st.GetMsg(ctx, after); err != nil {
+		return true, nil
+	}
+	return false, nil
 }
 
 func (s *natsSource) signal() {
