@@ -23,9 +23,12 @@ type upstream struct {
 	schema   *upstreamSchema
 	forward  []string // canonical header names, sorted
 	initFunc func(*http.Request, *Principal) (json.RawMessage, error)
-	learned  atomic.Value  // string: the protocol that worked, for ProtocolAuto
-	src      source        // what serves its subscriptions
-	nats     *natsUpstream // set for a NATS upstream
+	learned  atomic.Value // string: the protocol that worked, for ProtocolAuto
+	src      source       // what serves its subscriptions
+	// clustered: its subscriptions are a cluster's (cluster.go), with the
+	// positions of the cluster's stream.
+	clustered bool
+	nats      *natsUpstream // set for a NATS upstream
 }
 
 func (u *upstream) protocolsToTry() []Protocol {
@@ -56,7 +59,7 @@ type endpoint struct {
 // have positions in their source that outlive a process: a JetStream
 // stream's sequences.
 func (e *endpoint) positional() bool {
-	return e.nats != nil && e.nats.field.stream != ""
+	return e.nats != nil && e.nats.field.stream != "" || e.up.clustered
 }
 
 // declares reports whether the operation declares a variable of that name.

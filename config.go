@@ -129,6 +129,11 @@ type Config struct {
 	// first, when MaxSubscriptions is reached.
 	ResumeGrace time.Duration
 
+	// Cluster, when set, makes this Handler one instance of a cluster on
+	// NATS JetStream (see [Cluster]): one upstream subscription per key
+	// for the whole cluster, and streams that resume on any instance.
+	Cluster *Cluster
+
 	// OnceTimeout bounds how long a wg_subscribe_once request waits for
 	// its first result; then it gets 504 UPSTREAM_TIMEOUT (or, with
 	// wg_sse, that error frame and the end) and its upstream subscription
@@ -350,6 +355,13 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Cluster != nil {
+		cl, err := d.Cluster.withDefaults()
+		if err != nil {
+			return d, err
+		}
+		d.Cluster = &cl
 	}
 	return d, nil
 }

@@ -20,7 +20,7 @@ type Handler struct {
 	endpoints map[string]*endpoint
 	log       *slog.Logger // cfg.Logger
 	pool      *pool        // the WebSocket upstreams' source
-	sources   []source     // every source: the pool, and one per NATS upstream
+	sources   []closer     // what it closes: the cluster, the pool, one source per NATS upstream
 	hub       *hub
 	limits    *limits
 	origins   []string
@@ -95,12 +95,23 @@ func NewHandler(config Config) (*Handler, error) {
 	}
 	h.corsHeaders = strings.Join(corsHeaders, ", ")
 	h.pool = newPool(&h.cfg)
-	h.sources = []source{h.pool}
+	var cl *cluster
+	if h.cfg.Cluster != nil {
+		// First: it closes before the pool, giving its keys up to other
+		// instances rather than ending them.
+		cl = newCluster(&h.cfg)
+		h.sources = append(h.sources, cl)
+	}
+	h.sources = append(h.sources, h.pool)
 	for _, u := range ups {
-		if u.nats != nil {
-			u.src = newNATSSource(&h.cfg, u)
-			h.sources = append(h.sources, u.src)
-		} else {
+		switch {
+		case u.nats != nil:
+			src := newNATSSource(&h.cfg, u)
+			u.src = src
+			h.sources = append(h.sources, src)
+		case cl != nil:
+			u.src, u.clustered = &clusterSource{c: cl, inner: h.pool}, true
+		default:
 			u.src = h.pool
 		}
 	}

@@ -133,6 +133,9 @@ func parseSubjectTemplate(text string, args ast.ArgumentDefinitionList) (subject
 // A natsBinding is a natsField as one operation uses it: where each
 // templated argument's value comes from.
 type natsBinding struct {
+	// raw: the stream holds results as they are, and the ends and markers
+	// of a cluster's owners (cluster.go), rather than payloads to complete.
+	raw      bool
 	field    *natsField
 	complete *completer            // a message's payload into a result
 	name     string                // the field's name upstream

@@ -29,6 +29,15 @@ type source interface {
 	conns() int
 }
 
+// A closer is what a Handler closes when it closes: its sources, and its
+// cluster.
+type closer interface {
+	// close ends what it serves: see source.
+	close(ctx context.Context) error
+	// conns reports the upstream connections it holds, for Stats.
+	conns() int
+}
+
 // A receiver takes what a source delivers for one subscription, one call at
 // a time.
 type receiver interface {

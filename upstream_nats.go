@@ -166,7 +166,12 @@ func (s *natsSource) open(req *openRequest, r receiver) (handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	ns := &natsSub{src: s, r: r, b: req.ep.nats, op: req.ep.op.name, vars: vars, subjects: subjects}
+	return s.start(&natsSub{src: s, r: r, b: req.ep.nats, op: req.ep.op.name, vars: vars, subjects: subjects})
+}
+
+// start makes ns, a new subscription of the source, in a goroutine of its
+// own.
+func (s *natsSource) start(ns *natsSub) (handle, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -182,6 +187,15 @@ func (s *natsSource) open(req *openRequest, r receiver) (handle, error) {
 
 // render decodes req's variables and renders its field's subjects with
 // them.
+// run starts the source's connection, if it is not closed.
+func (s *natsSource) run() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.once.Do(s.startMonitor)
+	}
+}
+
 func render(req *openRequest) (vars map[string]any, subjects []string, err error) {
 	if len(req.vars) > 0 {
 		v, err := decodeJSON(string(req.vars))
@@ -203,6 +217,11 @@ func (s *natsSource) replay(ctx context.Context, req *openRequest, after uint64)
 	if err != nil {
 		return nil, false, err
 	}
+	return s.replayOf(ctx, req.ep.nats, req.ep.op.name, vars, subjects, after)
+}
+
+// replayOf reads the subjects of b's stream after position after.
+func (s *natsSource) replayOf(ctx context.Context, b *natsBinding, op string, vars map[string]any, subjects []string, after uint64) (replayReader, bool, error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -214,17 +233,17 @@ func (s *natsSource) replay(ctx context.Context, req *openRequest, after uint64)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckTimeout)
 	defer cancel()
 	defer context.AfterFunc(s.ctx, cancel)()
-	stream := req.ep.nats.field.stream
+	stream := b.field.stream
 	reset, err := s.replayFrom(ctx, stream, after)
 	if err != nil || reset {
 		return nil, reset, err
 	}
-	rr := &natsReplay{src: s, b: req.ep.nats, vars: vars, stream: stream, subjects: subjects, last: after}
+	rr := &natsReplay{src: s, b: b, vars: vars, stream: stream, subjects: subjects, last: after}
 	if err := rr.create(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil, false, err // the request is gone, or the source closed
 		}
-		s.logs.warn(logFailed, "creating a JetStream consumer to replay failed", "upstream", s.up.label, "operation", req.ep.op.name, "err", logText(err))
+		s.logs.warn(logFailed, "creating a JetStream consumer to replay failed", "upstream", s.up.label, "operation", op, "err", logText(err))
 		return nil, false, refuse(probUpstreamGone, "JetStream could not replay the NATS stream "+stream+": "+jsRefusal(err))
 	}
 	return rr, false, nil
@@ -337,6 +356,9 @@ func (ns *natsSub) consume(stream string) {
 		}
 		var api *jetstream.APIError
 		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound) && ns.b.raw:
+			// A cluster's stream is made by its first instance a moment
+			// after the first request: tried again.
 		case errors.Is(err, jetstream.ErrStreamNotFound):
 			ns.fail(endWith(probUpstreamGone, "the NATS stream "+stream+" does not exist"), "NATS stream not found", err)
 			return
@@ -408,7 +430,31 @@ func (ns *natsSub) onJSMsg(m jetstream.Msg) {
 	if meta, err := m.Metadata(); err == nil {
 		pos = meta.Sequence.Stream
 	}
+	if ns.b.raw {
+		ns.deliverRaw(m, pos)
+		return
+	}
 	ns.deliver(m.Data(), pos)
+}
+
+// deliverRaw passes on a message of a cluster's stream: a result as it is,
+// the end of the subscription, or nothing (an owner's marker).
+func (ns *natsSub) deliverRaw(m jetstream.Msg, pos uint64) {
+	kind, e := clusterMsgKind(m.Headers(), m.Data())
+	switch kind {
+	case clusterResult:
+		ns.mu.Lock()
+		defer ns.mu.Unlock()
+		if !ns.done {
+			if err := ns.r.publish(m.Data(), pos); err != nil {
+				ns.src.logs.warn(logBadResult, "a cluster message is no result", "operation", ns.op, "err", logText(err))
+			}
+		}
+	case clusterEnd:
+		if ns.stop() {
+			ns.r.end(e)
+		}
+	}
 }
 
 // onJSError hears of the ordered consumer's troubles. It recreates itself
@@ -609,9 +655,15 @@ func (rr *natsReplay) next(max int, fn func(raw []byte, pos uint64)) (bool, erro
 			return false, fmt.Errorf("JetStream replay: a message did not come")
 		}
 		rr.seq, rr.last, pending = meta.Sequence.Consumer, meta.Sequence.Stream, meta.NumPending
+		n++
+		if rr.b.raw {
+			if kind, _ := clusterMsgKind(m.Headers(), m.Data()); kind == clusterResult {
+				fn(m.Data(), rr.last)
+			}
+			continue
+		}
 		rr.buf = rr.b.complete.appendComplete(rr.buf[:0], m.Data(), rr.vars)
 		fn(rr.buf, rr.last)
-		n++
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 		rr.drop()

@@ -1,0 +1,663 @@
+package gqlpush
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Cluster makes Handlers in many processes act as one, on NATS JetStream.
+// For each key (an operation, its variables, what is forwarded upstream),
+// one instance of the cluster, its owner, subscribes upstream and
+// publishes every result to the key's subject in the cluster's stream;
+// every instance with clients for the key reads that subject and serves
+// them. Event ids are the stream's sequences, so a client resumes on any
+// instance. The owner holds a lease in the cluster's key-value bucket,
+// renewed while any instance has clients for the key; when it dies, an
+// instance with clients takes the key over once the lease has expired.
+//
+// It applies to GraphQL (WebSocket) upstreams; NATS upstreams are shared by
+// NATS itself.
+type Cluster struct {
+	// NATS is a connection of the application's to the cluster's NATS
+	// server, which gqlpush never closes; or URL (nats:// or tls://),
+	// which gqlpush dials with NATSOptions.
+	NATS        *nats.Conn
+	URL         string
+	NATSOptions []nats.Option
+
+	// Name names the cluster, its stream and its bucket: letters,
+	// digits, '-' and '_'. Zero means DefaultClusterName.
+	Name string
+	// Instance names this instance in the bucket: letters, digits, '-'
+	// and '_'. Zero means a random name.
+	Instance string
+	// Lease is how long a key's owner holds it without renewing: how soon
+	// another instance takes over from one that died. Zero means
+	// DefaultClusterLease.
+	Lease time.Duration
+	// MaxAge is how long the stream keeps a result for clients to resume
+	// from (it keeps at most ResumeFrames of each key). Zero means
+	// DefaultResumeMaxAge.
+	MaxAge time.Duration
+}
+
+// Defaults of a Cluster.
+const (
+	DefaultClusterName  = "gqlpush"
+	DefaultClusterLease = 5 * time.Second
+	DefaultResumeMaxAge = 5 * time.Minute
+)
+
+var clusterNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// withDefaults checks c and fills in its defaults.
+func (c Cluster) withDefaults() (Cluster, error) {
+	bad := func(field string, kind error, detail string) error {
+		return &ConfigError{Field: "Cluster." + field, Err: kind, Detail: detail}
+	}
+	switch {
+	case c.NATS != nil && c.URL != "":
+		return c, bad("URL", ErrConflict, "is set with NATS: one or the other")
+	case c.NATS == nil && c.URL == "":
+		return c, bad("URL", ErrRequired, "or NATS is required")
+	}
+	if c.NATS == nil {
+		for _, raw := range strings.Split(c.URL, ",") {
+			pu, err := url.Parse(strings.TrimSpace(raw))
+			if err != nil || pu.Host == "" || (pu.Scheme != "nats" && pu.Scheme != "tls") {
+				return c, bad("URL", ErrInvalid, "is not a list of nats:// or tls:// URLs with a host")
+			}
+		}
+	}
+	if c.Name == "" {
+		c.Name = DefaultClusterName
+	}
+	if !clusterNameRE.MatchString(c.Name) {
+		return c, bad("Name", ErrInvalid, "may hold only letters, digits, '-' and '_'")
+	}
+	if c.Instance == "" {
+		c.Instance = newToken()
+	}
+	if !clusterNameRE.MatchString(c.Instance) {
+		return c, bad("Instance", ErrInvalid, "may hold only letters, digits, '-' and '_'")
+	}
+	for _, d := range []struct {
+		field string
+		v     *time.Duration
+		def   time.Duration
+	}{{"Lease", &c.Lease, DefaultClusterLease}, {"MaxAge", &c.MaxAge, DefaultResumeMaxAge}} {
+		switch {
+		case *d.v < 0:
+			return c, bad(d.field, ErrNegative, "is negative")
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	return c, nil
+}
+
+// A cluster is a Handler's part in its Cluster: the connection to its NATS,
+// and the keys this instance reads or owns.
+type cluster struct {
+	cfg    *Config
+	set    Cluster
+	prefix string      // of the keys' subjects: "<name>.r."
+	conn   *natsSource // the connection; the keys' readers and replays
+	b      *natsBinding
+	ctx    context.Context // ends with close
+	cancel context.CancelFunc
+
+	setupMu sync.Mutex
+	kv      jetstream.KeyValue // once the stream and the bucket are there
+	stream  jetstream.Stream
+
+	mu     sync.Mutex
+	keys   map[string]*clusterKey // by digest
+	closed bool
+	wg     sync.WaitGroup // the keys' runners
+}
+
+func newCluster(cfg *Config) *cluster {
+	set := *cfg.Cluster
+	up := &upstream{name: "cluster", label: "cluster", nats: &natsUpstream{conn: set.NATS, url: set.URL, opts: set.NATSOptions}}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &cluster{
+		cfg: cfg, set: set, prefix: set.Name + ".r.",
+		conn:   newNATSSource(cfg, up),
+		b:      &natsBinding{raw: true, field: &natsField{stream: set.Name}},
+		ctx:    ctx,
+		cancel: cancel,
+		keys:   make(map[string]*clusterKey),
+	}
+}
+
+// setup makes sure the cluster's stream and bucket are there, with this
+// instance's settings, and returns the bucket.
+func (c *cluster) setup(ctx context.Context) (jetstream.KeyValue, jetstream.Stream, error) {
+	c.setupMu.Lock()
+	defer c.setupMu.Unlock()
+	if c.kv != nil {
+		return c.kv, c.stream, nil
+	}
+	s := c.conn
+	s.run()
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	if s.dead != nil {
+		return nil, nil, s.dead
+	}
+	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              c.set.Name,
+		Subjects:          []string{c.prefix + ">"},
+		MaxMsgsPerSubject: int64(max(c.cfg.ResumeFrames, 1)) + 1, // and the end or an owner's marker
+		MaxAge:            c.set.MaxAge,
+		Discard:           jetstream.DiscardOld,
+		Storage:           jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:  c.set.Name,
+		TTL:     c.set.Lease,
+		History: 1,
+		Storage: jetstream.MemoryStorage,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	c.kv, c.stream = kv, st
+	return kv, st, nil
+}
+
+// digest names a key in the cluster: the same on every instance, and
+// holding no variable value or forwarded header.
+func clusterDigest(req *openRequest) string {
+	d := sha256.New()
+	for _, part := range []string{req.ep.op.name, req.forwardDigest, string(req.vars)} {
+		d.Write([]byte(part))
+		d.Write([]byte{0})
+	}
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(d.Sum(nil))[:32])
+}
+
+// A clusterSource is the source of a GraphQL upstream in a cluster: it
+// reads each key from the cluster's stream, and subscribes upstream, with
+// inner, for the keys this instance owns.
+type clusterSource struct {
+	c     *cluster
+	inner source
+}
+
+var _ replayer = (*clusterSource)(nil)
+
+func (cs *clusterSource) open(req *openRequest, r receiver) (handle, error) {
+	c := cs.c
+	k, err := c.key(req, cs.inner)
+	if err != nil {
+		return nil, err
+	}
+	ch := &clusterHandle{k: k}
+	h, err := c.conn.start(&natsSub{src: c.conn, r: clusterReceiver{r, ch}, b: c.b, op: req.ep.op.name, subjects: []string{k.subject}})
+	if err != nil {
+		ch.done()
+		return nil, err
+	}
+	ch.h = h
+	return ch, nil
+}
+
+func (cs *clusterSource) replay(ctx context.Context, req *openRequest, after uint64) (replayReader, bool, error) {
+	return cs.c.conn.replayOf(ctx, cs.c.b, req.ep.op.name, nil, []string{cs.c.prefix + clusterDigest(req)}, after)
+}
+
+// The cluster itself is closed once, by the Handler; its sources are
+// views of it.
+func (cs *clusterSource) close(context.Context) error { return nil }
+func (cs *clusterSource) conns() int                  { return 0 }
+
+// A clusterHandle is a local reader of a key.
+type clusterHandle struct {
+	k    *clusterKey
+	h    handle
+	once sync.Once
+}
+
+func (ch *clusterHandle) close() {
+	ch.h.close()
+	ch.done()
+}
+
+// done tells the key, once, that this reader is over.
+func (ch *clusterHandle) done() {
+	ch.once.Do(ch.k.unread)
+}
+
+// clusterReceiver passes on what a key's reader reads, and tells the key
+// when the reader ends.
+type clusterReceiver struct {
+	receiver
+	ch *clusterHandle
+}
+
+func (r clusterReceiver) end(e ending) {
+	r.ch.done()
+	r.receiver.end(e)
+}
+
+// A clusterKey is a key this instance reads or owns, and the goroutine that
+// keeps its interest and its lease in the bucket.
+type clusterKey struct {
+	c        *cluster
+	inner    source
+	digest   string
+	subject  string
+	leaseKey string // "l.<digest>"
+	mineKey  string // "i.<digest>.<instance>": this instance's interest
+	wake     chan struct{}
+
+	mu         sync.Mutex
+	readers    int
+	req        *openRequest // of the latest reader: what an owner subscribes with
+	owner      *ownership   // while this instance owns it
+	interested bool         // mineKey is in the bucket
+	exited     bool         // its runner is over: the cluster makes a new one
+}
+
+// key returns the key of req, counting one more reader; its runner starts
+// with it.
+func (c *cluster) key(req *openRequest, inner source) (*clusterKey, error) {
+	d := clusterDigest(req)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errClosed
+	}
+	k := c.keys[d]
+	if k == nil || k.exited {
+		k = &clusterKey{
+			c: c, inner: inner, digest: d, subject: c.prefix + d,
+			leaseKey: "l." + d, mineKey: "i." + d + "." + c.set.Instance,
+			wake: make(chan struct{}, 1),
+		}
+		c.keys[d] = k
+		c.wg.Add(1)
+		go k.run()
+	}
+	k.mu.Lock()
+	k.readers++
+	k.req = req
+	k.mu.Unlock()
+	k.signal()
+	return k, nil
+}
+
+func (k *clusterKey) unread() {
+	k.mu.Lock()
+	k.readers--
+	k.mu.Unlock()
+	k.signal()
+}
+
+func (k *clusterKey) signal() {
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run keeps the key's state in the bucket, a third of a lease apart and
+// whenever something changes, until this instance neither reads nor owns
+// it.
+func (k *clusterKey) run() {
+	c := k.c
+	defer c.wg.Done()
+	tick := time.NewTicker(c.set.Lease / 3)
+	defer tick.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AckTimeout)
+		if kv, st, err := c.setup(ctx); err == nil {
+			k.step(ctx, kv, st)
+		} else if c.ctx.Err() == nil {
+			c.conn.logs.warn(logFailed, "the cluster's stream or bucket cannot be had", "err", logText(err))
+		}
+		cancel()
+		if k.over() {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-k.wake:
+		case <-c.ctx.Done():
+			k.leave()
+			return
+		}
+	}
+}
+
+// over reports that the runner is done: no reader, no ownership, no
+// interest left in the bucket. The key then leaves the cluster's map.
+func (k *clusterKey) over() bool {
+	c := k.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.readers > 0 || k.owner != nil || k.interested {
+		return false
+	}
+	k.exited = true
+	if c.keys[k.digest] == k {
+		delete(c.keys, k.digest)
+	}
+	return true
+}
+
+// step brings the bucket up to date with the key: this instance's
+// interest, and its lease, renewed, given up or taken.
+func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstream.Stream) {
+	k.mu.Lock()
+	readers, o, req, interested := k.readers, k.owner, k.req, k.interested
+	k.mu.Unlock()
+	switch {
+	case readers > 0:
+		if _, err := kv.Put(ctx, k.mineKey, nil); err == nil {
+			interested = true
+		}
+	case interested:
+		if err := kv.Delete(ctx, k.mineKey); err == nil || errors.Is(err, jetstream.ErrKeyNotFound) {
+			interested = false
+		}
+	}
+	k.mu.Lock()
+	k.interested = interested
+	k.mu.Unlock()
+
+	if o != nil {
+		if o.isStopped() {
+			k.drop(o, true)
+			return
+		}
+		rev, err := kv.Update(ctx, k.leaseKey, []byte(k.c.set.Instance), o.rev)
+		if err != nil {
+			var api *jetstream.APIError
+			lost := errors.Is(err, jetstream.ErrKeyNotFound) || errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+			// An owner that could not renew its lease for as long as it
+			// lasts may have been replaced: it lets go.
+			if lost || time.Since(o.renewedAt()) >= k.c.set.Lease {
+				k.c.cfg.Logger.Warn("cluster: a key's lease was lost", "operation", o.op, "err", logText(err))
+				k.drop(o, false)
+			}
+			return // else it is tried again at the next turn, within the lease
+		}
+		o.setRev(rev)
+		if readers == 0 && !k.wanted(ctx, kv) {
+			k.drop(o, true)
+		}
+		return
+	}
+	if readers == 0 || req == nil {
+		return
+	}
+	rev, err := kv.Create(ctx, k.leaseKey, []byte(k.c.set.Instance))
+	if err != nil {
+		return // another instance owns it, or the bucket cannot be reached
+	}
+	k.take(ctx, st, rev, req)
+}
+
+// wanted reports whether any instance has readers of the key, or the
+// bucket cannot tell.
+func (k *clusterKey) wanted(ctx context.Context, kv jetstream.KeyValue) bool {
+	l, err := kv.ListKeysFiltered(ctx, "i."+k.digest+".*")
+	if err != nil {
+		return true
+	}
+	defer l.Stop()
+	for range l.Keys() {
+		return true
+	}
+	return false
+}
+
+// take makes this instance the key's owner: it marks the subject, so that
+// an owner before it that comes back can no longer publish, and
+// subscribes upstream.
+func (k *clusterKey) take(ctx context.Context, st jetstream.Stream, rev uint64, req *openRequest) {
+	c := k.c
+	var last uint64
+	m, err := st.GetLastMsgForSubject(ctx, k.subject)
+	switch {
+	case err == nil:
+		last = m.Sequence
+	case !errors.Is(err, jetstream.ErrMsgNotFound):
+		c.kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
+		return
+	}
+	o := &ownership{k: k, rev: rev, renewed: time.Now(), last: last, op: req.ep.op.name}
+	if err := o.send(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterOwnerHeader: {c.set.Instance}}}); err != nil {
+		c.kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
+		return
+	}
+	k.mu.Lock()
+	k.owner = o
+	k.mu.Unlock()
+	c.cfg.Logger.Info("cluster: took a key", "operation", o.op, "instance", c.set.Instance)
+	hd, err := k.inner.open(req, o)
+	if err != nil {
+		// Every instance's readers hear of it, as from the upstream.
+		var herr *httpError
+		e := endUpstreamGone
+		if errors.As(err, &herr) {
+			e = endWith(probUpstreamGone, herr.message())
+		}
+		o.end(e)
+		return
+	}
+	o.mu.Lock()
+	o.hd = hd
+	stopped := o.stopped
+	o.mu.Unlock()
+	if stopped {
+		k.signal() // ended while it opened: the runner lets it go
+	}
+}
+
+// drop lets go of an ownership: its upstream subscription, and, when the
+// lease is still this instance's, the lease.
+func (k *clusterKey) drop(o *ownership, release bool) {
+	o.mu.Lock()
+	o.stopped = true
+	hd := o.hd
+	o.hd = nil
+	o.mu.Unlock()
+	if hd != nil {
+		hd.close()
+	}
+	k.mu.Lock()
+	if k.owner == o {
+		k.owner = nil
+	}
+	k.mu.Unlock()
+	if release {
+		ctx, cancel := context.WithTimeout(context.Background(), k.c.cfg.AckTimeout)
+		defer cancel()
+		if kv := k.c.kv; kv != nil {
+			kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(o.rev))
+		}
+	}
+}
+
+// leave is the runner's last act when the cluster closes: it gives up the
+// key, so that another instance takes it over at once, and this
+// instance's interest.
+func (k *clusterKey) leave() {
+	k.mu.Lock()
+	o, interested := k.owner, k.interested
+	k.interested = false
+	k.mu.Unlock()
+	if o != nil {
+		k.drop(o, true)
+	}
+	if kv := k.c.kv; interested && kv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), k.c.cfg.AckTimeout)
+		defer cancel()
+		kv.Delete(ctx, k.mineKey)
+	}
+}
+
+// Headers of the cluster's own messages on a key's subject: the end of the
+// subscription (the Reason; the errors frame in the body), and the mark an
+// owner leaves when it takes a key.
+const (
+	clusterEndHeader   = "Gqlpush-End"
+	clusterOwnerHeader = "Gqlpush-Owner"
+)
+
+type clusterKind uint8
+
+const (
+	clusterResult clusterKind = iota
+	clusterEnd
+	clusterMark
+)
+
+// clusterMsgKind tells a key's message apart: a result, the end (and
+// which), or a mark to skip.
+func clusterMsgKind(h nats.Header, data []byte) (clusterKind, ending) {
+	if reason := h.Get(clusterEndHeader); reason != "" {
+		for p := range problems {
+			if p > 0 && problems[p].reason == Reason(reason) {
+				e := ending{why: problem(p)}
+				if len(data) > 0 && json.Valid(data) {
+					e.errors = json.RawMessage(data)
+				}
+				return clusterEnd, e
+			}
+		}
+		return clusterEnd, endUpstreamGone
+	}
+	if h.Get(clusterOwnerHeader) != "" {
+		return clusterMark, ending{}
+	}
+	return clusterResult, ending{}
+}
+
+// An ownership is this instance's hold on a key: the receiver of its
+// upstream subscription, which publishes to the key's subject. Each
+// publish expects the subject's last sequence to be the one before: an
+// owner that another has replaced fails, and stops.
+type ownership struct {
+	k  *clusterKey
+	op string
+
+	mu      sync.Mutex // one publish at a time
+	rev     uint64     // of the lease
+	renewed time.Time  // when it was taken or last renewed
+	last    uint64     // the subject's last sequence, as this owner left it
+	hd      handle     // its upstream subscription
+	stopped bool
+}
+
+var _ receiver = (*ownership)(nil)
+
+func (o *ownership) isStopped() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.stopped
+}
+
+func (o *ownership) setRev(rev uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.rev, o.renewed = rev, time.Now()
+}
+
+func (o *ownership) renewedAt() time.Time {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.renewed
+}
+
+// send publishes m after the last message this owner knows of. Called with
+// o.mu held, or before o is shared.
+func (o *ownership) send(ctx context.Context, m *nats.Msg) error {
+	ack, err := o.k.c.conn.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(o.last))
+	if err != nil {
+		return err
+	}
+	o.last = ack.Sequence
+	return nil
+}
+
+func (o *ownership) publish(raw []byte, _ uint64) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.stopped {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(o.k.c.ctx, o.k.c.cfg.AckTimeout)
+	defer cancel()
+	err := o.send(ctx, &nats.Msg{Subject: o.k.subject, Data: raw})
+	var api *jetstream.APIError
+	switch {
+	case err == nil:
+	case errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
+		// Another instance owns the key now.
+		o.stopped = true
+		o.k.signal()
+	default:
+		o.k.c.conn.logs.warn(logFailed, "cluster: publishing a result failed", "operation", o.op, "err", logText(err))
+	}
+	return nil
+}
+
+// end publishes the end of the upstream subscription for every instance's
+// readers, unless this instance only shuts down (another takes the key
+// over), and lets the runner give the key up.
+func (o *ownership) end(e ending) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.stopped {
+		return
+	}
+	o.stopped = true
+	if e.why != probShutdown {
+		ctx, cancel := context.WithTimeout(o.k.c.ctx, o.k.c.cfg.AckTimeout)
+		defer cancel()
+		m := &nats.Msg{Subject: o.k.subject, Header: nats.Header{clusterEndHeader: {string(e.why.reason())}}, Data: e.errors}
+		if err := o.send(ctx, m); err != nil {
+			o.k.c.conn.logs.warn(logFailed, "cluster: publishing an end failed", "operation", o.op, "err", logText(err))
+		}
+	}
+	o.k.signal()
+}
+
+func (o *ownership) begin() {}
+
+// close gives up every key, closes the connection gqlpush dialled, and
+// waits for the cluster's goroutines.
+func (c *cluster) close(ctx context.Context) error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	return c.conn.close(ctx)
+}
+
+func (c *cluster) conns() int { return 0 }

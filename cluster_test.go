@@ -1,0 +1,313 @@
+package gqlpush_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushtest"
+)
+
+// testLease is the lease of the test clusters: short, so that a takeover
+// comes soon.
+const testLease = time.Second
+
+// A testCluster is gateways, each with its own NATS connection, of one
+// cluster in front of one upstream.
+type testCluster struct {
+	ns  *server.Server
+	up  *gqlpushtest.Server
+	gws []*gateway
+	ncs []*nats.Conn
+}
+
+func newTestCluster(t *testing.T, n int, edit func(*gqlpush.Config)) *testCluster {
+	t.Helper()
+	tc := &testCluster{ns: natsServer(t, 0), up: gqlpushtest.NewServer(nil)}
+	t.Cleanup(tc.up.Close)
+	for i := range n {
+		nc := publisher(t, tc.ns)
+		tc.ncs = append(tc.ncs, nc)
+		tc.gws = append(tc.gws, gatewayFor(t, tc.up, func(cfg *gqlpush.Config) {
+			cfg.Cluster = &gqlpush.Cluster{NATS: nc, Instance: fmt.Sprint("i", i), Lease: testLease}
+			if edit != nil {
+				edit(cfg)
+			}
+		}))
+	}
+	return tc
+}
+
+// A reader reads a client's frames in a goroutine of its own.
+type reader struct {
+	c      *client
+	frames chan string
+}
+
+func readAll(c *client) *reader {
+	r := &reader{c: c, frames: make(chan string, 4096)}
+	go func() {
+		defer close(r.frames)
+		for {
+			f, err := readFrame(c.br)
+			if err != nil {
+				return
+			}
+			r.frames <- f
+		}
+	}()
+	return r
+}
+
+// next returns the reader's next frame.
+func (r *reader) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case f, ok := <-r.frames:
+		if !ok {
+			t.Fatal("the stream ended")
+		}
+		return f
+	case <-waitCtx(t).Done():
+		t.Fatal("no frame")
+	}
+	return ""
+}
+
+// until reads up to the frame holding content and returns it.
+func (r *reader) until(t *testing.T, content string) string {
+	t.Helper()
+	for {
+		if f := r.next(t); strings.Contains(f, `"content":"`+content+`"`) {
+			return f
+		}
+	}
+}
+
+// sync posts until every reader has a result, then a mark, and reads
+// every reader up to it: what is posted next reaches all of them.
+func (tc *testCluster) sync(t *testing.T, rs ...*reader) {
+	t.Helper()
+	ctx := waitCtx(t)
+	for i, r := range rs {
+		for got := false; !got; {
+			tc.up.Chat.Post("", fmt.Sprint("warm", i))
+			select {
+			case f := <-r.frames:
+				got = strings.HasPrefix(f, "id: ")
+			case <-time.After(20 * time.Millisecond):
+			case <-ctx.Done():
+				t.Fatalf("reader %d has no result", i)
+			}
+		}
+	}
+	tc.up.Chat.Post("", "mark")
+	for _, r := range rs {
+		r.until(t, "mark")
+	}
+}
+
+// contentsOf reads n results of r and returns their contents and ids.
+func contentsOf(t *testing.T, r *reader, n int) (contents, ids []string) {
+	t.Helper()
+	for range n {
+		f := r.next(t)
+		id, _, _ := strings.Cut(strings.TrimPrefix(f, "id: "), "\n")
+		_, after, _ := strings.Cut(f, `"content":"`)
+		content, _, _ := strings.Cut(after, `"`)
+		contents, ids = append(contents, content), append(ids, id)
+	}
+	return contents, ids
+}
+
+// Clients on three instances see every result, in order, with the same
+// ids, while the upstream holds one subscription; when the last client
+// leaves, it holds none.
+func TestClusterOneUpstreamSubscription(t *testing.T) {
+	tc := newTestCluster(t, 3, nil)
+	var rs []*reader
+	for _, g := range tc.gws {
+		rs = append(rs, readAll(g.open(t, "/operations/Sub?wg_sse")))
+	}
+	tc.sync(t, rs...)
+	if n := tc.up.Subscriptions(); n != 1 {
+		t.Fatalf("the upstream holds %d subscriptions, want 1", n)
+	}
+	for _, c := range []string{"a", "b", "c"} {
+		tc.up.Chat.Post("", c)
+	}
+	var first []string
+	for i, r := range rs {
+		got, ids := contentsOf(t, r, 3)
+		if strings.Join(got, ",") != "a,b,c" {
+			t.Fatalf("instance %d: %v", i, got)
+		}
+		if i == 0 {
+			first = ids
+		} else if strings.Join(ids, " ") != strings.Join(first, " ") {
+			t.Fatalf("instance %d has ids %v, instance 0 %v", i, ids, first)
+		}
+	}
+	for _, r := range rs {
+		r.c.leave()
+	}
+	if err := tc.up.WaitSubscriptions(waitCtx(t), 0); err != nil {
+		t.Fatalf("after the last client left: %v (%d subscriptions)", err, tc.up.Subscriptions())
+	}
+	for _, g := range tc.gws {
+		g.waitIdle(t)
+	}
+}
+
+// A client that moves to another instance with Last-Event-ID gets what it
+// missed, nothing twice.
+func TestClusterResumeElsewhere(t *testing.T) {
+	tc := newTestCluster(t, 3, nil)
+	keeper := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	mover := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, keeper, mover)
+	tc.up.Chat.Post("", "a")
+	_, ids := contentsOf(t, mover, 1)
+	mover.c.leave()
+	for _, c := range []string{"b", "c"} {
+		tc.up.Chat.Post("", c)
+	}
+	keeper.until(t, "c")
+	moved := readAll(tc.gws[2].openURL2(t, "/operations/Sub?wg_sse", http.Header{"Last-Event-Id": {ids[0]}}))
+	if f := moved.next(t); f != ":\n\n" {
+		t.Fatalf("first frame %q", f)
+	}
+	tc.up.Chat.Post("", "d")
+	if got, _ := contentsOf(t, moved, 3); strings.Join(got, ",") != "b,c,d" {
+		t.Fatalf("resumed with %v, want b,c,d", got)
+	}
+}
+
+// The owner dies (its NATS connection cut, with no clean-up): another
+// instance with clients takes the key over within the lease, and their
+// streams go on, with no reset, no error and increasing ids.
+func TestClusterFailover(t *testing.T) {
+	tc := newTestCluster(t, 3, nil)
+	owner := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, owner) // gws[0] owns the key
+	rs := []*reader{readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse")), readAll(tc.gws[2].open(t, "/operations/Sub?wg_sse"))}
+	tc.sync(t, append(rs, owner)...)
+	tc.up.Chat.Post("", "before")
+	var last []string
+	for _, r := range rs {
+		_, ids := contentsOf(t, r, 1)
+		last = append(last, ids[0])
+	}
+	tc.ncs[0].Close() // the owner is gone for the cluster
+	// Results posted until the new owner subscribes are not invented; the
+	// first that reaches the others is the first it sees.
+	for i, r := range rs {
+		f := ""
+		for f == "" {
+			tc.up.Chat.Post("", "after")
+			select {
+			case f = <-r.frames:
+			case <-time.After(50 * time.Millisecond):
+			case <-waitCtx(t).Done():
+				t.Fatal("no result after the owner died")
+			}
+		}
+		if !strings.HasPrefix(f, "id: ") || !strings.Contains(f, `"after"`) {
+			t.Fatalf("instance %d: %q", i+1, f)
+		}
+		id, _, _ := strings.Cut(strings.TrimPrefix(f, "id: "), "\n")
+		if seqOf(t, id) <= seqOf(t, last[i]) {
+			t.Fatalf("instance %d: id %s after %s", i+1, id, last[i])
+		}
+	}
+	// The dead owner's upstream subscription goes once it cannot renew
+	// its lease: one is left.
+	if err := tc.up.WaitSubscriptions(waitCtx(t), 1); err != nil {
+		t.Fatalf("%v: %d subscriptions", err, tc.up.Subscriptions())
+	}
+}
+
+func seqOf(t *testing.T, id string) uint64 {
+	t.Helper()
+	_, n, ok := strings.Cut(id, ".")
+	var seq uint64
+	if _, err := fmt.Sscan(n, &seq); !ok || err != nil {
+		t.Fatalf("id %q", id)
+	}
+	return seq
+}
+
+// An owner whose lease another instance took cannot publish: the subject
+// holds the new owner's mark, so its next result is refused, and it lets
+// its upstream subscription go. No client sees a result twice.
+func TestClusterStaleOwnerFenced(t *testing.T) {
+	tc := newTestCluster(t, 2, nil)
+	a := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, a)
+	b := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, a, b)
+	js, err := jetstream.New(publisher(t, tc.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(waitCtx(t), gqlpush.DefaultClusterName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The lease is gone, as if it had expired while its owner was away.
+	keys, err := kv.Keys(waitCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if strings.HasPrefix(k, "l.") {
+			if err := kv.Purge(waitCtx(t), k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range 20 {
+		tc.up.Chat.Post("", fmt.Sprint("n", i))
+	}
+	for _, r := range []*reader{a, b} {
+		got, _ := contentsOf(t, r, 20)
+		for i, c := range got {
+			if c != fmt.Sprint("n", i) {
+				t.Fatalf("got %v: a result missed, twice or out of order", got)
+			}
+		}
+	}
+	if err := tc.up.WaitSubscriptions(waitCtx(t), 1); err != nil {
+		t.Fatalf("%v: %d subscriptions", err, tc.up.Subscriptions())
+	}
+}
+
+// Callers whose forwarded credentials differ never share a subscription,
+// on one instance or across instances.
+func TestClusterIdentitiesApart(t *testing.T) {
+	tc := newTestCluster(t, 2, func(cfg *gqlpush.Config) {
+		cfg.Upstreams[0].ForwardHeaders = []string{"X-Tenant"}
+	})
+	a := readAll(tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", http.Header{"X-Tenant": {"a"}}))
+	b := readAll(tc.gws[1].openURL2(t, "/operations/Sub?wg_sse", http.Header{"X-Tenant": {"b"}}))
+	tc.sync(t, a, b)
+	if n := tc.up.Subscriptions(); n != 2 {
+		t.Fatalf("two tenants hold %d upstream subscriptions, want 2", n)
+	}
+}
+
+func (g *gateway) openURL2(t *testing.T, path string, h http.Header) *client {
+	t.Helper()
+	c, resp := g.openWith(t, g.srv.URL+path, h)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %d", path, resp.StatusCode)
+	}
+	return c
+}
