@@ -132,10 +132,12 @@ func newCluster(cfg *Config) *cluster {
 	set := *cfg.Cluster
 	up := &upstream{name: "cluster", label: "cluster", nats: &natsUpstream{conn: set.NATS, url: set.URL, opts: set.NATSOptions}}
 	ctx, cancel := context.WithCancel(context.Background())
+	conn := newNATSSource(cfg, up)
+	conn.quiet = true
 	return &cluster{
 		cfg: cfg, set: set, prefix: set.Name + ".r.",
-		conn:   newNATSSource(cfg, up),
-		b:      &natsBinding{raw: true, field: &natsField{stream: set.Name}},
+		conn:   conn,
+		b:      &natsBinding{raw: true, observer: cfg.Observer, field: &natsField{stream: set.Name}},
 		ctx:    ctx,
 		cancel: cancel,
 		keys:   make(map[string]*clusterKey),
@@ -175,13 +177,34 @@ func (c *cluster) setup(ctx context.Context) (jetstream.KeyValue, jetstream.Stre
 		Bucket:  c.set.Name,
 		TTL:     c.set.Lease,
 		History: 1,
-		Storage: jetstream.MemoryStorage,
+		// On file, so that it outlives a restart of NATS: a bucket in
+		// memory is gone after one, and every request to it goes
+		// unanswered.
+		Storage: jetstream.FileStorage,
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	c.kv, c.stream = kv, st
 	return kv, st, nil
+}
+
+// bucket is the cluster's bucket, once setup has found it.
+func (c *cluster) bucket() jetstream.KeyValue {
+	c.setupMu.Lock()
+	defer c.setupMu.Unlock()
+	return c.kv
+}
+
+// forget drops what setup found, when it is found gone (deleted by hand,
+// say): the next turn makes it again.
+func (c *cluster) forget(err error) {
+	if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return
+	}
+	c.setupMu.Lock()
+	defer c.setupMu.Unlock()
+	c.kv, c.stream = nil, nil
 }
 
 // digest names a key in the cluster: the same on every instance, and
@@ -328,8 +351,12 @@ func (k *clusterKey) run() {
 	defer c.wg.Done()
 	tick := time.NewTicker(c.set.Lease / 3)
 	defer tick.Stop()
+	// A request of the runner's waits no longer than half a lease: an
+	// answer later than that is of no use to the lease, and the runner
+	// asks again at its next turn.
+	wait := min(c.cfg.AckTimeout, max(c.set.Lease/2, 100*time.Millisecond))
 	for {
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AckTimeout)
+		ctx, cancel := context.WithTimeout(c.ctx, wait)
 		if kv, st, err := c.setup(ctx); err == nil {
 			k.step(ctx, kv, st)
 		} else if c.ctx.Err() == nil {
@@ -377,6 +404,8 @@ func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstre
 	case readers > 0:
 		if _, err := kv.Put(ctx, k.mineKey, nil); err == nil {
 			interested = true
+		} else {
+			k.c.forget(err)
 		}
 	case interested:
 		if err := kv.Delete(ctx, k.mineKey); err == nil || errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -388,8 +417,8 @@ func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstre
 	k.mu.Unlock()
 
 	if o != nil {
-		if o.isStopped() {
-			k.drop(o, true)
+		if stopped, fenced := o.state(); stopped {
+			k.drop(o, !fenced, fenced)
 			return
 		}
 		rev, err := kv.Update(ctx, k.leaseKey, []byte(k.c.set.Instance), o.rev)
@@ -400,13 +429,13 @@ func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstre
 			// lasts may have been replaced: it lets go.
 			if lost || time.Since(o.renewedAt()) >= k.c.set.Lease {
 				k.c.cfg.Logger.Warn("cluster: a key's lease was lost", "operation", o.op, "err", logText(err))
-				k.drop(o, false)
+				k.drop(o, false, true)
 			}
 			return // else it is tried again at the next turn, within the lease
 		}
 		o.setRev(rev)
 		if readers == 0 && !k.wanted(ctx, kv) {
-			k.drop(o, true)
+			k.drop(o, true, false)
 		}
 		return
 	}
@@ -417,7 +446,7 @@ func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstre
 	if err != nil {
 		return // another instance owns it, or the bucket cannot be reached
 	}
-	k.take(ctx, st, rev, req)
+	k.take(ctx, kv, st, rev, req)
 }
 
 // wanted reports whether any instance has readers of the key, or the
@@ -437,26 +466,31 @@ func (k *clusterKey) wanted(ctx context.Context, kv jetstream.KeyValue) bool {
 // take makes this instance the key's owner: it marks the subject, so that
 // an owner before it that comes back can no longer publish, and
 // subscribes upstream.
-func (k *clusterKey) take(ctx context.Context, st jetstream.Stream, rev uint64, req *openRequest) {
+func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstream.Stream, rev uint64, req *openRequest) {
 	c := k.c
 	var last uint64
+	failover := false
 	m, err := st.GetLastMsgForSubject(ctx, k.subject)
 	switch {
 	case err == nil:
 		last = m.Sequence
+		// A result or a taking mark last: its owner did not give it up.
+		kind, _ := clusterMsgKind(m.Header, m.Data)
+		failover = kind == clusterResult || kind == clusterMark
 	case !errors.Is(err, jetstream.ErrMsgNotFound):
-		c.kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
+		kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
 		return
 	}
 	o := &ownership{k: k, rev: rev, renewed: time.Now(), last: last, op: req.ep.op.name}
 	if err := o.send(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterOwnerHeader: {c.set.Instance}}}); err != nil {
-		c.kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
+		kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
 		return
 	}
 	k.mu.Lock()
 	k.owner = o
 	k.mu.Unlock()
-	c.cfg.Logger.Info("cluster: took a key", "operation", o.op, "instance", c.set.Instance)
+	c.cfg.Logger.Info("cluster: took a key", "operation", o.op, "instance", c.set.Instance, "failover", failover)
+	c.cfg.Observer.clusterKeyTaken(o.op, failover)
 	hd, err := k.inner.open(req, o)
 	if err != nil {
 		// Every instance's readers hear of it, as from the upstream.
@@ -478,12 +512,18 @@ func (k *clusterKey) take(ctx context.Context, st jetstream.Stream, rev uint64, 
 }
 
 // drop lets go of an ownership: its upstream subscription, and, when the
-// lease is still this instance's, the lease.
-func (k *clusterKey) drop(o *ownership, release bool) {
+// lease is still this instance's (release), the lease, leaving a mark that
+// says so. lost is for the Observer: the key was taken from this instance.
+func (k *clusterKey) drop(o *ownership, release, lost bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), k.c.cfg.AckTimeout)
+	defer cancel()
 	o.mu.Lock()
 	o.stopped = true
 	hd := o.hd
 	o.hd = nil
+	if release {
+		o.send(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterReleasedHeader: {k.c.set.Instance}}})
+	}
 	o.mu.Unlock()
 	if hd != nil {
 		hd.close()
@@ -493,13 +533,10 @@ func (k *clusterKey) drop(o *ownership, release bool) {
 		k.owner = nil
 	}
 	k.mu.Unlock()
-	if release {
-		ctx, cancel := context.WithTimeout(context.Background(), k.c.cfg.AckTimeout)
-		defer cancel()
-		if kv := k.c.kv; kv != nil {
-			kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(o.rev))
-		}
+	if kv := k.c.bucket(); release && kv != nil {
+		kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(o.rev))
 	}
+	k.c.cfg.Observer.clusterKeyReleased(o.op, lost)
 }
 
 // leave is the runner's last act when the cluster closes: it gives up the
@@ -511,9 +548,9 @@ func (k *clusterKey) leave() {
 	k.interested = false
 	k.mu.Unlock()
 	if o != nil {
-		k.drop(o, true)
+		k.drop(o, true, false)
 	}
-	if kv := k.c.kv; interested && kv != nil {
+	if kv := k.c.bucket(); interested && kv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), k.c.cfg.AckTimeout)
 		defer cancel()
 		kv.Delete(ctx, k.mineKey)
@@ -521,19 +558,21 @@ func (k *clusterKey) leave() {
 }
 
 // Headers of the cluster's own messages on a key's subject: the end of the
-// subscription (the Reason; the errors frame in the body), and the mark an
-// owner leaves when it takes a key.
+// subscription (the Reason; the errors frame in the body), and the marks an
+// owner leaves when it takes a key and when it gives it up.
 const (
-	clusterEndHeader   = "Gqlpush-End"
-	clusterOwnerHeader = "Gqlpush-Owner"
+	clusterEndHeader      = "Gqlpush-End"
+	clusterOwnerHeader    = "Gqlpush-Owner"
+	clusterReleasedHeader = "Gqlpush-Released"
 )
 
 type clusterKind uint8
 
 const (
-	clusterResult clusterKind = iota
-	clusterEnd
-	clusterMark
+	clusterResult   clusterKind = iota
+	clusterEnd                  // the upstream subscription ended
+	clusterMark                 // an owner took the key
+	clusterReleased             // an owner gave it up
 )
 
 // clusterMsgKind tells a key's message apart: a result, the end (and
@@ -554,6 +593,9 @@ func clusterMsgKind(h nats.Header, data []byte) (clusterKind, ending) {
 	if h.Get(clusterOwnerHeader) != "" {
 		return clusterMark, ending{}
 	}
+	if h.Get(clusterReleasedHeader) != "" {
+		return clusterReleased, ending{}
+	}
 	return clusterResult, ending{}
 }
 
@@ -571,14 +613,15 @@ type ownership struct {
 	last    uint64     // the subject's last sequence, as this owner left it
 	hd      handle     // its upstream subscription
 	stopped bool
+	fenced  bool // stopped because another instance owns the key now
 }
 
 var _ receiver = (*ownership)(nil)
 
-func (o *ownership) isStopped() bool {
+func (o *ownership) state() (stopped, fenced bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.stopped
+	return o.stopped, o.fenced
 }
 
 func (o *ownership) setRev(rev uint64) {
@@ -618,10 +661,11 @@ func (o *ownership) publish(raw []byte, _ uint64) error {
 	case err == nil:
 	case errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
 		// Another instance owns the key now.
-		o.stopped = true
+		o.stopped, o.fenced = true, true
 		o.k.signal()
 	default:
 		o.k.c.conn.logs.warn(logFailed, "cluster: publishing a result failed", "operation", o.op, "err", logText(err))
+		o.k.c.cfg.Observer.clusterError(o.op, err)
 	}
 	return nil
 }
@@ -642,6 +686,7 @@ func (o *ownership) end(e ending) {
 		m := &nats.Msg{Subject: o.k.subject, Header: nats.Header{clusterEndHeader: {string(e.why.reason())}}, Data: e.errors}
 		if err := o.send(ctx, m); err != nil {
 			o.k.c.conn.logs.warn(logFailed, "cluster: publishing an end failed", "operation", o.op, "err", logText(err))
+			o.k.c.cfg.Observer.clusterError(o.op, err)
 		}
 	}
 	o.k.signal()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,10 +23,59 @@ const testLease = time.Second
 // A testCluster is gateways, each with its own NATS connection, of one
 // cluster in front of one upstream.
 type testCluster struct {
-	ns  *server.Server
-	up  *gqlpushtest.Server
-	gws []*gateway
-	ncs []*nats.Conn
+	ns   *server.Server
+	up   *gqlpushtest.Server
+	gws  []*gateway
+	ncs  []*nats.Conn
+	seen []*clusterEvents
+}
+
+// clusterEvents records what an instance's Observer is told of the
+// cluster.
+type clusterEvents struct {
+	mu     sync.Mutex
+	events []string // "taken", "failover", "released", "lost"
+	lags   int
+}
+
+func (e *clusterEvents) observer() *gqlpush.Observer {
+	add := func(ev string) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.events = append(e.events, ev)
+	}
+	return &gqlpush.Observer{
+		ClusterKeyTaken: func(_ string, failover bool) {
+			add(map[bool]string{false: "taken", true: "failover"}[failover])
+		},
+		ClusterKeyReleased: func(_ string, lost bool) {
+			add(map[bool]string{false: "released", true: "lost"}[lost])
+		},
+		ClusterLag: func(string, time.Duration) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.lags++
+		},
+	}
+}
+
+// wait waits until the instance's Observer has been told events, in order.
+func (e *clusterEvents) wait(t *testing.T, events ...string) {
+	t.Helper()
+	ctx := waitCtx(t)
+	for {
+		e.mu.Lock()
+		got := strings.Join(e.events, " ")
+		e.mu.Unlock()
+		if got == strings.Join(events, " ") {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the Observer was told %q, want %q", got, events)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 func newTestCluster(t *testing.T, n int, edit func(*gqlpush.Config)) *testCluster {
@@ -35,8 +85,11 @@ func newTestCluster(t *testing.T, n int, edit func(*gqlpush.Config)) *testCluste
 	for i := range n {
 		nc := publisher(t, tc.ns)
 		tc.ncs = append(tc.ncs, nc)
+		seen := &clusterEvents{}
+		tc.seen = append(tc.seen, seen)
 		tc.gws = append(tc.gws, gatewayFor(t, tc.up, func(cfg *gqlpush.Config) {
 			cfg.Cluster = &gqlpush.Cluster{NATS: nc, Instance: fmt.Sprint("i", i), Lease: testLease}
+			cfg.Observer = seen.observer()
 			if edit != nil {
 				edit(cfg)
 			}
@@ -164,6 +217,23 @@ func TestClusterOneUpstreamSubscription(t *testing.T) {
 	for _, g := range tc.gws {
 		g.waitIdle(t)
 	}
+	// One instance took the key and lets it go; each read results.
+	owners := 0
+	for _, e := range tc.seen {
+		e.mu.Lock()
+		events, lags := strings.Join(e.events, " "), e.lags
+		e.mu.Unlock()
+		if events != "" {
+			owners++
+			e.wait(t, "taken", "released")
+		}
+		if lags == 0 {
+			t.Error("an instance's Observer heard of no lag")
+		}
+	}
+	if owners != 1 {
+		t.Errorf("%d instances took the key, want 1", owners)
+	}
 }
 
 // A client that moves to another instance with Last-Event-ID gets what it
@@ -205,6 +275,7 @@ func TestClusterFailover(t *testing.T) {
 		_, ids := contentsOf(t, r, 1)
 		last = append(last, ids[0])
 	}
+	tc.seen[0].wait(t, "taken")
 	tc.ncs[0].Close() // the owner is gone for the cluster
 	// Results posted until the new owner subscribes are not invented; the
 	// first that reaches the others is the first it sees.
@@ -231,6 +302,15 @@ func TestClusterFailover(t *testing.T) {
 	// its lease: one is left.
 	if err := tc.up.WaitSubscriptions(waitCtx(t), 1); err != nil {
 		t.Fatalf("%v: %d subscriptions", err, tc.up.Subscriptions())
+	}
+	tc.seen[0].wait(t, "taken", "lost")
+	for _, e := range tc.seen[1:] {
+		e.mu.Lock()
+		events := strings.Join(e.events, " ")
+		e.mu.Unlock()
+		if events != "" && events != "failover" {
+			t.Errorf("a surviving instance's Observer was told %q", events)
+		}
 	}
 }
 
@@ -287,6 +367,8 @@ func TestClusterStaleOwnerFenced(t *testing.T) {
 	if err := tc.up.WaitSubscriptions(waitCtx(t), 1); err != nil {
 		t.Fatalf("%v: %d subscriptions", err, tc.up.Subscriptions())
 	}
+	tc.seen[0].wait(t, "taken", "lost")
+	tc.seen[1].wait(t, "failover")
 }
 
 // Callers whose forwarded credentials differ never share a subscription,
@@ -310,4 +392,54 @@ func (g *gateway) openURL2(t *testing.T, path string, h http.Header) *client {
 		t.Fatalf("%s: %d", path, resp.StatusCode)
 	}
 	return c
+}
+
+// The cluster's NATS unreachable: a stream waits, then ends with
+// UPSTREAM_UNAVAILABLE at the reconnect limit, like one whose upstream is
+// unreachable.
+func TestClusterNATSUnreachable(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	g := gatewayFor(t, up, func(cfg *gqlpush.Config) {
+		cfg.Cluster = &gqlpush.Cluster{URL: "nats://127.0.0.1:1", Lease: testLease}
+		cfg.ReconnectLimit = 300 * time.Millisecond
+	})
+	c := g.open(t, "/operations/Sub?wg_sse")
+	c.frame(t)
+	wantEnd(t, c, "UPSTREAM_UNAVAILABLE", "upstream unavailable")
+	g.waitIdle(t)
+	if n := up.Subscriptions(); n != 0 {
+		t.Fatalf("the upstream holds %d subscriptions", n)
+	}
+}
+
+// The cluster's NATS restarts under open streams: they stay open, and
+// results reach them again once it is back.
+func TestClusterNATSRestart(t *testing.T) {
+	ns, restart := restartable(t)
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	tc := &testCluster{ns: ns, up: up}
+	var rs []*reader
+	for i := range 2 {
+		g := gatewayFor(t, up, func(cfg *gqlpush.Config) {
+			cfg.Cluster = &gqlpush.Cluster{URL: ns.ClientURL(), Instance: fmt.Sprint("i", i), Lease: testLease,
+				NATSOptions: []nats.Option{nats.ReconnectWait(100 * time.Millisecond)}}
+		})
+		rs = append(rs, readAll(g.open(t, "/operations/Sub?wg_sse")))
+	}
+	tc.sync(t, rs...)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	restart()
+	tc.sync(t, rs...)
+	tc.up.Chat.Post("", "again")
+	for _, r := range rs {
+		if got, _ := contentsOf(t, r, 1); got[0] != "again" {
+			t.Fatalf("got %v", got)
+		}
+	}
+	if err := up.WaitSubscriptions(waitCtx(t), 1); err != nil {
+		t.Fatalf("%v: %d subscriptions", err, up.Subscriptions())
+	}
 }

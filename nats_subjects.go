@@ -136,6 +136,7 @@ type natsBinding struct {
 	// raw: the stream holds results as they are, and the ends and markers
 	// of a cluster's owners (cluster.go), rather than payloads to complete.
 	raw      bool
+	observer *Observer // raw: told of each result's lag
 	field    *natsField
 	complete *completer            // a message's payload into a result
 	name     string                // the field's name upstream

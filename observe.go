@@ -31,6 +31,23 @@ type Observer struct {
 	// behind or for a write that outlasted WriteTimeout: both are
 	// ReasonSlowConsumer.
 	SubscriberDropped func(operation string, reason Reason)
+
+	// In a Cluster: ClusterKeyTaken is called when this instance becomes
+	// the owner of a key, which it then subscribes upstream; failover
+	// says that its owner before had not given it up (it died, or lost
+	// NATS).
+	ClusterKeyTaken func(operation string, failover bool)
+	// ClusterKeyReleased is called when this instance stops owning a key:
+	// lost says that another instance took it, or that its lease could
+	// not be renewed; else no instance had clients for it any more, its
+	// upstream subscription ended, or the Handler closed.
+	ClusterKeyReleased func(operation string, lost bool)
+	// ClusterError is called when publishing a result to the cluster's
+	// stream fails (its clients on every instance miss it).
+	ClusterError func(operation string, err error)
+	// ClusterLag is called for each result this instance reads from the
+	// cluster's stream: how long it took from its owner's publish.
+	ClusterLag func(operation string, lag time.Duration)
 }
 
 // The methods below make a nil *Observer and nil fields no-ops.
@@ -80,5 +97,29 @@ func (o *Observer) framesDelivered(op string, n int, latency time.Duration) {
 func (o *Observer) subscriberDropped(op string, reason Reason) {
 	if o != nil && o.SubscriberDropped != nil {
 		o.SubscriberDropped(op, reason)
+	}
+}
+
+func (o *Observer) clusterKeyTaken(op string, failover bool) {
+	if o != nil && o.ClusterKeyTaken != nil {
+		o.ClusterKeyTaken(op, failover)
+	}
+}
+
+func (o *Observer) clusterKeyReleased(op string, lost bool) {
+	if o != nil && o.ClusterKeyReleased != nil {
+		o.ClusterKeyReleased(op, lost)
+	}
+}
+
+func (o *Observer) clusterError(op string, err error) {
+	if o != nil && o.ClusterError != nil {
+		o.ClusterError(op, err)
+	}
+}
+
+func (o *Observer) clusterLag(op string, lag time.Duration) {
+	if o != nil && o.ClusterLag != nil {
+		o.ClusterLag(op, lag)
 	}
 }

@@ -98,6 +98,7 @@ type natsSource struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	owned bool // gqlpush dialled nc, and closes it
+	quiet bool // a cluster's connection: the Observer is not told of it
 	// pending bounds a core subscription: natsPendingMsgs and
 	// natsPendingBytes, but for tests.
 	pendingMsgs, pendingBytes int
@@ -431,6 +432,9 @@ func (ns *natsSub) onJSMsg(m jetstream.Msg) {
 		pos = meta.Sequence.Stream
 	}
 	if ns.b.raw {
+		if meta, err := m.Metadata(); err == nil {
+			ns.b.observer.clusterLag(ns.op, time.Since(meta.Timestamp))
+		}
 		ns.deliverRaw(m, pos)
 		return
 	}
@@ -746,7 +750,7 @@ func (s *natsSource) monitor() {
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		up := !s.down
+		up := !s.down && !s.quiet
 		s.mu.Unlock()
 		if up {
 			s.cfg.Observer.upstreamDisconnected(s.up.label, nil)
@@ -767,11 +771,16 @@ func (s *natsSource) monitor() {
 		n := len(s.subs)
 		s.mu.Unlock()
 		if down != was {
-			if down {
+			switch {
+			case s.quiet: // the cluster's connection: no upstream of the Observer's
+			case down:
 				s.cfg.Observer.upstreamDisconnected(s.up.label, errNATSDown)
+			default:
+				s.cfg.Observer.upstreamConnected(s.up.label, 0)
+			}
+			if down {
 				s.logs.warn(logLost, "NATS connection lost", "upstream", s.up.label)
 			} else {
-				s.cfg.Observer.upstreamConnected(s.up.label, 0)
 				s.cfg.Logger.Info("NATS connected", "upstream", s.up.label)
 			}
 		}
