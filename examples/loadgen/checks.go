@@ -44,13 +44,14 @@ func checksFor(cfg config, r *report) []check {
 		}
 		return ptr(f(w.Latency))
 	}
-	nothingLost := func() {
+	lostOf := func(prefix string, lost, ooo *int64, c *clientsInfo) {
 		var v *float64
-		if r.Lost != nil && r.OOO != nil && r.Clients != nil {
-			v = ptr(float64(*r.Lost + *r.OOO + r.Clients.Ended + r.Clients.Failed))
+		if lost != nil && ooo != nil && c != nil {
+			v = ptr(float64(*lost + *ooo + c.Ended + c.Failed))
 		}
-		add("nothing lost (lost + out of order + dropped)", "= 0", v, "%.0f", func(v float64) bool { return v == 0 })
+		add(prefix+"nothing lost (lost + out of order + dropped)", "= 0", v, "%.0f", func(v float64) bool { return v == 0 })
 	}
+	nothingLost := func() { lostOf("", r.Lost, r.OOO, r.Clients) }
 	// A nats- scenario has the targets of the scenario it runs.
 	switch cfg.base() {
 	case "fanout":
@@ -106,6 +107,30 @@ func checksFor(cfg config, r *report) []check {
 		add("goroutines back to baseline (final − baseline)", "≤ 0", g, "%+.0f", atMost(0))
 		add("upstream subscriptions back to baseline", "= 0", s, "%+.0f", func(v float64) bool { return v == 0 })
 		add("RSS final / baseline", fmt.Sprintf("≤ %.2f", churnMaxRSSRatio), rss, "%.3f", atMost(churnMaxRSSRatio))
+	case "cluster":
+		// The cluster's point: one upstream subscription for all its
+		// gateways, and every result to every client. Its CPU and
+		// latency have no target: the report sets them against fanout's.
+		var fanout, cl phaseInfo
+		if c := r.Cluster; c != nil {
+			if c.Fanout != nil {
+				fanout = *c.Fanout
+			}
+			if c.Cluster != nil {
+				cl = *c.Cluster
+			}
+		}
+		count := func(v *int) *float64 {
+			if v == nil {
+				return nil
+			}
+			return ptr(float64(*v))
+		}
+		one := func(v float64) bool { return v == 1 }
+		add("cluster: upstream subscriptions running", "= 1", count(cl.Subscriptions), "%.0f", one)
+		add("cluster: upstream subscribes received", "= 1", count(cl.Subscribes), "%.0f", one)
+		lostOf("cluster: ", cl.Lost, cl.OOO, cl.Clients)
+		lostOf("fanout: ", fanout.Lost, fanout.OOO, fanout.Clients)
 	}
 	if r.Error != "" {
 		cs = append(cs, check{Name: "the run completed", Target: "no error", Value: r.Error})

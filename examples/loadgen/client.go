@@ -247,6 +247,7 @@ const (
 type client struct {
 	id     int
 	room   int // index of the publisher's room it receives
+	gw     int // index of the gateway it connects to, in its fleet's addrs
 	target string
 
 	state      atomic.Int32
@@ -261,6 +262,7 @@ type client struct {
 // stream until the fleet is closed or the stream ends.
 type fleet struct {
 	addr   string
+	addrs  []string // when not nil, several gateways: client i connects to addrs[i % len(addrs)]
 	dialer *net.Dialer
 	seq    bool                    // results carry the publisher's sequence numbers
 	hist   atomic.Pointer[histSet] // where latencies go; nil outside a measurement window
@@ -285,6 +287,14 @@ func newFleet(ctx context.Context, addr string, seq bool) *fleet {
 	return f
 }
 
+// newFleetOver is newFleet with its clients spread round robin over the
+// gateways at addrs.
+func newFleetOver(ctx context.Context, addrs []string, seq bool) *fleet {
+	f := newFleet(ctx, addrs[0], seq)
+	f.addrs = addrs
+	return f
+}
+
 // add starts clients for targets, step of them every interval, and returns
 // once all are started (not yet open: see waitOpen).
 func (f *fleet) add(ctx context.Context, targets []string, rooms []int, step int, every time.Duration) error {
@@ -300,6 +310,9 @@ func (f *fleet) add(ctx context.Context, targets []string, rooms []int, step int
 			}
 		}
 		c := &client{id: len(f.clients), target: target}
+		if len(f.addrs) > 0 {
+			c.gw = c.id % len(f.addrs)
+		}
 		if rooms != nil {
 			c.room = rooms[i]
 		}
@@ -350,7 +363,11 @@ func (f *fleet) reasonList() map[string]int {
 
 func (f *fleet) runClient(c *client) {
 	defer f.wg.Done()
-	sc, err := dialSSE(f.ctx, f.dialer, f.addr, c.target)
+	addr := f.addr
+	if len(f.addrs) > 0 {
+		addr = f.addrs[c.gw]
+	}
+	sc, err := dialSSE(f.ctx, f.dialer, addr, c.target)
 	if err != nil {
 		if f.ctx.Err() == nil {
 			c.state.Store(stateFailed)
@@ -462,6 +479,36 @@ func (f *fleet) totals() totals {
 		t.ooo += c.ooo.Load()
 	}
 	return t
+}
+
+// totalsByGateway sums the counters of the clients of each of the fleet's
+// gateways; nil for a fleet on one gateway.
+func (f *fleet) totalsByGateway() []totals {
+	if len(f.addrs) == 0 {
+		return nil
+	}
+	ts := make([]totals, len(f.addrs))
+	for _, c := range f.clients {
+		t := &ts[c.gw]
+		t.delivered += c.delivered.Load()
+		t.heartbeats += c.heartbeats.Load()
+		t.gaps += c.gaps.Load()
+		t.ooo += c.ooo.Load()
+	}
+	return ts
+}
+
+// clientsByGateway counts the fleet's clients on each of its gateways;
+// nil for a fleet on one gateway.
+func (f *fleet) clientsByGateway() []int {
+	if len(f.addrs) == 0 {
+		return nil
+	}
+	n := make([]int, len(f.addrs))
+	for _, c := range f.clients {
+		n[c.gw]++
+	}
+	return n
 }
 
 // shortErr shortens network errors to what tells them apart.

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,10 +20,15 @@ type env struct {
 	ticks int64
 
 	up   source       // nil when external
-	gw   *gatewayProc // nil when external
+	gw   *gatewayProc // nil when external, or once stopped (cluster)
 	addr string       // the gateway's host:port
-	pid  int          // the gateway's pid; 0 when unknown
+	pid  int          // the gateway's pid; 0 when unknown, or once stopped
 	dbg  *debugClient
+
+	// The cluster scenario's: its NATS server, and its gateways, which the
+	// snaps read instead of pid.
+	js      *jetStreamServer
+	members []*member
 
 	pub       *publisher // nil when loadgen does not publish
 	pubCancel context.CancelFunc
@@ -64,9 +70,14 @@ func execute(ctx context.Context, cfg config, command string, log io.Writer) (re
 		err = e.stall(ctx)
 	case "churn":
 		err = e.churn(ctx)
+	case "cluster":
+		err = e.cluster(ctx)
 	}
 	if err == nil && e.gw != nil && e.gw.exited() {
 		err = fmt.Errorf("the gateway exited during the run: %v", e.gw.err)
+	}
+	if m := e.exitedMember(); err == nil && m != nil {
+		err = fmt.Errorf("gateway %s exited during the run: %v", m.instance, m.gw.err)
 	}
 	return rep, err
 }
@@ -96,8 +107,11 @@ func paramsOf(c config) params {
 		p.Heartbeat = c.heartbeat.String()
 	}
 	switch c.base() {
-	case "fanout", "distinct", "stall", "saturate":
+	case "fanout", "distinct", "stall", "saturate", "cluster":
 		p.Rate = c.rate
+	}
+	if c.scenario == "cluster" {
+		p.ClusterSize = c.clusterSize
 	}
 	if c.scenario == "saturate" {
 		p.Factor, p.MaxRate = c.factor, c.maxRate
@@ -111,7 +125,7 @@ func paramsOf(c config) params {
 // publishes reports whether the scenario posts events.
 func (c *config) publishes() bool {
 	switch c.base() {
-	case "fanout", "distinct", "saturate", "stall":
+	case "fanout", "distinct", "saturate", "stall", "cluster":
 		return true
 	}
 	return false
@@ -170,20 +184,11 @@ func (e *env) setup(ctx context.Context) error {
 
 	// The gateway.
 	if cfg.gatewayURL == "" {
-		flags := []string{upFlag, upURL, "-heartbeat", cfg.heartbeat.String()}
-		if cfg.verbose {
-			flags = append(flags, "-v")
-		}
+		flags := cfg.gatewayFlags(upFlag, upURL, cfg.gatewayProfile)
 		if cfg.gatewayLatency {
 			flags = append(flags, "-observe-latency")
 		}
-		if cfg.gatewaySndbuf > 0 {
-			flags = append(flags, "-sndbuf", fmt.Sprint(cfg.gatewaySndbuf))
-		}
-		if cfg.gatewayProfile != "" {
-			flags = append(flags, "-cpuprofile", cfg.gatewayProfile)
-		}
-		gw, err := startGateway(ctx, flags, e.log)
+		gw, err := startGateway(ctx, "gateway", flags, e.log)
 		if err != nil {
 			return err
 		}
@@ -242,25 +247,56 @@ func (e *env) setup(ctx context.Context) error {
 	return nil
 }
 
-// teardown stops the publisher, the gateway and the upstream, in an order
-// that cannot deadlock: a post blocked on a full subscription, or a flush
-// waiting for the NATS server, is released when the upstream's connections
-// close.
+// gatewayFlags are a child gateway's flags: its upstream's, and those of
+// loadgen's command line that apply to every gateway; profile is where it
+// writes its CPU profile ("": none).
+func (c *config) gatewayFlags(upFlag, upURL, profile string) []string {
+	flags := []string{upFlag, upURL, "-heartbeat", c.heartbeat.String()}
+	if c.verbose {
+		flags = append(flags, "-v")
+	}
+	if c.gatewaySndbuf > 0 {
+		flags = append(flags, "-sndbuf", fmt.Sprint(c.gatewaySndbuf))
+	}
+	if profile != "" {
+		flags = append(flags, "-cpuprofile", profile)
+	}
+	return flags
+}
+
+// stopChild stops a child gateway, and returns how it exited ("0", or the
+// error of its wait) and, when it had exited before it was asked to, an
+// error that says so.
+func stopChild(g *gatewayProc, name string) (exit string, crashed error) {
+	gone := g.exited()
+	werr := g.stop()
+	if werr == nil {
+		return "0", nil
+	}
+	if gone {
+		crashed = fmt.Errorf("%s exited: %w", name, werr)
+	}
+	return werr.Error(), crashed
+}
+
+// teardown stops the publisher, the gateways, the cluster's NATS server and
+// the upstream, in an order that cannot deadlock: a post blocked on a full
+// subscription, or a flush waiting for the NATS server, is released when the
+// upstream's connections close. The cluster's gateways stop before its NATS
+// server, on which they give their keys up.
 func (e *env) teardown() error {
 	if e.pubCancel != nil {
 		e.pubCancel()
 	}
-	var err error
+	var errs []error
 	if e.gw != nil {
-		crashed := e.gw.exited()
-		if werr := e.gw.stop(); werr != nil {
-			e.rep.Gateway.Exit = werr.Error()
-			if crashed {
-				err = fmt.Errorf("the gateway exited: %w", werr)
-			}
-		} else {
-			e.rep.Gateway.Exit = "0"
-		}
+		exit, crashed := stopChild(e.gw, "the gateway")
+		e.rep.Gateway.Exit = exit
+		errs = append(errs, crashed)
+	}
+	errs = append(errs, e.stopMembers())
+	if e.js != nil {
+		e.js.close()
 	}
 	if e.up != nil {
 		e.up.close()
@@ -268,7 +304,7 @@ func (e *env) teardown() error {
 	if e.pub != nil {
 		<-e.pub.done
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 func roomName(i int) string { return fmt.Sprintf("r%d", i) }
@@ -289,6 +325,9 @@ func (e *env) sleep(ctx context.Context, d time.Duration, tick func()) error {
 		case <-end.C:
 			return nil
 		case <-t.C:
+			if m := e.exitedMember(); m != nil {
+				return fmt.Errorf("gateway %s exited: %v", m.instance, m.gw.err)
+			}
 			if tick != nil {
 				tick()
 			}
@@ -328,12 +367,24 @@ type snap struct {
 	t           totals
 	ended       int64
 	posted      int64
+
+	// With several gateways (cluster): each one's, and its clients'
+	// totals; gwCPU and gwRSS are then their sums.
+	members []procSnap
+	byGW    []totals
+}
+
+// A procSnap is one gateway process's counters.
+type procSnap struct {
+	cpu *time.Duration
+	rss *int64
 }
 
 func (e *env) snap(f *fleet) snap {
 	s := snap{at: time.Now()}
 	if f != nil {
 		s.t = f.totals()
+		s.byGW = f.totalsByGateway()
 		s.ended = f.ended.Load()
 	}
 	if e.pub != nil {
@@ -345,6 +396,34 @@ func (e *env) snap(f *fleet) snap {
 		}
 		if v, err := procRSS(e.pid); err == nil {
 			s.gwRSS = &v
+		}
+	}
+	if len(e.members) > 0 {
+		var (
+			cpu        time.Duration
+			rss        int64
+			cpuOK, rOK = true, true
+		)
+		s.members = make([]procSnap, len(e.members))
+		for i, m := range e.members {
+			if v, err := procCPU(m.gw.pid, e.ticks); err == nil {
+				s.members[i].cpu = &v
+				cpu += v
+			} else {
+				cpuOK = false
+			}
+			if v, err := procRSS(m.gw.pid); err == nil {
+				s.members[i].rss = &v
+				rss += v
+			} else {
+				rOK = false
+			}
+		}
+		if cpuOK {
+			s.gwCPU = &cpu
+		}
+		if rOK {
+			s.gwRSS = &rss
 		}
 	}
 	if v, err := procCPU(os.Getpid(), e.ticks); err == nil {
@@ -397,6 +476,22 @@ func (e *env) window(name string, a, b snap, hs *histSet, clients int, offered f
 			w.OtherBusy = ptr(max(busy-(gw+self)/secs, 0))
 		}
 	}
+	if n := len(e.members); n > 0 && len(a.members) == n && len(b.members) == n {
+		for i, m := range e.members {
+			g := &gatewayShare{Instance: m.instance, PID: m.gw.pid, RSSStart: a.members[i].rss, RSSEnd: b.members[i].rss}
+			if len(a.byGW) == n && len(b.byGW) == n {
+				g.Delivered = b.byGW[i].delivered - a.byGW[i].delivered
+			}
+			if ac, bc := a.members[i].cpu, b.members[i].cpu; ac != nil && bc != nil {
+				cpu := (*bc - *ac).Seconds()
+				g.CPU = &cpu
+				if g.Delivered > 0 {
+					g.CPUPerEvent = ptr(cpu * 1e6 / float64(g.Delivered))
+				}
+			}
+			w.Gateways = append(w.Gateways, g)
+		}
+	}
 	return w
 }
 
@@ -416,6 +511,11 @@ func (e *env) measure(ctx context.Context, f *fleet, name string, d time.Duratio
 		return nil, err
 	}
 	w := e.window(name, a, b, hs, len(f.clients), offered)
+	for i, n := range f.clientsByGateway() {
+		if i < len(w.Gateways) {
+			w.Gateways[i].Clients = n
+		}
+	}
 	if gwLatency {
 		w.GatewayLatency, _ = e.dbg.latency(ctx)
 	}
@@ -439,12 +539,15 @@ func latP99(l *latency) *float64 {
 // openFleet starts the clients, ramped, and waits until every one is open.
 func (e *env) openFleet(ctx context.Context, f *fleet, targets []string, rooms []int) error {
 	start := time.Now()
+	// Before the first client: the caller's deferred recordClients(f) is
+	// this fleet's, however the ramp ends.
+	e.rep.Clients = &clientsInfo{Started: len(targets)}
 	e.logf("opening %d clients, %d every %v", len(targets), e.cfg.ramp, e.cfg.rampEvery)
 	if err := f.add(ctx, targets, rooms, e.cfg.ramp, e.cfg.rampEvery); err != nil {
 		return err
 	}
 	err := f.waitOpen(ctx, e.cfg.settle+time.Minute)
-	e.rep.Clients = &clientsInfo{Started: len(targets), Ramp: time.Since(start).Seconds()}
+	e.rep.Clients.Ramp = time.Since(start).Seconds()
 	e.recordClients(f)
 	if err != nil {
 		return err

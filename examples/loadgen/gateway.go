@@ -155,6 +155,12 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	sndbuf := fs.Int("sndbuf", 0, "SO_SNDBUF of accepted connections, in `bytes` (0: the kernel's autotuning)")
 	cpuProfile := fs.String("cpuprofile", "", "write the gateway's CPU profile to `file`")
 	observeLatency := fs.Bool("observe-latency", false, "record the latency gqlpush's Observer reports, served (and reset) at "+latencyPath)
+	// The cluster's flags are the gateway command's (examples/gateway).
+	clusterURL := fs.String("cluster", "", "make this gateway an instance of a gqlpush cluster on the NATS server (with JetStream) at `URL` nats://… (loopback): Config.Cluster")
+	clusterName := fs.String("cluster-name", "", "the cluster's `name`: its stream's and bucket's (Cluster.Name; empty: the library's default)")
+	clusterInstance := fs.String("cluster-instance", "", "this instance's `name` in the cluster (Cluster.Instance; empty: a random one)")
+	clusterLease := fs.Duration("cluster-lease", 0, "how long a key's owner holds it without renewing (Cluster.Lease; 0: the library's default)")
+	resumeMaxAge := fs.Duration("resume-max-age", 0, "how long the cluster's stream keeps a result (Cluster.MaxAge; 0: the library's default)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -163,6 +169,15 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	if *upstream == "" && *natsURL == "" {
 		return errors.New("-upstream or -nats is required")
+	}
+	var cluster *gqlpush.Cluster
+	if *clusterURL != "" {
+		if err := checkLoopbackURL(ctx, *clusterURL); err != nil {
+			return fmt.Errorf("-cluster: %w", err)
+		}
+		cluster = &gqlpush.Cluster{URL: *clusterURL, Name: *clusterName, Instance: *clusterInstance, Lease: *clusterLease, MaxAge: *resumeMaxAge}
+	} else if *clusterName != "" || *clusterInstance != "" || *clusterLease != 0 || *resumeMaxAge != 0 {
+		return errors.New("-cluster-name, -cluster-instance, -cluster-lease and -resume-max-age need -cluster")
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -224,6 +239,7 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		DrainWindow:  -1, // loadgen has closed its clients by then
 		Observer:     counters.observer(*observeLatency),
 		Logger:       log,
+		Cluster:      cluster,
 	})
 	if err != nil {
 		return err
@@ -340,8 +356,9 @@ type gatewayProc struct {
 
 // startGateway re-executes this program as `gateway` with flags (its
 // upstream's, and others) and waits for it to listen. The child's stdout
-// lines other than LISTENING, and its stderr, go to stderr.
-func startGateway(ctx context.Context, flags []string, stderr io.Writer) (*gatewayProc, error) {
+// lines other than LISTENING, and its stderr, go to stderr, each after
+// label and a colon.
+func startGateway(ctx context.Context, label string, flags []string, stderr io.Writer) (*gatewayProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
@@ -353,8 +370,8 @@ func startGateway(ctx context.Context, flags []string, stderr io.Writer) (*gatew
 		return nil, err
 	}
 	addr := make(chan string, 1)
-	cmd.Stdout = watchLines(stderr, addr)
-	cmd.Stderr = prefixLines(stderr)
+	cmd.Stdout = watchLines(stderr, label, addr)
+	cmd.Stderr = prefixLines(stderr, label)
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start gateway: %w", err)
@@ -429,8 +446,8 @@ func (w *lines) Write(p []byte) (int, error) {
 }
 
 // watchLines takes the child's stdout: the first "LISTENING <addr>" line
-// goes to addr, every other line to out.
-func watchLines(out io.Writer, addr chan<- string) *lines {
+// goes to addr, every other line to out, after label.
+func watchLines(out io.Writer, label string, addr chan<- string) *lines {
 	seen := false
 	return &lines{line: func(line string) {
 		if a, ok := strings.CutPrefix(line, "LISTENING "); ok && !seen {
@@ -438,13 +455,13 @@ func watchLines(out io.Writer, addr chan<- string) *lines {
 			addr <- a
 			return
 		}
-		fmt.Fprintln(out, "gateway: "+line)
+		fmt.Fprintln(out, label+": "+line)
 	}}
 }
 
 // prefixLines marks the child's stderr as its own.
-func prefixLines(out io.Writer) *lines {
-	return &lines{line: func(line string) { fmt.Fprintln(out, "gateway: "+line) }}
+func prefixLines(out io.Writer, label string) *lines {
+	return &lines{line: func(line string) { fmt.Fprintln(out, label+": "+line) }}
 }
 
 // syncWriter serialises writes from several goroutines.

@@ -135,6 +135,167 @@ func TestNATSScenarios(t *testing.T) {
 	}
 }
 
+// TestClusterEndToEnd runs a tiny cluster scenario: fanout on a child
+// gateway, then three child gateways in a cluster on an in-process NATS
+// JetStream, six clients spread over them. As TestSteadyEndToEnd, it
+// asserts what the report says, never how fast.
+func TestClusterEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts gateway processes and runs for seconds")
+	}
+	// JetStream's store goes in a temporary directory, removed at the end.
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), []string{
+		"-scenario", "cluster", "-clients", "6", "-rate", "20",
+		"-warmup", "500ms", "-duration", "1s", "-check", "-json",
+	}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+	}
+	var rep report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("the report is not JSON: %v\n%s", err, &stdout)
+	}
+	if rep.Scenario != "cluster" || rep.Params.Operation != "Sub" || rep.Params.ClusterSize != 3 {
+		t.Errorf("scenario %q on %q, cluster of %d; want cluster on Sub, of 3", rep.Scenario, rep.Params.Operation, rep.Params.ClusterSize)
+	}
+	if len(rep.Windows) != 2 || rep.Windows[0].Name != "fanout: 1 gateway" || rep.Windows[1].Name != "cluster: 3 gateways" {
+		t.Fatalf("windows, want fanout's then the cluster's:\n%s", &stdout)
+	}
+	for _, w := range rep.Windows {
+		if w.Delivered == 0 || w.Latency == nil || w.Latency.Samples == 0 {
+			t.Errorf("%s: nothing delivered, or no latency samples", w.Name)
+		}
+		if w.GatewayCPU == nil || w.CPUPerEvent == nil || w.GatewayRSSEnd == nil {
+			t.Errorf("%s: no gateway CPU or RSS figure", w.Name)
+		}
+	}
+	if g := rep.Windows[0].Gateways; g != nil {
+		t.Errorf("fanout's window has gateways %+v, want none: it has one", g)
+	}
+	c := rep.Cluster
+	if c == nil {
+		t.Fatalf("no cluster in the report:\n%s", &stdout)
+	}
+	cw := rep.Windows[1]
+	if len(cw.Gateways) != 3 {
+		t.Fatalf("the cluster's window has %d gateways, want 3", len(cw.Gateways))
+	}
+	var owners, delivered int64
+	for i, g := range cw.Gateways {
+		if g.Instance != c.Gateways[i].Instance || g.PID != c.Gateways[i].PID || g.PID == 0 {
+			t.Errorf("window's gateway %d is %s pid %d, the cluster's %s pid %d", i, g.Instance, g.PID, c.Gateways[i].Instance, c.Gateways[i].PID)
+		}
+		if g.Clients != 2 || g.Delivered == 0 || g.CPU == nil || g.RSSEnd == nil {
+			t.Errorf("gateway %s: %d clients, %d delivered, CPU %s, RSS %s; want 2, some, measured", g.Instance, g.Clients, g.Delivered, ptrText(g.CPU, "%.2f"), bytesText(g.RSSEnd))
+		}
+		if g.Owner {
+			owners++
+		}
+		delivered += g.Delivered
+	}
+	if owners != 1 {
+		t.Errorf("%d owners among the gateways, want 1 (the bucket says %q)", owners, c.Owner)
+	}
+	if delivered != cw.Delivered {
+		t.Errorf("the gateways' clients got %d, the window says %d", delivered, cw.Delivered)
+	}
+	if len(c.Gateways) != 3 || !strings.HasPrefix(c.NATS, "nats://") || c.Consumers == nil || *c.Consumers != 3 {
+		t.Errorf("cluster %+v: want 3 gateways on nats://, 3 stream consumers", c)
+	}
+	for _, g := range c.Gateways {
+		if g.Exit != "0" || !g.Child {
+			t.Errorf("gateway %s: child %v, exit %q; want a child that exited 0", g.Instance, g.Child, g.Exit)
+		}
+	}
+	for _, ph := range []*phaseInfo{c.Fanout, c.Cluster} {
+		if ph == nil {
+			t.Fatal("a phase is missing")
+		}
+		if s := ph.Subscriptions; s == nil || *s != 1 {
+			t.Errorf("%s: upstream subscriptions %s, want 1", ph.Window, ptrText(s, "%d"))
+		}
+		if s := ph.Subscribes; s == nil || *s != 1 {
+			t.Errorf("%s: upstream subscribes %s, want 1", ph.Window, ptrText(s, "%d"))
+		}
+		if ph.Lost == nil || *ph.Lost != 0 || ph.OOO == nil || *ph.OOO != 0 {
+			t.Errorf("%s: lost %s, out of order %s; want 0 and 0", ph.Window, ptrText(ph.Lost, "%d"), ptrText(ph.OOO, "%d"))
+		}
+		if ph.Clients == nil || ph.Clients.Opened != 6 || ph.Clients.Ended != 0 {
+			t.Errorf("%s: clients %+v, want 6 opened, none ended", ph.Window, ph.Clients)
+		}
+	}
+	if rc, cc := rep.Clients, c.Cluster.Clients; rc == nil || cc == nil || rc.Opened != cc.Opened || rc.Ramp != cc.Ramp {
+		t.Errorf("the report's clients %+v are not the cluster's %+v", rep.Clients, c.Cluster.Clients)
+	}
+	if c.CPURatio == nil {
+		t.Error("no CPU ratio of the cluster to fanout")
+	}
+	names := map[string]bool{}
+	for _, ch := range rep.Checks {
+		names[ch.Name] = true
+	}
+	for _, want := range []string{"cluster: upstream subscriptions running", "cluster: upstream subscribes received"} {
+		if !names[want] {
+			t.Errorf("no check %q in %+v", want, rep.Checks)
+		}
+	}
+	if len(rep.Notes) > 0 {
+		t.Errorf("notes: %q", rep.Notes)
+	}
+	if rep.Gateway.Exit != "0" {
+		t.Errorf("the fanout gateway exited with %q, want 0", rep.Gateway.Exit)
+	}
+	if left, err := os.ReadDir(tmp); err != nil || len(left) > 0 {
+		t.Errorf("left in the temporary directory: %v %v", left, err)
+	}
+}
+
+// The cluster scenario has fanout's sizes, runs its own gateways, and
+// needs a gateway per client at least.
+func TestClusterConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		err  string // "" when the command line is good
+	}{
+		{"defaults", []string{"-scenario", "cluster"}, ""},
+		{"one gateway", []string{"-scenario", "cluster", "-cluster-size", "1"}, "-cluster-size must be at least 2"},
+		{"too few clients", []string{"-scenario", "cluster", "-clients", "2"}, "-clients at least -cluster-size"},
+		{"gateway", []string{"-scenario", "cluster", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, "no -gateway"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			c, err := parseConfig(tc.args, &stderr)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := scenarioDefaults("fanout")
+			if c.clients != want.clients || c.rate != want.rate || c.warmup != want.warmup || c.duration != want.duration || c.clusterSize != 3 {
+				t.Errorf("%d clients, %v/s, warmup %v, duration %v, %d gateways; want fanout's, and 3", c.clients, c.rate, c.warmup, c.duration, c.clusterSize)
+			}
+			if !c.publishes() || paramsOf(c).Rate != c.rate {
+				t.Error("the cluster scenario does not publish at its rate")
+			}
+		})
+	}
+	var stderr bytes.Buffer
+	if !strings.Contains(usageHead, "\n  cluster ") {
+		t.Errorf("the usage does not list cluster:\n%s", usageHead)
+	}
+	if _, err := parseConfig([]string{"-scenario", "nope"}, &stderr); err == nil || !strings.Contains(err.Error(), "cluster") {
+		t.Errorf("the scenario names in %v do not list cluster", err)
+	}
+}
+
 func TestHistogramQuantiles(t *testing.T) {
 	hs := newHistSet()
 	for v := int64(1); v <= 100_000; v++ {

@@ -17,6 +17,8 @@
 //	               gateway's goroutines, RSS and the upstream's subscriptions against their baseline
 //	nats-fanout    fanout with a NATS upstream: one subject feeds the operation
 //	nats-distinct  distinct with a NATS upstream: a subject per client
+//	cluster        fanout, then the same clients and rate spread over 3 gateways
+//	               that act as one gqlpush cluster on NATS JetStream
 //
 // # What runs where
 //
@@ -34,6 +36,20 @@
 // per tick; the child gateway (loadgen gateway -nats URL) serves NatsSub and
 // NatsRoom, which select the same fields as Sub and Room. Subscriptions on
 // the upstream are counted on the NATS server.
+//
+// The cluster scenario first runs fanout as above, then stops that gateway
+// and starts a NATS server with JetStream in process (its store in a
+// temporary directory, removed at the end) and -cluster-size child gateways
+// (loadgen gateway -upstream URL -cluster nats://… -cluster-name loadgen
+// -cluster-instance gN), on the same in-process upstream. The clients are
+// spread round robin over the gateways, all on Sub: one gateway, the key's
+// owner, subscribes upstream and publishes each result into the cluster's
+// stream, and every gateway reads the stream for its own clients. The
+// report has a window for each phase: the cluster's CPU and RSS are summed
+// over its gateways, and each gateway's own figures follow. The upstream
+// must have run one subscription, and received one subscribe, in the
+// cluster phase (a check). The NATS server runs in loadgen's process: its
+// CPU counts in loadgen's, not in the gateways'.
 //
 // -gateway URL targets a gateway already running, which must serve Sub and
 // Room (NatsSub and NatsRoom for the nats- scenarios) as the child does; its
@@ -125,6 +141,8 @@ type config struct {
 	warmupCycles int
 	concurrency  int
 	churnVars    string
+
+	clusterSize int // cluster
 }
 
 // scenarioDefaults are the issue's sizes. A nats- scenario's are those of
@@ -133,6 +151,8 @@ func scenarioDefaults(name string) (config, bool) {
 	switch name {
 	case "fanout", "nats-fanout":
 		return config{clients: 1000, rate: 10, warmup: 3 * time.Second, duration: 10 * time.Second}, true
+	case "cluster":
+		return config{clients: 1000, rate: 10, warmup: 3 * time.Second, duration: 10 * time.Second, clusterSize: 3}, true
 	case "saturate":
 		return config{clients: 1000, rate: 20, warmup: time.Second, duration: 5 * time.Second, factor: 1.5, maxRate: 5000}, true
 	case "distinct", "nats-distinct":
@@ -164,7 +184,7 @@ func (c *config) operations() (shared, room string) {
 	return "Sub", "Room"
 }
 
-const scenarioNames = "fanout, saturate, distinct, idle, stall, churn, nats-fanout or nats-distinct"
+const scenarioNames = "fanout, saturate, distinct, idle, stall, churn, cluster, nats-fanout or nats-distinct"
 
 const usageHead = `usage: loadgen -scenario NAME [flags]
 
@@ -180,6 +200,9 @@ Scenarios (defaults in brackets; 0 for a flag means the scenario's default):
   churn          [-cycles 20000 -warmup-cycles 1000 -concurrency 50 -churn-vars distinct]
   nats-fanout    as fanout, on a NATS upstream (an in-process NATS server)
   nats-distinct  as distinct, on a NATS upstream: a subject per client
+  cluster        [-clients 1000 -rate 10 -warmup 3s -duration 10s -cluster-size 3]
+                 fanout on one gateway, then the same clients spread over
+                 -cluster-size gateways in one cluster (in-process NATS JetStream)
 
 Flags:
 `
@@ -211,7 +234,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "the child gateway's SSE heartbeat")
 	fs.BoolVar(&c.verbose, "v", false, "the child gateway logs gqlpush's events to stderr")
 	fs.BoolVar(&c.gatewayLatency, "gateway-latency", false, "the child gateway also records the latency gqlpush's Observer reports (upstream message to the end of the write to the client): it tells the gateway's share of the end-to-end latency, at the price of a histogram update per write")
-	fs.StringVar(&c.gatewayProfile, "gateway-cpuprofile", "", "the child gateway writes its CPU profile to `file` (where the gateway's time goes)")
+	fs.StringVar(&c.gatewayProfile, "gateway-cpuprofile", "", "the child gateway writes its CPU profile to `file` (where the gateway's time goes); the cluster's gateways to file.g1, file.g2, …")
 	fs.IntVar(&c.gatewaySndbuf, "gateway-sndbuf", 0, "the child gateway fixes SO_SNDBUF of its client connections to `bytes` (0: the kernel autotunes it, up to tcp_wmem's maximum)")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write loadgen's own CPU profile to `file` (clients, upstream, publisher: what loadgen costs the machine)")
 	fs.Float64Var(&c.factor, "factor", 0, "saturate: rate factor per step")
@@ -222,6 +245,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.warmupCycles, "warmup-cycles", 0, "churn: cycles before the baseline is taken (-1: none)")
 	fs.IntVar(&c.concurrency, "concurrency", 0, "churn: cycles at once")
 	fs.StringVar(&c.churnVars, "churn-vars", "", "churn: distinct (a room per cycle: an upstream subscribe and complete each) or shared (one operation)")
+	fs.IntVar(&c.clusterSize, "cluster-size", 0, "cluster: gateways in the cluster")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -244,6 +268,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	orInt(&c.cycles, d.cycles)
 	orInt(&c.warmupCycles, d.warmupCycles)
 	orInt(&c.concurrency, d.concurrency)
+	orInt(&c.clusterSize, d.clusterSize)
 	if c.rate == 0 {
 		c.rate = d.rate
 	}
@@ -272,7 +297,7 @@ func (c *config) validate() error {
 		bad("-clients must be at least 1")
 	}
 	switch c.base() {
-	case "fanout", "saturate", "distinct", "stall":
+	case "fanout", "saturate", "distinct", "stall", "cluster":
 		if c.rate <= 0 {
 			bad("-rate must be positive")
 		}
@@ -295,6 +320,14 @@ func (c *config) validate() error {
 		}
 		if c.churnVars != "distinct" && c.churnVars != "shared" {
 			bad("-churn-vars must be distinct or shared")
+		}
+	}
+	if c.scenario == "cluster" {
+		if c.clusterSize < 2 || c.clients < c.clusterSize {
+			bad("-cluster-size must be at least 2, and -clients at least -cluster-size")
+		}
+		if c.gatewayURL != "" || c.upstreamURL != "" {
+			bad("cluster starts its own gateways and upstream: no -gateway, no -upstream")
 		}
 	}
 	if c.gatewayPID != 0 && c.gatewayURL == "" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,11 @@ import (
 
 // A report is what a run found. Figures that could not be measured are nil
 // (null in JSON) rather than zero.
+//
+// The cluster scenario runs two phases, fanout on one gateway and then the
+// cluster: each has its window, and Cluster has each one's clients, losses
+// and upstream subscriptions. Gateway is the fanout phase's; Clients, Lost,
+// OOO and Upstream.Subscriptions are the cluster phase's.
 type report struct {
 	Scenario string        `json:"scenario"`
 	Command  string        `json:"command"`
@@ -28,6 +34,7 @@ type report struct {
 	Idle     *idleInfo     `json:"idle,omitempty"`
 	Stall    *stallInfo    `json:"stall,omitempty"`
 	Churn    *churnInfo    `json:"churn,omitempty"`
+	Cluster  *clusterInfo  `json:"cluster,omitempty"`
 	Checks   []check       `json:"checks,omitempty"`
 	Notes    []string      `json:"notes,omitempty"`
 	Error    string        `json:"error,omitempty"`
@@ -48,10 +55,12 @@ type params struct {
 	Cycles       int     `json:"cycles,omitempty"`
 	WarmupCycles int     `json:"warmup_cycles,omitempty"`
 	Concurrency  int     `json:"concurrency,omitempty"`
+	ClusterSize  int     `json:"cluster_size,omitempty"`
 	Timeout      string  `json:"timeout"`
 }
 
 type gatewayInfo struct {
+	Instance  string `json:"instance,omitempty"` // its name in the cluster
 	URL       string `json:"url"`
 	PID       int    `json:"pid,omitempty"`
 	Child     bool   `json:"child"`      // started by loadgen
@@ -90,16 +99,62 @@ type window struct {
 	Heartbeats      int64    `json:"heartbeats"`
 	Latency         *latency `json:"latency"`                   // receive time − sentAt
 	GatewayLatency  *latency `json:"gateway_latency,omitempty"` // -gateway-latency: upstream message to written
-	GatewayCPU      *float64 `json:"gateway_cpu_s"`
-	CPUPerEvent     *float64 `json:"gateway_cpu_per_event_us"`
-	GatewayRSSStart *int64   `json:"gateway_rss_start"`
-	GatewayRSSEnd   *int64   `json:"gateway_rss_end"`
-	LoadgenCPU      *float64 `json:"loadgen_cpu_s"`
-	MachineBusy     *float64 `json:"machine_busy_cores"` // every process, from /proc/stat
-	OtherBusy       *float64 `json:"other_busy_cores"`   // machine − gateway − loadgen: noise
-	Gaps            int64    `json:"gaps"`               // results skipped, seen in the window
-	OOO             int64    `json:"out_of_order"`
-	Ended           int64    `json:"ended"` // streams that ended in the window
+	// With several gateways (cluster), the gateway figures are their sums,
+	// and Gateways has each one's.
+	GatewayCPU      *float64        `json:"gateway_cpu_s"`
+	CPUPerEvent     *float64        `json:"gateway_cpu_per_event_us"`
+	GatewayRSSStart *int64          `json:"gateway_rss_start"`
+	GatewayRSSEnd   *int64          `json:"gateway_rss_end"`
+	Gateways        []*gatewayShare `json:"gateways,omitempty"`
+	LoadgenCPU      *float64        `json:"loadgen_cpu_s"`
+	MachineBusy     *float64        `json:"machine_busy_cores"` // every process, from /proc/stat
+	OtherBusy       *float64        `json:"other_busy_cores"`   // machine − gateway − loadgen: noise
+	Gaps            int64           `json:"gaps"`               // results skipped, seen in the window
+	OOO             int64           `json:"out_of_order"`
+	Ended           int64           `json:"ended"` // streams that ended in the window
+}
+
+// A gatewayShare is one gateway's part of a window over several: its CPU
+// per event is per event its own clients received.
+type gatewayShare struct {
+	Instance    string   `json:"instance"`
+	PID         int      `json:"pid"`
+	Owner       bool     `json:"owner"` // it held the key's lease at the end of the window
+	Clients     int      `json:"clients"`
+	Delivered   int64    `json:"delivered"`
+	CPU         *float64 `json:"cpu_s"`
+	CPUPerEvent *float64 `json:"cpu_per_event_us"`
+	RSSStart    *int64   `json:"rss_start"`
+	RSSEnd      *int64   `json:"rss_end"`
+}
+
+// clusterInfo is the cluster scenario's: the cluster, and its two phases.
+type clusterInfo struct {
+	NATS     string        `json:"nats"` // the in-process NATS server, with JetStream
+	Name     string        `json:"name"` // the cluster's, its stream's and its bucket's
+	Gateways []gatewayInfo `json:"gateways"`
+	// At the end of the cluster's window: the instance holding the key's
+	// lease, and the consumers of the stream (a reader per gateway).
+	Owner     string     `json:"owner"`
+	Consumers *int       `json:"stream_consumers"`
+	Fanout    *phaseInfo `json:"fanout"`
+	Cluster   *phaseInfo `json:"cluster"`
+	// The cluster's gateway CPU per delivered event, summed over its
+	// gateways, over fanout's single gateway's.
+	CPURatio *float64 `json:"cpu_per_event_ratio"`
+}
+
+// phaseInfo is one phase of the cluster scenario.
+type phaseInfo struct {
+	Window   string       `json:"window"` // its window's name
+	Gateways int          `json:"gateways"`
+	Clients  *clientsInfo `json:"clients"`
+	Lost     *int64       `json:"lost"`
+	OOO      *int64       `json:"out_of_order"`
+	// Subscriptions running on the upstream at the end of the window, and
+	// the subscribe messages it received during the phase.
+	Subscriptions *int `json:"upstream_subscriptions"`
+	Subscribes    *int `json:"upstream_subscribes"`
 }
 
 type saturateInfo struct {
@@ -207,6 +262,9 @@ func (r *report) writeText(w io.Writer, withChecks bool) {
 	if r.Gateway.Child {
 		gw = "child process"
 	}
+	if r.Cluster != nil {
+		gw += " (the fanout phase's)"
+	}
 	p("  gateway:  %s %s, pid %s, open files limit %s", gw, r.Gateway.URL, intText(r.Gateway.PID), ptrText(r.Gateway.FileLimit, "%d"))
 	up := "external (loadgen does not publish)"
 	switch {
@@ -272,6 +330,10 @@ func (r *report) writeText(w io.Writer, withChecks bool) {
 		row("upstream subscriptions", ptrText(c.Baseline.Subscriptions, "%d"), ptrText(c.Final.Subscriptions, "%d"))
 		p("  settled in:  %.1fs", c.Settle)
 	}
+	if c := r.Cluster; c != nil {
+		p("")
+		r.writeCluster(w, c)
+	}
 	if r.Lost != nil || r.OOO != nil {
 		p("")
 		p("  lost: %s, out of order: %s", ptrText(r.Lost, "%d"), ptrText(r.OOO, "%d"))
@@ -316,10 +378,88 @@ func (r *report) writeWindow(w io.Writer, wd *window) {
 	if l := wd.GatewayLatency; l != nil {
 		p("  in gateway: p50 %.0f µs, p99 %.0f µs, max %.0f µs (%d writes; upstream message → written to the client)", l.P50us, l.P99us, l.MaxUs, l.Samples)
 	}
-	p("  gateway:    CPU %s s, %s µs per delivered event, RSS %s → %s",
-		ptrText(wd.GatewayCPU, "%.2f"), ptrText(wd.CPUPerEvent, "%.2f"), bytesText(wd.GatewayRSSStart), bytesText(wd.GatewayRSSEnd))
+	if len(wd.Gateways) == 0 {
+		p("  gateway:    CPU %s s, %s µs per delivered event, RSS %s → %s",
+			ptrText(wd.GatewayCPU, "%.2f"), ptrText(wd.CPUPerEvent, "%.2f"), bytesText(wd.GatewayRSSStart), bytesText(wd.GatewayRSSEnd))
+	} else {
+		p("  gateways:   CPU %s s, %s µs per delivered event, RSS %s → %s (summed over %d)",
+			ptrText(wd.GatewayCPU, "%.2f"), ptrText(wd.CPUPerEvent, "%.2f"), bytesText(wd.GatewayRSSStart), bytesText(wd.GatewayRSSEnd), len(wd.Gateways))
+		for _, g := range wd.Gateways {
+			owner := ""
+			if g.Owner {
+				owner = ", owner"
+			}
+			p("    %-8s  pid %d%s: %d clients, %d delivered, CPU %s s, %s µs per event, RSS %s → %s",
+				g.Instance, g.PID, owner, g.Clients, g.Delivered, ptrText(g.CPU, "%.2f"), ptrText(g.CPUPerEvent, "%.2f"),
+				bytesText(g.RSSStart), bytesText(g.RSSEnd))
+		}
+	}
 	p("  machine:    %s cores busy (loadgen %s s CPU, other processes %s cores)",
 		ptrText(wd.MachineBusy, "%.2f"), ptrText(wd.LoadgenCPU, "%.2f"), ptrText(wd.OtherBusy, "%.2f"))
+}
+
+// writeCluster writes the cluster scenario's two phases side by side.
+func (r *report) writeCluster(w io.Writer, c *clusterInfo) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, "  "+format+"\n", args...) }
+	p("cluster %q of %d gateways on %s (JetStream), key owned by %s, %s stream consumers",
+		c.Name, len(c.Gateways), c.NATS, cmp.Or(c.Owner, "n/a"), ptrText(c.Consumers, "%d"))
+	for _, g := range c.Gateways {
+		p("  %-8s  %s, pid %s, open files limit %s, exit %s", g.Instance, g.URL, intText(g.PID), ptrText(g.FileLimit, "%d"), cmp.Or(g.Exit, "n/a"))
+	}
+	win := func(ph *phaseInfo) *window {
+		if ph == nil {
+			return nil
+		}
+		for _, wd := range r.Windows {
+			if wd.Name == ph.Window {
+				return wd
+			}
+		}
+		return nil
+	}
+	phases := []*phaseInfo{c.Fanout, c.Cluster}
+	row := func(name string, f func(*phaseInfo, *window) string) {
+		cells := make([]any, 0, 3)
+		cells = append(cells, name)
+		for _, ph := range phases {
+			v := "n/a"
+			if ph != nil {
+				v = f(ph, win(ph))
+			}
+			cells = append(cells, v)
+		}
+		p("%-36s %16s %16s", cells...)
+	}
+	row("", func(ph *phaseInfo, _ *window) string {
+		if ph == c.Fanout {
+			return "fanout"
+		}
+		return "cluster"
+	})
+	row("gateways", func(ph *phaseInfo, _ *window) string { return fmt.Sprint(ph.Gateways) })
+	row("gateway CPU per delivered event", func(_ *phaseInfo, wd *window) string {
+		if wd == nil {
+			return "n/a"
+		}
+		return ptrText(wd.CPUPerEvent, "%.2f µs")
+	})
+	lat := func(q func(*latency) float64) func(*phaseInfo, *window) string {
+		return func(_ *phaseInfo, wd *window) string {
+			if wd == nil || wd.Latency == nil {
+				return "n/a"
+			}
+			return fmt.Sprintf("%.0f µs", q(wd.Latency))
+		}
+	}
+	row("latency p50", lat(func(l *latency) float64 { return l.P50us }))
+	row("latency p99", lat(func(l *latency) float64 { return l.P99us }))
+	row("lost / out of order", func(ph *phaseInfo, _ *window) string {
+		return ptrText(ph.Lost, "%d") + " / " + ptrText(ph.OOO, "%d")
+	})
+	row("upstream subscriptions / subscribes", func(ph *phaseInfo, _ *window) string {
+		return ptrText(ph.Subscriptions, "%d") + " / " + ptrText(ph.Subscribes, "%d")
+	})
+	p("cluster / fanout CPU per event: %s", ptrText(c.CPURatio, "×%.2f"))
 }
 
 func (r *report) paramText() string {
