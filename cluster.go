@@ -102,6 +102,8 @@ func (c Cluster) withDefaults() (Cluster, error) {
 			return c, bad(d.field, ErrNegative, "is negative")
 		case *d.v == 0:
 			*d.v = d.def
+		case *d.v < 100*time.Millisecond:
+			return c, bad(d.field, ErrInvalid, "is under 100ms, the least JetStream keeps anything for")
 		}
 	}
 	return c, nil

@@ -1,6 +1,7 @@
 package gqlpush_test
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -441,5 +442,33 @@ func TestClusterNATSRestart(t *testing.T) {
 	}
 	if err := up.WaitSubscriptions(waitCtx(t), 1); err != nil {
 		t.Fatalf("%v: %d subscriptions", err, up.Subscriptions())
+	}
+}
+
+// A Cluster's settings are checked when the Handler is made.
+func TestClusterConfigErrors(t *testing.T) {
+	for _, tt := range []struct {
+		cl    gqlpush.Cluster
+		field string
+	}{
+		{gqlpush.Cluster{}, "Cluster.URL"},
+		{gqlpush.Cluster{URL: "nats://x:1", NATS: &nats.Conn{}}, "Cluster.URL"},
+		{gqlpush.Cluster{URL: "http://x:1"}, "Cluster.URL"},
+		{gqlpush.Cluster{URL: "nats://x:1", Name: "a.b"}, "Cluster.Name"},
+		{gqlpush.Cluster{URL: "nats://x:1", Instance: "a b"}, "Cluster.Instance"},
+		{gqlpush.Cluster{URL: "nats://x:1", Lease: -time.Second}, "Cluster.Lease"},
+		{gqlpush.Cluster{URL: "nats://x:1", Lease: time.Nanosecond}, "Cluster.Lease"},
+		{gqlpush.Cluster{URL: "nats://x:1", MaxAge: 50 * time.Millisecond}, "Cluster.MaxAge"},
+	} {
+		cl := tt.cl
+		_, err := gqlpush.NewHandler(gqlpush.Config{
+			Operations: mustParse(t, testOperations),
+			Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: "ws://127.0.0.1:1/"}},
+			Cluster:    &cl,
+		})
+		var cerr *gqlpush.ConfigError
+		if !errors.As(err, &cerr) || cerr.Field != tt.field {
+			t.Errorf("%+v: %v, want an error on %s", tt.cl, err, tt.field)
+		}
 	}
 }

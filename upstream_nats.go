@@ -375,7 +375,9 @@ func (ns *natsSub) consume(stream string) {
 			ns.fail(endUpstreamGone, "creating a JetStream consumer failed past the reconnect limit", err)
 			return
 		}
-		s.logs.warn(logFailed, "creating a JetStream consumer failed; retrying", "upstream", s.up.label, "operation", ns.op, "err", logText(err))
+		if !ns.b.raw || !errors.Is(err, jetstream.ErrStreamNotFound) {
+			s.logs.warn(logFailed, "creating a JetStream consumer failed; retrying", "upstream", s.up.label, "operation", ns.op, "err", logText(err))
+		}
 		select {
 		case <-time.After(rand.N(wait) + time.Millisecond):
 		case <-s.ctx.Done():
