@@ -52,6 +52,7 @@ type config struct {
 	resumeGrace    time.Duration
 	onceTimeout    time.Duration
 	drain          time.Duration
+	cluster        *gqlpush.Cluster // nil without -cluster
 
 	jwt            *gqlpushjwt.Config // nil: every caller is anonymous
 	keys           string             // where jwt's keys come from, for the log
@@ -98,15 +99,20 @@ func (c *config) handlerConfig() gqlpush.Config {
 	if len(c.trustedProxies) > 0 {
 		hc.ClientAddress = gqlpush.ForwardedAddress(c.clientIPHeader, c.trustedProxies)
 	}
+	if c.cluster != nil {
+		cl := *c.cluster
+		hc.Cluster = &cl
+	}
 	return hc
 }
 
 // fieldFlags is the table from the fields of gqlpush.Config, and of
-// gqlpush.Upstream, that flags set to the flag that sets each: a
-// *gqlpush.ConfigError about a field is reported under its flag. The two
-// structs share no field name that a flag sets. A field missing here is one
-// no flag sets (Prefix, the gateway's own constant; ClientAddress, which
-// gqlpush never refuses).
+// gqlpush.Upstream and of gqlpush.Cluster (as "Cluster.Field"), that flags
+// set to the flag that sets each: a *gqlpush.ConfigError about a field is
+// reported under its flag. The structs share no field name that a flag
+// sets. A field missing here is one no flag sets (Prefix, the gateway's own
+// constant; ClientAddress, which gqlpush never refuses; Cluster.NATS, a
+// connection only a program can give).
 func fieldFlags() map[string]string {
 	return map[string]string{
 		// gqlpush.Config
@@ -134,6 +140,13 @@ func fieldFlags() map[string]string {
 		"Protocol":       "-protocol",
 		"ForwardHeaders": "-forward-header",
 		"NATSOptions":    "-nats-creds",
+		// gqlpush.Cluster
+		"Cluster.URL":         "-cluster",
+		"Cluster.NATSOptions": "-cluster-creds",
+		"Cluster.Name":        "-cluster-name",
+		"Cluster.Instance":    "-cluster-instance",
+		"Cluster.Lease":       "-cluster-lease",
+		"Cluster.MaxAge":      "-resume-max-age",
 	}
 }
 
@@ -223,6 +236,14 @@ message is the field's JSON value. Its credentials go in the URL
 (nats://user:password@host, nats://token@host) or in -nats-creds NAME=FILE.
 -protocol and -forward-header are for GraphQL upstreams only.
 
+With -cluster nats://HOST:4222, gateways in front of the same GraphQL
+upstreams act as one, through a NATS server with JetStream: one instance
+subscribes upstream for all (it holds a lease, for -cluster-lease), results
+go through a JetStream stream whose sequences are the event ids, so that a
+client resumes on any instance with Last-Event-ID, and when an instance
+dies another one with clients takes its subscriptions over once the lease
+has expired. Its credentials go in the URL or in -cluster-creds FILE.
+
 With -jwt-secret-file or -jwks, callers may present a JSON Web Token, in an
 Authorization: Bearer header or in the -auth-cookie cookie. Operations with
 @auth, @rbac or @fromClaim require one; @fromClaim variables take their
@@ -260,6 +281,7 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	cfg := &config{}
 	var upstreams, schemas, protocols, forward, origins, proxies, natsCreds listFlag
 	var af authFlags
+	var cf clusterFlags
 	fs.StringVar(&cfg.listen, "listen", defaultListen, "listen on `ADDR` (host:port)")
 	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (host:port), on a listener of its own; empty serves none")
 	fs.Var(&upstreams, "upstream", "an upstream, `[NAME=]URL` (repeatable): a GraphQL server at a ws:// or wss:// URL, or NATS at a nats:// or tls://\nURL or a comma-separated list of such URLs (a cluster), with credentials as nats://USER:PASSWORD@HOST or\nnats://TOKEN@HOST, or given by -nats-creds; a NATS upstream needs its -schema. Operations reach its root fields\nas NAME_field; at most one upstream has no NAME, and its fields keep their names.")
@@ -293,6 +315,12 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	fs.IntVar(&cfg.maxUpstreamConns, "max-upstream-conns", 0, "refuse a stream that needs a new connection to an upstream with 429 TOO_MANY_UPSTREAM_CONNECTIONS while\n`N` are open to it. With -forward-header, callers whose values differ get connections of their own, and the\nvalues are theirs to choose: without a cap, each new value opens one more connection. 0 sets no cap")
 	fs.Var(&proxies, "trusted-proxy", "believe the -client-ip-header of requests from the proxies in `CIDR` (a bare address is one host;\nrepeatable): an anonymous caller counts for -max-streams-per-principal by the rightmost address there that\nis not a trusted proxy's, as nginx's real_ip_recursive does, so what a client writes to the left of it is ignored.\nBy default callers count by remote address")
 	fs.StringVar(&cfg.clientIPHeader, "client-ip-header", "", "the header `NAME` that the -trusted-proxy proxies append the client's address to; X-Forwarded-For by\ndefault. Only with -trusted-proxy: without trusted proxies, anyone can write any address in it")
+	fs.StringVar(&cf.url, "cluster", "", "run as one instance of a cluster of gateways, through the NATS server with JetStream at `URL`\n(nats:// or tls://, or a comma-separated list), with credentials as for a NATS -upstream or in -cluster-creds:\none instance subscribes upstream for all (to GraphQL upstreams; NATS shares its own), event ids resume on any\ninstance, and another instance takes a subscription over when its owner dies. By default the gateway runs alone")
+	fs.StringVar(&cf.name, "cluster-name", gqlpush.DefaultClusterName, "the cluster's `NAME`, letters, digits, '-' and '_': it names the JetStream stream and key-value bucket\nof the cluster, so gateways with the same -cluster and NAME are one cluster. Only with -cluster")
+	fs.StringVar(&cf.instance, "cluster-instance", "", "this gateway's `NAME` in the cluster, letters, digits, '-' and '_', unique in it; by default a random\nname, logged at startup. Only with -cluster")
+	fs.DurationVar(&cf.lease, "cluster-lease", gqlpush.DefaultClusterLease, "let the instance that holds a shared subscription keep it for `D` without renewing (it renews every D/3):\nwhen it dies, another instance with clients takes the subscription over once D has passed since the last\nrenewal. 100ms or more; 0 means the default. Only with -cluster")
+	fs.DurationVar(&cf.maxAge, "resume-max-age", gqlpush.DefaultResumeMaxAge, "keep results in the cluster's JetStream stream for `D`, for clients to resume from with Last-Event-ID\non any instance (at most -resume-frames of each subscription). 100ms or more; 0 means the default.\nOnly with -cluster")
+	fs.StringVar(&cf.creds, "cluster-creds", "", "the credentials `FILE` that the -cluster connection uses: a user JWT and its nkey seed, as for -nats-creds.\nChecked at startup, then read again at every connect, so it can be replaced in place. Let the gateway's\nuser alone read the file (a warning is logged otherwise). Only with -cluster")
 	fs.Var(&origins, "cors-origin", "let the pages of `ORIGIN` (https://app.example.com) read streams from another origin, with cookies\n(repeatable; * is refused). By default only same-origin pages may")
 
 	if err := fs.Parse(args); err != nil {
@@ -373,6 +401,9 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		return nil, err
 	}
 	if err := cfg.applyProtocols(protocols); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkCluster(cf, flagsSet); err != nil {
 		return nil, err
 	}
 

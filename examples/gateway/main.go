@@ -45,9 +45,9 @@
 // spread over the -drain window so that clients do not all come back at
 // once; then the HTTP servers close. The exit status is 0 after a clean
 // shutdown, 2 when the flags or what they name (operations, schemas, the
-// secret, the key set, a NATS credentials file) are invalid, and 1 on any
-// other failure. Most values are checked by gqlpush itself, and reported
-// under the flag that gave them:
+// secret, the key set, a NATS credentials file, the cluster's settings) are
+// invalid, and 1 on any other failure. Most values are checked by gqlpush
+// itself, and reported under the flag that gave them:
 //
 //	gateway: -queue: gqlpush: Config.QueueSize is negative
 //
@@ -78,6 +78,29 @@
 // error, and so is either flag when every upstream is a NATS upstream.
 // While NATS is unreachable, streams stay open for -reconnect-limit, then
 // end with UPSTREAM_UNAVAILABLE, as they do on a GraphQL upstream.
+//
+// # Cluster
+//
+// With -cluster, several gateways in front of the same GraphQL upstreams
+// act as one, through a NATS server with JetStream enabled:
+//
+//	gateway -operations ./operations -upstream gql=wss://api.example.com/graphql \
+//	        -cluster nats://gw:secret@nats.internal:4222 -cluster-instance gw-1
+//
+// For each subscription (an operation, its variables, the forwarded
+// headers), the first instance that needs it subscribes upstream, for the
+// whole cluster, and holds a lease on it in a JetStream key-value bucket;
+// results go through a JetStream stream, whose sequences are the event ids,
+// so that a client resumes on any instance with Last-Event-ID, for
+// -resume-max-age (5 min by default). When that instance dies, another one
+// with clients of the subscription takes it over once the lease has expired,
+// -cluster-lease (5 s by default) after its last renewal; the clients'
+// streams go on.
+// -cluster-name (gqlpush by default) names the stream and the bucket, and so
+// the cluster; -cluster-instance names this gateway in it (a random name by
+// default). The gateway logs both at startup. Credentials go in the URL or in
+// a credentials file named with -cluster-creds FILE. NATS upstreams need no
+// cluster: NATS shares them itself.
 //
 // # Quick start
 //
@@ -217,6 +240,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, w := range cfg.warnings {
 		log.Warn(w)
 	}
+	cfg.logCluster(log)
 	// The handler holds nothing yet: Close returns at once on the way out.
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {

@@ -23,7 +23,15 @@ import (
 	"go.uber.org/goleak"
 )
 
+// mainEnv makes the test binary run the gateway's main, with the arguments
+// it is given, instead of the tests: TestClusterFailover runs gateways in
+// processes of their own, to kill one.
+const mainEnv = "GQLPUSH_GATEWAY_RUN_MAIN"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(mainEnv) == "1" {
+		main() // exits
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -301,7 +309,8 @@ func TestHelp(t *testing.T) {
 		"-forward-header NAME", "-max-streams N", "-max-streams-per-principal N", "-cors-origin ORIGIN", "-client-ip-header NAME",
 		"-queue-bytes N", "-max-conns N", "-max-anonymous-streams N", "-max-subscriptions N", "-max-upstream-conns N", "-trusted-proxy CIDR",
 		"request heads (64 KiB)", "wg_subscribe_once", "exp plus -jwt-leeway", quickStart,
-		"-nats-creds NAME=FILE", "nats://", "tls://", "@natsSubscribe"} {
+		"-nats-creds NAME=FILE", "nats://", "tls://", "@natsSubscribe",
+		"-cluster URL", "-cluster-name NAME", "-cluster-instance NAME", "-cluster-lease D", "-resume-max-age D", "-cluster-creds FILE", "Last-Event-ID"} {
 		if !strings.Contains(stdout.String(), w) {
 			t.Errorf("usage does not mention %q:\n%s", w, stdout.String())
 		}
@@ -337,6 +346,13 @@ func TestHelp(t *testing.T) {
 		"upstream":   "nats://USER:PASSWORD@HOST",
 		"nats-creds": "so it can be replaced in place",
 		"schema":     "required for a NATS upstream",
+		// What an operator must know of a cluster.
+		"cluster":          "JetStream",
+		"cluster-name":     fmt.Sprintf("(default %q)", gqlpush.DefaultClusterName),
+		"cluster-instance": "by default a random",
+		"cluster-lease":    fmt.Sprintf("(default %v)", gqlpush.DefaultClusterLease),
+		"resume-max-age":   fmt.Sprintf("(default %v)", gqlpush.DefaultResumeMaxAge),
+		"cluster-creds":    "as for -nats-creds",
 	} {
 		text, ok := flags[name]
 		if !ok {

@@ -180,21 +180,28 @@ func TestQuickStart(t *testing.T) {
 }
 
 // TestFieldFlags checks the table from gqlpush's fields to the gateway's
-// flags: every row names a field of gqlpush.Config or gqlpush.Upstream and
-// a flag of the gateway, and every field the flags set has a row.
+// flags: every row names a field of gqlpush.Config or gqlpush.Upstream, or
+// of gqlpush.Cluster as "Cluster.Field", and a flag of the gateway, and
+// every field the flags set has a row.
 func TestFieldFlags(t *testing.T) {
 	var usage bytes.Buffer
 	if _, err := parseConfig([]string{"-h"}, &usage); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
 	flags := helpFlags(usage.String())
-	configType, upstreamType := reflect.TypeFor[gqlpush.Config](), reflect.TypeFor[gqlpush.Upstream]()
+	configType, upstreamType, clusterType := reflect.TypeFor[gqlpush.Config](), reflect.TypeFor[gqlpush.Upstream](), reflect.TypeFor[gqlpush.Cluster]()
 	table := fieldFlags()
 	for field, name := range table {
-		_, inConfig := configType.FieldByName(field)
-		_, inUpstream := upstreamType.FieldByName(field)
-		if inConfig == inUpstream {
-			t.Errorf("%s: a field of gqlpush.Config %v, of gqlpush.Upstream %v: want one of them", field, inConfig, inUpstream)
+		if f, ok := strings.CutPrefix(field, "Cluster."); ok {
+			if _, in := clusterType.FieldByName(f); !in {
+				t.Errorf("%s: not a field of gqlpush.Cluster", field)
+			}
+		} else {
+			_, inConfig := configType.FieldByName(field)
+			_, inUpstream := upstreamType.FieldByName(field)
+			if inConfig == inUpstream {
+				t.Errorf("%s: a field of gqlpush.Config %v, of gqlpush.Upstream %v: want one of them", field, inConfig, inUpstream)
+			}
 		}
 		if _, ok := flags[strings.TrimPrefix(name, "-")]; !ok {
 			t.Errorf("%s: the gateway has no flag %s", field, name)
@@ -207,28 +214,35 @@ func TestFieldFlags(t *testing.T) {
 		"-protocol", "graphql-ws", "-heartbeat", "1s", "-queue", "1", "-queue-bytes", "1", "-write-timeout", "1s", "-reconnect-limit", "1s",
 		"-resume-frames", "1", "-resume-grace", "1s", "-once-timeout", "1s", "-drain", "1s",
 		"-max-streams", "9", "-max-streams-per-principal", "1", "-max-anonymous-streams", "1", "-max-subscriptions", "1", "-max-upstream-conns", "1",
-		"-forward-header", "X-Tenant", "-cors-origin", "https://app.example.com", "-trusted-proxy", "10.0.0.0/8"}, io.Discard)
+		"-forward-header", "X-Tenant", "-cors-origin", "https://app.example.com", "-trusted-proxy", "10.0.0.0/8",
+		"-cluster", "nats://127.0.0.1:4", "-cluster-name", "c", "-cluster-instance", "i", "-cluster-lease", "1s", "-resume-max-age", "1s",
+		"-cluster-creds", someNATSUser(t).creds}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hc := cfg.handlerConfig()
-	checkFields := func(v reflect.Value, own ...string) {
+	checkFields := func(v reflect.Value, prefix string, own ...string) {
 		t.Helper()
 		for i := range v.NumField() {
 			f := v.Type().Field(i)
 			if !f.IsExported() || v.Field(i).IsZero() || slices.Contains(own, f.Name) {
 				continue
 			}
-			if _, ok := table[f.Name]; !ok {
+			if _, ok := table[prefix+f.Name]; !ok {
 				t.Errorf("%s.%s is set by a flag, and has no row in fieldFlags", v.Type(), f.Name)
 			}
 		}
 	}
-	// Prefix is the gateway's constant; gqlpush refuses no ClientAddress.
-	checkFields(reflect.ValueOf(hc), "Prefix", "ClientAddress")
+	// Prefix is the gateway's constant; gqlpush refuses no ClientAddress;
+	// the fields of Cluster have rows of their own.
+	checkFields(reflect.ValueOf(hc), "", "Prefix", "ClientAddress", "Cluster")
 	for _, u := range hc.Upstreams {
-		checkFields(reflect.ValueOf(u))
+		checkFields(reflect.ValueOf(u), "")
 	}
+	if hc.Cluster == nil {
+		t.Fatal("-cluster set no Cluster")
+	}
+	checkFields(reflect.ValueOf(*hc.Cluster), "Cluster.")
 }
 
 // TestHandlerError: a setting gqlpush refuses is a usage error named after
