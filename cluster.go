@@ -1,6 +1,7 @@
 package gqlpush
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
@@ -419,8 +420,10 @@ func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstre
 	k.mu.Unlock()
 
 	if o != nil {
-		if stopped, fenced := o.state(); stopped {
-			k.drop(o, !fenced, fenced)
+		if stopped, fenced, done := o.state(); stopped {
+			if done || fenced { // an end still queued is published first
+				k.drop(o, !fenced, fenced)
+			}
 			return
 		}
 		rev, err := kv.Update(ctx, k.leaseKey, []byte(k.c.set.Instance), o.rev)
@@ -521,12 +524,15 @@ func (k *clusterKey) drop(o *ownership, release, lost bool) {
 	defer cancel()
 	o.mu.Lock()
 	o.stopped = true
+	o.queue, o.queued = nil, 0
 	hd := o.hd
 	o.hd = nil
-	if release {
-		o.send(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterReleasedHeader: {k.c.set.Instance}}})
-	}
 	o.mu.Unlock()
+	if release {
+		o.sendMu.Lock()
+		o.send(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterReleasedHeader: {k.c.set.Instance}}})
+		o.sendMu.Unlock()
+	}
 	if hd != nil {
 		hd.close()
 	}
@@ -605,25 +611,39 @@ func clusterMsgKind(h nats.Header, data []byte) (clusterKind, ending) {
 // upstream subscription, which publishes to the key's subject. Each
 // publish expects the subject's last sequence to be the one before: an
 // owner that another has replaced fails, and stops.
+//
+// The upstream's reader must not wait for NATS: results are queued, and a
+// goroutine of the ownership's publishes them in turn.
 type ownership struct {
 	k  *clusterKey
 	op string
 
-	mu      sync.Mutex // one publish at a time
-	rev     uint64     // of the lease
-	renewed time.Time  // when it was taken or last renewed
-	last    uint64     // the subject's last sequence, as this owner left it
-	hd      handle     // its upstream subscription
-	stopped bool
+	sendMu sync.Mutex // held across a publish: one at a time, in order
+	last   uint64     // the subject's last sequence, as this owner left it; guarded by sendMu
+
+	mu      sync.Mutex
+	rev     uint64    // of the lease
+	renewed time.Time // when it was taken or last renewed
+	hd      handle    // its upstream subscription
+	queue   []*nats.Msg
+	queued  int  // bytes in queue
+	sending bool // a goroutine publishes the queue
+	stopped bool // nothing more is queued
 	fenced  bool // stopped because another instance owns the key now
 }
 
 var _ receiver = (*ownership)(nil)
 
-func (o *ownership) state() (stopped, fenced bool) {
+// errClusterBehind is what the Observer is told when results come faster
+// than the cluster takes them.
+var errClusterBehind = errors.New("the cluster's stream falls behind the upstream: results dropped")
+
+// state reports whether the ownership is over, and whether it was
+// replaced; done is false while its queue is still being published.
+func (o *ownership) state() (stopped, fenced, done bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.stopped, o.fenced
+	return o.stopped, o.fenced, !o.sending
 }
 
 func (o *ownership) setRev(rev uint64) {
@@ -639,7 +659,7 @@ func (o *ownership) renewedAt() time.Time {
 }
 
 // send publishes m after the last message this owner knows of. Called with
-// o.mu held, or before o is shared.
+// sendMu held, or before o is shared.
 func (o *ownership) send(ctx context.Context, m *nats.Msg) error {
 	ack, err := o.k.c.conn.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(o.last))
 	if err != nil {
@@ -649,32 +669,80 @@ func (o *ownership) send(ctx context.Context, m *nats.Msg) error {
 	return nil
 }
 
+// enqueue queues m to publish, within the queue's bounds unless always.
+// Called with o.mu held.
+func (o *ownership) enqueue(m *nats.Msg, always bool) {
+	c := o.k.c
+	if !always && (len(o.queue) >= max(c.cfg.QueueSize, 1) || o.queued+len(m.Data) > max(c.cfg.QueueBytes, 1)) {
+		c.conn.logs.warn(logFailed, "cluster: results come faster than its stream takes them; dropped", "operation", o.op)
+		c.cfg.Observer.clusterError(o.op, errClusterBehind)
+		return
+	}
+	o.queue = append(o.queue, m)
+	o.queued += len(m.Data)
+	if !o.sending {
+		o.sending = true
+		c.wg.Add(1)
+		go o.sendAll()
+	}
+}
+
+// sendAll publishes the queue, in order, until it is empty or the key is
+// another's.
+func (o *ownership) sendAll() {
+	c := o.k.c
+	defer c.wg.Done()
+	for {
+		o.mu.Lock()
+		if len(o.queue) == 0 || o.fenced {
+			o.sending = false
+			stopped := o.stopped
+			o.mu.Unlock()
+			if stopped {
+				o.k.signal() // the runner lets the key go
+			}
+			return
+		}
+		m := o.queue[0]
+		o.queue[0] = nil
+		o.queue = o.queue[1:]
+		o.queued -= len(m.Data)
+		o.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AckTimeout)
+		o.sendMu.Lock()
+		err := o.send(ctx, m)
+		o.sendMu.Unlock()
+		cancel()
+		var api *jetstream.APIError
+		switch {
+		case err == nil:
+		case errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
+			// Another instance owns the key now.
+			o.mu.Lock()
+			o.stopped, o.fenced = true, true
+			o.queue, o.queued = nil, 0
+			o.mu.Unlock()
+		default:
+			c.conn.logs.warn(logFailed, "cluster: publishing a result failed", "operation", o.op, "err", logText(err))
+			c.cfg.Observer.clusterError(o.op, err)
+		}
+	}
+}
+
 func (o *ownership) publish(raw []byte, _ uint64) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.stopped {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(o.k.c.ctx, o.k.c.cfg.AckTimeout)
-	defer cancel()
-	err := o.send(ctx, &nats.Msg{Subject: o.k.subject, Data: raw})
-	var api *jetstream.APIError
-	switch {
-	case err == nil:
-	case errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
-		// Another instance owns the key now.
-		o.stopped, o.fenced = true, true
-		o.k.signal()
-	default:
-		o.k.c.conn.logs.warn(logFailed, "cluster: publishing a result failed", "operation", o.op, "err", logText(err))
-		o.k.c.cfg.Observer.clusterError(o.op, err)
+	if !o.stopped {
+		o.enqueue(&nats.Msg{Subject: o.k.subject, Data: bytes.Clone(raw)}, false)
 	}
 	return nil
 }
 
-// end publishes the end of the upstream subscription for every instance's
-// readers, unless this instance only shuts down (another takes the key
-// over), and lets the runner give the key up.
+// end publishes, after the results before it, the end of the upstream
+// subscription for every instance's readers, unless this instance only
+// shuts down (another takes the key over); then the runner gives the key
+// up.
 func (o *ownership) end(e ending) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -683,13 +751,7 @@ func (o *ownership) end(e ending) {
 	}
 	o.stopped = true
 	if e.why != probShutdown {
-		ctx, cancel := context.WithTimeout(o.k.c.ctx, o.k.c.cfg.AckTimeout)
-		defer cancel()
-		m := &nats.Msg{Subject: o.k.subject, Header: nats.Header{clusterEndHeader: {string(e.why.reason())}}, Data: e.errors}
-		if err := o.send(ctx, m); err != nil {
-			o.k.c.conn.logs.warn(logFailed, "cluster: publishing an end failed", "operation", o.op, "err", logText(err))
-			o.k.c.cfg.Observer.clusterError(o.op, err)
-		}
+		o.enqueue(&nats.Msg{Subject: o.k.subject, Header: nats.Header{clusterEndHeader: {string(e.why.reason())}}, Data: e.errors}, true)
 	}
 	o.k.signal()
 }
