@@ -8,6 +8,7 @@
 package gqlpushprom
 
 import (
+	"strconv"
 	"sync"
 	"time"
 
@@ -28,10 +29,16 @@ type Metrics struct {
 	frames         *prometheus.CounterVec // operation
 	dropped        *prometheus.CounterVec // operation, reason
 	latency        prometheus.Histogram
+	keysOwned      *prometheus.GaugeVec     // operation
+	keysTaken      *prometheus.CounterVec   // operation, failover
+	keysReleased   *prometheus.CounterVec   // operation, lost
+	clusterErrors  *prometheus.CounterVec   // operation
+	clusterLag     *prometheus.HistogramVec // operation
 
-	// Delivery is the hot path: its children are looked up once per
-	// operation, not per call.
+	// Delivery and reading the cluster's stream are the hot paths: their
+	// children are looked up once per operation, not per call.
 	framesByOp sync.Map // operation → prometheus.Counter
+	lagByOp    sync.Map // operation → prometheus.Observer
 }
 
 // New creates the metrics and registers them with reg.
@@ -66,8 +73,20 @@ func NewWith(reg prometheus.Registerer, constLabels prometheus.Labels) (*Metrics
 			ConstLabels: constLabels,
 			Buckets:     prometheus.ExponentialBuckets(50e-6, 2, 16), // 50 µs to 1.6 s
 		}),
+		keysOwned:     gauge("cluster_keys_owned", "Subscription keys this instance owns in the cluster now.", "operation"),
+		keysTaken:     counter("cluster_keys_taken_total", "Subscription keys this instance became the owner of, by whether their owner before had not given them up.", "operation", "failover"),
+		keysReleased:  counter("cluster_keys_released_total", "Subscription keys this instance stopped owning, by whether another instance took them or their lease could not be renewed.", "operation", "lost"),
+		clusterErrors: counter("cluster_errors_total", "Results that could not be published to the cluster's stream.", "operation"),
+		clusterLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace:   "gqlpush",
+			Name:        "cluster_lag_seconds",
+			Help:        "Time from a result's publish by its owner to its read from the cluster's stream by this instance.",
+			ConstLabels: constLabels,
+			Buckets:     prometheus.ExponentialBucketsRange(50e-6, 2, 16), // 50 µs to 2 s
+		}, []string{"operation"}),
 	}
-	for _, c := range []prometheus.Collector{m.streams, m.streamsClosed, m.subscriptions, m.upstreamConns, m.reconnects, m.upstreamLosses, m.frames, m.dropped, m.latency} {
+	for _, c := range []prometheus.Collector{m.streams, m.streamsClosed, m.subscriptions, m.upstreamConns, m.reconnects, m.upstreamLosses, m.frames, m.dropped, m.latency,
+		m.keysOwned, m.keysTaken, m.keysReleased, m.clusterErrors, m.clusterLag} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -99,6 +118,16 @@ func (m *Metrics) Observer() *gqlpush.Observer {
 		},
 		FramesDelivered:   m.framesDelivered,
 		SubscriberDropped: func(op string, reason gqlpush.Reason) { m.dropped.WithLabelValues(op, string(reason)).Inc() },
+		ClusterKeyTaken: func(op string, failover bool) {
+			m.keysOwned.WithLabelValues(op).Inc()
+			m.keysTaken.WithLabelValues(op, strconv.FormatBool(failover)).Inc()
+		},
+		ClusterKeyReleased: func(op string, lost bool) {
+			m.keysOwned.WithLabelValues(op).Dec()
+			m.keysReleased.WithLabelValues(op, strconv.FormatBool(lost)).Inc()
+		},
+		ClusterError: func(op string, _ error) { m.clusterErrors.WithLabelValues(op).Inc() },
+		ClusterLag:   m.clusterLagged,
 	}
 }
 
@@ -109,4 +138,14 @@ func (m *Metrics) framesDelivered(op string, n int, latency time.Duration) {
 	}
 	c.(prometheus.Counter).Add(float64(n))
 	m.latency.Observe(latency.Seconds())
+}
+
+func (m *Metrics) clusterLagged(op string, lag time.Duration) {
+	h, ok := m.lagByOp.Load(op)
+	if !ok {
+		h, _ = m.lagByOp.LoadOrStore(op, m.clusterLag.WithLabelValues(op))
+	}
+	// The lag spans two instances' clocks: one behind its publisher's
+	// would make it negative.
+	h.(prometheus.Observer).Observe(max(lag, 0).Seconds())
 }

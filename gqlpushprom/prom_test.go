@@ -140,3 +140,94 @@ gqlpush_upstream_connections_active{upstream="gql"} 0
 		t.Errorf("after Close: %v", err)
 	}
 }
+
+func TestClusterMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m, err := gqlpushprom.NewWith(reg, prometheus.Labels{"gateway": "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := m.Observer()
+	o.ClusterKeyTaken("Live", false)
+	o.ClusterKeyTaken("Live", true)
+	o.ClusterKeyTaken("Count", false)
+	o.ClusterKeyReleased("Live", false)
+	o.ClusterKeyReleased("Count", true)
+	o.ClusterError("Live", io.ErrUnexpectedEOF)
+	o.ClusterError("Live", io.ErrUnexpectedEOF)
+	o.ClusterLag("Live", 100*time.Microsecond)
+	o.ClusterLag("Live", 3*time.Millisecond)
+	o.ClusterLag("Live", 5*time.Second)
+	o.ClusterLag("Count", -time.Millisecond) // a clock behind the publisher's
+
+	want := `
+# HELP gqlpush_cluster_errors_total Results that could not be published to the cluster's stream.
+# TYPE gqlpush_cluster_errors_total counter
+gqlpush_cluster_errors_total{gateway="a",operation="Live"} 2
+# HELP gqlpush_cluster_keys_owned Subscription keys this instance owns in the cluster now.
+# TYPE gqlpush_cluster_keys_owned gauge
+gqlpush_cluster_keys_owned{gateway="a",operation="Count"} 0
+gqlpush_cluster_keys_owned{gateway="a",operation="Live"} 1
+# HELP gqlpush_cluster_keys_released_total Subscription keys this instance stopped owning, by whether another instance took them or their lease could not be renewed.
+# TYPE gqlpush_cluster_keys_released_total counter
+gqlpush_cluster_keys_released_total{gateway="a",lost="false",operation="Live"} 1
+gqlpush_cluster_keys_released_total{gateway="a",lost="true",operation="Count"} 1
+# HELP gqlpush_cluster_keys_taken_total Subscription keys this instance became the owner of, by whether their owner before had not given them up.
+# TYPE gqlpush_cluster_keys_taken_total counter
+gqlpush_cluster_keys_taken_total{failover="false",gateway="a",operation="Count"} 1
+gqlpush_cluster_keys_taken_total{failover="false",gateway="a",operation="Live"} 1
+gqlpush_cluster_keys_taken_total{failover="true",gateway="a",operation="Live"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"gqlpush_cluster_errors_total", "gqlpush_cluster_keys_owned",
+		"gqlpush_cluster_keys_released_total", "gqlpush_cluster_keys_taken_total"); err != nil {
+		t.Error(err)
+	}
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lags := map[string]struct {
+		count uint64
+		sum   float64
+		inf   bool // the largest observation is above the last bucket
+	}{"Live": {3, 5.0031, true}, "Count": {1, 0, false}}
+	found := 0
+	for _, mf := range mfs {
+		if mf.GetName() != "gqlpush_cluster_lag_seconds" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			var op string
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "operation" {
+					op = l.GetValue()
+				}
+			}
+			w, ok := lags[op]
+			if !ok {
+				t.Errorf("lag of unexpected operation %q", op)
+				continue
+			}
+			found++
+			h := s.GetHistogram()
+			if h.GetSampleCount() != w.count || h.GetSampleSum() < w.sum-1e-9 || h.GetSampleSum() > w.sum+1e-9 {
+				t.Errorf("lag of %s: count %d, sum %g; want %d, %g", op, h.GetSampleCount(), h.GetSampleSum(), w.count, w.sum)
+			}
+			b := h.GetBucket()
+			if first, last := b[0].GetUpperBound(), b[len(b)-1].GetUpperBound(); first != 50e-6 || last < 1.9 || last > 2.1 {
+				t.Errorf("lag buckets %g .. %g", first, last)
+			}
+			if below := b[len(b)-1].GetCumulativeCount(); (below < w.count) != w.inf {
+				t.Errorf("lag of %s: %d of %d in the last bucket", op, below, w.count)
+			}
+			if op == "Count" && b[0].GetCumulativeCount() != 1 {
+				t.Errorf("negative lag not in the first bucket")
+			}
+		}
+	}
+	if found != len(lags) {
+		t.Errorf("lag histogram: %d series, want %d", found, len(lags))
+	}
+}
