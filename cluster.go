@@ -520,7 +520,7 @@ func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstre
 // lease is still this instance's (release), the lease, leaving a mark that
 // says so. lost is for the Observer: the key was taken from this instance.
 func (k *clusterKey) drop(o *ownership, release, lost bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), k.c.cfg.AckTimeout)
+	ctx, cancel := k.c.conn.whileUp(context.Background(), k.c.cfg.AckTimeout)
 	defer cancel()
 	o.mu.Lock()
 	o.stopped = true
@@ -559,7 +559,7 @@ func (k *clusterKey) leave() {
 		k.drop(o, true, false)
 	}
 	if kv := k.c.bucket(); interested && kv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), k.c.cfg.AckTimeout)
+		ctx, cancel := k.c.conn.whileUp(context.Background(), k.c.cfg.AckTimeout)
 		defer cancel()
 		kv.Delete(ctx, k.mineKey)
 	}
