@@ -23,9 +23,7 @@ import (
 
 	"github.com/gqlpush/gqlpush"
 	"github.com/gqlpush/gqlpush/gqlpushtest"
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nkeys"
 )
 
 // randomInstance is what a random -cluster-instance looks like.
@@ -763,57 +761,6 @@ func TestClusterFailover(t *testing.T) {
 	}
 }
 
-// startJetStreamOperatorNATS is startOperatorNATS with JetStream: a NATS
-// server in operator mode whose one account, besides the system account,
-// may use JetStream, and a user of that account.
-func startJetStreamOperatorNATS(t *testing.T) (*server.Server, natsUser) {
-	t.Helper()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	operator, err := nkeys.CreateOperator()
-	must(err)
-	opPub, err := operator.PublicKey()
-	must(err)
-	account, err := nkeys.CreateAccount()
-	must(err)
-	accPub, err := account.PublicKey()
-	must(err)
-	system, err := nkeys.CreateAccount()
-	must(err)
-	sysPub, err := system.PublicKey()
-	must(err)
-
-	oc := jwt.NewOperatorClaims(opPub)
-	oc.Name = "test"
-	oc.SystemAccount = sysPub
-	opJWT, err := oc.Encode(operator)
-	must(err)
-	oc, err = jwt.DecodeOperatorClaims(opJWT)
-	must(err)
-
-	resolver := &server.MemAccResolver{}
-	for _, a := range []struct {
-		name, pub string
-		js        bool
-	}{{"chat", accPub, true}, {"SYS", sysPub, false}} {
-		ac := jwt.NewAccountClaims(a.pub)
-		ac.Name = a.name
-		if a.js {
-			ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
-		}
-		accJWT, err := ac.Encode(operator)
-		must(err)
-		must(resolver.Store(a.pub, accJWT))
-	}
-	ns := startNATS(t, server.Options{TrustedOperators: []*jwt.OperatorClaims{oc}, AccountResolver: resolver, SystemAccount: sysPub,
-		JetStream: true, StoreDir: t.TempDir()})
-	return ns, newNATSUser(t, account)
-}
-
 // TestClusterCredentials: the gateway joins a cluster whose NATS server
 // wants credentials, given by -cluster-creds or in the URL; with none, or
 // wrong ones, its streams end with UPSTREAM_UNAVAILABLE at the reconnect
@@ -875,7 +822,7 @@ func TestClusterCredentials(t *testing.T) {
 	}
 
 	t.Run("creds", func(t *testing.T) {
-		ns, acc := startJetStreamOperatorNATS(t)
+		ns, acc := startOperatorNATS(t, true)
 		up := gqlpushtest.NewServer(nil)
 		t.Cleanup(up.Close)
 		g := startGateway(t, "-operations", ops, "-upstream", "gql="+up.URL, "-heartbeat", "1h", "-cluster", ns.ClientURL(), "-cluster-creds", acc.creds)

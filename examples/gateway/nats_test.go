@@ -349,8 +349,8 @@ func newNATSUser(t *testing.T, account nkeys.KeyPair) natsUser {
 // startOperatorNATS starts a NATS server in operator mode, with
 // decentralised JWT authentication as nsc sets it up: one account besides
 // the system account, whose JWTs an in-memory resolver holds, and a user of
-// that account.
-func startOperatorNATS(t *testing.T) (*server.Server, natsUser) {
+// that account; with js, the account may use JetStream.
+func startOperatorNATS(t *testing.T, js bool) (*server.Server, natsUser) {
 	t.Helper()
 	must := func(err error) {
 		t.Helper()
@@ -380,14 +380,24 @@ func startOperatorNATS(t *testing.T) (*server.Server, natsUser) {
 	must(err)
 
 	resolver := &server.MemAccResolver{}
-	for _, a := range []struct{ name, pub string }{{"shop", accPub}, {"SYS", sysPub}} {
+	for _, a := range []struct {
+		name, pub string
+		js        bool
+	}{{"shop", accPub, js}, {"SYS", sysPub, false}} {
 		ac := jwt.NewAccountClaims(a.pub)
 		ac.Name = a.name
+		if a.js {
+			ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+		}
 		accJWT, err := ac.Encode(operator)
 		must(err)
 		must(resolver.Store(a.pub, accJWT))
 	}
-	ns := startNATS(t, server.Options{TrustedOperators: []*jwt.OperatorClaims{oc}, AccountResolver: resolver, SystemAccount: sysPub})
+	opts := server.Options{TrustedOperators: []*jwt.OperatorClaims{oc}, AccountResolver: resolver, SystemAccount: sysPub}
+	if js {
+		opts.JetStream, opts.StoreDir = true, t.TempDir()
+	}
+	ns := startNATS(t, opts)
 	return ns, newNATSUser(t, account)
 }
 
@@ -407,7 +417,7 @@ func someNATSUser(t *testing.T) natsUser {
 // others publish in its account; without it, the server lets it in nowhere.
 // The seed and the JWT show in nothing the gateway prints or logs.
 func TestNATSCreds(t *testing.T) {
-	ns, acc := startOperatorNATS(t)
+	ns, acc := startOperatorNATS(t, false)
 	pub := natsPublisher(t, ns, nats.UserCredentials(acc.creds))
 
 	t.Run("with -nats-creds", func(t *testing.T) {

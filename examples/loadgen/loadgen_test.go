@@ -39,18 +39,7 @@ func TestSteadyEndToEnd(t *testing.T) {
 		{"nats-distinct", "NatsRoom (a subject per client)", "nats://", 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			code := run(t.Context(), []string{
-				"-scenario", tc.name, "-clients", "5", "-rate", "20",
-				"-warmup", "500ms", "-duration", "1s", "-json",
-			}, &stdout, &stderr)
-			if code != 0 {
-				t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
-			}
-			var rep report
-			if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-				t.Fatalf("the report is not JSON: %v\n%s", err, &stdout)
-			}
+			rep, stderr := runReport(t, "-scenario", tc.name, "-clients", "5", "-rate", "20", "-warmup", "500ms", "-duration", "1s", "-json")
 			if rep.Scenario != tc.name || rep.Params.Operation != tc.operation {
 				t.Errorf("scenario %q on %q, want %q on %q", rep.Scenario, rep.Params.Operation, tc.name, tc.operation)
 			}
@@ -61,11 +50,11 @@ func TestSteadyEndToEnd(t *testing.T) {
 				t.Errorf("upstream subscriptions %s, want %d", ptrText(s, "%d"), tc.subs)
 			}
 			if len(rep.Windows) != 1 {
-				t.Fatalf("%d windows, want 1:\n%s", len(rep.Windows), &stdout)
+				t.Fatalf("%d windows, want 1:\n%+v", len(rep.Windows), rep)
 			}
 			w := rep.Windows[0]
 			if w.Delivered == 0 {
-				t.Errorf("nothing delivered in the window:\n%s", &stdout)
+				t.Errorf("nothing delivered in the window:\n%+v", rep)
 			}
 			if rep.Lost == nil || *rep.Lost != 0 || rep.OOO == nil || *rep.OOO != 0 {
 				t.Errorf("lost %s, out of order %s; want 0 and 0", ptrText(rep.Lost, "%d"), ptrText(rep.OOO, "%d"))
@@ -85,8 +74,8 @@ func TestSteadyEndToEnd(t *testing.T) {
 			if rep.Gateway.Exit != "0" {
 				t.Errorf("the gateway exited with %q, want 0", rep.Gateway.Exit)
 			}
-			if !strings.Contains(stderr.String(), "gateway (child, pid") {
-				t.Errorf("stderr does not tell of the child gateway:\n%s", &stderr)
+			if !strings.Contains(stderr, "gateway (child, pid") {
+				t.Errorf("stderr does not tell of the child gateway:\n%s", stderr)
 			}
 		})
 	}
@@ -107,16 +96,9 @@ func TestNATSScenarios(t *testing.T) {
 		{"gateway", []string{"-scenario", "nats-distinct", "-gateway", "http://127.0.0.1:1"}, "nats://ADDRESS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			c, err := parseConfig(tc.args, &stderr)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("error %v, want one containing %q", err, tc.err)
-				}
+			c, ok := parseOrRefuse(t, tc.args, tc.err)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			want, _ := scenarioDefaults(c.base())
 			if c.clients != want.clients || c.rate != want.rate || c.warmup != want.warmup || c.duration != want.duration {
@@ -146,23 +128,12 @@ func TestClusterEndToEnd(t *testing.T) {
 	// JetStream's store goes in a temporary directory, removed at the end.
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
-	var stdout, stderr bytes.Buffer
-	code := run(t.Context(), []string{
-		"-scenario", "cluster", "-clients", "6", "-rate", "20",
-		"-warmup", "500ms", "-duration", "1s", "-check", "-json",
-	}, &stdout, &stderr)
-	if code != 0 {
-		t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
-	}
-	var rep report
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		t.Fatalf("the report is not JSON: %v\n%s", err, &stdout)
-	}
+	rep, _ := runReport(t, "-scenario", "cluster", "-clients", "6", "-rate", "20", "-warmup", "500ms", "-duration", "1s", "-check", "-json")
 	if rep.Scenario != "cluster" || rep.Params.Operation != "Sub" || rep.Params.ClusterSize != 3 {
 		t.Errorf("scenario %q on %q, cluster of %d; want cluster on Sub, of 3", rep.Scenario, rep.Params.Operation, rep.Params.ClusterSize)
 	}
 	if len(rep.Windows) != 2 || rep.Windows[0].Name != "fanout: 1 gateway" || rep.Windows[1].Name != "cluster: 3 gateways" {
-		t.Fatalf("windows, want fanout's then the cluster's:\n%s", &stdout)
+		t.Fatalf("windows, want fanout's then the cluster's:\n%+v", rep)
 	}
 	for _, w := range rep.Windows {
 		if w.Delivered == 0 || w.Latency == nil || w.Latency.Samples == 0 {
@@ -177,7 +148,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	}
 	c := rep.Cluster
 	if c == nil {
-		t.Fatalf("no cluster in the report:\n%s", &stdout)
+		t.Fatalf("no cluster in the report:\n%+v", rep)
 	}
 	cw := rep.Windows[1]
 	if len(cw.Gateways) != 3 {
@@ -267,16 +238,9 @@ func TestClusterConfig(t *testing.T) {
 		{"gateway", []string{"-scenario", "cluster", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, "no -gateway"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			c, err := parseConfig(tc.args, &stderr)
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("error %v, want one containing %q", err, tc.err)
-				}
+			c, ok := parseOrRefuse(t, tc.args, tc.err)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			want, _ := scenarioDefaults("fanout")
 			if c.clients != want.clients || c.rate != want.rate || c.warmup != want.warmup || c.duration != want.duration || c.clusterSize != 3 {
@@ -369,4 +333,38 @@ func TestFrameParsing(t *testing.T) {
 	if got := codeSuffix([]byte(`{"errors":[{"extensions":{"code":"SLOW_CONSUMER"}}]}`)); got != " SLOW_CONSUMER" {
 		t.Errorf("codeSuffix = %q", got)
 	}
+}
+
+// parseOrRefuse parses args as loadgen's command line and returns the
+// configuration; when wantErr is not "", it checks instead that args are
+// refused with an error holding it, and reports false.
+func parseOrRefuse(t *testing.T, args []string, wantErr string) (config, bool) {
+	t.Helper()
+	var stderr bytes.Buffer
+	c, err := parseConfig(args, &stderr)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("error %v, want one containing %q", err, wantErr)
+		}
+		return c, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, true
+}
+
+// runReport runs loadgen with args, which must succeed, and returns its
+// JSON report and what it wrote on stderr.
+func runReport(t *testing.T, args ...string) (report, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	if code := run(t.Context(), args, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit status %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+	}
+	var rep report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("the report is not JSON: %v\n%s", err, &stdout)
+	}
+	return rep, stderr.String()
 }
