@@ -3,7 +3,6 @@ package gqlpush
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
 	"errors"
@@ -213,12 +212,8 @@ func (c *cluster) forget(err error) {
 // digest names a key in the cluster: the same on every instance, and
 // holding no variable value or forwarded header.
 func clusterDigest(req *openRequest) string {
-	d := sha256.New()
-	for _, part := range []string{req.ep.op.name, req.forwardDigest, string(req.vars)} {
-		d.Write([]byte(part))
-		d.Write([]byte{0})
-	}
-	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(d.Sum(nil))[:32])
+	h := keyHash(req.ep, req.forwardDigest, req.canonVars)
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h)[:32])
 }
 
 // A clusterSource is the source of a GraphQL upstream in a cluster: it

@@ -3,6 +3,7 @@ package gqlpush_test
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -471,4 +472,38 @@ func TestClusterConfigErrors(t *testing.T) {
 			t.Errorf("%+v: %v, want an error on %s", tt.cl, err, tt.field)
 		}
 	}
+}
+
+// Instances that run different versions of an operation (a deploy under
+// way) do not share its results: each gets what its own selects.
+func TestClusterOperationVersionsApart(t *testing.T) {
+	n := 0
+	tc := newTestCluster(t, 2, func(cfg *gqlpush.Config) {
+		if n == 1 {
+			ops := maps.Clone(testOperations)
+			ops["Sub"] = `subscription { gql_messageCreated { id } }`
+			cfg.Operations = mustParse(t, ops)
+		}
+		n++
+	})
+	a := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	b := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, a) // b's results hold no content to sync on
+	ctx := waitCtx(t)
+	for f := ""; !strings.HasPrefix(f, "id: "); {
+		tc.up.Chat.Post("", "secret")
+		select {
+		case f = <-b.frames:
+			if strings.Contains(f, "content") {
+				t.Fatalf("the instance whose Sub selects only id sent %q", f)
+			}
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("no result on the instance whose Sub selects only id")
+		}
+	}
+	if n := tc.up.Subscriptions(); n != 2 {
+		t.Fatalf("two versions of Sub hold %d upstream subscriptions, want 2", n)
+	}
+	a.until(t, "secret")
 }

@@ -71,6 +71,7 @@ type openRequest struct {
 	header        http.Header     // for the upstream's handshake
 	init          json.RawMessage // the connection_init payload
 	forwardDigest string          // of what was forwarded: callers apart
+	canonVars     string          // the key's canonical variables
 }
 
 // A replayer is a source with positions (a JetStream stream) that can read

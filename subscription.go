@@ -242,6 +242,7 @@ func openRequestFor(key subKey, header http.Header, init json.RawMessage) *openR
 		header:        header,
 		init:          init,
 		forwardDigest: key.forwardDigest,
+		canonVars:     key.vars,
 	}
 }
 
@@ -721,12 +722,25 @@ func (s *subscriber) take(buf []*event) ([]*event, ending) {
 // derived from the key, so that every process that serves it, before and
 // after a restart, gives its events the same ids.
 func positionalToken(key subKey) string {
+	return strings.ToLower(base32.StdEncoding.EncodeToString(keyHash(key.ep, key.forwardDigest, key.vars))[:tokenLen])
+}
+
+// keyHash names a key the same in every process: its operation, what is
+// forwarded upstream, its canonical variables; and, for a cluster's key,
+// whose results the instances share, the upstream and the query sent to
+// it, which an instance running another version of the operation does not
+// share.
+func keyHash(ep *endpoint, forwardDigest, vars string) []byte {
 	d := sha256.New()
-	for _, part := range []string{key.ep.op.name, key.forwardDigest, key.vars} {
+	parts := []string{ep.op.name, forwardDigest, vars}
+	if ep.up.clustered {
+		parts = append(parts, ep.up.name, ep.query)
+	}
+	for _, part := range parts {
 		d.Write([]byte(part))
 		d.Write([]byte{0})
 	}
-	return strings.ToLower(base32.StdEncoding.EncodeToString(d.Sum(nil))[:tokenLen])
+	return d.Sum(nil)
 }
 
 // catchUp makes a new subscriber, whose client has the events up to
