@@ -119,6 +119,10 @@ type cluster struct {
 	b      *natsBinding
 	ctx    context.Context // ends with close
 	cancel context.CancelFunc
+	// quit bounds what is asked on the way out (a lease given up, an
+	// interest deleted): it ends when close's context does.
+	quit    context.Context
+	quitNow context.CancelFunc
 
 	setupMu sync.Mutex
 	kv      jetstream.KeyValue // once the stream and the bucket are there
@@ -134,6 +138,7 @@ func newCluster(cfg *Config) *cluster {
 	set := *cfg.Cluster
 	up := &upstream{name: "cluster", label: "cluster", nats: &natsUpstream{conn: set.NATS, url: set.URL, opts: set.NATSOptions}}
 	ctx, cancel := context.WithCancel(context.Background())
+	quit, quitNow := context.WithCancel(context.Background())
 	conn := newNATSSource(cfg, up)
 	conn.quiet = true
 	return &cluster{
@@ -142,7 +147,8 @@ func newCluster(cfg *Config) *cluster {
 		b:      &natsBinding{raw: true, observer: cfg.Observer, field: &natsField{stream: set.Name}},
 		ctx:    ctx,
 		cancel: cancel,
-		keys:   make(map[string]*clusterKey),
+		quit:   quit, quitNow: quitNow,
+		keys: make(map[string]*clusterKey),
 	}
 }
 
@@ -253,9 +259,10 @@ func (cs *clusterSource) conns() int                  { return 0 }
 
 // A clusterHandle is a local reader of a key.
 type clusterHandle struct {
-	k    *clusterKey
-	h    handle
-	once sync.Once
+	k     *clusterKey
+	h     handle
+	once  sync.Once
+	begun bool // its reader knows where it starts; guarded by k.mu
 }
 
 func (ch *clusterHandle) close() {
@@ -265,7 +272,7 @@ func (ch *clusterHandle) close() {
 
 // done tells the key, once, that this reader is over.
 func (ch *clusterHandle) done() {
-	ch.once.Do(ch.k.unread)
+	ch.once.Do(func() { ch.k.unread(ch) })
 }
 
 // clusterReceiver passes on what a key's reader reads, and tells the key
@@ -278,6 +285,20 @@ type clusterReceiver struct {
 func (r clusterReceiver) end(e ending) {
 	r.ch.done()
 	r.receiver.end(e)
+}
+
+// begin tells the key that one more reader knows where it starts: results
+// published from now on reach it.
+func (r clusterReceiver) begin() {
+	k := r.ch.k
+	k.mu.Lock()
+	if !r.ch.begun {
+		r.ch.begun = true
+		k.begun++
+	}
+	k.mu.Unlock()
+	k.signal()
+	r.receiver.begin()
 }
 
 // A clusterKey is a key this instance reads or owns, and the goroutine that
@@ -293,6 +314,7 @@ type clusterKey struct {
 
 	mu         sync.Mutex
 	readers    int
+	begun      int          // readers that know where they start
 	req        *openRequest // of the latest reader: what an owner subscribes with
 	owner      *ownership   // while this instance owns it
 	interested bool         // mineKey is in the bucket
@@ -327,9 +349,12 @@ func (c *cluster) key(req *openRequest, inner source) (*clusterKey, error) {
 	return k, nil
 }
 
-func (k *clusterKey) unread() {
+func (k *clusterKey) unread(ch *clusterHandle) {
 	k.mu.Lock()
 	k.readers--
+	if ch.begun {
+		k.begun--
+	}
 	k.mu.Unlock()
 	k.signal()
 }
@@ -396,7 +421,7 @@ func (k *clusterKey) over() bool {
 // interest, and its lease, renewed, given up or taken.
 func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstream.Stream) {
 	k.mu.Lock()
-	readers, o, req, interested := k.readers, k.owner, k.req, k.interested
+	readers, begun, o, req, interested := k.readers, k.begun, k.owner, k.req, k.interested
 	k.mu.Unlock()
 	switch {
 	case readers > 0:
@@ -439,7 +464,9 @@ func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstre
 		}
 		return
 	}
-	if readers == 0 || req == nil {
+	// A key is taken only once a reader here knows where it starts: what
+	// the new owner publishes first reaches it.
+	if begun == 0 || req == nil {
 		return
 	}
 	rev, err := kv.Create(ctx, k.leaseKey, []byte(k.c.set.Instance))
@@ -460,7 +487,9 @@ func (k *clusterKey) wanted(ctx context.Context, kv jetstream.KeyValue) bool {
 	for range l.Keys() {
 		return true
 	}
-	return false
+	// The list ends, with no error, when ctx does too: then it cannot
+	// tell.
+	return ctx.Err() != nil
 }
 
 // take makes this instance the key's owner: it marks the subject, so that
@@ -515,7 +544,7 @@ func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstre
 // lease is still this instance's (release), the lease, leaving a mark that
 // says so. lost is for the Observer: the key was taken from this instance.
 func (k *clusterKey) drop(o *ownership, release, lost bool) {
-	ctx, cancel := k.c.conn.whileUp(context.Background(), k.c.cfg.AckTimeout)
+	ctx, cancel := k.c.conn.whileUp(k.c.quit, k.c.cfg.AckTimeout)
 	defer cancel()
 	o.mu.Lock()
 	o.stopped = true
@@ -554,7 +583,7 @@ func (k *clusterKey) leave() {
 		k.drop(o, true, false)
 	}
 	if kv := k.c.bucket(); interested && kv != nil {
-		ctx, cancel := k.c.conn.whileUp(context.Background(), k.c.cfg.AckTimeout)
+		ctx, cancel := k.c.conn.whileUp(k.c.quit, k.c.cfg.AckTimeout)
 		defer cancel()
 		kv.Delete(ctx, k.mineKey)
 	}
@@ -760,7 +789,18 @@ func (c *cluster) close(ctx context.Context) error {
 	c.closed = true
 	c.mu.Unlock()
 	c.cancel()
-	c.wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		c.quitNow() // what is still asked on the way out is given up
+		<-done
+	}
+	c.quitNow()
 	return c.conn.close(ctx)
 }
 

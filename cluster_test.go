@@ -1,9 +1,11 @@
 package gqlpush_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -506,4 +508,126 @@ func TestClusterOperationVersionsApart(t *testing.T) {
 		t.Fatalf("two versions of Sub hold %d upstream subscriptions, want 2", n)
 	}
 	a.until(t, "secret")
+}
+
+// The first client of a fresh cluster gets its subscription's first
+// results, and one upstream subscription: the key is taken only once the
+// client's reader knows where it starts.
+func TestClusterFirstKeyOfAFreshCluster(t *testing.T) {
+	tc := newTestCluster(t, 1, nil)
+	c := tc.gws[0].open(t, "/operations/Count?wg_sse&from=3")
+	c.frame(t)
+	var got []string
+	for {
+		f := c.frame(t)
+		if strings.HasPrefix(f, "event: complete") {
+			break
+		}
+		_, data, _ := strings.Cut(f, "data: ")
+		got = append(got, strings.TrimSpace(data))
+	}
+	if want := `{"data":{"gql_countdown":3}} {"data":{"gql_countdown":2}} {"data":{"gql_countdown":1}}`; strings.Join(got, " ") != want {
+		t.Fatalf("got %q, want %s", got, want)
+	}
+	tc.seen[0].wait(t, "taken", "released")
+}
+
+// A stillProxy passes bytes between its clients and a server until it is
+// stilled; then its connections stay open and carry nothing, as across a
+// network that died, until the test ends.
+type stillProxy struct {
+	addr  string
+	still chan struct{}
+	end   chan struct{}
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newStillProxy(t *testing.T, target string) *stillProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stillProxy{addr: l.Addr().String(), still: make(chan struct{}), end: make(chan struct{})}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		l.Close()
+		close(p.end)
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			wg.Add(2)
+			go p.pipe(&wg, c, s)
+			go p.pipe(&wg, s, c)
+		}
+	}()
+	return p
+}
+
+func (p *stillProxy) pipe(wg *sync.WaitGroup, dst, src net.Conn) {
+	defer wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		select {
+		case <-p.still:
+			<-p.end
+			return
+		default:
+		}
+		if n > 0 {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Close returns when its context ends, even with the cluster's NATS gone
+// silent (the connection still up), though what it asks on the way out
+// would wait an hour for an answer.
+func TestClusterCloseWhileNATSIsSilent(t *testing.T) {
+	ns := natsServer(t, 0)
+	px := newStillProxy(t, ns.Addr().String())
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	g := gatewayFor(t, up, func(cfg *gqlpush.Config) {
+		cfg.Cluster = &gqlpush.Cluster{URL: "nats://" + px.addr, Lease: testLease}
+		cfg.AckTimeout = time.Hour
+	})
+	r := readAll(g.open(t, "/operations/Sub?wg_sse"))
+	(&testCluster{up: up}).sync(t, r)
+	close(px.still)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- g.h.Close(ctx) }()
+	select {
+	case <-closed:
+	case <-waitCtx(t).Done():
+		t.Fatal("Close outlived its context")
+	}
 }
