@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -510,7 +511,8 @@ func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstre
 		kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
 		return
 	}
-	o := &ownership{k: k, rev: rev, renewed: time.Now(), last: last, op: req.ep.op.name}
+	o := &ownership{k: k, rev: rev, renewed: time.Now(), last: last, op: req.ep.op.name, st: st,
+		id: c.set.Instance + "." + strconv.FormatUint(rev, 10)}
 	if err := o.send(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterOwnerHeader: {c.set.Instance}}}); err != nil {
 		kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
 		return
@@ -593,6 +595,7 @@ func (k *clusterKey) leave() {
 // subscription (the Reason; the errors frame in the body), and the marks an
 // owner leaves when it takes a key and when it gives it up.
 const (
+	clusterFromHeader     = "Gqlpush-From" // the ownership that published it
 	clusterEndHeader      = "Gqlpush-End"
 	clusterOwnerHeader    = "Gqlpush-Owner"
 	clusterReleasedHeader = "Gqlpush-Released"
@@ -642,8 +645,11 @@ type ownership struct {
 	k  *clusterKey
 	op string
 
-	sendMu sync.Mutex // held across a publish: one at a time, in order
-	last   uint64     // the subject's last sequence, as this owner left it; guarded by sendMu
+	id     string           // names this ownership on what it publishes: instance and lease revision
+	st     jetstream.Stream // the cluster's
+	sendMu sync.Mutex       // held across a publish: one at a time, in order
+	last   uint64           // the subject's last sequence, as this owner left it; guarded by sendMu
+	sent   uint64           // messages published, for their ids; guarded by sendMu
 
 	mu      sync.Mutex
 	rev     uint64    // of the lease
@@ -682,15 +688,44 @@ func (o *ownership) renewedAt() time.Time {
 	return o.renewed
 }
 
-// send publishes m after the last message this owner knows of. Called with
+// send publishes m after the last message this owner knows of, marked as
+// this owner's, with an id that JetStream keeps it once by. Called with
 // sendMu held, or before o is shared.
 func (o *ownership) send(ctx context.Context, m *nats.Msg) error {
+	if m.Header == nil {
+		m.Header = nats.Header{}
+	}
+	if m.Header.Get(clusterFromHeader) == "" {
+		o.sent++
+		m.Header.Set(clusterFromHeader, o.id)
+		m.Header.Set(jetstream.MsgIDHeader, o.id+"."+strconv.FormatUint(o.sent, 10))
+	}
 	ack, err := o.k.c.conn.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(o.last))
 	if err != nil {
 		return err
 	}
 	o.last = ack.Sequence
 	return nil
+}
+
+// resync finds, after a publish was refused for its expected sequence,
+// whether another owner published since (then this one is replaced), or
+// only this owner's own messages moved on: one stored though its
+// acknowledgement was lost, or all of them aged out of the stream. It
+// reports whether to send again. Called with sendMu held.
+func (o *ownership) resync(ctx context.Context) bool {
+	m, err := o.st.GetLastMsgForSubject(ctx, o.k.subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		o.last = 0
+		return true
+	case err != nil:
+		return false
+	case m.Header.Get(clusterFromHeader) == o.id:
+		o.last = m.Sequence
+		return true
+	}
+	return false
 }
 
 // enqueue queues m to publish, within the queue's bounds unless always.
@@ -736,9 +771,14 @@ func (o *ownership) sendAll() {
 		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AckTimeout)
 		o.sendMu.Lock()
 		err := o.send(ctx, m)
+		var api *jetstream.APIError
+		// Sent again, once resynchronised; the message id keeps it
+		// from being stored twice.
+		for try := 0; try < 3 && errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence && o.resync(ctx); try++ {
+			err = o.send(ctx, m)
+		}
 		o.sendMu.Unlock()
 		cancel()
-		var api *jetstream.APIError
 		switch {
 		case err == nil:
 		case errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:

@@ -631,3 +631,28 @@ func TestClusterCloseWhileNATSIsSilent(t *testing.T) {
 		t.Fatal("Close outlived its context")
 	}
 }
+
+// A key quiet for longer than the stream keeps its messages (its subject
+// empty) is still its owner's: the next result goes through, and no one
+// took the key.
+func TestClusterQuietKeyAgedOut(t *testing.T) {
+	tc := newTestCluster(t, 1, nil)
+	r := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, r)
+	js, err := jetstream.New(publisher(t, tc.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(waitCtx(t), gqlpush.DefaultClusterName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(waitCtx(t)); err != nil { // as MaxAge would
+		t.Fatal(err)
+	}
+	tc.up.Chat.Post("", "after")
+	if got, _ := contentsOf(t, r, 1); got[0] != "after" {
+		t.Fatalf("got %v", got)
+	}
+	tc.seen[0].wait(t, "taken")
+}
