@@ -498,12 +498,12 @@ func (k *clusterKey) wanted(ctx context.Context, kv jetstream.KeyValue) bool {
 // subscribes upstream.
 func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstream.Stream, rev uint64, req *openRequest) {
 	c := k.c
-	var last uint64
+	var last, lastN uint64
 	failover := false
 	m, err := st.GetLastMsgForSubject(ctx, k.subject)
 	switch {
 	case err == nil:
-		last = m.Sequence
+		last, lastN = m.Sequence, clusterResultNumber(m.Header)
 		// A result or a taking mark last: its owner did not give it up.
 		kind, _ := clusterMsgKind(m.Header, m.Data)
 		failover = kind == clusterResult || kind == clusterMark
@@ -511,7 +511,7 @@ func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstre
 		kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
 		return
 	}
-	o := &ownership{k: k, rev: rev, renewed: time.Now(), last: last, op: req.ep.op.name, st: st,
+	o := &ownership{k: k, rev: rev, renewed: time.Now(), last: last, n: lastN, op: req.ep.op.name, st: st,
 		id: c.set.Instance + "." + strconv.FormatUint(rev, 10)}
 	if err := o.send(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterOwnerHeader: {c.set.Instance}}}); err != nil {
 		kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
@@ -596,10 +596,22 @@ func (k *clusterKey) leave() {
 // owner leaves when it takes a key and when it gives it up.
 const (
 	clusterFromHeader     = "Gqlpush-From" // the ownership that published it
+	clusterNumberHeader   = "Gqlpush-N"    // a result's number in its key: 1, 2, … across owners
 	clusterEndHeader      = "Gqlpush-End"
 	clusterOwnerHeader    = "Gqlpush-Owner"
 	clusterReleasedHeader = "Gqlpush-Released"
 )
+
+// errClusterGap is what the log is told when a reader finds results of its
+// key gone from the stream before it read them.
+var errClusterGap = errors.New("results numbered in between are not in the stream")
+
+// clusterResultNumber is the number of the key's last result as of a
+// message: 0 for none, or a message of an older version.
+func clusterResultNumber(h nats.Header) uint64 {
+	n, _ := strconv.ParseUint(h.Get(clusterNumberHeader), 10, 64)
+	return n
+}
 
 type clusterKind uint8
 
@@ -649,6 +661,7 @@ type ownership struct {
 	st     jetstream.Stream // the cluster's
 	sendMu sync.Mutex       // held across a publish: one at a time, in order
 	last   uint64           // the subject's last sequence, as this owner left it; guarded by sendMu
+	n      uint64           // the number of the key's last result; guarded by sendMu
 	sent   uint64           // messages published, for their ids; guarded by sendMu
 
 	mu      sync.Mutex
@@ -699,6 +712,10 @@ func (o *ownership) send(ctx context.Context, m *nats.Msg) error {
 		o.sent++
 		m.Header.Set(clusterFromHeader, o.id)
 		m.Header.Set(jetstream.MsgIDHeader, o.id+"."+strconv.FormatUint(o.sent, 10))
+		if kind, _ := clusterMsgKind(m.Header, nil); kind == clusterResult {
+			o.n++
+		}
+		m.Header.Set(clusterNumberHeader, strconv.FormatUint(o.n, 10))
 	}
 	ack, err := o.k.c.conn.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(o.last))
 	if err != nil {

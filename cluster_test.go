@@ -656,3 +656,35 @@ func TestClusterQuietKeyAgedOut(t *testing.T) {
 	}
 	tc.seen[0].wait(t, "taken")
 }
+
+// A burst past what the stream keeps of a key may take results from it
+// before a reader reads them; a client then gets every result up to the
+// gap and an error frame, never a silent gap.
+func TestClusterBurstNeverASilentGap(t *testing.T) {
+	tc := newTestCluster(t, 2, func(cfg *gqlpush.Config) {
+		cfg.ResumeFrames = 1 // the stream keeps 2 messages of a key
+		cfg.QueueSize = 100000
+		cfg.QueueBytes = 1 << 30
+	})
+	rs := []*reader{readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse")), readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))}
+	tc.sync(t, rs...)
+	const n = 3000
+	for i := range n {
+		tc.up.Chat.Post("", fmt.Sprint("b", i))
+	}
+	for i, r := range rs {
+		for want := 0; want < n; want++ {
+			f := r.next(t)
+			if !strings.HasPrefix(f, "id: ") {
+				if !strings.Contains(f, "results were lost in the cluster's stream") {
+					t.Fatalf("reader %d, after b%d: %q", i, want-1, f)
+				}
+				t.Logf("reader %d: %d of %d, then told of the gap", i, want, n)
+				break
+			}
+			if !strings.Contains(f, fmt.Sprintf(`"content":"b%d"`, want)) {
+				t.Fatalf("reader %d: %q, want b%d", i, f, want)
+			}
+		}
+	}
+}

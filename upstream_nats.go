@@ -149,12 +149,13 @@ type natsSub struct {
 	known    bool   // JetStream: after is known; else the stream is asked for its last
 	checking bool   // JetStream: whether its stream is there is being asked; under src.mu
 
-	mu   sync.Mutex // one delivery at a time, whatever subject it came on
-	done bool       // closed or ended: nothing more is delivered
-	buf  []byte     // the completed result, reused
-	core []*nats.Subscription
-	cons jetstream.Consumer // JetStream: its ordered consumer, deleted at the end
-	cc   jetstream.ConsumeContext
+	mu    sync.Mutex // one delivery at a time, whatever subject it came on
+	done  bool       // closed or ended: nothing more is delivered
+	buf   []byte     // the completed result, reused
+	core  []*nats.Subscription
+	cons  jetstream.Consumer // JetStream: its ordered consumer, deleted at the end
+	lastN uint64             // a cluster's reader: the number of the last result read
+	cc    jetstream.ConsumeContext
 }
 
 var _ handle = (*natsSub)(nil)
@@ -450,11 +451,20 @@ func (ns *natsSub) deliverRaw(m jetstream.Msg, pos uint64) {
 	switch kind {
 	case clusterResult:
 		ns.mu.Lock()
-		defer ns.mu.Unlock()
-		if !ns.done {
+		n := clusterResultNumber(m.Headers())
+		gap := ns.lastN != 0 && n != ns.lastN+1
+		ns.lastN = n
+		if !ns.done && !gap {
 			if err := ns.r.publish(m.Data(), pos); err != nil {
 				ns.src.logs.warn(logBadResult, "a cluster message is no result", "operation", ns.op, "err", logText(err))
 			}
+		}
+		ns.mu.Unlock()
+		if gap {
+			// Results went from the stream before this reader had them
+			// (a burst past what the stream keeps of a key): its clients
+			// end, and resume from their last id, or start afresh.
+			ns.fail(endWith(probUpstreamGone, "results were lost in the cluster's stream"), "cluster: results lost before they were read", errClusterGap)
 		}
 	case clusterEnd:
 		if ns.stop() {
