@@ -264,6 +264,7 @@ type clusterHandle struct {
 	h     handle
 	once  sync.Once
 	begun bool // its reader knows where it starts; guarded by k.mu
+	over  bool // done: a late begin counts for nothing; guarded by k.mu
 }
 
 func (ch *clusterHandle) close() {
@@ -293,7 +294,7 @@ func (r clusterReceiver) end(e ending) {
 func (r clusterReceiver) begin() {
 	k := r.ch.k
 	k.mu.Lock()
-	if !r.ch.begun {
+	if !r.ch.begun && !r.ch.over {
 		r.ch.begun = true
 		k.begun++
 	}
@@ -356,6 +357,7 @@ func (k *clusterKey) unread(ch *clusterHandle) {
 	if ch.begun {
 		k.begun--
 	}
+	ch.over = true
 	k.mu.Unlock()
 	k.signal()
 }
@@ -511,7 +513,7 @@ func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstre
 		kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
 		return
 	}
-	o := &ownership{k: k, rev: rev, renewed: time.Now(), last: last, n: lastN, op: req.ep.op.name, st: st,
+	o := &ownership{k: k, rev: rev, renewed: time.Now(), last: last, n: lastN, op: req.ep.op.name, st: st, kv: kv,
 		id: c.set.Instance + "." + strconv.FormatUint(rev, 10)}
 	if err := o.send(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterOwnerHeader: {c.set.Instance}}}); err != nil {
 		kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
@@ -556,7 +558,12 @@ func (k *clusterKey) drop(o *ownership, release, lost bool) {
 	o.mu.Unlock()
 	if release {
 		o.sendMu.Lock()
-		o.send(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterReleasedHeader: {k.c.set.Instance}}})
+		m := &nats.Msg{Subject: k.subject, Header: nats.Header{clusterReleasedHeader: {k.c.set.Instance}}}
+		err := o.send(ctx, m)
+		var api *jetstream.APIError
+		for try := 0; try < 3 && errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence && o.resync(ctx); try++ {
+			err = o.send(ctx, m)
+		}
 		o.sendMu.Unlock()
 	}
 	if hd != nil {
@@ -659,10 +666,11 @@ type ownership struct {
 
 	id     string           // names this ownership on what it publishes: instance and lease revision
 	st     jetstream.Stream // the cluster's
-	sendMu sync.Mutex       // held across a publish: one at a time, in order
-	last   uint64           // the subject's last sequence, as this owner left it; guarded by sendMu
-	n      uint64           // the number of the key's last result; guarded by sendMu
-	sent   uint64           // messages published, for their ids; guarded by sendMu
+	kv     jetstream.KeyValue
+	sendMu sync.Mutex // held across a publish: one at a time, in order
+	last   uint64     // the subject's last sequence, as this owner left it; guarded by sendMu
+	n      uint64     // the number of the key's last result; guarded by sendMu
+	sent   uint64     // messages published, for their ids; guarded by sendMu
 
 	mu      sync.Mutex
 	rev     uint64    // of the lease
@@ -693,6 +701,12 @@ func (o *ownership) setRev(rev uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.rev, o.renewed = rev, time.Now()
+}
+
+func (o *ownership) revision() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.rev
 }
 
 func (o *ownership) renewedAt() time.Time {
@@ -734,6 +748,12 @@ func (o *ownership) resync(ctx context.Context) bool {
 	m, err := o.st.GetLastMsgForSubject(ctx, o.k.subject)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
+		// Aged out, or never more than marks since another took the
+		// key: only the lease tells.
+		e, err := o.kv.Get(ctx, o.k.leaseKey)
+		if err != nil || e.Revision() != o.revision() {
+			return false
+		}
 		o.last = 0
 		return true
 	case err != nil:

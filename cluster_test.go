@@ -639,17 +639,7 @@ func TestClusterQuietKeyAgedOut(t *testing.T) {
 	tc := newTestCluster(t, 1, nil)
 	r := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, r)
-	js, err := jetstream.New(publisher(t, tc.ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(waitCtx(t), gqlpush.DefaultClusterName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Purge(waitCtx(t)); err != nil { // as MaxAge would
-		t.Fatal(err)
-	}
+	tc.ageOut(t)
 	tc.up.Chat.Post("", "after")
 	if got, _ := contentsOf(t, r, 1); got[0] != "after" {
 		t.Fatalf("got %v", got)
@@ -686,5 +676,67 @@ func TestClusterBurstNeverASilentGap(t *testing.T) {
 				t.Fatalf("reader %d: %q, want b%d", i, f, want)
 			}
 		}
+	}
+}
+
+// ageOut empties the cluster's stream, as MaxAge does for quiet keys.
+func (tc *testCluster) ageOut(t *testing.T) {
+	t.Helper()
+	js, err := jetstream.New(publisher(t, tc.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(waitCtx(t), gqlpush.DefaultClusterName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// firstFrame posts content until r has a frame, and returns it.
+func (tc *testCluster) firstFrame(t *testing.T, r *reader, content string) string {
+	t.Helper()
+	ctx := waitCtx(t)
+	for {
+		tc.up.Chat.Post("", content)
+		select {
+		case f := <-r.frames:
+			return f
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("no frame")
+		}
+	}
+}
+
+// The owner of a quiet key (its messages aged out) goes, dead or shut
+// down: the next owner finds the subject empty and numbers its results
+// from 1 again, and readers take that for no gap: nothing was lost.
+func TestClusterQuietKeyChangesHands(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		gone func(t *testing.T, tc *testCluster)
+	}{
+		{"dies", func(_ *testing.T, tc *testCluster) { tc.ncs[0].Close() }},
+		{"shuts down", func(t *testing.T, tc *testCluster) {
+			if err := tc.gws[0].h.Close(waitCtx(t)); err != nil {
+				t.Error(err)
+			}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tc := newTestCluster(t, 2, nil)
+			a := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+			tc.sync(t, a) // gws[0] owns the key
+			b := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
+			tc.sync(t, a, b)
+			tc.ageOut(t)
+			tt.gone(t, tc)
+			if f := tc.firstFrame(t, b, "after"); !strings.HasPrefix(f, "id: ") || !strings.Contains(f, `"after"`) {
+				t.Fatalf("the other reader got %q, want the result \"after\"", f)
+			}
+		})
 	}
 }

@@ -466,6 +466,14 @@ func (ns *natsSub) deliverRaw(m jetstream.Msg, pos uint64) {
 			// end, and resume from their last id, or start afresh.
 			ns.fail(endWith(probUpstreamGone, "results were lost in the cluster's stream"), "cluster: results lost before they were read", errClusterGap)
 		}
+	case clusterMark:
+		// A new owner that found its key's subject empty numbers from
+		// 1 again: what came before is not there to compare with.
+		if clusterResultNumber(m.Headers()) == 0 {
+			ns.mu.Lock()
+			ns.lastN = 0
+			ns.mu.Unlock()
+		}
 	case clusterEnd:
 		if ns.stop() {
 			ns.r.end(e)
