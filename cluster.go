@@ -613,6 +613,10 @@ const (
 // key gone from the stream before it read them.
 var errClusterGap = errors.New("results numbered in between are not in the stream")
 
+// errReplayGap is what a replay of a cluster's key returns when a result
+// was pushed out of the stream before the replay read it.
+var errReplayGap = errors.New("cluster: results were lost in the stream before the replay read them")
+
 // clusterResultNumber is the number of the key's last result as of a
 // message: 0 for none, or a message of an older version.
 func clusterResultNumber(h nats.Header) uint64 {

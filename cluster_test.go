@@ -740,3 +740,35 @@ func TestClusterQuietKeyChangesHands(t *testing.T) {
 		})
 	}
 }
+
+// A client that resumes past results gone from the stream (a burst pushed
+// one out before the replay read it) is told, not given a silent gap.
+func TestClusterReplayFindsAGap(t *testing.T) {
+	tc := newTestCluster(t, 3, nil)
+	keeper := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	mover := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, keeper, mover)
+	tc.up.Chat.Post("", "r1")
+	_, ids := contentsOf(t, mover, 1)
+	mover.c.leave()
+	for _, c := range []string{"r2", "r3"} {
+		tc.up.Chat.Post("", c)
+	}
+	_, kept := contentsOf(t, keeper, 3)
+	js, err := jetstream.New(publisher(t, tc.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(waitCtx(t), gqlpush.DefaultClusterName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(waitCtx(t), seqOf(t, kept[1])); err != nil { // r2 is gone
+		t.Fatal(err)
+	}
+	moved := readAll(tc.gws[2].openURL2(t, "/operations/Sub?wg_sse", http.Header{"Last-Event-Id": {ids[0]}}))
+	moved.next(t)
+	if f := moved.next(t); !strings.Contains(f, "results were lost in the cluster's stream") {
+		t.Fatalf("resumed with %q, want the error", f)
+	}
+}

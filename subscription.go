@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -795,6 +796,9 @@ func (s *subscriber) takeReplay(buf []*event) ([]*event, ending) {
 		buf = append(buf, ev)
 		s.last = pos
 	})
+	if errors.Is(err, errReplayGap) { // no read again will find them
+		return buf, endWith(probUpstreamGone, "results were lost in the cluster's stream")
+	}
 	if err != nil {
 		if s.failed.IsZero() {
 			s.failed = now

@@ -236,11 +236,11 @@ func (s *natsSource) replayOf(ctx context.Context, b *natsBinding, op string, va
 	defer cancel()
 	defer context.AfterFunc(s.ctx, cancel)()
 	stream := b.field.stream
-	reset, err := s.replayFrom(ctx, stream, after)
+	reset, afterN, err := s.replayFrom(ctx, stream, after)
 	if err != nil || reset {
 		return nil, reset, err
 	}
-	rr := &natsReplay{src: s, b: b, vars: vars, stream: stream, subjects: subjects, last: after}
+	rr := &natsReplay{src: s, b: b, vars: vars, stream: stream, subjects: subjects, last: after, lastN: afterN}
 	if err := rr.create(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil, false, err // the request is gone, or the source closed
@@ -255,21 +255,24 @@ func (s *natsSource) replayOf(ctx context.Context, b *natsBinding, op string, va
 // reset is true when its first message is past after+1 (something that
 // followed may be gone), when after is past its last message, or when the
 // stream cannot be asked in time.
-func (s *natsSource) replayFrom(ctx context.Context, stream string, after uint64) (reset bool, err error) {
+//
+// afterN is, in a cluster's stream, the number of the client's last result
+// within its key, when the stream was asked for it; else 0.
+func (s *natsSource) replayFrom(ctx context.Context, stream string, after uint64) (reset bool, afterN uint64, err error) {
 	select {
 	case <-s.ready:
 	case <-ctx.Done():
-		return true, nil
+		return true, 0, nil
 	}
 	if s.dead != nil {
-		return true, nil
+		return true, 0, nil
 	}
 	st, err := s.js.Stream(ctx, stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return false, refuse(probUpstreamGone, "the NATS stream "+stream+" does not exist")
+		return false, 0, refuse(probUpstreamGone, "the NATS stream "+stream+" does not exist")
 	}
 	if err != nil {
-		return true, nil
+		return true, 0, nil
 	}
 	// An id past the stream's last message is of another stream, one
 	// since deleted or purged: what follows it there is not what followed
@@ -277,18 +280,19 @@ func (s *natsSource) replayFrom(ctx context.Context, stream string, after uint64
 	state := st.CachedInfo().State
 	switch {
 	case after+1 < state.FirstSeq || after > state.LastSeq:
-		return true, nil
+		return true, 0, nil
 	case after+1 == state.FirstSeq:
-		return false, nil
+		return false, 0, nil
 	}
 	// The stream's first message says nothing of one subject's: a limit
 	// per subject drops a subject's oldest messages while others' older
 	// ones stay. What followed the client's last message on its subjects
 	// is all there only if that message still is.
-	if _, err := st.GetMsg(ctx, after); err != nil {
-		return true, nil
+	m, err := st.GetMsg(ctx, after)
+	if err != nil {
+		return true, 0, nil
 	}
-	return false, nil
+	return false, clusterResultNumber(m.Header), nil
 }
 
 func (s *natsSource) signal() {
@@ -632,6 +636,7 @@ type natsReplay struct {
 	last     uint64 // the stream sequence of the last message read
 	cons     jetstream.Consumer
 	seq      uint64 // the consumer sequence of the last message read
+	lastN    uint64 // a cluster's: the number of the last result read
 	buf      []byte
 }
 
@@ -681,8 +686,18 @@ func (rr *natsReplay) next(max int, fn func(raw []byte, pos uint64)) (bool, erro
 		rr.seq, rr.last, pending = meta.Sequence.Consumer, meta.Sequence.Stream, meta.NumPending
 		n++
 		if rr.b.raw {
-			if kind, _ := clusterMsgKind(m.Headers(), m.Data()); kind == clusterResult {
+			switch kind, _ := clusterMsgKind(m.Headers(), m.Data()); kind {
+			case clusterResult:
+				num := clusterResultNumber(m.Headers())
+				if rr.lastN != 0 && num != rr.lastN+1 {
+					return false, errReplayGap
+				}
+				rr.lastN = num
 				fn(m.Data(), rr.last)
+			case clusterMark:
+				if clusterResultNumber(m.Headers()) == 0 {
+					rr.lastN = 0 // a new owner of an empty subject: see deliverRaw
+				}
 			}
 			continue
 		}
