@@ -472,6 +472,21 @@ func firstResult(t *testing.T, c *client, publish func()) string {
 	}
 }
 
+// nextWith reads c's frames up to one holding want, past results that
+// firstResult's publishing left behind, and fails t on any other frame.
+func nextWith(t *testing.T, c *client, want string) string {
+	t.Helper()
+	for {
+		f := c.frame(t)
+		if strings.Contains(f, want) {
+			return f
+		}
+		if !strings.HasPrefix(f, "id: ") {
+			t.Fatalf("got %q, waiting for %s", f, want)
+		}
+	}
+}
+
 // A union's member is the one the payload's __typename names; a payload
 // that names none is a field error, and the stream goes on.
 func TestNATSUnion(t *testing.T) {
