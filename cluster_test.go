@@ -240,21 +240,31 @@ func TestClusterOneUpstreamSubscription(t *testing.T) {
 	}
 }
 
-// A client that moves to another instance with Last-Event-ID gets what it
-// missed, nothing twice.
-func TestClusterResumeElsewhere(t *testing.T) {
+// moverScene sets three instances up: a client of the first keeps the key
+// running; one of the second reads the result first, then leaves; then
+// the rest are posted. It returns the cluster, the first client, and the
+// id of the second's last result.
+func moverScene(t *testing.T, first string, rest ...string) (*testCluster, *reader, string) {
+	t.Helper()
 	tc := newTestCluster(t, 3, nil)
 	keeper := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
 	mover := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, keeper, mover)
-	tc.up.Chat.Post("", "a")
+	tc.up.Chat.Post("", first)
 	_, ids := contentsOf(t, mover, 1)
 	mover.c.leave()
-	for _, c := range []string{"b", "c"} {
+	for _, c := range rest {
 		tc.up.Chat.Post("", c)
 	}
+	return tc, keeper, ids[0]
+}
+
+// A client that moves to another instance with Last-Event-ID gets what it
+// missed, nothing twice.
+func TestClusterResumeElsewhere(t *testing.T) {
+	tc, keeper, last := moverScene(t, "a", "b", "c")
 	keeper.until(t, "c")
-	moved := readAll(tc.gws[2].openURL2(t, "/operations/Sub?wg_sse", http.Header{"Last-Event-Id": {ids[0]}}))
+	moved := readAll(tc.gws[2].openURL2(t, "/operations/Sub?wg_sse", http.Header{"Last-Event-Id": {last}}))
 	if f := moved.next(t); f != ":\n\n" {
 		t.Fatalf("first frame %q", f)
 	}
@@ -333,14 +343,8 @@ func seqOf(t *testing.T, id string) uint64 {
 // its upstream subscription go. No client sees a result twice.
 func TestClusterStaleOwnerFenced(t *testing.T) {
 	tc := newTestCluster(t, 2, nil)
-	a := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
-	tc.sync(t, a)
-	b := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
-	tc.sync(t, a, b)
-	js, err := jetstream.New(publisher(t, tc.ns))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := tc.twoReaders(t)
+	js := tc.js(t)
 	kv, err := js.KeyValue(waitCtx(t), gqlpush.DefaultClusterName)
 	if err != nil {
 		t.Fatal(err)
@@ -696,10 +700,7 @@ func TestClusterBurstNeverASilentGap(t *testing.T) {
 // ageOut empties the cluster's stream, as MaxAge does for quiet keys.
 func (tc *testCluster) ageOut(t *testing.T) {
 	t.Helper()
-	js, err := jetstream.New(publisher(t, tc.ns))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := tc.js(t)
 	st, err := js.Stream(waitCtx(t), gqlpush.DefaultClusterName)
 	if err != nil {
 		t.Fatal(err)
@@ -742,10 +743,7 @@ func TestClusterQuietKeyChangesHands(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tc := newTestCluster(t, 2, nil)
-			a := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
-			tc.sync(t, a) // gws[0] owns the key
-			b := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
-			tc.sync(t, a, b)
+			_, b := tc.twoReaders(t) // the first instance owns the key
 			tc.ageOut(t)
 			tt.gone(t, tc)
 			if f := tc.firstFrame(t, b, "after"); !strings.HasPrefix(f, "id: ") || !strings.Contains(f, `"after"`) {
@@ -758,21 +756,9 @@ func TestClusterQuietKeyChangesHands(t *testing.T) {
 // A client that resumes past results gone from the stream (a burst pushed
 // one out before the replay read it) is told, not given a silent gap.
 func TestClusterReplayFindsAGap(t *testing.T) {
-	tc := newTestCluster(t, 3, nil)
-	keeper := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
-	mover := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
-	tc.sync(t, keeper, mover)
-	tc.up.Chat.Post("", "r1")
-	_, ids := contentsOf(t, mover, 1)
-	mover.c.leave()
-	for _, c := range []string{"r2", "r3"} {
-		tc.up.Chat.Post("", c)
-	}
+	tc, keeper, last := moverScene(t, "r1", "r2", "r3")
 	_, kept := contentsOf(t, keeper, 3)
-	js, err := jetstream.New(publisher(t, tc.ns))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := tc.js(t)
 	st, err := js.Stream(waitCtx(t), gqlpush.DefaultClusterName)
 	if err != nil {
 		t.Fatal(err)
@@ -780,9 +766,30 @@ func TestClusterReplayFindsAGap(t *testing.T) {
 	if err := st.DeleteMsg(waitCtx(t), seqOf(t, kept[1])); err != nil { // r2 is gone
 		t.Fatal(err)
 	}
-	moved := readAll(tc.gws[2].openURL2(t, "/operations/Sub?wg_sse", http.Header{"Last-Event-Id": {ids[0]}}))
+	moved := readAll(tc.gws[2].openURL2(t, "/operations/Sub?wg_sse", http.Header{"Last-Event-Id": {last}}))
 	moved.next(t)
 	if f := moved.next(t); !strings.Contains(f, "results were lost in the cluster's stream") {
 		t.Fatalf("resumed with %q, want the error", f)
 	}
+}
+
+// js is a JetStream client of the cluster's NATS server.
+func (tc *testCluster) js(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(publisher(t, tc.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// twoReaders opens a client on the first instance, which takes the key,
+// then one on the second, and syncs both.
+func (tc *testCluster) twoReaders(t *testing.T) (*reader, *reader) {
+	t.Helper()
+	a := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, a)
+	b := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, a, b)
+	return a, b
 }
