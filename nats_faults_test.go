@@ -170,8 +170,8 @@ func TestNATSBadCredentials(t *testing.T) {
 // anything but orders.vault.>, and whose user pub may publish.
 func guardedNATSServer(t *testing.T) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+	return startNATS(t, &server.Options{
+		Port: -1,
 		Users: []*server.User{
 			{Username: "gw", Password: "s3cret", Permissions: &server.Permissions{
 				Subscribe: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"orders.vault.>"}},
@@ -179,18 +179,6 @@ func guardedNATSServer(t *testing.T) *server.Server {
 			{Username: "pub", Password: "pub"},
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(waitTime) {
-		t.Fatal("the NATS server did not start")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
 }
 
 // A subscription NATS drops messages of, as it fell behind, ends with an
@@ -389,11 +377,12 @@ func TestJetStreamReplayAcrossANATSRestart(t *testing.T) {
 		}
 	}
 	// The client stops reading (its socket fills); NATS goes away.
-	time.Sleep(200 * time.Millisecond)
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	waitStats(t, g.h, "NATS lost", func(s gqlpush.Stats) bool { return s.UpstreamConns == 0 })
-	// The client reads on while NATS is away for 1.5s.
+	// The client reads on while NATS stays away longer than nats.go waits
+	// for the answer to a read (a second, after which the read ends with
+	// nothing and no error): the outage is the scenario, not a wait.
 	got := make(chan string, 1)
 	go func() {
 		for i := 10; ; i++ {

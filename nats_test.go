@@ -60,9 +60,15 @@ func natsServer(t *testing.T, port int) *server.Server {
 // in dir; it is shut down when the test ends.
 func natsServerAt(t *testing.T, port int, dir string) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true,
-	})
+	return startNATS(t, &server.Options{Port: port, JetStream: true, StoreDir: dir})
+}
+
+// startNATS starts a NATS server on loopback with opts; it is shut down
+// when the test ends.
+func startNATS(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.Host, opts.NoLog, opts.NoSigs = "127.0.0.1", true, true
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
