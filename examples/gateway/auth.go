@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gqlpush/gqlpush/gqlpushjwt"
+	"golang.org/x/net/http/httpguts"
 )
 
 const (
@@ -71,7 +72,7 @@ func (c *config) checkAuth(af authFlags, set map[string]bool) error {
 	if set["jwt-audience"] && af.audience == "" {
 		return usagef("-jwt-audience: empty; leave the flag out to accept any audience")
 	}
-	if af.cookie != "-" && !validToken(af.cookie) {
+	if af.cookie != "-" && !httpguts.ValidHeaderFieldName(af.cookie) {
 		return usagef("-auth-cookie %q: not a cookie name (- reads no cookie)", af.cookie)
 	}
 	if p := af.rolesClaim; p == "" || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") || strings.Contains(p, "..") {
@@ -227,21 +228,6 @@ func (c *config) authLabel() string {
 		return "none: every caller is anonymous"
 	}
 	return c.keys
-}
-
-// validToken reports whether s is a token of RFC 9110, section 5.6.2: what
-// header and cookie names are made of.
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 // redactURL shows u in messages and logs without what may be a credential:

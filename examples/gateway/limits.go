@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // defaultClientIPHeader is the header -trusted-proxy reads by default: the
@@ -38,7 +40,7 @@ func (c *config) checkLimits(set map[string]bool, proxies []string) error {
 		c.trustedProxies = append(c.trustedProxies, p)
 	}
 	if set["client-ip-header"] {
-		if !validToken(c.clientIPHeader) {
+		if !httpguts.ValidHeaderFieldName(c.clientIPHeader) {
 			return usagef("-client-ip-header %q: not a header name", c.clientIPHeader)
 		}
 		if c.maxStreamsPerPrincipal == 0 {
