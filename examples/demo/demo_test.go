@@ -222,18 +222,7 @@ func TestDemo(t *testing.T) {
 
 	// Shutting down ends the stream: the shutdown error, then the complete
 	// event, then the end of the response.
-	if err := d.stop(t); err != nil {
-		t.Fatalf("run returned %v, want nil", err)
-	}
-	rest, err := io.ReadAll(br)
-	if err != nil {
-		t.Fatalf("reading the end of the stream: %v (got %q)", err, rest)
-	}
-	const end = `data: {"errors":[{"message":"server shutting down","extensions":{"code":"SHUTTING_DOWN"}}]}` + "\n\n" +
-		"event: complete\ndata: \n\n"
-	if !bytes.HasSuffix(rest, []byte(end)) {
-		t.Fatalf("the stream ended with %q, want it to end with %q", rest, end)
-	}
+	d.stopEnds(t, br)
 
 	out := d.stdout.String()
 	for _, want := range []string{
@@ -389,18 +378,7 @@ func TestOrders(t *testing.T) {
 	}
 
 	// Shutting down ends the stream as it ends the chat's.
-	if err := d.stop(t); err != nil {
-		t.Fatalf("run returned %v, want nil", err)
-	}
-	rest, err := io.ReadAll(br)
-	if err != nil {
-		t.Fatalf("reading the end of the stream: %v (got %q)", err, rest)
-	}
-	const end = `data: {"errors":[{"message":"server shutting down","extensions":{"code":"SHUTTING_DOWN"}}]}` + "\n\n" +
-		"event: complete\ndata: \n\n"
-	if !bytes.HasSuffix(rest, []byte(end)) {
-		t.Fatalf("the stream ended with %q, want it to end with %q", rest, end)
-	}
+	d.stopEnds(t, br)
 }
 
 func TestPost(t *testing.T) {
@@ -526,5 +504,24 @@ func TestInterrupt(t *testing.T) {
 			t.Fatalf("the demo exited with %d after an interrupt, want 0", exit.ExitCode())
 		}
 		t.Fatal(err)
+	}
+}
+
+// stopEnds stops the demo and checks that the stream read through br ends
+// as shutdown ends it: the shutdown error, then the complete event, then
+// the end of the response.
+func (d *demo) stopEnds(t *testing.T, br *bufio.Reader) {
+	t.Helper()
+	if err := d.stop(t); err != nil {
+		t.Fatalf("run returned %v, want nil", err)
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatalf("reading the end of the stream: %v (got %q)", err, rest)
+	}
+	const end = `data: {"errors":[{"message":"server shutting down","extensions":{"code":"SHUTTING_DOWN"}}]}` + "\n\n" +
+		"event: complete\ndata: \n\n"
+	if !bytes.HasSuffix(rest, []byte(end)) {
+		t.Fatalf("the stream ended with %q, want it to end with %q", rest, end)
 	}
 }
