@@ -162,7 +162,9 @@ func (c *cluster) setup(ctx context.Context) (jetstream.KeyValue, jetstream.Stre
 		return c.kv, c.stream, nil
 	}
 	s := c.conn
-	s.run()
+	if err := s.run(); err != nil {
+		return nil, nil, err
+	}
 	select {
 	case <-s.ready:
 	case <-ctx.Done():

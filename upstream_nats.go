@@ -190,12 +190,14 @@ func (s *natsSource) start(ns *natsSub) (handle, error) {
 // render decodes req's variables and renders its field's subjects with
 // them.
 // run starts the source's connection, if it is not closed.
-func (s *natsSource) run() {
+func (s *natsSource) run() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.closed {
-		s.once.Do(s.startMonitor)
+	if s.closed {
+		return errClosed
 	}
+	s.once.Do(s.startMonitor) // under the lock: close waits for what it starts
+	return nil
 }
 
 func render(req *openRequest) (vars map[string]any, subjects []string, err error) {
@@ -224,13 +226,9 @@ func (s *natsSource) replay(ctx context.Context, req *openRequest, after uint64)
 
 // replayOf reads the subjects of b's stream after position after.
 func (s *natsSource) replayOf(ctx context.Context, b *natsBinding, op string, vars map[string]any, subjects []string, after uint64) (replayReader, bool, error) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil, false, errClosed
+	if err := s.run(); err != nil {
+		return nil, false, err
 	}
-	s.once.Do(s.startMonitor)
-	s.mu.Unlock()
 	// Asked within the ack timeout, while the request and the source last.
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.AckTimeout)
 	defer cancel()
@@ -435,11 +433,12 @@ func (ns *natsSub) onMsg(m *nats.Msg) { ns.deliver(m.Data, 0) }
 
 func (ns *natsSub) onJSMsg(m jetstream.Msg) {
 	var pos uint64
-	if meta, err := m.Metadata(); err == nil {
+	meta, err := m.Metadata()
+	if err == nil {
 		pos = meta.Sequence.Stream
 	}
 	if ns.b.raw {
-		if meta, err := m.Metadata(); err == nil {
+		if err == nil {
 			ns.b.observer.clusterLag(ns.op, time.Since(meta.Timestamp))
 		}
 		ns.deliverRaw(m, pos)
