@@ -162,10 +162,15 @@ func TestQuickStart(t *testing.T) {
 		t.Errorf("Countdown from three: %d %q, want 400 BAD_USER_INPUT", resp.StatusCode, body)
 	}
 
-	all := g.openOK(t, "/operations/Messages?wg_sse=true", nil)
-	room := g.openOK(t, "/operations/Room?wg_sse=true&room="+gqlpushtest.DefaultRoom, nil)
+	// The Countdown's subscription may still be ending upstream: the two
+	// counted next must be the streams'.
 	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
 	defer cancel()
+	if err := up.WaitSubscriptions(ctx, 0); err != nil {
+		t.Fatalf("the upstream still runs %d subscriptions", up.Subscriptions())
+	}
+	all := g.openOK(t, "/operations/Messages?wg_sse=true", nil)
+	room := g.openOK(t, "/operations/Room?wg_sse=true&room="+gqlpushtest.DefaultRoom, nil)
 	if err := up.WaitSubscriptions(ctx, 2); err != nil {
 		t.Fatalf("the upstream runs %d subscriptions, want 2", up.Subscriptions())
 	}
