@@ -242,12 +242,16 @@ func (cs *clusterSource) open(req *openRequest, r receiver) (handle, error) {
 		return nil, err
 	}
 	ch := &clusterHandle{k: k}
-	h, err := c.conn.start(&natsSub{src: c.conn, r: clusterReceiver{r, ch}, b: c.b, op: req.ep.op.name, subjects: []string{k.subject}})
-	if err != nil {
+	ch.ns = &natsSub{src: c.conn, r: clusterReceiver{r, ch}, b: c.b, op: req.ep.op.name, subjects: []string{k.subject}, released: k.signal}
+	if _, err := c.conn.start(ch.ns); err != nil {
 		ch.done()
 		return nil, err
 	}
-	ch.h = h
+	k.mu.Lock()
+	if !ch.over {
+		k.local[ch] = struct{}{}
+	}
+	k.mu.Unlock()
 	return ch, nil
 }
 
@@ -263,14 +267,14 @@ func (cs *clusterSource) conns() int                  { return 0 }
 // A clusterHandle is a local reader of a key.
 type clusterHandle struct {
 	k     *clusterKey
-	h     handle
+	ns    *natsSub
 	once  sync.Once
 	begun bool // its reader knows where it starts; guarded by k.mu
 	over  bool // done: a late begin counts for nothing; guarded by k.mu
 }
 
 func (ch *clusterHandle) close() {
-	ch.h.close()
+	ch.ns.close()
 	ch.done()
 }
 
@@ -320,9 +324,10 @@ type clusterKey struct {
 	readers    int
 	begun      int          // readers that know where they start
 	req        *openRequest // of the latest reader: what an owner subscribes with
-	owner      *ownership   // while this instance owns it
-	interested bool         // mineKey is in the bucket
-	exited     bool         // its runner is over: the cluster makes a new one
+	local      map[*clusterHandle]struct{}
+	owner      *ownership // while this instance owns it
+	interested bool       // mineKey is in the bucket
+	exited     bool       // its runner is over: the cluster makes a new one
 }
 
 // key returns the key of req, counting one more reader; its runner starts
@@ -339,7 +344,7 @@ func (c *cluster) key(req *openRequest, inner source) (*clusterKey, error) {
 		k = &clusterKey{
 			c: c, inner: inner, digest: d, subject: c.prefix + d,
 			leaseKey: "l." + d, mineKey: "i." + d + "." + c.set.Instance,
-			wake: make(chan struct{}, 1),
+			wake: make(chan struct{}, 1), local: make(map[*clusterHandle]struct{}),
 		}
 		c.keys[d] = k
 		c.wg.Add(1)
@@ -360,6 +365,7 @@ func (k *clusterKey) unread(ch *clusterHandle) {
 		k.begun--
 	}
 	ch.over = true
+	delete(k.local, ch)
 	k.mu.Unlock()
 	k.signal()
 }
@@ -445,10 +451,10 @@ func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstre
 	k.mu.Unlock()
 
 	if o != nil {
-		if stopped, fenced, done := o.state(); stopped {
-			if done || fenced { // an end still queued is published first
-				k.drop(o, !fenced, fenced)
-			}
+		// An end still queued is published first, under the lease.
+		stopped, fenced, done := o.state()
+		if stopped && (done || fenced) {
+			k.drop(o, !fenced, fenced)
 			return
 		}
 		rev, err := kv.Update(ctx, k.leaseKey, []byte(k.c.set.Instance), o.rev)
@@ -464,7 +470,7 @@ func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstre
 			return // else it is tried again at the next turn, within the lease
 		}
 		o.setRev(rev)
-		if readers == 0 && !k.wanted(ctx, kv) {
+		if !stopped && readers == 0 && !k.wanted(ctx, kv) {
 			k.drop(o, true, false)
 		}
 		return
@@ -517,7 +523,9 @@ func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstre
 	}
 	o := &ownership{k: k, rev: rev, renewed: time.Now(), last: last, n: lastN, op: req.ep.op.name, st: st, kv: kv,
 		id: c.set.Instance + "." + strconv.FormatUint(rev, 10)}
+	o.ctx, o.cancel = context.WithCancel(c.quit)
 	if err := o.send(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterOwnerHeader: {c.set.Instance}}}); err != nil {
+		o.cancel()
 		kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(rev))
 		return
 	}
@@ -528,13 +536,25 @@ func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstre
 	c.cfg.Observer.clusterKeyTaken(o.op, failover)
 	hd, err := k.inner.open(req, o)
 	if err != nil {
-		// Every instance's readers hear of it, as from the upstream.
 		var herr *httpError
 		e := endUpstreamGone
 		if errors.As(err, &herr) {
 			e = endWith(probUpstreamGone, herr.message())
 		}
-		o.end(e)
+		switch {
+		case errors.Is(err, errClosed):
+			// This instance shuts down: another takes the key over.
+			k.drop(o, true, false)
+		case errors.Is(err, errTooManyUpstreamConns):
+			// This instance's own limit: its readers end, as a single
+			// instance's would, and the key is given back for another
+			// instance to serve its own.
+			k.drop(o, true, false)
+			k.endLocal(e, err)
+		default:
+			// Every instance's readers hear of it, as from the upstream.
+			o.end(e)
+		}
 		return
 	}
 	o.mu.Lock()
@@ -546,28 +566,33 @@ func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstre
 	}
 }
 
+// endLocal ends this instance's readers of the key, and only them.
+func (k *clusterKey) endLocal(e ending, err error) {
+	k.mu.Lock()
+	local := make([]*clusterHandle, 0, len(k.local))
+	for ch := range k.local {
+		local = append(local, ch)
+	}
+	k.mu.Unlock()
+	for _, ch := range local {
+		ch.ns.fail(e, "cluster: this instance could not subscribe upstream for its readers", err)
+	}
+}
+
 // drop lets go of an ownership: its upstream subscription, and, when the
-// lease is still this instance's (release), the lease, leaving a mark that
-// says so. lost is for the Observer: the key was taken from this instance.
+// lease is still this instance's (release), the lease, then a mark that
+// says so, at which instances with readers of the key take it over at
+// once. lost is for the Observer: the key was taken from this instance.
 func (k *clusterKey) drop(o *ownership, release, lost bool) {
 	ctx, cancel := k.c.conn.whileUp(k.c.quit, k.c.cfg.AckTimeout)
 	defer cancel()
+	o.cancel() // a publish under way, or being tried again, stops
 	o.mu.Lock()
 	o.stopped = true
 	o.queue, o.queued = nil, 0
 	hd := o.hd
 	o.hd = nil
 	o.mu.Unlock()
-	if release {
-		o.sendMu.Lock()
-		m := &nats.Msg{Subject: k.subject, Header: nats.Header{clusterReleasedHeader: {k.c.set.Instance}}}
-		err := o.send(ctx, m)
-		var api *jetstream.APIError
-		for try := 0; try < 3 && errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence && o.resync(ctx); try++ {
-			err = o.send(ctx, m)
-		}
-		o.sendMu.Unlock()
-	}
 	if hd != nil {
 		hd.close()
 	}
@@ -576,27 +601,62 @@ func (k *clusterKey) drop(o *ownership, release, lost bool) {
 		k.owner = nil
 	}
 	k.mu.Unlock()
-	if kv := k.c.bucket(); release && kv != nil {
-		kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(o.rev))
+	// The lease goes before the mark: an instance that takes the key in
+	// between fences the mark, which then says nothing new.
+	if kv := k.c.bucket(); release && kv != nil && kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(o.rev)) == nil {
+		o.sendMu.Lock()
+		m := &nats.Msg{Subject: k.subject, Header: nats.Header{clusterReleasedHeader: {k.c.set.Instance}}}
+		err := o.send(ctx, m)
+		for try := 0; try < 3 && isWrongLast(err) && o.resync(ctx); try++ {
+			err = o.send(ctx, m)
+		}
+		o.sendMu.Unlock()
 	}
 	k.c.cfg.Observer.clusterKeyReleased(o.op, lost)
 }
 
-// leave is the runner's last act when the cluster closes: it gives up the
-// key, so that another instance takes it over at once, and this
-// instance's interest.
+// leave is the runner's last act when the cluster closes: it publishes
+// what the upstream sent before it stopped, gives up the key, so that
+// another instance takes it over at once, and this instance's interest.
 func (k *clusterKey) leave() {
 	k.mu.Lock()
 	o, interested := k.owner, k.interested
 	k.interested = false
 	k.mu.Unlock()
 	if o != nil {
+		o.finish()
 		k.drop(o, true, false)
 	}
 	if kv := k.c.bucket(); interested && kv != nil {
 		ctx, cancel := k.c.conn.whileUp(k.c.quit, k.c.cfg.AckTimeout)
 		defer cancel()
 		kv.Delete(ctx, k.mineKey)
+	}
+}
+
+// finish stops the ownership's upstream subscription, and waits for the
+// results it queued to be published, while NATS is up and for as long as
+// the cluster's close allows. It is called by the key's runner.
+func (o *ownership) finish() {
+	o.mu.Lock()
+	o.stopped = true
+	hd := o.hd
+	o.hd = nil
+	o.mu.Unlock()
+	if hd != nil {
+		hd.close()
+	}
+	ctx, cancel := o.k.c.conn.whileUp(o.k.c.quit, o.k.c.cfg.AckTimeout)
+	defer cancel()
+	for {
+		if _, _, done := o.state(); done {
+			return
+		}
+		select {
+		case <-o.k.wake: // sendAll is done, or something else changed
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -687,6 +747,12 @@ type ownership struct {
 	sending bool // a goroutine publishes the queue
 	stopped bool // nothing more is queued
 	fenced  bool // stopped because another instance owns the key now
+	failed  bool // stopped because a result could not be published
+
+	// ctx ends when the ownership is dropped, or the cluster's close
+	// gives up: a publish under way, or being tried again, stops.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 var _ receiver = (*ownership)(nil)
@@ -765,7 +831,8 @@ func (o *ownership) resync(ctx context.Context) bool {
 	case err != nil:
 		return false
 	case m.Header.Get(clusterFromHeader) == o.id:
-		o.last = m.Sequence
+		// A result stored though send gave up on it keeps its number.
+		o.last, o.n = m.Sequence, max(o.n, clusterResultNumber(m.Header))
 		return true
 	}
 	return false
@@ -790,13 +857,13 @@ func (o *ownership) enqueue(m *nats.Msg, always bool) {
 }
 
 // sendAll publishes the queue, in order, until it is empty or the key is
-// another's.
+// another's, or a result could not be published for a whole lease.
 func (o *ownership) sendAll() {
 	c := o.k.c
 	defer c.wg.Done()
 	for {
 		o.mu.Lock()
-		if len(o.queue) == 0 || o.fenced {
+		if len(o.queue) == 0 || o.fenced || o.failed {
 			o.sending = false
 			stopped := o.stopped
 			o.mu.Unlock()
@@ -811,29 +878,112 @@ func (o *ownership) sendAll() {
 		o.queued -= len(m.Data)
 		o.mu.Unlock()
 
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AckTimeout)
 		o.sendMu.Lock()
-		err := o.send(ctx, m)
-		var api *jetstream.APIError
-		// Sent again, once resynchronised; the message id keeps it
-		// from being stored twice.
-		for try := 0; try < 3 && errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence && o.resync(ctx); try++ {
-			err = o.send(ctx, m)
-		}
+		out, err := o.sendOne(m)
 		o.sendMu.Unlock()
-		cancel()
-		switch {
-		case err == nil:
-		case errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
+		switch out {
+		case sendFenced:
 			// Another instance owns the key now.
 			o.mu.Lock()
 			o.stopped, o.fenced = true, true
 			o.queue, o.queued = nil, 0
 			o.mu.Unlock()
-		default:
-			c.conn.logs.warn(logFailed, "cluster: publishing a result failed", "operation", o.op, "err", logText(err))
+		case sendFailed:
+			c.cfg.Logger.Warn("cluster: a result could not be published for a whole lease; the key is given up", "operation", o.op, "err", logText(err))
+			o.mu.Lock()
+			o.stopped, o.failed = true, true
+			o.queue, o.queued = nil, 0
+			o.mu.Unlock()
+		case sendAbandoned:
+			o.mu.Lock()
+			o.queue, o.queued = nil, 0
+			o.mu.Unlock()
+		}
+	}
+}
+
+// What became of a message sendOne was given.
+type sendOutcome uint8
+
+const (
+	sent          sendOutcome = iota // stored, or refused for good and dropped
+	sendFenced                       // another instance owns the key now
+	sendFailed                       // not stored for a whole lease: the key is given up
+	sendAbandoned                    // the ownership is dropped, or the cluster closes
+)
+
+// isWrongLast reports whether JetStream refused a publish because the
+// subject's last sequence was not the one expected.
+func isWrongLast(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// sendOne publishes m, a message of the queue. A publish whose outcome is
+// unknown (its acknowledgement lost, NATS unreachable) is sent again under
+// the same message id, which JetStream stores once by, until the
+// ownership is dropped or a lease has gone by: a result numbered but
+// never stored would end every reader for the gap. So is one that
+// JetStream refuses for now (unavailable, 503). A publish that it refuses
+// for good (too large, say) is not stored: the next result takes its
+// number. It reports what became of m, and the error it gave up on.
+// Called with sendMu held.
+func (o *ownership) sendOne(m *nats.Msg) (sendOutcome, error) {
+	c := o.k.c
+	var since time.Time
+	pause := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(o.ctx, c.cfg.AckTimeout)
+		err := o.send(ctx, m)
+		// Sent again, once resynchronised; the message id keeps it
+		// from being stored twice.
+		for try := 0; try < 3 && isWrongLast(err) && o.resync(ctx); try++ {
+			err = o.send(ctx, m)
+		}
+		cancel()
+		var api *jetstream.APIError
+		switch {
+		case err == nil:
+			return sent, nil
+		case isWrongLast(err):
+			return sendFenced, nil
+		case errors.As(err, &api) && api.Code < 500 || errors.Is(err, nats.ErrMaxPayload):
+			o.unnumber(m)
+			c.conn.logs.warn(logFailed, "cluster: a result was refused by its stream; dropped", "operation", o.op, "err", logText(err))
+			c.cfg.Observer.clusterError(o.op, err)
+			return sent, nil
+		case o.ctx.Err() != nil:
+			o.unnumber(m)
+			return sendAbandoned, nil
+		}
+		if since.IsZero() {
+			since = time.Now()
+			c.conn.logs.warn(logFailed, "cluster: publishing a result failed; trying again", "operation", o.op, "err", logText(err))
 			c.cfg.Observer.clusterError(o.op, err)
 		}
+		if time.Since(since) >= c.set.Lease {
+			o.unnumber(m) // unless resync finds it stored after all
+			return sendFailed, err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-o.ctx.Done():
+		}
+		t.Stop()
+		if o.ctx.Err() != nil {
+			o.unnumber(m)
+			return sendAbandoned, nil
+		}
+		pause = min(2*pause, time.Second)
+	}
+}
+
+// unnumber takes back the number send gave m, a result that was not
+// stored: the next result takes it. Called with sendMu held.
+func (o *ownership) unnumber(m *nats.Msg) {
+	if kind, _ := clusterMsgKind(m.Header, nil); kind == clusterResult && clusterResultNumber(m.Header) == o.n {
+		o.n--
 	}
 }
 

@@ -157,7 +157,10 @@ func (tc *testCluster) sync(t *testing.T, rs ...*reader) {
 		for got := false; !got; {
 			tc.up.Chat.Post("", fmt.Sprint("warm", i))
 			select {
-			case f := <-r.frames:
+			case f, ok := <-r.frames:
+				if !ok {
+					t.Fatalf("reader %d: the stream ended", i)
+				}
 				got = strings.HasPrefix(f, "id: ")
 			case <-time.After(20 * time.Millisecond):
 			case <-ctx.Done():
@@ -792,4 +795,158 @@ func (tc *testCluster) twoReaders(t *testing.T) (*reader, *reader) {
 	b := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, a, b)
 	return a, b
+}
+
+// An instance at its own limit of upstream connections cannot serve a key
+// it takes: its own readers end, as a single instance's would, and it
+// gives the key back. Another instance's readers keep their stream, and
+// that instance takes the key over.
+func TestClusterOwnLimitStaysLocal(t *testing.T) {
+	n := 0
+	tc := newTestCluster(t, 2, func(cfg *gqlpush.Config) {
+		cfg.Upstreams[0].ForwardHeaders = []string{"X-Tenant"}
+		if n == 0 {
+			cfg.MaxUpstreamConns = 1
+		}
+		n++
+	})
+	b := http.Header{"X-Tenant": {"b"}}
+	kept := readAll(tc.gws[1].openURL2(t, "/operations/Sub?wg_sse", b))
+	tc.sync(t, kept) // the second instance owns tenant b's key
+	local := readAll(tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", b))
+	tc.sync(t, kept, local)
+	a := readAll(tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", http.Header{"X-Tenant": {"a"}}))
+	tc.sync(t, a) // the first instance holds its one upstream connection
+	tc.seen[0].wait(t, "taken")
+
+	// Tenant b's lease is gone, as if it had expired; a new reader wakes
+	// the first instance, which takes the key before the second notices.
+	kv, err := tc.js(t).KeyValue(waitCtx(t), gqlpush.DefaultClusterName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.Keys(waitCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if e, err := kv.Get(waitCtx(t), k); err == nil && strings.HasPrefix(k, "l.") && string(e.Value()) == "i1" {
+			if err := kv.Purge(waitCtx(t), k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	late := readAll(tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", b))
+	tc.seen[0].wait(t, "taken", "failover", "released")
+	for _, r := range []*reader{local, late} {
+		f := r.next(t)
+		for strings.HasPrefix(f, "id: ") || f == ":\n\n" {
+			f = r.next(t)
+		}
+		if !strings.Contains(f, "too many upstream connections") || !strings.Contains(f, "UPSTREAM_UNAVAILABLE") {
+			t.Fatalf("a reader of the refusing instance got %q", f)
+		}
+	}
+	tc.sync(t, kept, a)
+	if err := tc.up.WaitSubscriptions(waitCtx(t), 2); err != nil {
+		t.Fatalf("%v: %d subscriptions", err, tc.up.Subscriptions())
+	}
+}
+
+// A result its stream refuses (over the stream's largest message) is
+// dropped, the Observer is told, and it takes no number: readers see the
+// next result follow it with no gap.
+func TestClusterRefusedResultLeavesNoGap(t *testing.T) {
+	errs := make(chan error, 16)
+	tc := newTestCluster(t, 2, func(cfg *gqlpush.Config) {
+		cfg.Observer.ClusterError = func(_ string, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}
+	})
+	a, b := tc.twoReaders(t)
+	js := tc.js(t)
+	st, err := js.Stream(waitCtx(t), gqlpush.DefaultClusterName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := st.CachedInfo().Config
+	sc.MaxMsgSize = 1024
+	if _, err := js.UpdateStream(waitCtx(t), sc); err != nil {
+		t.Fatal(err)
+	}
+	tc.up.Chat.Post("", strings.Repeat("x", 2048))
+	select {
+	case <-errs:
+	case <-waitCtx(t).Done():
+		t.Fatal("the Observer heard of no refused result")
+	}
+	tc.up.Chat.Post("", "small")
+	for _, r := range []*reader{a, b} {
+		if got, _ := contentsOf(t, r, 1); got[0] != "small" {
+			t.Fatalf("got %q, want the result after the refused one", got)
+		}
+	}
+}
+
+// A result the owner could not publish while the cluster's NATS was away
+// is published once it is back: readers get it, in order, with no gap and
+// no error.
+func TestClusterPublishOutlastsAnOutage(t *testing.T) {
+	ns, restart := restartable(t)
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	tc := &testCluster{ns: ns, up: up}
+	errs := make(chan error, 16)
+	var rs []*reader
+	for i := range 2 {
+		g := gatewayFor(t, up, func(cfg *gqlpush.Config) {
+			// A lease that outlasts the outage; nothing kept to publish
+			// while NATS is away, so a publish fails at once.
+			cfg.Cluster = &gqlpush.Cluster{URL: ns.ClientURL(), Instance: fmt.Sprint("i", i), Lease: time.Minute,
+				NATSOptions: []nats.Option{nats.ReconnectWait(100 * time.Millisecond), nats.ReconnectBufSize(-1)}}
+			cfg.Observer = &gqlpush.Observer{ClusterError: func(_ string, err error) {
+				select {
+				case errs <- err:
+				default:
+				}
+			}}
+		})
+		rs = append(rs, readAll(g.open(t, "/operations/Sub?wg_sse")))
+	}
+	tc.sync(t, rs...)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	up.Chat.Post("", "during")
+	select {
+	case <-errs:
+	case <-waitCtx(t).Done():
+		t.Fatal("no publish failed while NATS was away")
+	}
+	restart()
+	up.Chat.Post("", "after")
+	for _, r := range rs {
+		if got, _ := contentsOf(t, r, 2); got[0] != "during" || got[1] != "after" {
+			t.Fatalf("got %q, want during and after", got)
+		}
+	}
+}
+
+// An owner that shuts down gives its key up with a mark on the key's
+// subject, and an instance with readers of the key takes it over at that
+// mark, not at its next turn (a third of a lease later; here longer than
+// the test waits).
+func TestClusterShutdownHandsOver(t *testing.T) {
+	tc := newTestCluster(t, 2, func(cfg *gqlpush.Config) { cfg.Cluster.Lease = 10 * waitTime })
+	_, b := tc.twoReaders(t) // the first instance owns the key
+	if err := tc.gws[0].h.Close(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	tc.seen[0].wait(t, "taken", "released")
+	tc.seen[1].wait(t, "taken")
+	if f := tc.firstFrame(t, b, "after"); !strings.HasPrefix(f, "id: ") || !strings.Contains(f, `"after"`) {
+		t.Fatalf("the other reader got %q, want the result \"after\"", f)
+	}
 }

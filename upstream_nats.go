@@ -156,6 +156,9 @@ type natsSub struct {
 	cons  jetstream.Consumer // JetStream: its ordered consumer, deleted at the end
 	lastN uint64             // a cluster's reader: the number of the last result read
 	cc    jetstream.ConsumeContext
+	// released is a cluster's reader's: called when the key's owner
+	// gives it up.
+	released func()
 }
 
 var _ handle = (*natsSub)(nil)
@@ -476,6 +479,10 @@ func (ns *natsSub) deliverRaw(m jetstream.Msg, pos uint64) {
 			ns.mu.Lock()
 			ns.lastN = 0
 			ns.mu.Unlock()
+		}
+	case clusterReleased:
+		if ns.released != nil {
+			ns.released()
 		}
 	case clusterEnd:
 		if ns.stop() {
