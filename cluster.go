@@ -128,6 +128,8 @@ type cluster struct {
 	setupMu sync.Mutex
 	kv      jetstream.KeyValue // once the stream and the bucket are there
 	stream  jetstream.Stream
+	doubted bool      // a request to the bucket failed since checked
+	checked time.Time // when the bucket and the stream were last asked for
 
 	mu     sync.Mutex
 	keys   map[string]*clusterKey // by digest
@@ -158,6 +160,13 @@ func newCluster(cfg *Config) *cluster {
 func (c *cluster) setup(ctx context.Context) (jetstream.KeyValue, jetstream.Stream, error) {
 	c.setupMu.Lock()
 	defer c.setupMu.Unlock()
+	if c.kv != nil && c.doubted && time.Since(c.checked) >= c.set.Lease/3 {
+		c.doubted, c.checked = false, time.Now()
+		if c.gone(ctx) {
+			c.conn.logs.warn(logFailed, "cluster: the stream or the bucket is gone; made again")
+			c.kv, c.stream = nil, nil
+		}
+	}
 	if c.kv != nil {
 		return c.kv, c.stream, nil
 	}
@@ -207,15 +216,25 @@ func (c *cluster) bucket() jetstream.KeyValue {
 	return c.kv
 }
 
-// forget drops what setup found, when it is found gone (deleted by hand,
-// say): the next turn makes it again.
-func (c *cluster) forget(err error) {
-	if !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
-		return
-	}
+// doubt is told that a request to the bucket failed: setup then asks,
+// at most once a turn, whether the bucket and the stream are still there
+// (deleted by hand, say: a request to a bucket that is gone goes
+// unanswered rather than refused), and makes them again if not.
+func (c *cluster) doubt() {
 	c.setupMu.Lock()
 	defer c.setupMu.Unlock()
-	c.kv, c.stream = nil, nil
+	c.doubted = true
+}
+
+// gone reports whether the stream or the bucket setup found is gone.
+// Called with setupMu held.
+func (c *cluster) gone(ctx context.Context) bool {
+	js := c.conn.js
+	if _, err := js.KeyValue(ctx, c.set.Name); errors.Is(err, jetstream.ErrBucketNotFound) {
+		return true
+	}
+	_, err := js.Stream(ctx, c.set.Name)
+	return errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // digest names a key in the cluster: the same on every instance, and
@@ -439,7 +458,7 @@ func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstre
 		if _, err := kv.Put(ctx, k.mineKey, nil); err == nil {
 			interested = true
 		} else {
-			k.c.forget(err)
+			k.c.doubt()
 		}
 	case interested:
 		if err := kv.Delete(ctx, k.mineKey); err == nil || errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -522,7 +541,10 @@ func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstre
 		return
 	}
 	o := &ownership{k: k, rev: rev, renewed: time.Now(), last: last, n: lastN, op: req.ep.op.name, st: st, kv: kv,
-		id: c.set.Instance + "." + strconv.FormatUint(rev, 10)}
+		// The random part keeps ids apart from an ownership of the same
+		// revision in a bucket made again, which JetStream would take
+		// for a duplicate within its window.
+		id: c.set.Instance + "." + strconv.FormatUint(rev, 10) + "." + newToken()}
 	o.ctx, o.cancel = context.WithCancel(c.quit)
 	if err := o.send(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterOwnerHeader: {c.set.Instance}}}); err != nil {
 		o.cancel()
@@ -730,7 +752,7 @@ type ownership struct {
 	k  *clusterKey
 	op string
 
-	id     string           // names this ownership on what it publishes: instance and lease revision
+	id     string           // names this ownership on what it publishes: instance, lease revision, a random part
 	st     jetstream.Stream // the cluster's
 	kv     jetstream.KeyValue
 	sendMu sync.Mutex // held across a publish: one at a time, in order

@@ -950,3 +950,26 @@ func TestClusterShutdownHandsOver(t *testing.T) {
 		t.Fatalf("the other reader got %q, want the result \"after\"", f)
 	}
 }
+
+// The cluster's bucket deleted by hand under a key's owner: the bucket is
+// made again, the owner takes the key again under a lease revision it
+// had before, and what it publishes is not taken for the duplicate of
+// what it published then.
+func TestClusterBucketMadeAgain(t *testing.T) {
+	tc := newTestCluster(t, 1, nil)
+	r := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, r)
+	for i := range 5 {
+		tc.up.Chat.Post("", fmt.Sprint("n", i))
+	}
+	if got, _ := contentsOf(t, r, 5); got[4] != "n4" {
+		t.Fatalf("got %q", got)
+	}
+	if err := tc.js(t).DeleteKeyValue(waitCtx(t), gqlpush.DefaultClusterName); err != nil {
+		t.Fatal(err)
+	}
+	tc.seen[0].wait(t, "taken", "lost", "failover")
+	if f := tc.firstFrame(t, r, "after"); !strings.Contains(f, `"after"`) {
+		t.Fatalf("got %q, want the result \"after\"", f)
+	}
+}
