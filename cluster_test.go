@@ -973,3 +973,31 @@ func TestClusterBucketMadeAgain(t *testing.T) {
 		t.Fatalf("got %q, want the result \"after\"", f)
 	}
 }
+
+// The cluster's NATS comes back without JetStream: open streams end with
+// an error that says so at the reconnect limit, rather than wait in
+// silence, and so does a new one.
+func TestClusterJetStreamGone(t *testing.T) {
+	ns := natsServer(t, 0)
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	tc := &testCluster{ns: ns, up: up}
+	g := gatewayFor(t, up, func(cfg *gqlpush.Config) {
+		cfg.ReconnectLimit = 300 * time.Millisecond
+		cfg.Cluster = &gqlpush.Cluster{URL: ns.ClientURL(), Lease: testLease,
+			NATSOptions: []nats.Option{nats.ReconnectWait(100 * time.Millisecond)}}
+	})
+	c := g.open(t, "/operations/Sub?wg_sse")
+	tc.sync(t, readAll(c))
+	c2 := g.open(t, "/operations/Sub?wg_sse")
+	c2.frame(t)
+	withoutJetStream(t, ns)
+	wantEnd(t, c2, "UPSTREAM_UNAVAILABLE", "JetStream is not enabled on the NATS server")
+	c3 := g.open(t, "/operations/Sub?wg_sse")
+	c3.frame(t)
+	wantEnd(t, c3, "UPSTREAM_UNAVAILABLE", "")
+	g.waitIdle(t)
+	if n := up.Subscriptions(); n != 0 {
+		t.Fatalf("the upstream holds %d subscriptions", n)
+	}
+}

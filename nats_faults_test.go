@@ -458,3 +458,31 @@ func restartable(t *testing.T) (*server.Server, func() jetstream.JetStream) {
 		return js
 	}
 }
+
+// withoutJetStream restarts the NATS server ns on its port without
+// JetStream, as an operator who left it out of the configuration would.
+func withoutJetStream(t *testing.T, ns *server.Server) {
+	t.Helper()
+	port := ns.Addr().(*net.TCPAddr).Port
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	startNATS(t, &server.Options{Port: port})
+}
+
+// NATS comes back without JetStream under open streams of a JetStream
+// subject: they end with an error that says so at the reconnect limit,
+// rather than wait in silence.
+func TestJetStreamGoneFromTheServer(t *testing.T) {
+	ns := natsServer(t, 0)
+	ordersStream(t, ns, 0)
+	g := natsGateway(t, ns.ClientURL(), func(cfg *gqlpush.Config) {
+		cfg.ReconnectLimit = 300 * time.Millisecond
+		cfg.Upstreams[0].NATSOptions = []nats.Option{nats.ReconnectWait(100 * time.Millisecond)}
+	})
+	c := g.open(t, "/operations/Events?id=7&wg_sse")
+	c.frame(t)
+	waitConsumers(t, ns, 1)
+	withoutJetStream(t, ns)
+	wantEnd(t, c, "UPSTREAM_UNAVAILABLE", "JetStream is not enabled on the NATS server")
+	g.waitIdle(t)
+}

@@ -118,6 +118,7 @@ type natsSource struct {
 	reaped  bool // close waits for deleting: no consumer is deleted after
 	down    bool // the connection is not up
 	subs    map[*natsSub]struct{}
+	jsCheck bool                            // checkJetStream runs
 	bySub   map[*nats.Subscription]*natsSub // core subscriptions, for nats.go's errors
 	limitAt time.Time                       // when the subscriptions end if still down
 }
@@ -825,6 +826,9 @@ func (s *natsSource) monitor() {
 				s.cfg.Logger.Info("NATS connected", "upstream", s.up.label)
 			}
 		}
+		if was && !down && n > 0 {
+			s.startJetStreamCheck()
+		}
 		switch {
 		case down && n > 0 && limit == nil:
 			wait := max(s.cfg.ReconnectLimit, 0)
@@ -856,6 +860,72 @@ var errNATSDown = errors.New("NATS connection lost")
 
 // expire ends every subscription: the connection has been down for the
 // reconnect limit.
+// startJetStreamCheck starts checkJetStream, unless it runs or no
+// subscription reads a stream.
+func (s *natsSource) startJetStreamCheck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.jsCheck || s.closed {
+		return
+	}
+	for ns := range s.subs {
+		if ns.b.field.stream != "" {
+			s.jsCheck = true
+			s.wg.Add(1)
+			go s.checkJetStream()
+			return
+		}
+	}
+}
+
+// checkJetStream asks, once the connection is back, whether the server
+// still has JetStream: an ordered consumer on a server without it waits
+// in silence. While it has not, it asks again; at the reconnect limit, the
+// subscriptions that read a stream end, as they would if NATS stayed
+// down.
+func (s *natsSource) checkJetStream() {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		s.jsCheck = false
+		s.mu.Unlock()
+	}()
+	var first time.Time
+	for {
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.AckTimeout)
+		_, err := s.js.AccountInfo(ctx)
+		cancel()
+		if !errors.Is(err, jetstream.ErrJetStreamNotEnabled) && !errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return // it has, or the connection is down again: asked at the next reconnect
+		}
+		if first.IsZero() {
+			first = time.Now()
+			s.logs.warn(logLost, "the NATS server has no JetStream", "upstream", s.up.label)
+		}
+		if time.Since(first) >= s.cfg.ReconnectLimit {
+			s.mu.Lock()
+			var subs []*natsSub
+			for ns := range s.subs {
+				if ns.b.field.stream != "" {
+					subs = append(subs, ns)
+				}
+			}
+			s.mu.Unlock()
+			for _, ns := range subs {
+				ns.fail(endWith(probUpstreamGone, "JetStream is not enabled on the NATS server"), "JetStream gone from the NATS server", err)
+			}
+			return
+		}
+		t := time.NewTimer(min(time.Second, max(s.cfg.ReconnectLimit/4, 10*time.Millisecond)))
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
 func (s *natsSource) expire() {
 	s.mu.Lock()
 	subs := make([]*natsSub, 0, len(s.subs))
