@@ -344,6 +344,7 @@ type clusterKey struct {
 	begun      int          // readers that know where they start
 	req        *openRequest // of the latest reader: what an owner subscribes with
 	local      map[*clusterHandle]struct{}
+	refused    time.Time  // when this instance last took the key and could not serve it; the runner's own
 	owner      *ownership // while this instance owns it
 	interested bool       // mineKey is in the bucket
 	exited     bool       // its runner is over: the cluster makes a new one
@@ -495,8 +496,10 @@ func (k *clusterKey) step(ctx context.Context, kv jetstream.KeyValue, st jetstre
 		return
 	}
 	// A key is taken only once a reader here knows where it starts: what
-	// the new owner publishes first reaches it.
-	if begun == 0 || req == nil {
+	// the new owner publishes first reaches it; and not for a lease after
+	// this instance could not serve it, so that its marks do not push
+	// results out of what the stream keeps of the key.
+	if begun == 0 || req == nil || time.Since(k.refused) < k.c.set.Lease {
 		return
 	}
 	rev, err := kv.Create(ctx, k.leaseKey, []byte(k.c.set.Instance))
@@ -571,6 +574,7 @@ func (k *clusterKey) take(ctx context.Context, kv jetstream.KeyValue, st jetstre
 			// This instance's own limit: its readers end, as a single
 			// instance's would, and the key is given back for another
 			// instance to serve its own.
+			k.refused = time.Now()
 			k.drop(o, true, false)
 			k.endLocal(e, err)
 		default:
@@ -627,11 +631,7 @@ func (k *clusterKey) drop(o *ownership, release, lost bool) {
 	// between fences the mark, which then says nothing new.
 	if kv := k.c.bucket(); release && kv != nil && kv.Delete(ctx, k.leaseKey, jetstream.LastRevision(o.rev)) == nil {
 		o.sendMu.Lock()
-		m := &nats.Msg{Subject: k.subject, Header: nats.Header{clusterReleasedHeader: {k.c.set.Instance}}}
-		err := o.send(ctx, m)
-		for try := 0; try < 3 && isWrongLast(err) && o.resync(ctx); try++ {
-			err = o.send(ctx, m)
-		}
+		o.sendSynced(ctx, &nats.Msg{Subject: k.subject, Header: nats.Header{clusterReleasedHeader: {k.c.set.Instance}}})
 		o.sendMu.Unlock()
 	}
 	k.c.cfg.Observer.clusterKeyReleased(o.op, lost)
@@ -810,19 +810,24 @@ func (o *ownership) renewedAt() time.Time {
 }
 
 // send publishes m after the last message this owner knows of, marked as
-// this owner's, with an id that JetStream keeps it once by. Called with
-// sendMu held, or before o is shared.
+// this owner's, with an id that JetStream keeps it once by. A result is
+// numbered once; a mark or an end carries the number of the last result
+// as of each try. Called with sendMu held, or before o is shared.
 func (o *ownership) send(ctx context.Context, m *nats.Msg) error {
 	if m.Header == nil {
 		m.Header = nats.Header{}
 	}
+	kind, _ := clusterMsgKind(m.Header, nil)
 	if m.Header.Get(clusterFromHeader) == "" {
 		o.sent++
 		m.Header.Set(clusterFromHeader, o.id)
 		m.Header.Set(jetstream.MsgIDHeader, o.id+"."+strconv.FormatUint(o.sent, 10))
-		if kind, _ := clusterMsgKind(m.Header, nil); kind == clusterResult {
+		if kind == clusterResult {
 			o.n++
+			m.Header.Set(clusterNumberHeader, strconv.FormatUint(o.n, 10))
 		}
+	}
+	if kind != clusterResult {
 		m.Header.Set(clusterNumberHeader, strconv.FormatUint(o.n, 10))
 	}
 	ack, err := o.k.c.conn.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(o.last))
@@ -833,31 +838,67 @@ func (o *ownership) send(ctx context.Context, m *nats.Msg) error {
 	return nil
 }
 
-// resync finds, after a publish was refused for its expected sequence,
-// whether another owner published since (then this one is replaced), or
-// only this owner's own messages moved on: one stored though its
-// acknowledgement was lost, or all of them aged out of the stream. It
-// reports whether to send again. Called with sendMu held.
-func (o *ownership) resync(ctx context.Context) bool {
-	m, err := o.st.GetLastMsgForSubject(ctx, o.k.subject)
+// errFenced is what sendSynced returns when another owner has published to
+// the key's subject since this one.
+var errFenced = errors.New("cluster: another instance owns the key")
+
+// sendSynced sends m and, when JetStream refuses it for the subject's last
+// sequence, finds out why: this owner's own messages moved the subject on
+// (one stored though its acknowledgement was lost, perhaps m itself, or
+// all of them aged out), and m goes again unless it is stored already; or
+// another owner's did, and it returns errFenced. Called with sendMu held.
+func (o *ownership) sendSynced(ctx context.Context, m *nats.Msg) error {
+	err := o.send(ctx, m)
+	for try := 0; try < 3 && isWrongLast(err); try++ {
+		stored, again, rerr := o.resync(ctx, m)
+		switch {
+		case rerr != nil:
+			return rerr // it cannot tell: as a publish whose outcome is unknown
+		case stored:
+			return nil
+		case !again:
+			return errFenced
+		}
+		err = o.send(ctx, m)
+	}
+	if isWrongLast(err) {
+		return errFenced
+	}
+	return err
+}
+
+// resync reads the subject's last message after a refusal for its
+// sequence: stored reports that it is m, again that m may go after it,
+// neither that another owner published since. An error means it cannot
+// tell. Called with sendMu held.
+func (o *ownership) resync(ctx context.Context, m *nats.Msg) (stored, again bool, err error) {
+	last, err := o.st.GetLastMsgForSubject(ctx, o.k.subject)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		// Aged out, or never more than marks since another took the
 		// key: only the lease tells.
 		e, err := o.kv.Get(ctx, o.k.leaseKey)
-		if err != nil || e.Revision() != o.revision() {
-			return false
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			return false, false, nil
+		case err != nil:
+			return false, false, err
+		case e.Revision() != o.revision():
+			return false, false, nil
 		}
 		o.last = 0
-		return true
+		return false, true, nil
 	case err != nil:
-		return false
-	case m.Header.Get(clusterFromHeader) == o.id:
-		// A result stored though send gave up on it keeps its number.
-		o.last, o.n = m.Sequence, max(o.n, clusterResultNumber(m.Header))
-		return true
+		return false, false, err
+	case last.Header.Get(clusterFromHeader) != o.id:
+		return false, false, nil
 	}
-	return false
+	// A result stored though send gave up on it keeps its number.
+	o.last, o.n = last.Sequence, max(o.n, clusterResultNumber(last.Header))
+	if last.Header.Get(jetstream.MsgIDHeader) == m.Header.Get(jetstream.MsgIDHeader) {
+		return true, false, nil
+	}
+	return false, true, nil
 }
 
 // enqueue queues m to publish, within the queue's bounds unless always.
@@ -956,18 +997,13 @@ func (o *ownership) sendOne(m *nats.Msg) (sendOutcome, error) {
 	pause := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(o.ctx, c.cfg.AckTimeout)
-		err := o.send(ctx, m)
-		// Sent again, once resynchronised; the message id keeps it
-		// from being stored twice.
-		for try := 0; try < 3 && isWrongLast(err) && o.resync(ctx); try++ {
-			err = o.send(ctx, m)
-		}
+		err := o.sendSynced(ctx, m)
 		cancel()
 		var api *jetstream.APIError
 		switch {
 		case err == nil:
 			return sent, nil
-		case isWrongLast(err):
+		case errors.Is(err, errFenced):
 			return sendFenced, nil
 		case errors.As(err, &api) && api.Code < 500 || errors.Is(err, nats.ErrMaxPayload):
 			o.unnumber(m)

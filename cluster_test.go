@@ -555,11 +555,13 @@ func TestClusterFirstKeyOfAFreshCluster(t *testing.T) {
 
 // A stillProxy passes bytes between its clients and a server until it is
 // stilled; then its connections stay open and carry nothing, as across a
-// network that died, until the test ends.
+// network that died, until the test ends. While late is held, what the
+// server sends waits (late, not lost): a test unlocks it before it ends.
 type stillProxy struct {
 	addr  string
 	still chan struct{}
 	end   chan struct{}
+	late  sync.Mutex
 	mu    sync.Mutex
 	conns []net.Conn
 }
@@ -598,14 +600,14 @@ func newStillProxy(t *testing.T, target string) *stillProxy {
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
 			wg.Add(2)
-			go p.pipe(&wg, c, s)
-			go p.pipe(&wg, s, c)
+			go p.pipe(&wg, c, s, &p.late)
+			go p.pipe(&wg, s, c, nil)
 		}
 	}()
 	return p
 }
 
-func (p *stillProxy) pipe(wg *sync.WaitGroup, dst, src net.Conn) {
+func (p *stillProxy) pipe(wg *sync.WaitGroup, dst, src net.Conn, gate *sync.Mutex) {
 	defer wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
@@ -617,6 +619,10 @@ func (p *stillProxy) pipe(wg *sync.WaitGroup, dst, src net.Conn) {
 		default:
 		}
 		if n > 0 {
+			if gate != nil {
+				gate.Lock()
+				gate.Unlock()
+			}
 			if _, err := dst.Write(buf[:n]); err != nil {
 				return
 			}
@@ -999,5 +1005,67 @@ func TestClusterJetStreamGone(t *testing.T) {
 	g.waitIdle(t)
 	if n := up.Subscriptions(); n != 0 {
 		t.Fatalf("the upstream holds %d subscriptions", n)
+	}
+}
+
+// An owner shuts down while the acknowledgement of a result it published
+// is late: it stops waiting for it, and its release mark carries that
+// result's number all the same, so that the next owner numbers on from it
+// and no reader elsewhere takes the next result for a gap.
+func TestClusterReleaseAfterALateAcknowledgement(t *testing.T) {
+	ns := natsServer(t, 0)
+	px := newStillProxy(t, ns.Addr().String())
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	tc := &testCluster{ns: ns, up: up}
+	seen0, seen1 := &clusterEvents{}, &clusterEvents{}
+	g0 := gatewayFor(t, up, func(cfg *gqlpush.Config) {
+		cfg.Cluster = &gqlpush.Cluster{URL: "nats://" + px.addr, Instance: "i0", Lease: 3 * time.Second,
+			NATSOptions: []nats.Option{nats.ReconnectWait(100 * time.Millisecond)}}
+		cfg.AckTimeout = 400 * time.Millisecond
+		cfg.Observer = seen0.observer()
+	})
+	g1 := gatewayFor(t, up, func(cfg *gqlpush.Config) {
+		cfg.Cluster = &gqlpush.Cluster{NATS: publisher(t, ns), Instance: "i1", Lease: 3 * time.Second}
+		cfg.Observer = seen1.observer()
+	})
+	a := readAll(g0.open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, a)
+	seen0.wait(t, "taken")
+	b := readAll(g1.open(t, "/operations/Sub?wg_sse"))
+	tc.sync(t, a, b)
+
+	px.late.Lock() // answers to the owner are late from now on
+	up.Chat.Post("", "x")
+	b.until(t, "x") // stored: the other instance reads it
+	closed := make(chan error, 1)
+	go func() { closed <- g0.h.Close(waitCtx(t)) }()
+	// The owner stops waiting and deletes its lease (its requests still
+	// go through); then the answers come.
+	kv, err := tc.js(t).KeyValue(waitCtx(t), gqlpush.DefaultClusterName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ctx, held := waitCtx(t), true; held; {
+		if keys, err := kv.ListKeysFiltered(ctx, "l.*"); err == nil {
+			held = false
+			for range keys.Keys() {
+				held = true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the owner kept its lease")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	px.late.Unlock()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	seen0.wait(t, "taken", "released")
+	seen1.wait(t, "taken")
+	if f := tc.firstFrame(t, b, "after"); !strings.HasPrefix(f, "id: ") || !strings.Contains(f, `"after"`) {
+		t.Fatalf("the other instance's reader got %q, want the result \"after\"", f)
 	}
 }
