@@ -182,14 +182,16 @@ func (c *cluster) setup(ctx context.Context) (jetstream.KeyValue, jetstream.Stre
 	if s.dead != nil {
 		return nil, nil, s.dead
 	}
-	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	want := jetstream.StreamConfig{
 		Name:              c.set.Name,
 		Subjects:          []string{c.prefix + ">"},
 		MaxMsgsPerSubject: int64(max(c.cfg.ResumeFrames, 1)) + 1, // and the end or an owner's marker
 		MaxAge:            c.set.MaxAge,
 		Discard:           jetstream.DiscardOld,
 		Storage:           jetstream.FileStorage,
-	})
+	}
+	c.compare(ctx, want)
+	st, err := s.js.CreateOrUpdateStream(ctx, want)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -207,6 +209,34 @@ func (c *cluster) setup(ctx context.Context) (jetstream.KeyValue, jetstream.Stre
 	}
 	c.kv, c.stream = kv, st
 	return kv, st, nil
+}
+
+// compare warns when the cluster's stream or bucket was made with other
+// settings than this instance's: every instance of a cluster needs the
+// same Lease, MaxAge and ResumeFrames, or the last to start decides for
+// all (a deploy that changes them is under way, or one is misconfigured).
+// Called with setupMu held.
+func (c *cluster) compare(ctx context.Context, want jetstream.StreamConfig) {
+	js := c.conn.js
+	var differ []string
+	if st, err := js.Stream(ctx, want.Name); err == nil {
+		had := st.CachedInfo().Config
+		if had.MaxAge != want.MaxAge {
+			differ = append(differ, "MaxAge "+had.MaxAge.String())
+		}
+		if had.MaxMsgsPerSubject != want.MaxMsgsPerSubject {
+			differ = append(differ, "ResumeFrames "+strconv.FormatInt(had.MaxMsgsPerSubject-1, 10))
+		}
+	}
+	if kv, err := js.KeyValue(ctx, want.Name); err == nil {
+		if st, err := kv.Status(ctx); err == nil && st.TTL() != c.set.Lease {
+			differ = append(differ, "Lease "+st.TTL().String())
+		}
+	}
+	if len(differ) > 0 {
+		c.cfg.Logger.Warn("cluster: another instance runs with other settings; every instance of a cluster needs the same, and this one's now apply",
+			"cluster", c.set.Name, "theirs", strings.Join(differ, ", "))
+	}
 }
 
 // bucket is the cluster's bucket, once setup has found it.

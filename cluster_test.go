@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -1067,5 +1068,28 @@ func TestClusterReleaseAfterALateAcknowledgement(t *testing.T) {
 	seen1.wait(t, "taken")
 	if f := tc.firstFrame(t, b, "after"); !strings.HasPrefix(f, "id: ") || !strings.Contains(f, `"after"`) {
 		t.Fatalf("the other instance's reader got %q, want the result \"after\"", f)
+	}
+}
+
+// An instance that joins with other settings than the cluster's says so in
+// its log.
+func TestClusterSettingsDiffer(t *testing.T) {
+	var e ends
+	n := 0
+	tc := newTestCluster(t, 2, func(cfg *gqlpush.Config) {
+		if n == 1 {
+			cfg.Cluster.Lease = 2 * testLease
+			cfg.ResumeFrames = 7
+			cfg.Logger = slog.New(slog.NewTextHandler(&e.logs, nil))
+		}
+		n++
+	})
+	tc.sync(t, readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse")))
+	tc.sync(t, readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse")))
+	log := e.logs.String()
+	for _, want := range []string{"another instance runs with other settings", "ResumeFrames 64", "Lease 1s"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log holds no %q: %s", want, log)
+		}
 	}
 }
