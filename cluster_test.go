@@ -1087,9 +1087,16 @@ func TestClusterSettingsDiffer(t *testing.T) {
 	})
 	tc.sync(t, readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse")))
 	tc.sync(t, readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse")))
-	log := e.logs.String()
-	for _, want := range []string{"another instance runs with other settings", "ResumeFrames 64", "Lease 1s"} {
-		if !strings.Contains(log, want) {
+	// The second instance's runner finds the stream as its reader reads.
+	for ctx := waitCtx(t); !strings.Contains(e.logs.String(), "another instance runs with other settings"); {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the log says nothing of the settings: %s", e.logs.String())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	for _, want := range []string{"ResumeFrames 64", "Lease 1s"} {
+		if log := e.logs.String(); !strings.Contains(log, want) {
 			t.Errorf("the log holds no %q: %s", want, log)
 		}
 	}
