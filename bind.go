@@ -2,6 +2,7 @@ package gqlpush
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -25,6 +26,8 @@ type upstream struct {
 	initFunc func(*http.Request, *Principal) (json.RawMessage, error)
 	learned  atomic.Value // string: the protocol that worked, for ProtocolAuto
 	src      source       // what serves its subscriptions
+	httpURL  string       // where its queries are posted
+	client   *http.Client // that posts them
 	// clustered: its subscriptions are a cluster's (cluster.go), with the
 	// positions of the cluster's stream.
 	clustered bool
@@ -53,13 +56,17 @@ type endpoint struct {
 	byName    map[string]*variableDef
 	needsAuth bool         // @auth, @rbac or a @fromClaim variable
 	nats      *natsBinding // for an operation on a NATS upstream: its subjects
+	src       source       // what serves its subscriptions, or its live queries
+	// clustered: its subscriptions are a cluster's (cluster.go), with the
+	// positions of the cluster's stream.
+	clustered bool
 }
 
 // positional reports whether the results of the operation's subscriptions
 // have positions in their source that outlive a process: a JetStream
 // stream's sequences.
 func (e *endpoint) positional() bool {
-	return e.nats != nil && e.nats.field.stream != "" || e.up.clustered
+	return e.nats != nil && e.nats.field.stream != "" || e.clustered
 }
 
 // declares reports whether the operation declares a variable of that name.
@@ -129,6 +136,14 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 		if err != nil {
 			return nil, bad("ForwardHeaders", ErrInvalid, err.Error())
 		}
+		httpURL, err := queryURL(u.HTTPURL, pu)
+		if err != nil {
+			return nil, bad("HTTPURL", ErrInvalid, err.Error())
+		}
+		client := u.HTTPClient
+		if client == nil {
+			client = newQueryClient()
+		}
 		r := &upstream{
 			name:     u.Name,
 			label:    u.Name,
@@ -139,6 +154,8 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 			dialer:   u.Dialer,
 			forward:  forward,
 			initFunc: u.InitPayloadFunc,
+			httpURL:  httpURL,
+			client:   client,
 		}
 		if r.label == "" {
 			r.label = pu.Host // host only: the URL may hold credentials
@@ -175,6 +192,18 @@ func bind(op *Operation, ups []*upstream, haveAuth bool) (*endpoint, error) {
 			names = append(names, u.name+"_")
 		}
 		return nil, fail("field %s names no configured upstream (fields start with one of: %s)", op.rootField.Name, strings.Join(names, ", "))
+	}
+	for _, f := range op.rootFields[1:] {
+		if u, _ := routeField(f.Name, ups); u != up {
+			return nil, &OperationError{File: op.file, Line: f.Position.Line, Column: f.Position.Column,
+				Message: fmt.Sprintf("field %s is not of the upstream of %s: a query's root fields all come from one upstream", f.Name, op.rootField.Name)}
+		}
+	}
+	switch {
+	case op.query && up.nats != nil:
+		return nil, fail("upstream %s is a NATS server: it serves subscriptions only", up.label)
+	case op.query && up.httpURL == "":
+		return nil, fail("upstream %s has no HTTPURL to post queries to", up.label)
 	}
 	needs := op.rules.requireAuth
 	for _, v := range op.vars {
@@ -219,7 +248,11 @@ func bind(op *Operation, ups []*upstream, haveAuth bool) (*endpoint, error) {
 		ep.nats = b
 		return ep, nil
 	}
-	q, err := op.upstreamQuery(field)
+	prefix := ""
+	if up.name != "" {
+		prefix = up.name + "_"
+	}
+	q, err := op.upstreamQuery(prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -248,4 +281,40 @@ func routeField(field string, ups []*upstream) (*upstream, string) {
 		return unnamed, field
 	}
 	return nil, ""
+}
+
+// queryURL is where an upstream's queries are posted: set, an http(s) URL
+// with a host; else its WebSocket URL pu with http for ws, https for wss.
+func queryURL(set string, pu *url.URL) (string, error) {
+	if set != "" {
+		hu, err := url.Parse(set)
+		if err != nil || hu.Host == "" || (hu.Scheme != "http" && hu.Scheme != "https") {
+			return "", errors.New("is not an http:// or https:// URL with a host")
+		}
+		return set, nil
+	}
+	hu := *pu
+	switch pu.Scheme {
+	case "ws":
+		hu.Scheme = "http"
+	case "wss":
+		hu.Scheme = "https"
+	default:
+		return "", nil // a Dialer of its own: queries need HTTPURL
+	}
+	return hu.String(), nil
+}
+
+// newQueryClient is the client an upstream's queries are posted with when
+// it has none of its own: it follows no redirect, and keeps enough
+// connections idle for the pollers of many keys.
+func newQueryClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	return &http.Client{
+		Transport: t,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
 }

@@ -27,6 +27,9 @@ const (
 	DefaultResumeFrames     = 64
 	DefaultDrainWindow      = time.Second
 	DefaultOnceTimeout      = 30 * time.Second
+	DefaultLivePollInterval = time.Second
+	DefaultQueryTimeout     = 10 * time.Second
+	DefaultMaxResponseBytes = 1 << 20
 )
 
 // Config configures a [Handler]. Only Operations and Upstreams are required;
@@ -139,6 +142,22 @@ type Config struct {
 	// wg_sse, that error frame and the end) and its upstream subscription
 	// stops. Zero means DefaultOnceTimeout.
 	OnceTimeout time.Duration
+
+	// LivePollInterval is how often a live query (wg_live) asks its
+	// upstream again, for an operation without @live(pollingIntervalSeconds:).
+	// Zero means DefaultLivePollInterval.
+	LivePollInterval time.Duration
+
+	// QueryTimeout bounds one query to an upstream over HTTP, answer
+	// included: a query answered once then gets 504 UPSTREAM_TIMEOUT; a
+	// live query asks again at its next interval. Zero means
+	// DefaultQueryTimeout.
+	QueryTimeout time.Duration
+
+	// MaxResponseBytes bounds an upstream's answer to a query over HTTP: a
+	// query answered once then gets 502 RESULT_TOO_LARGE, a live query
+	// ends with it. Zero means DefaultMaxResponseBytes.
+	MaxResponseBytes int
 
 	// DrainWindow spreads the ends of open streams over this long when
 	// Close is called, so that clients do not all reconnect at once; it
@@ -282,6 +301,17 @@ type Upstream struct {
 
 	// Dialer opens connections. Nil means a zero WebSocketDialer.
 	Dialer Dialer
+
+	// HTTPURL is where query operations are posted (GraphQL over HTTP):
+	// an http:// or https:// URL. Zero means URL with http for ws and
+	// https for wss.
+	HTTPURL string
+
+	// HTTPClient posts query operations. Nil means a client of gqlpush's
+	// own, which follows no redirect (forwarded credentials never reach
+	// another host) and keeps connections to the upstream open between
+	// polls. Its Timeout, if any, applies besides Config.QueryTimeout.
+	HTTPClient *http.Client
 }
 
 // withDefaults returns a copy of c in which every field left zero that has
@@ -305,6 +335,8 @@ func (c *Config) withDefaults() (Config, error) {
 		{"OnceTimeout", &d.OnceTimeout, DefaultOnceTimeout},
 		{"ResumeGrace", &d.ResumeGrace, 0},
 		{"DrainWindow", &d.DrainWindow, DefaultDrainWindow},
+		{"LivePollInterval", &d.LivePollInterval, DefaultLivePollInterval},
+		{"QueryTimeout", &d.QueryTimeout, DefaultQueryTimeout},
 	} {
 		if *f.v == 0 {
 			*f.v = f.def
@@ -332,6 +364,7 @@ func (c *Config) withDefaults() (Config, error) {
 		{"MaxAnonymousStreams", &d.MaxAnonymousStreams, 0},
 		{"MaxSubscriptions", &d.MaxSubscriptions, 0},
 		{"MaxUpstreamConns", &d.MaxUpstreamConns, 0},
+		{"MaxResponseBytes", &d.MaxResponseBytes, DefaultMaxResponseBytes},
 	} {
 		if *f.v == 0 {
 			*f.v = f.def

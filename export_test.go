@@ -22,7 +22,7 @@ func (a recorderReceiver) begin()                             {}
 // close stops it.
 func (h *Handler) OpenUpstream(name, vars, digest string, r Recorder) (close func(), err error) {
 	ep := h.endpoints[name]
-	hd, err := ep.up.src.open(&openRequest{ep: ep, vars: ep.variablesJSON(vars), header: ep.up.header, init: ep.up.init, forwardDigest: digest}, recorderReceiver{r})
+	hd, err := ep.src.open(&openRequest{ep: ep, vars: ep.variablesJSON(vars), header: ep.up.header, init: ep.up.init, forwardDigest: digest}, recorderReceiver{r})
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ type Handler struct {
 	endpoints map[string]*endpoint
 	log       *slog.Logger // cfg.Logger
 	pool      *pool        // the WebSocket upstreams' source
+	live      *pollSource  // the live queries' source
 	sources   []closer     // what it closes: the cluster, the pool, one source per NATS upstream
 	hub       *hub
 	limits    *limits
@@ -113,6 +114,16 @@ func NewHandler(config Config) (*Handler, error) {
 			u.src, u.clustered = &clusterSource{c: cl, inner: h.pool}, true
 		default:
 			u.src = h.pool
+		}
+	}
+	h.live = newPollSource(&h.cfg)
+	h.sources = append(h.sources, h.live)
+	for _, ep := range h.endpoints {
+		if ep.op.query {
+			// Each instance polls on its own, in a cluster too.
+			ep.src = h.live
+		} else {
+			ep.src, ep.clustered = ep.up.src, ep.up.clustered
 		}
 	}
 	h.hub = newHub(&h.cfg, h.limits)

@@ -92,7 +92,7 @@ func newTestHub(edit func(*Config)) *testHub {
 		edit(cfg)
 	}
 	src := &fakeSource{}
-	ep := &endpoint{op: &Operation{name: "Op"}, up: &upstream{name: "up", src: src}}
+	ep := &endpoint{op: &Operation{name: "Op"}, up: &upstream{name: "up", src: src}, src: src}
 	l := &limits{max: cfg.MaxStreams, perMax: cfg.MaxStreamsPerPrincipal, per: map[string]int{}}
 	return &testHub{hub: newHub(cfg, l), src: src, ep: ep}
 }
@@ -530,7 +530,7 @@ func (r *fakeReplay) close() {
 func newReplayHub(edit func(*Config)) (*testHub, *replaySource) {
 	th := newTestHub(edit)
 	src := &replaySource{}
-	th.ep = &endpoint{op: &Operation{name: "Op"}, up: &upstream{name: "up", src: src}, nats: &natsBinding{field: &natsField{stream: "S"}}}
+	th.ep = &endpoint{op: &Operation{name: "Op"}, up: &upstream{name: "up", src: src}, src: src, nats: &natsBinding{field: &natsField{stream: "S"}}}
 	th.src = &src.fakeSource
 	return th, src
 }

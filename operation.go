@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/formatter"
@@ -18,19 +20,22 @@ import (
 // OperationExt is the file name extension of operation files.
 const OperationExt = ".graphql"
 
-// An Operation is one persisted GraphQL subscription, the content of one
-// `.graphql` file. Build it with [ParseOperation] or [LoadOperations]; it is
-// immutable and safe to share.
+// An Operation is one persisted GraphQL subscription or query, the content
+// of one `.graphql` file. Build it with [ParseOperation] or
+// [LoadOperations]; it is immutable and safe to share.
 type Operation struct {
 	name   string // endpoint name: "chat/New"
 	file   string // where it came from, for messages: "chat/New.graphql"
 	source string
 
-	opName    string                     // the name after `subscription`, may be empty
-	rootField *ast.Field                 // the single root field, as written
-	fragments ast.FragmentDefinitionList // of the document, for completing results
-	vars      []*variableDef             // declared variables, in order
-	rules     accessRules                // from @auth, @rbac
+	query      bool                       // a query: served once, or live; else a subscription
+	live       time.Duration              // a query's @live(pollingIntervalSeconds:); 0 for none
+	opName     string                     // the name after `subscription` or `query`, may be empty
+	rootField  *ast.Field                 // the first root field, as written: a subscription's only one
+	rootFields []*ast.Field               // every root field, as written
+	fragments  ast.FragmentDefinitionList // of the document, for completing results
+	vars       []*variableDef             // declared variables, in order
+	rules      accessRules                // from @auth, @rbac
 }
 
 // Name returns the endpoint name: the file path below the operations root,
@@ -39,6 +44,10 @@ func (o *Operation) Name() string { return o.name }
 
 // Source returns the operation's text as written.
 func (o *Operation) Source() string { return o.source }
+
+// IsQuery reports whether the operation is a query (served once, or as a
+// live stream with wg_live) rather than a subscription.
+func (o *Operation) IsQuery() bool { return o.query }
 
 // An OperationError reports an operation that cannot be served, with the
 // place in its file that breaks the rule.
@@ -70,21 +79,27 @@ const (
 	directiveFromClaim         = "fromClaim"
 	directiveInternal          = "internal"
 	directiveInternalOperation = "internalOperation"
+	directiveLive              = "live"
 )
+
+// MaxLivePollingInterval is the longest @live(pollingIntervalSeconds:) an
+// operation may ask for.
+const MaxLivePollingInterval = time.Hour
 
 func isOwnDirective(name string) bool {
 	switch name {
-	case directiveAuth, directiveRBAC, directiveFromClaim, directiveInternal, directiveInternalOperation:
+	case directiveAuth, directiveRBAC, directiveFromClaim, directiveInternal, directiveInternalOperation, directiveLive:
 		return true
 	}
 	return false
 }
 
-// ParseOperation parses one subscription operation. name is its endpoint name
-// ("chat/New"); error messages call the source name + ".graphql". It fails
-// with an [*OperationError] when the source is not valid GraphQL or breaks a
-// rule: exactly one operation, a subscription, exactly one root field, never
-// marked internal.
+// ParseOperation parses one subscription or query operation. name is its
+// endpoint name ("chat/New"); error messages call the source name +
+// ".graphql". It fails with an [*OperationError] when the source is not
+// valid GraphQL or breaks a rule: exactly one operation, a subscription or
+// a query (never a mutation), never marked internal; a subscription selects
+// exactly one root field, a query one or more; only a query may be @live.
 func ParseOperation(name, source string) (*Operation, error) {
 	file := name + OperationExt
 	if err := checkOperationName(name); err != nil {
@@ -105,21 +120,32 @@ func ParseOperation(name, source string) (*Operation, error) {
 	switch len(doc.Operations) {
 	case 1:
 	case 0:
-		return nil, fail(&ast.Position{Line: 1, Column: 1}, "no operation: a file holds exactly one subscription")
+		return nil, fail(&ast.Position{Line: 1, Column: 1}, "no operation: a file holds exactly one subscription or query")
 	default:
-		return nil, fail(doc.Operations[1].Position, "%d operations: a file holds exactly one subscription", len(doc.Operations))
+		return nil, fail(doc.Operations[1].Position, "%d operations: a file holds exactly one subscription or query", len(doc.Operations))
 	}
 	op := doc.Operations[0]
-	if op.Operation != ast.Subscription {
-		return nil, fail(op.Position, "operation is a %s, not a subscription", op.Operation)
+	switch op.Operation {
+	case ast.Subscription:
+	case ast.Query:
+		o.query = true
+	default:
+		return nil, fail(op.Position, "operation is a %s: only subscriptions and queries are served", op.Operation)
 	}
 	o.opName = op.Name
 	for _, d := range op.Directives {
 		switch d.Name {
 		case directiveInternal, directiveInternalOperation:
-			return nil, fail(d.Position, "@%s: subscription operations cannot be internal", d.Name)
+			return nil, fail(d.Position, "@%s: served operations cannot be internal", d.Name)
 		case directiveFromClaim:
 			return nil, fail(d.Position, "@%s belongs on a variable definition, not on the operation", d.Name)
+		case directiveLive:
+			if !o.query {
+				return nil, fail(d.Position, "@%s is for queries: a subscription pushes its results already", d.Name)
+			}
+			if o.live, err = liveInterval(d); err != nil {
+				return nil, fail(d.Position, "@%s: %v", d.Name, err)
+			}
 		}
 	}
 	rules, err := parseAccessRules(op.Directives, fail)
@@ -128,29 +154,32 @@ func ParseOperation(name, source string) (*Operation, error) {
 	}
 	o.rules = rules
 
-	if n := len(op.SelectionSet); n != 1 {
+	if n := len(op.SelectionSet); n != 1 && !o.query {
 		pos := op.Position
 		if n > 1 {
 			pos = selectionPosition(op.SelectionSet[1])
 		}
 		return nil, fail(pos, "a subscription selects exactly one root field, this one selects %d", n)
 	}
-	root, ok := op.SelectionSet[0].(*ast.Field)
-	if !ok {
-		return nil, fail(selectionPosition(op.SelectionSet[0]), "the root selection must be a field, not a fragment")
-	}
-	if strings.HasPrefix(root.Name, "__") {
-		return nil, fail(root.Position, "the root field cannot be the introspection field %s", root.Name)
-	}
-	for _, d := range root.Directives {
-		if d.Name == "skip" || d.Name == "include" {
-			return nil, fail(d.Position, "@%s on the root field of a subscription is not allowed", d.Name)
+	for _, sel := range op.SelectionSet {
+		root, ok := sel.(*ast.Field)
+		if !ok {
+			return nil, fail(selectionPosition(sel), "a root selection must be a field, not a fragment")
 		}
-		if isOwnDirective(d.Name) {
-			return nil, fail(d.Position, "@%s is not allowed on a field", d.Name)
+		if strings.HasPrefix(root.Name, "__") {
+			return nil, fail(root.Position, "a root field cannot be the introspection field %s", root.Name)
 		}
+		for _, d := range root.Directives {
+			if !o.query && (d.Name == "skip" || d.Name == "include") {
+				return nil, fail(d.Position, "@%s on the root field of a subscription is not allowed", d.Name)
+			}
+			if isOwnDirective(d.Name) {
+				return nil, fail(d.Position, "@%s is not allowed on a field", d.Name)
+			}
+		}
+		o.rootFields = append(o.rootFields, root)
 	}
-	o.rootField = root
+	o.rootField = o.rootFields[0]
 	o.fragments = doc.Fragments
 
 	for _, vd := range op.VariableDefinitions {
@@ -297,9 +326,10 @@ func LoadOperations(fsys fs.FS) ([]*Operation, error) {
 // upstreamQuery renders the document sent upstream: gqlpush's directives
 // removed, variable defaults removed (gqlpush always sends a value, and some
 // servers reject a default on a non-null variable), and, for a named
-// upstream, the root field renamed to the upstream's own name with an alias
-// that keeps the key the operation wrote: `gql_messageCreated: messageCreated`.
-func (o *Operation) upstreamQuery(field string) (string, error) {
+// upstream (prefix "gql_"), each root field renamed to the upstream's own
+// name with an alias that keeps the key the operation wrote:
+// `gql_messageCreated: messageCreated`.
+func (o *Operation) upstreamQuery(prefix string) (string, error) {
 	// Parse again so the shared, parsed form is never mutated.
 	doc, err := parser.ParseQuery(&ast.Source{Name: o.file, Input: o.source})
 	if err != nil {
@@ -311,13 +341,31 @@ func (o *Operation) upstreamQuery(field string) (string, error) {
 		vd.Directives = withoutOwnDirectives(vd.Directives)
 		vd.DefaultValue = nil
 	}
-	root := op.SelectionSet[0].(*ast.Field)
-	if root.Name != field {
-		root.Name = field
+	for _, sel := range op.SelectionSet {
+		root := sel.(*ast.Field)
+		root.Name = strings.TrimPrefix(root.Name, prefix)
 	}
 	var b bytes.Buffer
 	formatter.NewFormatter(&b, formatter.WithIndent("  ")).FormatQueryDocument(doc)
 	return strings.TrimSpace(b.String()), nil
+}
+
+// liveInterval reads @live(pollingIntervalSeconds: N): a whole number of
+// seconds, at least 1, at most MaxLivePollingInterval. Without the
+// argument, it is 0: the Handler's LivePollInterval.
+func liveInterval(d *ast.Directive) (time.Duration, error) {
+	var out time.Duration
+	for _, a := range d.Arguments {
+		if a.Name != "pollingIntervalSeconds" {
+			return 0, fmt.Errorf("unknown argument %s (it takes pollingIntervalSeconds)", a.Name)
+		}
+		n, err := strconv.Atoi(a.Value.Raw)
+		if a.Value.Kind != ast.IntValue || err != nil || n < 1 || time.Duration(n)*time.Second > MaxLivePollingInterval {
+			return 0, fmt.Errorf("pollingIntervalSeconds must be a whole number of seconds from 1 to %d", int(MaxLivePollingInterval/time.Second))
+		}
+		out = time.Duration(n) * time.Second
+	}
+	return out, nil
 }
 
 func withoutOwnDirectives(ds ast.DirectiveList) ast.DirectiveList {

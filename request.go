@@ -17,6 +17,7 @@ const (
 	flagJSONPatch = "wg_json_patch"
 	flagDedupe    = "wg_deduplicate"
 	flagVariables = "wg_variables"
+	flagLive      = "wg_live"
 )
 
 // A request is a parsed, checked client request.
@@ -27,6 +28,7 @@ type request struct {
 	once      bool
 	patch     bool   // wg_json_patch
 	dedupe    bool   // wg_deduplicate
+	live      bool   // wg_live: a query followed as a stream
 	vars      []byte // canonical JSON
 
 	// What goes upstream on the connection's handshake, and the digest of it
@@ -76,6 +78,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errShuttingDown)
 		return
 	}
+	if req.ep.op.query && !req.live {
+		h.serveQuery(w, r, req)
+		h.streams.done()
+		release()
+		return
+	}
 	h.serveStream(w, r, req, func() {
 		h.streams.done()
 		release()
@@ -93,7 +101,7 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 		return nil, refuse(probNotFound, "no operation "+quoteShort(name))
 	}
 	if r.Method != http.MethodGet {
-		return nil, refuse(probMethodNotAllowed, "method "+quoteShort(r.Method)+" not allowed: subscriptions are GET requests")
+		return nil, refuse(probMethodNotAllowed, "method "+quoteShort(r.Method)+" not allowed: operations are GET requests")
 	}
 	if len(r.URL.RawQuery) > h.cfg.MaxQueryBytes {
 		return nil, refuse(probQueryTooLong, "query string longer than "+strconv.Itoa(h.cfg.MaxQueryBytes)+" bytes")
@@ -150,6 +158,10 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 			if req.dedupe, err = parseFlag(k, v); err != nil {
 				return nil, badInput(err.Error())
 			}
+		case flagLive:
+			if req.live, err = parseFlag(k, v); err != nil {
+				return nil, badInput(err.Error())
+			}
 		case flagVariables:
 			obj, err := decodeJSON(v)
 			m, isObj := obj.(map[string]any)
@@ -158,8 +170,16 @@ func (h *Handler) parseRequest(r *http.Request) (*request, *httpError) {
 			}
 			varsJSON = m
 		default:
-			return nil, badInput("unknown parameter " + quoteShort(k) + " (wg_ parameters: wg_sse, wg_subscribe_once, wg_json_patch, wg_deduplicate, wg_variables)")
+			return nil, badInput("unknown parameter " + quoteShort(k) + " (wg_ parameters: wg_sse, wg_subscribe_once, wg_live, wg_json_patch, wg_deduplicate, wg_variables)")
 		}
+	}
+	switch {
+	case !ep.op.query && req.live:
+		return nil, badInput("wg_live is for queries: " + quoteShort(name) + " is a subscription, which streams already")
+	case ep.op.query && req.once:
+		return nil, badInput("wg_subscribe_once is for subscriptions: " + quoteShort(name) + " is a query, answered once without wg_live")
+	case ep.op.query && !req.live && (req.sse || req.patch || req.dedupe):
+		return nil, badInput("wg_sse, wg_json_patch and wg_deduplicate are for streams: add wg_live to follow the query " + quoteShort(name))
 	}
 	if varsJSON != nil && varsParams != nil {
 		return nil, badInput("give variables either in wg_variables or as parameters, not both")

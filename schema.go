@@ -17,8 +17,9 @@ import (
 // them validate against an upstream schema. Roles are a custom scalar because
 // they are written as enum names or as strings.
 var ownDirectivesSDL = map[string]string{
-	directiveAuth:              `directive @auth on SUBSCRIPTION`,
-	directiveRBAC:              `directive @rbac(requireMatchAll: [GqlpushRole!], requireMatchAny: [GqlpushRole!], denyMatchAll: [GqlpushRole!], denyMatchAny: [GqlpushRole!]) on SUBSCRIPTION`,
+	directiveAuth:              `directive @auth on QUERY | SUBSCRIPTION`,
+	directiveRBAC:              `directive @rbac(requireMatchAll: [GqlpushRole!], requireMatchAny: [GqlpushRole!], denyMatchAll: [GqlpushRole!], denyMatchAny: [GqlpushRole!]) on QUERY | SUBSCRIPTION`,
+	directiveLive:              `directive @live(pollingIntervalSeconds: Int) on QUERY`,
 	directiveFromClaim:         `directive @fromClaim(name: GqlpushClaim!) on VARIABLE_DEFINITION`,
 	directiveInternal:          `directive @internal on QUERY | MUTATION | SUBSCRIPTION`,
 	directiveInternalOperation: `directive @internalOperation on QUERY | MUTATION | SUBSCRIPTION`,
@@ -31,17 +32,14 @@ type upstreamSchema struct {
 }
 
 // parseUpstreamSchema reads an upstream's SDL. Operations name its
-// subscription fields <name>_<field>, so they are validated against a copy of
-// the schema whose subscription fields carry that prefix and that declares
-// gqlpush's directives.
+// subscription and query fields <name>_<field>, so they are validated
+// against a copy of the schema whose root fields carry that prefix and that
+// declares gqlpush's directives.
 func parseUpstreamSchema(name, sdl string) (*upstreamSchema, error) {
 	// Errors read "schema:line:col: …", after the upstream's name.
 	types, err := gqlparser.LoadSchema(&ast.Source{Name: "schema", Input: sdl})
 	if err != nil {
 		return nil, err
-	}
-	if types.Subscription == nil {
-		return nil, errors.New("schema: it has no subscription type")
 	}
 	doc, err := parser.ParseSchema(&ast.Source{Name: "schema", Input: sdl})
 	if err != nil {
@@ -50,7 +48,7 @@ func parseUpstreamSchema(name, sdl string) (*upstreamSchema, error) {
 	if name != "" {
 		rename := func(defs ast.DefinitionList) {
 			for _, d := range defs {
-				if d.Name == types.Subscription.Name {
+				if types.Subscription != nil && d.Name == types.Subscription.Name || types.Query != nil && d.Name == types.Query.Name {
 					for _, f := range d.Fields {
 						f.Name = name + "_" + f.Name
 					}
@@ -62,7 +60,7 @@ func parseUpstreamSchema(name, sdl string) (*upstreamSchema, error) {
 	}
 	var b bytes.Buffer
 	formatter.NewFormatter(&b).FormatSchemaDocument(doc)
-	for _, n := range []string{directiveAuth, directiveRBAC, directiveFromClaim, directiveInternal, directiveInternalOperation} {
+	for _, n := range []string{directiveAuth, directiveRBAC, directiveFromClaim, directiveInternal, directiveInternalOperation, directiveLive} {
 		if doc.Directives.ForName(n) == nil {
 			b.WriteString("\n" + ownDirectivesSDL[n] + "\n")
 		}

@@ -51,7 +51,10 @@ type shared struct {
 	key        subKey
 	token      string // names it in event ids; "" when resumption is off
 	positional bool   // its ids are its source's positions (JetStream)
-	handle     handle // of its source; set once open has returned
+	// live: a live query's, whose last result is its current state: the
+	// log always holds it, and a new subscriber starts with it.
+	live   bool
+	handle handle // of its source; set once open has returned
 
 	// opening is closed when its source's open returns; nil after. Until
 	// then the subscription has its first subscriber only: others wait.
@@ -154,7 +157,7 @@ func (h *hub) join(ctx context.Context, key subKey, owner string, header http.He
 		}
 		s = &subscriber{sh: sh, owner: owner, wake: make(chan struct{}, 1)}
 		sh.mu.Lock()
-		s.cursor = sh.next
+		s.cursor = sh.current()
 		if resume {
 			from, ok := sh.resumeFrom(token, seq)
 			switch {
@@ -176,6 +179,9 @@ func (h *hub) join(ctx context.Context, key subKey, owner string, header http.He
 			default:
 				reset = true
 			}
+		}
+		if s.cursor < sh.next {
+			s.notify() // a live query's current result
 		}
 		if rr != nil {
 			s.catchUp(rr, seq)
@@ -221,7 +227,7 @@ func (sh *shared) resumeFrom(token string, n uint64) (uint64, bool) {
 // reset reports that it no longer holds all that followed, or cannot
 // replay at all. It is called with no lock held.
 func (h *hub) replayFrom(ctx context.Context, key subKey, header http.Header, init json.RawMessage, after uint64) (replayReader, bool, error) {
-	src, ok := key.ep.up.src.(replayer)
+	src, ok := key.ep.src.(replayer)
 	if !ok {
 		return nil, true, nil
 	}
@@ -259,7 +265,7 @@ func (h *hub) start(key subKey, owner string, header http.Header, init json.RawM
 		h.mu.Unlock()
 		return nil, errTooManySubscriptions
 	}
-	sh := &shared{h: h, key: key, opening: make(chan struct{}), positional: key.ep.positional()}
+	sh := &shared{h: h, key: key, opening: make(chan struct{}), positional: key.ep.positional(), live: key.ep.op.query}
 	switch {
 	case h.cfg.ResumeFrames <= 0, key.nonce != 0:
 	case sh.positional:
@@ -277,7 +283,7 @@ func (h *hub) start(key subKey, owner string, header http.Header, init json.RawM
 	h.subs[key] = sh
 	h.mu.Unlock()
 
-	hd, err := key.ep.up.src.open(openRequestFor(key, header, init), sh)
+	hd, err := key.ep.src.open(openRequestFor(key, header, init), sh)
 
 	var evicted *shared
 	h.mu.Lock()
@@ -596,11 +602,25 @@ func (sh *shared) offset(seq uint64) uint64 {
 	return sh.events[seq-sh.base].off
 }
 
+// current is where a new subscriber starts reading: after the last event,
+// or, for a live query, at it (its current result), when there is one.
+// Called with sh.mu held.
+func (sh *shared) current() uint64 {
+	if sh.live && sh.next > sh.base {
+		return sh.next - 1
+	}
+	return sh.next
+}
+
 // advanceWindow moves the start of the resume window past what no longer
 // fits in it: more than resumeFrames events, or more than queueBytes of
-// them (the last event always fits).
+// them (the last event always fits). A live query's keeps its last event
+// at least.
 func (sh *shared) advanceWindow() {
 	keep := uint64(max(sh.h.cfg.ResumeFrames, 0))
+	if sh.live {
+		keep = max(keep, 1)
+	}
 	if keep == 0 {
 		sh.window = sh.next
 		return
@@ -734,7 +754,7 @@ func positionalToken(key subKey) string {
 func keyHash(ep *endpoint, forwardDigest, vars string) []byte {
 	d := sha256.New()
 	parts := []string{ep.op.name, forwardDigest, vars}
-	if ep.up.clustered {
+	if ep.clustered {
 		parts = append(parts, ep.up.name, ep.query)
 	}
 	for _, part := range parts {

@@ -207,8 +207,8 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// ServeHTTP accepts a WebSocket and serves it. It makes the server
-// mountable in any mux, as the demo does.
+// ServeHTTP accepts a WebSocket and serves it, or answers a query posted
+// over HTTP. It makes the server mountable in any mux, as the demo does.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h, down := s.handshake()
 	if down {
@@ -220,6 +220,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// a relative Location against the request: the test chose it.
 		w.Header().Set("Location", h.Redirect)
 		w.WriteHeader(http.StatusFound)
+		return
+	}
+	if r.Method == http.MethodPost {
+		s.serveQuery(w, r)
 		return
 	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: s.opts.Protocols})

@@ -1,0 +1,238 @@
+package gqlpush
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Queries. A query operation is answered once, with the upstream's result
+// as the whole body, or followed live (wg_live): its pollSource asks the
+// upstream again at an interval, one poller per key shared by all its
+// clients, and publishes a result only when it differs from the last. Both
+// ask over GraphQL over HTTP: a POST of application/json, answered with
+// application/graphql-response+json or application/json (the
+// GraphQL-over-HTTP specification).
+
+// Media types of GraphQL over HTTP.
+const (
+	mediaGraphQLResponse = "application/graphql-response+json"
+	mediaJSON            = "application/json"
+)
+
+// A queryError is why asking the upstream for a query's result failed:
+// the row of the problems table a client is told (UPSTREAM_UNAVAILABLE,
+// RESULT_TOO_LARGE, UPSTREAM_TIMEOUT), and the cause, for the log.
+type queryError struct {
+	why problem
+	err error
+}
+
+func (e *queryError) Error() string { return e.err.Error() }
+
+// queryBody is the body of a GraphQL-over-HTTP request.
+type queryBody struct {
+	Query         string          `json:"query"`
+	Variables     json.RawMessage `json:"variables,omitempty"`
+	OperationName string          `json:"operationName,omitempty"`
+}
+
+// askUpstream posts req's query to its upstream and returns the result, as
+// compact JSON {"data":…,"errors":…}. GraphQL errors are a result, passed
+// through; an answer that is not a GraphQL response is an error.
+func askUpstream(ctx context.Context, cfg *Config, req *openRequest) ([]byte, *queryError) {
+	up := req.ep.up
+	body, err := json.Marshal(queryBody{Query: req.ep.query, Variables: req.vars, OperationName: req.ep.op.opName})
+	if err != nil {
+		return nil, &queryError{probUpstreamGone, err}
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.QueryTimeout)
+	defer cancel()
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, up.httpURL, bytes.NewReader(body))
+	if err != nil {
+		return nil, &queryError{probUpstreamGone, err}
+	}
+	for k, v := range req.header {
+		hr.Header[k] = v
+	}
+	hr.Header.Set("Content-Type", mediaJSON)
+	hr.Header.Set("Accept", mediaGraphQLResponse+", "+mediaJSON)
+	resp, err := up.client.Do(hr)
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, &queryError{probOnceTimeout, fmt.Errorf("no answer within %v", cfg.QueryTimeout)}
+		}
+		return nil, &queryError{probUpstreamGone, err}
+	}
+	defer resp.Body.Close()
+	media, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch {
+	case media != mediaGraphQLResponse && media != mediaJSON:
+		return nil, &queryError{probUpstreamGone, fmt.Errorf("answered %d with content type %q", resp.StatusCode, clip(media))}
+	case resp.StatusCode/100 == 2:
+	case media == mediaGraphQLResponse && resp.StatusCode/100 == 4:
+		// A request the upstream refused, told as a GraphQL response:
+		// its errors are the result.
+	default:
+		return nil, &queryError{probUpstreamGone, fmt.Errorf("answered with status %d", resp.StatusCode)}
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(cfg.MaxResponseBytes)+1))
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return nil, &queryError{probOnceTimeout, fmt.Errorf("no whole answer within %v", cfg.QueryTimeout)}
+	case err != nil:
+		return nil, &queryError{probUpstreamGone, err}
+	case len(raw) > cfg.MaxResponseBytes:
+		return nil, &queryError{probResultTooLarge, fmt.Errorf("an answer over %d bytes", cfg.MaxResponseBytes)}
+	}
+	out, err := appendResult(nil, raw)
+	if err != nil {
+		return nil, &queryError{probUpstreamGone, fmt.Errorf("answered with no GraphQL response: %w", err)}
+	}
+	return out, nil
+}
+
+// serveQuery answers a query request once: the upstream's result as the
+// body.
+func (h *Handler) serveQuery(w http.ResponseWriter, r *http.Request, req *request) {
+	raw, qerr := askUpstream(r.Context(), &h.cfg, openRequestFor(req.key, req.header, req.init))
+	if qerr != nil {
+		if r.Context().Err() != nil {
+			return // the client left
+		}
+		h.log.Warn("a query to the upstream failed", "upstream", req.ep.up.label, "operation", req.ep.op.name, "err", logText(qerr.err))
+		writeError(w, refuse(qerr.why, ""))
+		return
+	}
+	hd := w.Header()
+	hd.Set("Content-Type", mediaJSON)
+	hd.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(raw)
+}
+
+// A pollSource is the source of live queries: each subscription is a
+// poller that asks the upstream at the operation's interval.
+type pollSource struct {
+	cfg  *Config
+	logs *logSampler
+
+	ctx    context.Context // ends with close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the pollers
+
+	mu     sync.Mutex
+	closed bool
+}
+
+var _ source = (*pollSource)(nil)
+
+func newPollSource(cfg *Config) *pollSource {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &pollSource{cfg: cfg, logs: newLogSampler(cfg.Logger), ctx: ctx, cancel: cancel}
+}
+
+// A poller asks the upstream for one key's result, until its handle is
+// closed or the source closes.
+type poller struct {
+	src    *pollSource
+	req    *openRequest
+	r      receiver
+	ctx    context.Context // ends when the handle is closed, or the source
+	cancel context.CancelFunc
+}
+
+func (s *pollSource) open(req *openRequest, r receiver) (handle, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errClosed
+	}
+	p := &poller{src: s, req: req, r: r}
+	p.ctx, p.cancel = context.WithCancel(s.ctx)
+	s.wg.Add(1)
+	go p.run()
+	return p, nil
+}
+
+// close is the handle's: the key has no client left.
+func (p *poller) close() { p.cancel() }
+
+// run polls: the first time at once, then an interval after each poll
+// began. Polls never overlap: an answer slower than the interval delays
+// the next poll. A result equal to the last one published is not
+// published. An upstream that fails for longer than ReconnectLimit ends
+// the subscription.
+func (p *poller) run() {
+	s := p.src
+	defer s.wg.Done()
+	interval := p.req.ep.op.live
+	if interval == 0 {
+		interval = s.cfg.LivePollInterval
+	}
+	var last []byte
+	var failing time.Time // since when every poll failed
+	for {
+		began := time.Now()
+		raw, qerr := askUpstream(p.ctx, s.cfg, p.req)
+		if p.ctx.Err() != nil {
+			if s.ctx.Err() != nil {
+				p.r.end(endShutdown)
+			}
+			return
+		}
+		switch {
+		case qerr == nil:
+			failing = time.Time{}
+			if !bytes.Equal(raw, last) {
+				last = raw
+				if err := p.r.publish(raw, 0); err != nil {
+					s.logs.warn(logBadResult, "a query's result is no GraphQL result", "upstream", p.req.ep.up.label, "operation", p.req.ep.op.name, "err", logText(err))
+				}
+			}
+		case qerr.why == probResultTooLarge:
+			s.logs.warn(logLost, "a query's result is over MaxResponseBytes", "upstream", p.req.ep.up.label, "operation", p.req.ep.op.name)
+			p.r.end(endTooLarge)
+			return
+		default:
+			s.logs.warn(logFailed, "a query to the upstream failed; asked again at the next interval", "upstream", p.req.ep.up.label, "operation", p.req.ep.op.name, "err", logText(qerr.err))
+			if failing.IsZero() {
+				failing = began
+			}
+			if time.Since(failing) >= s.cfg.ReconnectLimit {
+				p.r.end(endUpstreamGone)
+				return
+			}
+		}
+		t := time.NewTimer(max(interval-time.Since(began), 0))
+		select {
+		case <-t.C:
+		case <-p.ctx.Done():
+			t.Stop()
+			if s.ctx.Err() != nil {
+				p.r.end(endShutdown)
+			}
+			return
+		}
+	}
+}
+
+// close ends every poller with endShutdown and waits for them: each ends
+// at once, its request cancelled.
+func (s *pollSource) close(context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *pollSource) conns() int { return 0 }
