@@ -52,6 +52,9 @@ type config struct {
 	resumeGrace    time.Duration
 	onceTimeout    time.Duration
 	drain          time.Duration
+	liveInterval   time.Duration
+	queryTimeout   time.Duration
+	maxResponse    int
 	cluster        *gqlpush.Cluster // nil without -cluster
 
 	jwt            *gqlpushjwt.Config // nil: every caller is anonymous
@@ -88,6 +91,10 @@ func (c *config) handlerConfig() gqlpush.Config {
 		ResumeGrace:    c.resumeGrace,
 		OnceTimeout:    c.onceTimeout,
 		DrainWindow:    c.drain,
+
+		LivePollInterval: c.liveInterval,
+		QueryTimeout:     c.queryTimeout,
+		MaxResponseBytes: c.maxResponse,
 
 		MaxStreams:             c.maxStreams,
 		MaxStreamsPerPrincipal: c.maxStreamsPerPrincipal,
@@ -126,6 +133,9 @@ func fieldFlags() map[string]string {
 		"ResumeFrames":           "-resume-frames",
 		"ResumeGrace":            "-resume-grace",
 		"OnceTimeout":            "-once-timeout",
+		"LivePollInterval":       "-live-interval",
+		"QueryTimeout":           "-query-timeout",
+		"MaxResponseBytes":       "-max-response-bytes",
 		"DrainWindow":            "-drain",
 		"MaxStreams":             "-max-streams",
 		"MaxStreamsPerPrincipal": "-max-streams-per-principal",
@@ -297,6 +307,9 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	fs.IntVar(&cfg.resumeFrames, "resume-frames", gqlpush.DefaultResumeFrames, "keep the last `N` results of each shared subscription, so that an SSE client that reconnects with the\nLast-Event-ID of one of them gets what it missed; 0 means the default, negative sends no id lines")
 	fs.DurationVar(&cfg.resumeGrace, "resume-grace", 0, "keep a shared subscription running for `D` after its last client left, so that a client back from a\nnetwork blip can resume; 0 (the default) stops it at once")
 	fs.DurationVar(&cfg.onceTimeout, "once-timeout", gqlpush.DefaultOnceTimeout, "give a ?wg_subscribe_once=true request `D` to get its first result: then it gets 504 UPSTREAM_TIMEOUT\n(with ?wg_sse=true, that error frame and the end) and its upstream subscription stops. 0 means the default")
+	fs.DurationVar(&cfg.liveInterval, "live-interval", gqlpush.DefaultLivePollInterval, "ask the upstream again every `D` for a query followed with ?wg_live=true, unless the operation says\n@live(pollingIntervalSeconds: N); a result is pushed only when it changed. 0 means the default")
+	fs.DurationVar(&cfg.queryTimeout, "query-timeout", gqlpush.DefaultQueryTimeout, "give the upstream `D` to answer a query posted over HTTP: a query answered once then gets 504\nUPSTREAM_TIMEOUT, a live one is asked again at its next interval. 0 means the default")
+	fs.IntVar(&cfg.maxResponse, "max-response-bytes", gqlpush.DefaultMaxResponseBytes, "refuse an upstream's answer to a query over `N` bytes: 502 RESULT_TOO_LARGE, or the end of a live stream.\n0 means the default")
 	fs.DurationVar(&cfg.drain, "drain", gqlpush.DefaultDrainWindow, "on shutdown, spread the ends of the open streams over `D`, so that clients do not all reconnect at once;\n0 means the default, negative ends them all at once. Shutdown waits at most twice D, plus the write\ntimeout, plus "+shutdownMargin.String())
 
 	fs.StringVar(&af.secretFile, "jwt-secret-file", "", "verify HS256 tokens with the secret in `FILE`: its content, less one trailing newline; 32 bytes or more.\nLet the gateway's user alone read the file (a warning is logged otherwise). Not with -jwks")

@@ -114,7 +114,7 @@ func TestConfigErrors(t *testing.T) {
 	})
 	broken := writeFiles(t, filepath.Join(tmp, "broken"), map[string]string{
 		"Good.graphql":        "subscription { gql_messageCreated { id } }\n",
-		"chat/Broken.graphql": "# a query is no subscription\nquery {\n  gql_messages { id }\n}\n",
+		"chat/Broken.graphql": "# a mutation is not served\nmutation {\n  gql_postMessage(content: \"x\") { id }\n}\n",
 	})
 	unrouted := writeFiles(t, filepath.Join(tmp, "unrouted"), map[string]string{
 		"Other.graphql": "subscription {\n  other_messageCreated { id }\n}\n",
@@ -187,7 +187,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "operations dir empty", args: []string{"-operations", empty, "-upstream", up},
 			want: []string{"no *.graphql files"}},
 		{name: "broken operation", args: []string{"-operations", broken, "-upstream", up},
-			want: []string{filepath.Join(broken, "chat", "Broken.graphql") + ":2:1", "operation is a query, not a subscription"}},
+			want: []string{filepath.Join(broken, "chat", "Broken.graphql") + ":2:1", "operation is a mutation: only subscriptions and queries are served"}},
 		{name: "operation for no upstream", args: []string{"-operations", unrouted, "-upstream", up},
 			want: []string{filepath.Join(unrouted, "Other.graphql") + ":2:3", "other_messageCreated names no configured upstream"}},
 		{name: "operation invalid against schema", args: []string{"-operations", invalid, "-upstream", up, "-schema", "gql=" + schema},

@@ -218,6 +218,7 @@ func TestFieldFlags(t *testing.T) {
 	cfg, err := parseConfig([]string{"-operations", ops, "-upstream", "gql=ws://127.0.0.1:1/graphql", "-schema", "gql=" + filepath.Join(dir, "chat.graphql"),
 		"-protocol", "graphql-ws", "-heartbeat", "1s", "-queue", "1", "-queue-bytes", "1", "-write-timeout", "1s", "-reconnect-limit", "1s",
 		"-resume-frames", "1", "-resume-grace", "1s", "-once-timeout", "1s", "-drain", "1s",
+		"-live-interval", "1s", "-query-timeout", "1s", "-max-response-bytes", "1",
 		"-max-streams", "9", "-max-streams-per-principal", "1", "-max-anonymous-streams", "1", "-max-subscriptions", "1", "-max-upstream-conns", "1",
 		"-forward-header", "X-Tenant", "-cors-origin", "https://app.example.com", "-trusted-proxy", "10.0.0.0/8",
 		"-cluster", "nats://127.0.0.1:4", "-cluster-name", "c", "-cluster-instance", "i", "-cluster-lease", "1s", "-resume-max-age", "1s",
