@@ -22,6 +22,8 @@ schema {
 type Query {
   "The messages posted so far, oldest first."
   messages(room: String): [Message!]!
+  "How many messages were posted so far, to one room or to all."
+  messageCount(room: String): Int!
 }
 
 type Mutation {
@@ -193,6 +195,18 @@ func (r *chatResolver) Messages(args struct{ Room *string }) []*messageResolver 
 		}
 	}
 	return out
+}
+
+func (r *chatResolver) MessageCount(args struct{ Room *string }) int32 {
+	r.chat.mu.Lock()
+	defer r.chat.mu.Unlock()
+	var n int32
+	for _, m := range r.chat.messages {
+		if args.Room == nil || *args.Room == m.Room {
+			n++
+		}
+	}
+	return n
 }
 
 func (r *chatResolver) PostMessage(args struct {

@@ -308,6 +308,17 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("the page shows state %q and problem %q, want live and none", v.State, v.Problem)
 	}
 
+	// The live query's count shows, and grows with the ticks: pushed when
+	// it changed.
+	waitFor(t, tab, "the live count shows a number", `() => /^[0-9]+$/.test(document.getElementById('count').textContent)`)
+	ctx, cancel = context.WithTimeout(tab, browserWait)
+	first, err := chromedp.Run(ctx, chromedp.Evaluate[int](`Number(document.getElementById('count').textContent)`))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, tab, "the live count grows", `(n) => Number(document.getElementById('count').textContent) > n`, first)
+
 	// The orders published to NATS show too, each with its stream
 	// sequence, newest first.
 	waitFor(t, tab, "the orders are live and list two", `() =>

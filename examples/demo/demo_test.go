@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -239,6 +240,45 @@ func TestDemo(t *testing.T) {
 		c.Close()
 		t.Error("the demo's port still accepts connections after run returned")
 	}
+}
+
+// The live query Count is answered once, and followed live: the count of
+// messages, pushed when the ticks change it.
+func TestCount(t *testing.T) {
+	d := startDemo(t)
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base+"/operations/Count", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := d.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	count := regexp.MustCompile(`^\{"data":\{"gql_messageCount":([0-9]+)\}\}$`)
+	if err != nil || res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" || !count.Match(body) {
+		t.Fatalf("GET /operations/Count = %d %q %s (%v)", res.StatusCode, res.Header.Get("Content-Type"), body, err)
+	}
+
+	res, br, frames := d.openStream(t, ctx, "/operations/Count?wg_live=true&wg_sse=true", nil)
+	defer res.Body.Close()
+	prev := -1
+	for range 2 {
+		f, err := frames.Next()
+		m := count.FindSubmatch([]byte(f.Data))
+		if err != nil || f.ID == "" || m == nil {
+			t.Fatalf("frame %q (%v), want a count with an id", f.Raw, err)
+		}
+		n, _ := strconv.Atoi(string(m[1]))
+		if n <= prev {
+			t.Fatalf("count %d after %d: pushed though it did not grow", n, prev)
+		}
+		prev = n
+	}
+	d.stopEnds(t, br)
 }
 
 // feedOrder is the result of Orders.graphql: its fields are those of the

@@ -20,7 +20,11 @@
 //     through the operation's selection set, and gives each result the
 //     stream sequence as its event id, so a client that reconnects with
 //     Last-Event-ID gets what it missed;
-//   - /: a web page that shows both streams live, side by side, and posts
+//   - /operations/Count: the persisted query operations/Count.graphql, the
+//     number of messages posted: answered once, or followed live with
+//     ?wg_live=true, polled from /graphql over HTTP once a second for every
+//     viewer at once and pushed only when it changed;
+//   - /: a web page that shows the streams live, side by side, and posts
 //     messages to /post.
 //
 // Ctrl-C shuts it down: open streams get their end frame, then the server,
@@ -160,6 +164,7 @@ func run(ctx context.Context, ln net.Listener, stdout, stderr io.Writer) error {
   open      %[1]s/
   stream    curl -N '%[1]s/operations/Sub?wg_sse=true'
   post      curl -H 'Content-Type: application/json' -d '{"content":"hello"}' %[1]s/post
+  count     curl '%[1]s/operations/Count'   (once; add ?wg_live=true to follow it)
   orders    curl -N '%[1]s/operations/Orders?wg_sse=true'
   resume    curl -N -H 'Last-Event-ID: <an id: line of the orders>' '%[1]s/operations/Orders?wg_sse=true'
   nats      %[2]s (subjects orders.<id>.updated, JetStream stream %[3]s)
