@@ -3,7 +3,10 @@
 // that any browser or HTTP client follows with a GET — results pushed as
 // Server-Sent Events, or as a stream of JSON documents — while gqlpush
 // subscribes upstream to the GraphQL server over WebSocket, or to NATS
-// subjects, and unsubscribes the moment the client leaves.
+// subjects, and unsubscribes the moment the client leaves. Query operations
+// are answered once, or followed live: polled upstream over GraphQL over
+// HTTP, once per distinct query for all its clients, and pushed when their
+// result changed.
 //
 // Mount it in an existing server:
 //
@@ -39,15 +42,27 @@
 //
 // # Operations
 //
-// One file holds one subscription with exactly one root field. Its endpoint
-// name is its path without .graphql (chat/New.graphql → chat/New). Root
-// fields are namespaced by the upstream's name: gql_messageCreated reaches
-// field messageCreated of the upstream named "gql"; the query sent upstream
-// aliases it back, so results keep the name the operation wrote. Loading
-// fails, naming file:line:col, on a syntax error, a query or mutation, more
-// or fewer than one root field, @internal (subscriptions cannot be
-// internal), a prefix that names no upstream, or — when the upstream's
+// One file holds one subscription with exactly one root field, or one query
+// with root fields of one upstream. Its endpoint name is its path without
+// .graphql (chat/New.graphql → chat/New). Root fields are namespaced by the
+// upstream's name: gql_messageCreated reaches field messageCreated of the
+// upstream named "gql"; the query sent upstream aliases it back, so results
+// keep the name the operation wrote. Loading fails, naming file:line:col, on
+// a syntax error, a mutation, a subscription with more or fewer than one
+// root field, @internal (served operations cannot be internal), @live on a
+// subscription, a prefix that names no upstream, or — when the upstream's
 // schema is given — anything the schema rejects.
+//
+// # Queries
+//
+//	GET /operations/Count                           the upstream's result as the whole body
+//	GET /operations/Count?wg_live=true&wg_sse=true  the result now, then each change
+//
+// Queries are posted to [Upstream.HTTPURL] (GraphQL over HTTP). A live
+// query's clients with the same variables and forwarded values share one
+// poller, which asks every [Config.LivePollInterval], or at the interval of
+// the operation's @live(pollingIntervalSeconds: N), never twice at once,
+// and pushes a result only when it changed.
 //
 // # Requests
 //

@@ -54,7 +54,7 @@ func TestSampleOperations(t *testing.T) {
 	for _, op := range cfg.operations {
 		names = append(names, op.Name())
 	}
-	if want := []string{"Countdown", "Messages", "Room"}; !slices.Equal(names, want) {
+	if want := []string{"Countdown", "MessageCount", "Messages", "Room"}; !slices.Equal(names, want) {
 		t.Errorf("operations %q, want %q", names, want)
 	}
 	if cfg.upstreams[0].Schema != strings.TrimPrefix(gqlpushtest.ChatSchema, "\n") {
