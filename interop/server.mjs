@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Reference upstream GraphQL-over-WebSocket server for gqlpush Go interop tests.
+// Reference upstream GraphQL server for gqlpush Go interop tests: subscriptions
+// over WebSocket, queries over HTTP.
 //
 // Usage:
 //   node server.mjs --protocol graphql-transport-ws|graphql-ws [--port 0]
@@ -8,6 +9,11 @@
 //
 //   --protocol graphql-transport-ws  graphql-ws library (useServer from graphql-ws/use/ws)
 //   --protocol graphql-ws            legacy subscriptions-transport-ws SubscriptionServer
+//   Either way, the same port serves GraphQL over HTTP (graphql-http's
+//   createHandler for node:http) at /graphql, for the same schema: a POST of
+//   application/json (or a GET with ?query=...), answered with
+//   application/graphql-response+json or application/json as the Accept
+//   header asks.
 //   --port N          listen port on 127.0.0.1 (0 = pick a free port); path is /graphql
 //   --interval MS     messageCreated emission period (default 100)
 //   --keepalive MS    legacy server only: "ka" message period (default 1000, 0 = off)
@@ -24,6 +30,8 @@
 //   {"event":"unsubscribe","conn":N,"id":"...","field":"...","args":{...}}
 //   {"event":"disconnect","conn":N,"code":C,"reason":"..."}
 //   {"event":"closed-all","count":K}
+//   {"event":"query","n":N,"method":"POST","query":"...","variables":...,"operationName":...,"extensions":...,"headers":{...}}
+//   {"event":"posted","id":"...","room":"...","count":K}
 //   "conn" numbers WebSocket connections 1, 2, ... in accept order. "payload" is
 //   the connection_init payload (null if absent), "variables"/"operationName"/
 //   "extensions" are null if absent. "unsubscribe" is printed from the
@@ -37,12 +45,29 @@
 //   code/reason as received), subscriptions-transport-ws onDisconnect (not
 //   called for sockets rejected for their subprotocol), printed after the
 //   connection's "unsubscribe" lines.
+//   "query": a GraphQL-over-HTTP request that graphql-http read as one
+//   (onSubscribe hook), before it is parsed, validated and executed; "n"
+//   numbers them 1, 2, ... Requests it refused before (405, 406, 415, a body
+//   that is no JSON object) print nothing; stderr logs every HTTP request
+//   with its status. The query runs in the same turn of the event loop as
+//   its line is printed, so a stdin command sent after reading the line
+//   does not change that query's result.
+//   "posted": a "post" command added message "id" to "room"; "count" is
+//   how many messages were posted in all.
 // Diagnostics go to stderr. Note: graphql-ws closes the socket with 4500 and
 // the error message as reason when a query fails to parse ("Internal server
 // error" instead if NODE_ENV=production).
 //
+// Query fields over HTTP: hello is "world"; messages(room) and
+// messageCount(room) are the messages posted with "post" to room, or to any
+// room when room is null, oldest first; failing resolves to an error
+// ("failing on purpose"). Posted messages are apart from the ones that
+// messageCreated emits.
+//
 // stdin commands (one per line):
 //   close-all   terminate() every open WebSocket, then print {"event":"closed-all",...}
+//   post [ROOM] add a message {id: "N", content: "posted N", room: ROOM}
+//               (ROOM "general" by default), then print {"event":"posted",...}
 //   exit        exit the process
 // The process also exits on SIGTERM, SIGINT and stdin EOF.
 
@@ -51,6 +76,7 @@ import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 
 import { buildSchema, execute, subscribe } from 'graphql';
+import { createHandler } from 'graphql-http/lib/use/http';
 import { WebSocketServer } from 'ws';
 import { useServer } from 'graphql-ws/use/ws';
 import subscriptionsTransportWs from 'subscriptions-transport-ws';
@@ -154,6 +180,9 @@ function connOf(socket) {
 const schema = buildSchema(/* GraphQL */ `
   type Query {
     hello: String!
+    messages(room: String): [Message!]!
+    messageCount(room: String): Int!
+    failing: String
   }
 
   type Message {
@@ -228,7 +257,20 @@ function observed(field, args, context, body) {
 
 const identity = (payload) => payload;
 
-schema.getQueryType().getFields().hello.resolve = () => 'world';
+// posted holds the messages of the "post" command, which the query fields
+// read.
+const posted = [];
+function postedTo(room) {
+  return room == null ? posted : posted.filter((m) => m.room === room);
+}
+
+const queryFields = schema.getQueryType().getFields();
+queryFields.hello.resolve = () => 'world';
+queryFields.messages.resolve = (_root, args) => postedTo(args.room);
+queryFields.messageCount.resolve = (_root, args) => postedTo(args.room).length;
+queryFields.failing.resolve = () => {
+  throw new Error('failing on purpose');
+};
 
 const subFields = schema.getSubscriptionType().getFields();
 
@@ -266,7 +308,31 @@ subFields.greetings.resolve = identity;
 // ---------------------------------------------------------------------------
 // servers
 
+let nextQuery = 1;
+const graphqlOverHTTP = createHandler({
+  schema,
+  onSubscribe: (req, params) => {
+    emit({
+      event: 'query',
+      n: nextQuery++,
+      method: req.method,
+      query: params.query,
+      variables: params.variables ?? null,
+      operationName: params.operationName ?? null,
+      extensions: params.extensions ?? null,
+      headers: req.headers,
+    });
+    // undefined -> default parse/validate/execute
+  },
+});
+
+// WebSocket upgrades never reach this listener: the ws servers take them.
 const httpServer = http.createServer((req, res) => {
+  res.on('finish', () => log(`http ${req.method} ${req.url} ${res.statusCode}`));
+  if (new URL(req.url, 'http://localhost').pathname === PATH) {
+    graphqlOverHTTP(req, res);
+    return;
+  }
   res.writeHead(404, { 'content-type': 'text/plain' });
   res.end('not found\n');
 });
@@ -428,6 +494,11 @@ httpServer.listen(PORT, HOST, () => {
       const count = sockets.size;
       for (const s of [...sockets]) s.terminate();
       emit({ event: 'closed-all', count });
+    } else if (cmd === 'post' || cmd.startsWith('post ')) {
+      const room = cmd.slice('post'.length).trim() || 'general';
+      const id = String(posted.length + 1);
+      posted.push({ id, content: `posted ${id}`, room });
+      emit({ event: 'posted', id, room, count: posted.length });
     } else if (cmd === 'exit') {
       shutdown(0);
     } else {

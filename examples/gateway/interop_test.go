@@ -25,6 +25,9 @@ import (
 const nodeSchema = `
 type Query {
   hello: String!
+  messages(room: String): [Message!]!
+  messageCount(room: String): Int!
+  failing: String
 }
 
 type Message {
@@ -307,6 +310,187 @@ func TestInteropUpstreamRestart(t *testing.T) {
 	}
 }
 
+// nodeQueries are query operations of the Node upstream, which the gateway
+// posts to it over GraphQL over HTTP (graphql-http), at the upstream's
+// URL with http for ws.
+var nodeQueries = map[string]string{
+	"Count.graphql": "query Count($room: String) {\n  node_messageCount(room: $room)\n  node_messages(room: $room) { id content room }\n}\n",
+	// Followed live, its first result can only come from the poll made at
+	// once: the next is an hour away.
+	"Hello.graphql":   "query Hello @live(pollingIntervalSeconds: 3600) {\n  node_hello\n}\n",
+	"Failing.graphql": "query {\n  node_hello\n  node_failing\n}\n",
+}
+
+// countQuery is what the upstream is posted for Count: the namespaced
+// fields aliased back.
+const countQuery = "query Count ($room: String) {\n" +
+	"  node_messageCount: messageCount(room: $room)\n" +
+	"  node_messages: messages(room: $room) {\n    id\n    content\n    room\n  }\n}"
+
+// countResult is the result of Count for room, to which the messages of
+// posted were posted.
+func countResult(room string, posted ...nodeEvent) string {
+	msgs := make([]string, len(posted))
+	for i, p := range posted {
+		msgs[i] = fmt.Sprintf(`{"id":"%s","content":"posted %s","room":"%s"}`, p.ID, p.ID, room)
+	}
+	return fmt.Sprintf(`{"data":{"node_messageCount":%d,"node_messages":[%s]}}`, len(posted), strings.Join(msgs, ","))
+}
+
+// isQuery matches a query received over HTTP whose variable room is room.
+func isQuery(room string) func(nodeEvent) bool {
+	return func(e nodeEvent) bool {
+		return e.Event == "query" && jsonField(e.Variables, "room") == `"`+room+`"`
+	}
+}
+
+// checkPosted checks that a query the upstream received came as the
+// GraphQL-over-HTTP POST of query, variables and operationName (JSON, null
+// for none).
+func checkPosted(t *testing.T, e nodeEvent, query, variables, operationName string) {
+	t.Helper()
+	if e.Method != http.MethodPost {
+		t.Errorf("query %d came with %s, want POST", e.N, e.Method)
+	}
+	if ct, accept := jsonField(e.Headers, "content-type"), jsonField(e.Headers, "accept"); ct != `"application/json"` || accept != `"application/graphql-response+json, application/json"` {
+		t.Errorf("query %d came with Content-Type %s, Accept %s", e.N, ct, accept)
+	}
+	if e.Query != query {
+		t.Errorf("query %d:\n%s\nwant\n%s", e.N, e.Query, query)
+	}
+	if string(e.Variables) != variables || string(e.OperationName) != operationName {
+		t.Errorf("query %d came with variables %s, operationName %s; want %s, %s", e.N, e.Variables, e.OperationName, variables, operationName)
+	}
+}
+
+// TestInteropQuery runs the gateway in front of the reference
+// GraphQL-over-HTTP server, graphql-http, serving the schema of the Node
+// upstream: a query is answered once with the upstream's result, or
+// followed live, each poll a POST that the upstream receives.
+func TestInteropQuery(t *testing.T) {
+	node, dir := interopSetup(t)
+	// The server answers queries over HTTP alike, whatever it speaks over
+	// WebSocket.
+	up := startNode(t, node, dir, "graphql-transport-ws")
+	files := map[string]string{"node.graphql": nodeSchema}
+	for name, src := range nodeQueries {
+		files["ops/"+name] = src
+	}
+	tmp := writeFiles(t, t.TempDir(), files)
+	g := startGateway(t,
+		"-operations", filepath.Join(tmp, "ops"),
+		"-upstream", "node="+up.url,
+		"-schema", "node="+filepath.Join(tmp, "node.graphql"),
+		"-live-interval", "100ms",
+		// No heartbeat may come between the frames compared.
+		"-heartbeat", "1h")
+
+	t.Run("once", func(t *testing.T) {
+		resp, body := g.get(t, "/operations/Count?room=once")
+		want := countResult("once")
+		if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "application/json" || body != want {
+			t.Errorf("got %d %s %q, want 200 application/json %q", resp.StatusCode, ct, body, want)
+		}
+		q := up.wait(t, "the query for room once", isQuery("once"))
+		checkPosted(t, q, countQuery, `{"room":"once"}`, `"Count"`)
+
+		p := up.post(t, "once")
+		resp, body = g.get(t, "/operations/Count?room=once")
+		if want := countResult("once", p); resp.StatusCode != http.StatusOK || body != want {
+			t.Errorf("after a post: got %d %q, want 200 %q", resp.StatusCode, body, want)
+		}
+	})
+
+	t.Run("live", func(t *testing.T) {
+		s := g.open(t, "/operations/Count?wg_live=true&wg_sse=true&room=live")
+		if ct := s.resp.Header.Get("Content-Type"); s.resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
+			t.Fatalf("got %d %s, want 200 text/event-stream", s.resp.StatusCode, ct)
+		}
+		if f := s.frame(t); f != comment {
+			t.Fatalf("first frame %q, want %q", f, comment)
+		}
+		ids := idNames{}
+		if f, want := ids.norm(s.frame(t)), "id: TOKEN1.0\ndata: "+countResult("live")+"\n\n"; f != want {
+			t.Fatalf("first result:\n got %q\nwant %q", f, want)
+		}
+		// A second poll, whose result is the same, pushes nothing: the
+		// upstream ran it before it read the post, so the next frame is
+		// the changed result.
+		polls := 0
+		q := up.wait(t, "a second poll for room live", func(e nodeEvent) bool {
+			if isQuery("live")(e) {
+				polls++
+			}
+			return polls == 2
+		})
+		checkPosted(t, q, countQuery, `{"room":"live"}`, `"Count"`)
+		p := up.post(t, "live")
+		if f, want := ids.norm(s.frame(t)), "id: TOKEN1.1\ndata: "+countResult("live", p)+"\n\n"; f != want {
+			t.Fatalf("after a post:\n got %q\nwant %q", f, want)
+		}
+
+		// A client that joins, in plain mode, starts with the current
+		// result.
+		plain := g.open(t, "/operations/Count?wg_live=true&room=live")
+		if ct := plain.resp.Header.Get("Content-Type"); plain.resp.StatusCode != http.StatusOK || ct != "application/json" {
+			t.Fatalf("plain: got %d %s, want 200 application/json", plain.resp.StatusCode, ct)
+		}
+		if f, want := plain.frame(t), countResult("live", p)+"\n\n"; f != want {
+			t.Fatalf("plain, first result:\n got %q\nwant %q", f, want)
+		}
+		s.close()
+		plain.close()
+	})
+
+	// @live is the gateway's: the upstream never sees it (graphql-http
+	// would refuse an unknown directive).
+	t.Run("directive", func(t *testing.T) {
+		resp, body := g.get(t, "/operations/Hello")
+		want := `{"data":{"node_hello":"world"}}`
+		if resp.StatusCode != http.StatusOK || body != want {
+			t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, want)
+		}
+		q := up.wait(t, "the query Hello", func(e nodeEvent) bool { return e.Event == "query" && string(e.OperationName) == `"Hello"` })
+		checkPosted(t, q, "query Hello {\n  node_hello: hello\n}", "null", `"Hello"`)
+
+		s := g.open(t, "/operations/Hello?wg_live=true&wg_sse=true")
+		if f := s.frame(t); f != comment {
+			t.Fatalf("first frame %q, want %q", f, comment)
+		}
+		if f, want := normIDs(s.frame(t)), "id: TOKEN1.0\ndata: "+want+"\n\n"; f != want {
+			t.Fatalf("live:\n got %q\nwant %q", f, want)
+		}
+		s.close()
+	})
+
+	// A field error is part of the result: data and errors pass through,
+	// the error's path naming the field as the operation wrote it.
+	t.Run("field error", func(t *testing.T) {
+		resp, body := g.get(t, "/operations/Failing")
+		want := `{"data":{"node_hello":"world","node_failing":null},"errors":[{"message":"failing on purpose","locations":[{"line":3,"column":3}],"path":["node_failing"]}]}`
+		if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "application/json" || body != want {
+			t.Errorf("got %d %s %q, want 200 application/json %q", resp.StatusCode, ct, body, want)
+		}
+		q := up.wait(t, "the query Failing", func(e nodeEvent) bool { return e.Event == "query" && strings.Contains(e.Query, "failing") })
+		checkPosted(t, q, "query {\n  node_hello: hello\n  node_failing: failing\n}", "null", "null")
+	})
+
+	// Without the schema, the gateway cannot check an operation: the
+	// upstream refuses it (400, application/graphql-response+json), and its
+	// errors are the result.
+	t.Run("refused upstream", func(t *testing.T) {
+		tmp := writeFiles(t, t.TempDir(), map[string]string{"ops/Unknown.graphql": "query {\n  node_nope\n}\n"})
+		g := startGateway(t, "-operations", filepath.Join(tmp, "ops"), "-upstream", "node="+up.url, "-heartbeat", "1h")
+		resp, body := g.get(t, "/operations/Unknown")
+		want := `{"errors":[{"message":"Cannot query field \"nope\" on type \"Query\".","locations":[{"line":2,"column":3}]}]}`
+		if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "application/json" || body != want {
+			t.Errorf("got %d %s %q, want 200 application/json %q", resp.StatusCode, ct, body, want)
+		}
+		q := up.wait(t, "the query Unknown", func(e nodeEvent) bool { return e.Event == "query" && strings.Contains(e.Query, "nope") })
+		checkPosted(t, q, "query {\n  node_nope: nope\n}", "null", "null")
+	})
+}
+
 // interopSetup finds node and the interop directory, ../../interop with its
 // node_modules. It skips the test when either is missing, unless
 // GQLPUSH_INTEROP=1 (set by CI after npm ci): then that is a failure.
@@ -344,7 +528,18 @@ type nodeEvent struct {
 	Query     string          `json:"query"`
 	Variables json.RawMessage `json:"variables"`
 	Args      json.RawMessage `json:"args"`
-	line      string
+
+	// Of a query received over HTTP.
+	N             int             `json:"n"`
+	Method        string          `json:"method"`
+	OperationName json.RawMessage `json:"operationName"`
+	Headers       json.RawMessage `json:"headers"`
+
+	// Of a message posted with the post command.
+	Room  string `json:"room"`
+	Count int    `json:"count"`
+
+	line string
 }
 
 func isUnsubscribe(field, room string) func(nodeEvent) bool {
@@ -360,6 +555,7 @@ type nodeServer struct {
 
 	listening chan string // cap 1: the URL of the LISTENING line
 	process   *os.Process
+	stdin     io.WriteCloser
 	stop      func() // ends the process and waits for it and its reader; idempotent
 	readDone  chan struct{}
 
@@ -393,7 +589,7 @@ func startNode(t *testing.T, node, dir, protocol string, flags ...string) *nodeS
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	n := &nodeServer{listening: make(chan string, 1), changed: make(chan struct{}), readDone: make(chan struct{}), process: cmd.Process}
+	n := &nodeServer{listening: make(chan string, 1), changed: make(chan struct{}), readDone: make(chan struct{}), process: cmd.Process, stdin: stdin}
 	go n.read(stdout, n.readDone)
 	var once sync.Once
 	n.stop = func() {
@@ -436,6 +632,24 @@ func (n *nodeServer) kill(t *testing.T) {
 		t.Fatalf("kill node: %v", err)
 	}
 	n.stop()
+}
+
+// post has the server post a message to room, with its stdin command, and
+// returns the server's "posted" event.
+func (n *nodeServer) post(t *testing.T, room string) nodeEvent {
+	t.Helper()
+	before := 0
+	for _, e := range n.eventsNow() {
+		if e.Event == "posted" {
+			before++
+		}
+	}
+	if _, err := io.WriteString(n.stdin, "post "+room+"\n"); err != nil {
+		t.Fatalf("post to node: %v", err)
+	}
+	return n.wait(t, "a post to room "+room, func(e nodeEvent) bool {
+		return e.Event == "posted" && e.Count == before+1
+	})
 }
 
 // read reads the server's stdout until EOF, then closes done.
