@@ -29,13 +29,16 @@ import (
 )
 
 // The operations the gateway serves. Sub is shared by every client; Room
-// gives each room its own upstream subscription. NatsSub and NatsRoom are
-// the same two on the NATS upstream: Sub's room is the chat's default one,
-// and a room is a subject. A gateway started by hand and targeted with
+// gives each room its own upstream subscription. Live is a query, the
+// chat's message count: followed with wg_live, it is polled upstream at the
+// gateway's -live-interval, one poller for all its clients. NatsSub and
+// NatsRoom are Sub and Room on the NATS upstream: Sub's room is the chat's
+// default one, and a room is a subject. A gateway started by hand and targeted with
 // -gateway must serve the ones of the scenario.
 const (
 	subOperation      = `subscription Sub { gql_messageCreated { id content sentAt } }`
 	roomOperation     = `subscription Room($room: String!) { gql_messageCreated(room: $room) { id content sentAt } }`
+	liveOperation     = `query Live { gql_messageCount }`
 	natsSubOperation  = `subscription NatsSub { nats_messageCreated(room: "` + gqlpushtest.DefaultRoom + `") { id content sentAt } }`
 	natsRoomOperation = `subscription NatsRoom($room: String!) { nats_messageCreated(room: $room) { id content sentAt } }`
 	opsPrefix         = "/operations/"
@@ -143,13 +146,14 @@ func gatewayMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadgen gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	upstream := fs.String("upstream", "", "the GraphQL upstream's graphql-transport-ws `URL` (loopback): serve Sub and Room")
+	upstream := fs.String("upstream", "", "the GraphQL upstream's graphql-transport-ws `URL` (loopback): serve Sub, Room and Live (queries posted to it over HTTP)")
 	natsURL := fs.String("nats", "", "the NATS server's `URL` nats://… (loopback): serve NatsSub and NatsRoom")
 	listen := fs.String("listen", "127.0.0.1:0", "listen `address` (loopback)")
 	heartbeat := fs.Duration("heartbeat", gqlpush.DefaultHeartbeat, "SSE heartbeat interval")
 	queue := fs.Int("queue-size", 0, "gqlpush Config.QueueSize (0: the library's default)")
 	writeTimeout := fs.Duration("write-timeout", 0, "gqlpush Config.WriteTimeout (0: the library's default)")
 	idleTimeout := fs.Duration("idle-timeout", 0, "gqlpush Config.IdleTimeout (0: the library's default)")
+	liveInterval := fs.Duration("live-interval", 0, "gqlpush Config.LivePollInterval: how often Live, followed with wg_live, is polled (0: the library's default)")
 	verbose := fs.Bool("v", false, "log gqlpush's events to stderr")
 	exitOnEOF := fs.Bool("exit-on-eof", true, "exit when stdin reaches EOF")
 	sndbuf := fs.Int("sndbuf", 0, "SO_SNDBUF of accepted connections, in `bytes` (0: the kernel's autotuning)")
@@ -203,7 +207,7 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		ops       [][2]string // name, text
 	}{
 		{"-upstream", *upstream, gqlpush.Upstream{Name: "gql", Schema: gqlpushtest.ChatSchema},
-			[][2]string{{"Sub", subOperation}, {"Room", roomOperation}}},
+			[][2]string{{"Sub", subOperation}, {"Room", roomOperation}, {"Live", liveOperation}}},
 		{"-nats", *natsURL, gqlpush.Upstream{Name: "nats", Schema: natsSchema},
 			[][2]string{{"NatsSub", natsSubOperation}, {"NatsRoom", natsRoomOperation}}},
 	} {
@@ -229,17 +233,18 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	var counters gatewayCounters
 	h, err := gqlpush.NewHandler(gqlpush.Config{
-		Operations:   ops,
-		Upstreams:    upstreams,
-		Prefix:       opsPrefix,
-		Heartbeat:    *heartbeat,
-		QueueSize:    *queue,
-		WriteTimeout: *writeTimeout,
-		IdleTimeout:  *idleTimeout,
-		DrainWindow:  -1, // loadgen has closed its clients by then
-		Observer:     counters.observer(*observeLatency),
-		Logger:       log,
-		Cluster:      cluster,
+		Operations:       ops,
+		Upstreams:        upstreams,
+		Prefix:           opsPrefix,
+		Heartbeat:        *heartbeat,
+		QueueSize:        *queue,
+		WriteTimeout:     *writeTimeout,
+		IdleTimeout:      *idleTimeout,
+		LivePollInterval: *liveInterval,
+		DrainWindow:      -1, // loadgen has closed its clients by then
+		Observer:         counters.observer(*observeLatency),
+		Logger:           log,
+		Cluster:          cluster,
 	})
 	if err != nil {
 		return err
