@@ -1,6 +1,10 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+	"time"
+)
 
 // The targets, compared by -check. They are for a person who runs
 // loadgen on a quiet machine: tests never compare them.
@@ -13,6 +17,10 @@ const (
 	idleMaxKiBPerClient   = 20.0
 	stallMaxP99Ratio      = 1.10
 	churnMaxRSSRatio      = 1.10
+	// A live query's poller asks once per interval, whatever its
+	// clients: the upstream's query requests per second are within this
+	// fraction of 1/interval.
+	liveQueryTolerance = 0.10
 )
 
 // checksFor compares a report with the targets of its scenario. A figure
@@ -131,6 +139,23 @@ func checksFor(cfg config, r *report) []check {
 		add("cluster: upstream subscribes received", "= 1", count(cl.Subscribes), "%.0f", one)
 		lostOf("cluster: ", cl.Lost, cl.OOO, cl.Clients)
 		lostOf("fanout: ", fanout.Lost, fanout.OOO, fanout.Clients)
+	case "live":
+		// The point: one poller for every client, asking at its
+		// interval. CPU per delivered result has no target: the report
+		// sets it beside fanout's.
+		want := float64(time.Second) / float64(cfg.liveInterval)
+		var qps, pollers *float64
+		if w != nil {
+			qps = w.QueriesPerSec
+		}
+		if l := r.Live; l != nil && l.Pollers != nil {
+			pollers = ptr(float64(*l.Pollers))
+		}
+		add("upstream query requests/s", fmt.Sprintf("%.4g ± %.0f%%", want, liveQueryTolerance*100), qps, "%.2f/s", func(v float64) bool {
+			return math.Abs(v-want) <= liveQueryTolerance*want
+		})
+		add("pollers (keys in the gateway)", "= 1", pollers, "%.0f", func(v float64) bool { return v == 1 })
+		nothingLost()
 	}
 	if r.Error != "" {
 		cs = append(cs, check{Name: "the run completed", Target: "no error", Value: r.Error})

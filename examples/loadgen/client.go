@@ -40,6 +40,7 @@ var (
 	errorsJSON  = []byte(`{"errors"`)
 	contentKey  = []byte(`"content":"`)
 	sentAtKey   = []byte(`"sentAt":"`)
+	countKey    = []byte(`"gql_messageCount":`)
 	codeKey     = []byte(`"code":"`)
 )
 
@@ -234,6 +235,25 @@ func stringField(data, key []byte) (int64, bool) {
 	return v, true
 }
 
+// intField returns the digits of "key":<digits> in a result, and false
+// when the field is absent or not a whole number, as stringField does.
+func intField(data, key []byte) (int64, bool) {
+	i := bytes.Index(data, key)
+	if i < 0 {
+		return 0, false
+	}
+	rest := data[i+len(key):]
+	var v int64
+	n := 0
+	for ; n < len(rest) && rest[n] >= '0' && rest[n] <= '9'; n++ {
+		v = v*10 + int64(rest[n]-'0')
+	}
+	if n == 0 || n >= len(rest) || (rest[n] != '}' && rest[n] != ',') {
+		return 0, false
+	}
+	return v, true
+}
+
 // Client states.
 const (
 	stateConnecting = iota
@@ -255,7 +275,7 @@ type client struct {
 	heartbeats atomic.Int64 // comment frames after the first
 	gaps       atomic.Int64 // results skipped: a sequence number jumped ahead
 	ooo        atomic.Int64 // results whose sequence number was below the expected one
-	next       atomic.Int64 // sequence number expected next
+	next       atomic.Int64 // sequence number expected next; for a live query, the last count
 }
 
 // A fleet is the clients of a run. Each has a goroutine that reads its
@@ -266,6 +286,13 @@ type fleet struct {
 	dialer *net.Dialer
 	seq    bool                    // results carry the publisher's sequence numbers
 	hist   atomic.Pointer[histSet] // where latencies go; nil outside a measurement window
+
+	// stamps, when not nil, says the results are a live query's: the
+	// chat's message count, whose newest message was posted at
+	// stamps[count-1] (the publisher's). A count may skip some (posted
+	// between two polls): that is no loss; one not above the last is out
+	// of order.
+	stamps []atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -386,6 +413,7 @@ func (f *fleet) runClient(c *client) {
 		complete bool
 		errCode  string
 		next     int64 // sequence number expected next
+		count    = int64(-1)
 	)
 	shard := c.id % histShards
 	handle := func(frame []byte, now int64) bool {
@@ -406,6 +434,24 @@ func (f *fleet) runClient(c *client) {
 			errCode = codeSuffix(data)
 		case frameData:
 			c.delivered.Add(1)
+			if f.stamps != nil {
+				n, ok := intField(data, countKey)
+				if !ok {
+					break
+				}
+				if n <= count {
+					c.ooo.Add(1)
+					break
+				}
+				count = n
+				c.next.Store(n)
+				if n > 0 && n <= int64(len(f.stamps)) {
+					if h, sent := f.hist.Load(), f.stamps[n-1].Load(); h != nil && sent != 0 {
+						h.record(shard, now-sent)
+					}
+				}
+				break
+			}
 			if sent, ok := stringField(data, sentAtKey); ok {
 				if h := f.hist.Load(); h != nil {
 					h.record(shard, now-sent)

@@ -8,7 +8,10 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/gqlpush/gqlpush/gqlpushtest"
 )
 
 // An env is what a scenario runs against: the upstream, the gateway, the
@@ -72,6 +75,8 @@ func execute(ctx context.Context, cfg config, command string, log io.Writer) (re
 		err = e.churn(ctx)
 	case "cluster":
 		err = e.cluster(ctx)
+	case "live":
+		err = e.live(ctx)
 	}
 	if err == nil && e.gw != nil && e.gw.exited() {
 		err = fmt.Errorf("the gateway exited during the run: %v", e.gw.err)
@@ -98,6 +103,9 @@ func paramsOf(c config) params {
 		if c.nats() {
 			p.Operation = room + " (a subject per client)"
 		}
+	case "live":
+		p.Operation = "Live (wg_live)"
+		p.LiveInterval = c.liveInterval.String()
 	default:
 		p.Operation = shared
 	}
@@ -107,7 +115,7 @@ func paramsOf(c config) params {
 		p.Heartbeat = c.heartbeat.String()
 	}
 	switch c.base() {
-	case "fanout", "distinct", "stall", "saturate", "cluster":
+	case "fanout", "distinct", "stall", "saturate", "cluster", "live":
 		p.Rate = c.rate
 	}
 	if c.scenario == "cluster" {
@@ -125,7 +133,7 @@ func paramsOf(c config) params {
 // publishes reports whether the scenario posts events.
 func (c *config) publishes() bool {
 	switch c.base() {
-	case "fanout", "distinct", "saturate", "stall", "cluster":
+	case "fanout", "distinct", "saturate", "stall", "cluster", "live":
 		return true
 	}
 	return false
@@ -238,6 +246,9 @@ func (e *env) setup(ctx context.Context) error {
 				}
 			}
 			e.pub = newPublisher(e.up, rooms)
+			if cfg.scenario == "live" {
+				e.pub.stamps = make([]atomic.Int64, gqlpushtest.MaxHistory)
+			}
 			var pctx context.Context
 			pctx, e.pubCancel = context.WithCancel(context.Background())
 			go e.pub.run(pctx)
@@ -257,6 +268,9 @@ func (c *config) gatewayFlags(upFlag, upURL, profile string) []string {
 	}
 	if c.gatewaySndbuf > 0 {
 		flags = append(flags, "-sndbuf", fmt.Sprint(c.gatewaySndbuf))
+	}
+	if c.liveInterval > 0 {
+		flags = append(flags, "-live-interval", c.liveInterval.String())
 	}
 	if profile != "" {
 		flags = append(flags, "-cpuprofile", profile)
@@ -367,6 +381,7 @@ type snap struct {
 	t           totals
 	ended       int64
 	posted      int64
+	queries     *int // the in-process upstream's query requests (live only)
 
 	// With several gateways (cluster): each one's, and its clients'
 	// totals; gwCPU and gwRSS are then their sums.
@@ -389,6 +404,9 @@ func (e *env) snap(f *fleet) snap {
 	}
 	if e.pub != nil {
 		s.posted = e.pub.posted.Load()
+	}
+	if up, ok := e.up.(*inProcessUpstream); ok && e.cfg.base() == "live" {
+		s.queries = ptr(up.srv.Queries())
 	}
 	if e.pid != 0 {
 		if v, err := procCPU(e.pid, e.ticks); err == nil {
@@ -456,6 +474,10 @@ func (e *env) window(name string, a, b snap, hs *histSet, clients int, offered f
 	}
 	if e.pub != nil {
 		w.Posted = ptr(float64(b.posted-a.posted) / secs)
+	}
+	if a.queries != nil && b.queries != nil {
+		w.UpstreamQueries = ptr(*b.queries - *a.queries)
+		w.QueriesPerSec = ptr(float64(*w.UpstreamQueries) / secs)
 	}
 	var gw, self float64
 	if a.gwCPU != nil && b.gwCPU != nil {

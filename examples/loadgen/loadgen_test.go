@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -260,6 +261,127 @@ func TestClusterConfig(t *testing.T) {
 	}
 }
 
+// TestLiveEndToEnd runs a tiny live scenario: a child gateway polling the
+// live query Live every 100 ms for five clients while loadgen posts into the
+// chat. As TestSteadyEndToEnd, it asserts what the report says, never how
+// fast: one poller, so never more than one query per interval and one
+// result per poll, and every client at the last count.
+func TestLiveEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a gateway process and runs for seconds")
+	}
+	rep, _ := runReport(t, "-scenario", "live", "-clients", "5", "-warmup", "500ms", "-duration", "1s", "-json")
+	if rep.Scenario != "live" || rep.Params.Operation != "Live (wg_live)" || rep.Params.LiveInterval != "100ms" || rep.Params.Rate != 20 {
+		t.Errorf("params %+v, want Live (wg_live) every 100ms, 20 posts/s", rep.Params)
+	}
+	if !rep.Upstream.InProcess || !rep.Upstream.Publishing {
+		t.Errorf("upstream %+v, want an in-process one that loadgen publishes into", rep.Upstream)
+	}
+	if s := rep.Upstream.Subscriptions; s == nil || *s != 0 {
+		t.Errorf("upstream subscriptions %s, want 0: a live query is polled", ptrText(s, "%d"))
+	}
+	if len(rep.Windows) != 1 {
+		t.Fatalf("%d windows, want 1:\n%+v", len(rep.Windows), rep)
+	}
+	w := rep.Windows[0]
+	if w.UpstreamQueries == nil || w.QueriesPerSec == nil {
+		t.Fatalf("no upstream query count in the window %+v", w)
+	}
+	polls := w.Seconds / 0.1
+	if q := float64(*w.UpstreamQueries); q < 1 || q > polls+2 {
+		t.Errorf("%.0f upstream queries in %.2fs, want 1 to %.0f: one poller every 100ms", q, w.Seconds, polls+2)
+	}
+	// A result is pushed only when the count changed, which a poll finds
+	// at most once.
+	if w.Delivered == 0 || w.Delivered > 5*int64(*w.UpstreamQueries+1) {
+		t.Errorf("%d results delivered to 5 clients for %d polls, want some, at most one per client per poll", w.Delivered, *w.UpstreamQueries)
+	}
+	if w.Latency == nil || w.Latency.Samples == 0 {
+		t.Errorf("no latency samples")
+	}
+	if w.GatewayCPU == nil || w.CPUPerEvent == nil {
+		t.Errorf("no gateway CPU figure: cpu %v, per result %v", w.GatewayCPU, w.CPUPerEvent)
+	}
+	if l := rep.Live; l == nil || l.Pollers == nil || *l.Pollers != 1 || l.ExpectedQueriesPerSec != 10 {
+		t.Errorf("live %+v, want 1 poller, 10 queries/s expected", rep.Live)
+	}
+	if rep.Lost == nil || *rep.Lost != 0 || rep.OOO == nil || *rep.OOO != 0 {
+		t.Errorf("lost %s, out of order %s; want 0 and 0", ptrText(rep.Lost, "%d"), ptrText(rep.OOO, "%d"))
+	}
+	if rep.Clients == nil || rep.Clients.Opened != 5 || rep.Clients.Ended != 0 {
+		t.Errorf("clients: %+v, want 5 opened, none ended", rep.Clients)
+	}
+	if len(rep.Notes) > 0 {
+		t.Errorf("notes: %q", rep.Notes)
+	}
+	if rep.Gateway.Exit != "0" {
+		t.Errorf("the gateway exited with %q, want 0", rep.Gateway.Exit)
+	}
+}
+
+// The live scenario polls every 100 ms by default, tells the child gateway
+// so, and posts no more than the chat counts.
+func TestLiveConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		err  string // "" when the command line is good
+	}{
+		{"defaults", []string{"-scenario", "live"}, ""},
+		{"interval", []string{"-scenario", "live", "-live-interval", "-1s"}, "-live-interval must be positive"},
+		{"too many posts", []string{"-scenario", "live", "-rate", "100", "-duration", "20s"}, "counts its last 1000 messages only"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, ok := parseOrRefuse(t, tc.args, tc.err)
+			if !ok {
+				return
+			}
+			if c.clients != 1000 || c.rate != 20 || c.liveInterval != 100*time.Millisecond || c.warmup != 3*time.Second || c.duration != 10*time.Second {
+				t.Errorf("%d clients, %v/s, every %v, warmup %v, duration %v; want 1000, 20/s, 100ms, 3s, 10s", c.clients, c.rate, c.liveInterval, c.warmup, c.duration)
+			}
+			if !c.publishes() || paramsOf(c).Rate != c.rate {
+				t.Error("the live scenario does not publish at its rate")
+			}
+			if flags := strings.Join(c.gatewayFlags("-upstream", "ws://127.0.0.1:1/graphql", ""), " "); !strings.Contains(flags, "-live-interval 100ms") {
+				t.Errorf("the child gateway's flags %q do not set its interval", flags)
+			}
+		})
+	}
+	if !strings.Contains(usageHead, "\n  live ") {
+		t.Errorf("the usage does not list live:\n%s", usageHead)
+	}
+}
+
+// The live checks: the upstream's query requests within 10% of one per
+// interval, and one poller.
+func TestLiveChecks(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		qps     *float64
+		pollers *int
+		pass    [2]bool // queries/s, pollers
+	}{
+		{"exact", ptr(10.0), ptr(1), [2]bool{true, true}},
+		{"a late timer", ptr(9.1), ptr(1), [2]bool{true, true}},
+		{"too few", ptr(8.9), ptr(1), [2]bool{false, true}},
+		{"too many", ptr(11.2), ptr(1), [2]bool{false, true}},
+		{"a poller per client", ptr(10.0), ptr(2), [2]bool{true, false}},
+		{"not measured", nil, nil, [2]bool{false, false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := parseOrRefuse(t, []string{"-scenario", "live"}, "")
+			rep := &report{Windows: []*window{{QueriesPerSec: tc.qps}}, Live: &liveInfo{Pollers: tc.pollers}}
+			cs := checksFor(c, rep)
+			if len(cs) < 2 || cs[0].Name != "upstream query requests/s" || cs[0].Target != "10 ± 10%" || cs[1].Name != "pollers (keys in the gateway)" {
+				t.Fatalf("checks %+v, want the queries' then the pollers'", cs)
+			}
+			if cs[0].Pass != tc.pass[0] || cs[1].Pass != tc.pass[1] {
+				t.Errorf("queries/s %s, pollers %s: pass %v %v, want %v", cs[0].Value, cs[1].Value, cs[0].Pass, cs[1].Pass, tc.pass)
+			}
+		})
+	}
+}
+
 func TestHistogramQuantiles(t *testing.T) {
 	hs := newHistSet()
 	for v := int64(1); v <= 100_000; v++ {
@@ -329,6 +451,21 @@ func TestFrameParsing(t *testing.T) {
 	}
 	if _, ok := stringField([]byte(`{"content":"hello"}`), contentKey); ok {
 		t.Error("a non-numeric content parsed as a sequence number")
+	}
+	for _, tc := range []struct {
+		data string
+		n    int64
+		ok   bool
+	}{
+		{`{"data":{"gql_messageCount":17}}`, 17, true},
+		{`{"data":{"gql_messageCount":0,"x":1}}`, 0, true},
+		{`{"data":{"gql_messageCount":null}}`, 0, false},
+		{`{"data":{"gql_messageCount":17.5}}`, 0, false},
+		{`{"data":{"gql_messageCount":17`, 0, false},
+	} {
+		if n, ok := intField([]byte(tc.data), countKey); n != tc.n || ok != tc.ok {
+			t.Errorf("intField(%s) = %d %v, want %d %v", tc.data, n, ok, tc.n, tc.ok)
+		}
 	}
 	if got := codeSuffix([]byte(`{"errors":[{"extensions":{"code":"SLOW_CONSUMER"}}]}`)); got != " SLOW_CONSUMER" {
 		t.Errorf("codeSuffix = %q", got)

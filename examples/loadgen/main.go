@@ -1,7 +1,7 @@
 // Command loadgen measures a gqlpush gateway under load: many SSE clients on
-// persisted subscription operations, an upstream that stamps each event, and
-// the gateway's own CPU and memory read from /proc. It runs on loopback only,
-// on Linux.
+// persisted subscription operations (or a live query), an upstream that
+// stamps each event, and the gateway's own CPU and memory read from /proc.
+// It runs on loopback only, on Linux.
 //
 //	go run ./examples/loadgen -scenario fanout [-clients N] [-rate R] [-duration D] [-warmup D] [-check] [-json]
 //
@@ -19,6 +19,9 @@
 //	nats-distinct  distinct with a NATS upstream: a subject per client
 //	cluster        fanout, then the same clients and rate spread over 3 gateways
 //	               that act as one gqlpush cluster on NATS JetStream
+//	live           1,000 clients on one live query polled every 100 ms, the
+//	               chat posted into 20 times a second: one poller upstream
+//	               at 10 queries/s whatever the clients, 10 results/s each
 //
 // # What runs where
 //
@@ -26,7 +29,7 @@
 // gqlpushtest server that loadgen publishes into. The gateway is this
 // program run again as a child process (loadgen gateway -upstream URL), so
 // that the CPU and memory read from /proc are the gateway's alone; it serves
-// the operations Sub and Room (see gateway.go) at /operations/, and its pid,
+// the operations Sub, Room and Live (see gateway.go) at /operations/, and its pid,
 // goroutines, stream counts, drops and memory at /debug/goroutines. It exits
 // when loadgen closes its stdin, so it never outlives loadgen.
 //
@@ -51,9 +54,22 @@
 // cluster phase (a check). The NATS server runs in loadgen's process: its
 // CPU counts in loadgen's, not in the gateways'.
 //
-// -gateway URL targets a gateway already running, which must serve Sub and
-// Room (NatsSub and NatsRoom for the nats- scenarios) as the child does; its
-// CPU and RSS are read for -gateway-pid, or for the pid its
+// The live scenario follows the query operation Live, the chat's message
+// count, with wg_live: the child gateway (loadgen gateway -upstream URL
+// -live-interval D) polls it over GraphQL over HTTP, one poller for every
+// client, and pushes a result each time the count changed. loadgen posts
+// into the chat as for fanout, by default twice per interval, so that every
+// poll finds a new message whatever the phase between the two clocks: each
+// client then gets one result per poll. (With one post per interval, a poll
+// that comes just before a post finds nothing new, and the next finds two.)
+// The upstream's query requests are counted on the in-process upstream
+// (gqlpushtest's Server.Queries) over the window, and the gateway's keys at
+// its /debug/goroutines: one key is one poller. The chat counts its last
+// gqlpushtest.MaxHistory messages only: a run posts fewer than that.
+//
+// -gateway URL targets a gateway already running, which must serve Sub,
+// Room and Live (NatsSub and NatsRoom for the nats- scenarios) as the child
+// does; its CPU and RSS are read for -gateway-pid, or for the pid its
 // /debug/goroutines reports (loadgen gateway -listen ADDR -exit-on-eof=false
 // runs one by hand). Point it at the in-process upstream with
 // -upstream-listen. -upstream URL targets a GraphQL upstream already
@@ -64,9 +80,15 @@
 // Clients are raw HTTP/1.1 connections, one goroutine each, ramped. Each
 // event's content is its room's sequence number, so a client counts what
 // was lost and what came out of order; latency is the client's read time
-// minus the upstream's sentAt stamp, on the same clock. Events and
+// minus the upstream's sentAt stamp, on the same clock. A live query's
+// result is a count, not a message: its latency is the client's read time
+// minus the time the newest message it counts was posted, so it includes
+// the wait for the next poll, up to the interval; -gateway-latency tells
+// the gateway's own part, from the poll's answer to the write. Events and
 // latencies count inside the measurement window only, after the warmup;
-// loss counts the whole run, after a drain. CPU is utime + stime of
+// loss counts the whole run, after a drain (for live: the posts each client's
+// last count falls short of the final one; counts skipped between two polls
+// are not lost, and a count not above the last is out of order). CPU is utime + stime of
 // /proc/<pid>/stat (one clock tick, 10 ms, of resolution: windows of
 // seconds), per delivered event; RSS is VmRSS.
 //
@@ -94,6 +116,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/gqlpush/gqlpush/gqlpushtest"
 )
 
 func main() {
@@ -143,6 +167,8 @@ type config struct {
 	churnVars    string
 
 	clusterSize int // cluster
+
+	liveInterval time.Duration // live
 }
 
 // scenarioDefaults are the issue's sizes. A nats- scenario's are those of
@@ -163,9 +189,15 @@ func scenarioDefaults(name string) (config, bool) {
 		return config{clients: 100, rate: 100, warmup: 2 * time.Second, duration: 15 * time.Second, stalled: 1, rcvbuf: 4096}, true
 	case "churn":
 		return config{cycles: 20000, warmupCycles: 1000, concurrency: 50, churnVars: "distinct"}, true
+	case "live":
+		return config{clients: 1000, rate: 20, warmup: 3 * time.Second, duration: 10 * time.Second, liveInterval: 100 * time.Millisecond}, true
 	}
 	return config{}, false
 }
+
+// maxLivePosts bounds the posts of a live run, with room for those made
+// before and after the window.
+const maxLivePosts = gqlpushtest.MaxHistory * 9 / 10
 
 // natsPrefix marks a scenario run on a NATS upstream.
 const natsPrefix = "nats-"
@@ -184,7 +216,7 @@ func (c *config) operations() (shared, room string) {
 	return "Sub", "Room"
 }
 
-const scenarioNames = "fanout, saturate, distinct, idle, stall, churn, cluster, nats-fanout or nats-distinct"
+const scenarioNames = "fanout, saturate, distinct, idle, stall, churn, cluster, live, nats-fanout or nats-distinct"
 
 const usageHead = `usage: loadgen -scenario NAME [flags]
 
@@ -203,6 +235,9 @@ Scenarios (defaults in brackets; 0 for a flag means the scenario's default):
   cluster        [-clients 1000 -rate 10 -warmup 3s -duration 10s -cluster-size 3]
                  fanout on one gateway, then the same clients spread over
                  -cluster-size gateways in one cluster (in-process NATS JetStream)
+  live           [-clients 1000 -rate 20 -live-interval 100ms -warmup 3s -duration 10s]
+                 the live query Live (the chat's message count), polled by the
+                 gateway every -live-interval while the chat gets -rate posts/s
 
 Flags:
 `
@@ -246,6 +281,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 0, "churn: cycles at once")
 	fs.StringVar(&c.churnVars, "churn-vars", "", "churn: distinct (a room per cycle: an upstream subscribe and complete each) or shared (one operation)")
 	fs.IntVar(&c.clusterSize, "cluster-size", 0, "cluster: gateways in the cluster")
+	fs.DurationVar(&c.liveInterval, "live-interval", 0, "live: the child gateway's Config.LivePollInterval (with -gateway: the interval that gateway polls at, for -check)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -287,6 +323,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if c.churnVars == "" {
 		c.churnVars = d.churnVars
 	}
+	if c.liveInterval == 0 {
+		c.liveInterval = d.liveInterval
+	}
 	return c, c.validate()
 }
 
@@ -297,7 +336,7 @@ func (c *config) validate() error {
 		bad("-clients must be at least 1")
 	}
 	switch c.base() {
-	case "fanout", "saturate", "distinct", "stall", "cluster":
+	case "fanout", "saturate", "distinct", "stall", "cluster", "live":
 		if c.rate <= 0 {
 			bad("-rate must be positive")
 		}
@@ -328,6 +367,17 @@ func (c *config) validate() error {
 		}
 		if c.gatewayURL != "" || c.upstreamURL != "" {
 			bad("cluster starts its own gateways and upstream: no -gateway, no -upstream")
+		}
+	}
+	if c.scenario == "live" {
+		if c.liveInterval <= 0 {
+			bad("-live-interval must be positive")
+		}
+		// Each result is the chat's message count, which counts only
+		// its last MaxHistory messages: past them, it stops changing.
+		if posts := c.rate * (c.warmup + c.duration).Seconds(); posts > maxLivePosts {
+			bad("live: -rate × (-warmup + -duration) is %.0f posts, over %d: the chat's messageCount counts its last %d messages only",
+				posts, maxLivePosts, gqlpushtest.MaxHistory)
 		}
 	}
 	if c.gatewayPID != 0 && c.gatewayURL == "" {

@@ -35,6 +35,7 @@ type report struct {
 	Stall    *stallInfo    `json:"stall,omitempty"`
 	Churn    *churnInfo    `json:"churn,omitempty"`
 	Cluster  *clusterInfo  `json:"cluster,omitempty"`
+	Live     *liveInfo     `json:"live,omitempty"`
 	Checks   []check       `json:"checks,omitempty"`
 	Notes    []string      `json:"notes,omitempty"`
 	Error    string        `json:"error,omitempty"`
@@ -56,6 +57,7 @@ type params struct {
 	WarmupCycles int     `json:"warmup_cycles,omitempty"`
 	Concurrency  int     `json:"concurrency,omitempty"`
 	ClusterSize  int     `json:"cluster_size,omitempty"`
+	LiveInterval string  `json:"live_interval,omitempty"`
 	Timeout      string  `json:"timeout"`
 }
 
@@ -112,6 +114,11 @@ type window struct {
 	Gaps            int64           `json:"gaps"`               // results skipped, seen in the window
 	OOO             int64           `json:"out_of_order"`
 	Ended           int64           `json:"ended"` // streams that ended in the window
+
+	// The live scenario's: the query requests the in-process upstream
+	// was posted in the window, and per second.
+	UpstreamQueries *int     `json:"upstream_queries,omitempty"`
+	QueriesPerSec   *float64 `json:"upstream_queries_per_s,omitempty"`
 }
 
 // A gatewayShare is one gateway's part of a window over several: its CPU
@@ -155,6 +162,20 @@ type phaseInfo struct {
 	// the subscribe messages it received during the phase.
 	Subscriptions *int `json:"upstream_subscriptions"`
 	Subscribes    *int `json:"upstream_subscribes"`
+}
+
+// liveInfo is the live scenario's: one live query, polled by the gateway.
+type liveInfo struct {
+	Interval string `json:"poll_interval"` // -live-interval
+	// What one poller asking every Interval makes: the window's
+	// upstream_queries_per_s should be this, whatever the clients.
+	ExpectedQueriesPerSec float64 `json:"expected_queries_per_s"`
+	// Keys the gateway held at the end of the window (its debug
+	// endpoint): a key has one poller.
+	Pollers *int `json:"pollers"`
+	// Results each client received per second in the window: at most one
+	// per poll, and one per post.
+	ResultsPerClient float64 `json:"results_per_client_per_s"`
 }
 
 type saturateInfo struct {
@@ -334,6 +355,13 @@ func (r *report) writeText(w io.Writer, withChecks bool) {
 		p("")
 		r.writeCluster(w, c)
 	}
+	if l := r.Live; l != nil {
+		p("")
+		p("  live query: polled every %s, one poller asks %.2f times/s; the gateway held %s key(s) (a poller each)",
+			l.Interval, l.ExpectedQueriesPerSec, ptrText(l.Pollers, "%d"))
+		p("  results:    %.2f per client per second; latency is from a post to the read of the first result that counts it,", l.ResultsPerClient)
+		p("              the wait for the next poll included")
+	}
 	if r.Lost != nil || r.OOO != nil {
 		p("")
 		p("  lost: %s, out of order: %s", ptrText(r.Lost, "%d"), ptrText(r.OOO, "%d"))
@@ -367,6 +395,9 @@ func (r *report) writeWindow(w io.Writer, wd *window) {
 	p("[%s] %.2fs, %d clients", wd.Name, wd.Seconds, wd.Clients)
 	if wd.Offered > 0 {
 		p("  offered:    %.0f events/s (clients × rate); upstream posted %s", wd.Offered, ptrText(wd.Posted, "%.1f/s"))
+	}
+	if wd.QueriesPerSec != nil {
+		p("  upstream:   %d query requests (%.2f/s); posted %s", *wd.UpstreamQueries, *wd.QueriesPerSec, ptrText(wd.Posted, "%.1f/s"))
 	}
 	p("  delivered:  %d (%.0f/s), heartbeats %d, gaps %d, out of order %d, streams ended %d",
 		wd.Delivered, wd.DeliveredPerSec, wd.Heartbeats, wd.Gaps, wd.OOO, wd.Ended)

@@ -76,6 +76,61 @@ func (e *env) steady(ctx context.Context, distinct bool) error {
 	return e.finishLoss(ctx, f)
 }
 
+// live follows one live query with every client (Live, the chat's message
+// count, with wg_live) while the chat gets posts at the rate: the gateway
+// polls it upstream, one poller for all, and pushes each count that
+// changed.
+func (e *env) live(ctx context.Context) error {
+	n := e.cfg.clients
+	targets := make([]string, n)
+	for i := range targets {
+		targets[i] = opsPrefix + "Live?wg_live=true&wg_sse=true"
+	}
+	f := newFleet(ctx, e.addr, false)
+	if e.pub != nil {
+		f.stamps = e.pub.stamps
+	}
+	defer f.close()
+	defer e.recordClients(f)
+	if err := e.openFleet(ctx, f, targets, nil); err != nil {
+		return err
+	}
+	// Every client has the count before the first post once its poller
+	// runs and it is the poller's: from then on, each change is one for
+	// all of them.
+	first := func() bool {
+		for _, c := range f.clients {
+			if c.delivered.Load() == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	if err := waitUntil(ctx, e.cfg.settle, 20*time.Millisecond, first); err != nil {
+		return fmt.Errorf("waiting for every client's first result: %w", err)
+	}
+	info := &liveInfo{Interval: e.cfg.liveInterval.String(), ExpectedQueriesPerSec: float64(time.Second) / float64(e.cfg.liveInterval)}
+	e.rep.Live = info
+	if e.pub != nil {
+		if err := e.pub.set(ctx, e.cfg.rate); err != nil {
+			return err
+		}
+	}
+	if err := e.sleep(ctx, e.cfg.warmup, nil); err != nil {
+		return err
+	}
+	w, err := e.measure(ctx, f, "measure", e.cfg.duration, 0, nil)
+	if err != nil {
+		return err
+	}
+	if di, err := e.dbg.info(ctx); err == nil {
+		info.Pollers = &di.Subscriptions
+	}
+	info.ResultsPerClient = w.DeliveredPerSec / float64(n)
+	e.rep.Upstream.Subscriptions = e.upstreamSubs()
+	return e.finishLoss(ctx, f)
+}
+
 // saturate steps the rate up until delivery falls behind.
 func (e *env) saturate(ctx context.Context) error {
 	if e.pub == nil {

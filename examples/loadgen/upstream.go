@@ -107,6 +107,13 @@ type publisher struct {
 
 	posted atomic.Int64
 
+	// stamps, when not nil (the live scenario: one room), holds the time
+	// just before each post (Unix nanoseconds), by sequence number, as
+	// long as there is room: a live query's result says how many
+	// messages were posted, not when, and its clients look the newest up
+	// here. The chat takes its own stamp a few microseconds later.
+	stamps []atomic.Int64
+
 	// seq is each room's next sequence number; failed counts the posts
 	// the source refused (their sequence numbers are used again), and err
 	// is the first error of a post or a flush. Only run writes them; the
@@ -217,6 +224,9 @@ func (p *publisher) run(ctx context.Context) {
 					}
 				}
 				sent++
+				if s := p.seq[room]; s < int64(len(p.stamps)) {
+					p.stamps[s].Store(time.Now().UnixNano())
+				}
 				if err := p.to.post(p.rooms[room], strconv.FormatInt(p.seq[room], 10)); err != nil {
 					p.failed++
 					p.fail(err)
