@@ -28,6 +28,9 @@ type upstream struct {
 	src      source       // what serves its subscriptions
 	httpURL  string       // where its queries are posted
 	client   *http.Client // that posts them
+	// ownClient: client is gqlpush's, whose idle connections Close
+	// closes; not the application's.
+	ownClient bool
 	// clustered: its subscriptions are a cluster's (cluster.go), with the
 	// positions of the cluster's stream.
 	clustered bool
@@ -140,9 +143,9 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 		if err != nil {
 			return nil, bad("HTTPURL", ErrInvalid, err.Error())
 		}
-		client := u.HTTPClient
+		client, own := u.HTTPClient, false
 		if client == nil {
-			client = newQueryClient()
+			client, own = newQueryClient(), true
 		}
 		r := &upstream{
 			name:     u.Name,
@@ -155,7 +158,7 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 			forward:  forward,
 			initFunc: u.InitPayloadFunc,
 			httpURL:  httpURL,
-			client:   client,
+			client:   client, ownClient: own,
 		}
 		if r.label == "" {
 			r.label = pu.Host // host only: the URL may hold credentials

@@ -31,6 +31,11 @@ type Handler struct {
 
 	streams      *tally      // requests being served
 	shuttingDown atomic.Bool // set by Close: streams end
+	// closing ends when Close begins: queries answered once stop waiting
+	// for their upstream.
+	closing    context.Context
+	closeNow   context.CancelFunc
+	ownClients []*http.Client // that post queries, made by gqlpush: Close closes their connections
 
 	mu    sync.Mutex
 	drain time.Duration // set by Close before shuttingDown
@@ -117,6 +122,12 @@ func NewHandler(config Config) (*Handler, error) {
 		}
 	}
 	h.live = newPollSource(&h.cfg)
+	h.closing, h.closeNow = context.WithCancel(context.Background())
+	for _, u := range ups {
+		if u.ownClient {
+			h.ownClients = append(h.ownClients, u.client)
+		}
+	}
 	h.sources = append(h.sources, h.live)
 	for _, ep := range h.endpoints {
 		if ep.op.query {
@@ -154,6 +165,7 @@ func (h *Handler) Close(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	h.shuttingDown.Store(true)
+	h.closeNow()
 	h.streams.close()
 	h.hub.close()
 	var err error
@@ -166,6 +178,9 @@ func (h *Handler) Close(ctx context.Context) error {
 		if serr := src.close(ctx); err == nil {
 			err = serr
 		}
+	}
+	for _, c := range h.ownClients {
+		c.CloseIdleConnections() // what posted queries: nothing posts any more
 	}
 	return err
 }

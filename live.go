@@ -46,18 +46,21 @@ type queryBody struct {
 
 // askUpstream posts req's query to its upstream and returns the result, as
 // compact JSON {"data":…,"errors":…}. GraphQL errors are a result, passed
-// through; an answer that is not a GraphQL response is an error.
-func askUpstream(ctx context.Context, cfg *Config, req *openRequest) ([]byte, *queryError) {
+// through; refused reports a request the upstream refused with a GraphQL
+// response (a 4xx of application/graphql-response+json: the query does not
+// parse or validate there), whose errors are the result. An answer that is
+// not a GraphQL response is an error.
+func askUpstream(ctx context.Context, cfg *Config, req *openRequest) (raw []byte, refused bool, qerr *queryError) {
 	up := req.ep.up
 	body, err := json.Marshal(queryBody{Query: req.ep.query, Variables: req.vars, OperationName: req.ep.op.opName})
 	if err != nil {
-		return nil, &queryError{probUpstreamGone, err}
+		return nil, false, &queryError{probUpstreamGone, err}
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.QueryTimeout)
 	defer cancel()
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, up.httpURL, bytes.NewReader(body))
 	if err != nil {
-		return nil, &queryError{probUpstreamGone, err}
+		return nil, false, &queryError{probUpstreamGone, err}
 	}
 	for k, v := range req.header {
 		hr.Header[k] = v
@@ -67,45 +70,56 @@ func askUpstream(ctx context.Context, cfg *Config, req *openRequest) ([]byte, *q
 	resp, err := up.client.Do(hr)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, &queryError{probOnceTimeout, fmt.Errorf("no answer within %v", cfg.QueryTimeout)}
+			return nil, false, &queryError{probOnceTimeout, fmt.Errorf("no answer within %v", cfg.QueryTimeout)}
 		}
-		return nil, &queryError{probUpstreamGone, err}
+		return nil, false, &queryError{probUpstreamGone, err}
 	}
 	defer resp.Body.Close()
 	media, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	switch {
 	case media != mediaGraphQLResponse && media != mediaJSON:
-		return nil, &queryError{probUpstreamGone, fmt.Errorf("answered %d with content type %q", resp.StatusCode, clip(media))}
+		return nil, false, &queryError{probUpstreamGone, fmt.Errorf("answered %d with content type %q", resp.StatusCode, clip(media))}
 	case resp.StatusCode/100 == 2:
 	case media == mediaGraphQLResponse && resp.StatusCode/100 == 4:
 		// A request the upstream refused, told as a GraphQL response:
 		// its errors are the result.
+		refused = true
 	default:
-		return nil, &queryError{probUpstreamGone, fmt.Errorf("answered with status %d", resp.StatusCode)}
+		return nil, false, &queryError{probUpstreamGone, fmt.Errorf("answered with status %d", resp.StatusCode)}
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, int64(cfg.MaxResponseBytes)+1))
+	raw, err = io.ReadAll(io.LimitReader(resp.Body, int64(cfg.MaxResponseBytes)+1))
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return nil, &queryError{probOnceTimeout, fmt.Errorf("no whole answer within %v", cfg.QueryTimeout)}
+		return nil, false, &queryError{probOnceTimeout, fmt.Errorf("no whole answer within %v", cfg.QueryTimeout)}
 	case err != nil:
-		return nil, &queryError{probUpstreamGone, err}
+		return nil, false, &queryError{probUpstreamGone, err}
 	case len(raw) > cfg.MaxResponseBytes:
-		return nil, &queryError{probResultTooLarge, fmt.Errorf("an answer over %d bytes", cfg.MaxResponseBytes)}
+		return nil, false, &queryError{probResultTooLarge, fmt.Errorf("an answer over %d bytes", cfg.MaxResponseBytes)}
+	}
+	if !json.Valid(raw) {
+		return nil, false, &queryError{probUpstreamGone, errors.New("answered with no valid JSON")}
 	}
 	out, err := appendResult(nil, raw)
 	if err != nil {
-		return nil, &queryError{probUpstreamGone, fmt.Errorf("answered with no GraphQL response: %w", err)}
+		return nil, false, &queryError{probUpstreamGone, fmt.Errorf("answered with no GraphQL response: %w", err)}
 	}
-	return out, nil
+	return out, refused, nil
 }
 
 // serveQuery answers a query request once: the upstream's result as the
-// body.
+// body. Handler.Close ends the wait for it with 503.
 func (h *Handler) serveQuery(w http.ResponseWriter, r *http.Request, req *request) {
-	raw, qerr := askUpstream(r.Context(), &h.cfg, openRequestFor(req.key, req.header, req.init))
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(h.closing, cancel)()
+	raw, _, qerr := askUpstream(ctx, &h.cfg, openRequestFor(req.key, req.header, req.init))
 	if qerr != nil {
-		if r.Context().Err() != nil {
+		switch {
+		case r.Context().Err() != nil:
 			return // the client left
+		case h.closing.Err() != nil:
+			writeError(w, errShuttingDown)
+			return
 		}
 		h.log.Warn("a query to the upstream failed", "upstream", req.ep.up.label, "operation", req.ep.op.name, "err", logText(qerr.err))
 		writeError(w, refuse(qerr.why, ""))
@@ -169,7 +183,7 @@ func (p *poller) close() { p.cancel() }
 // began. Polls never overlap: an answer slower than the interval delays
 // the next poll. A result equal to the last one published is not
 // published. An upstream that fails for longer than ReconnectLimit ends
-// the subscription.
+// the subscription; one that refuses the query ends it at once.
 func (p *poller) run() {
 	s := p.src
 	defer s.wg.Done()
@@ -181,7 +195,7 @@ func (p *poller) run() {
 	var failing time.Time // since when every poll failed
 	for {
 		began := time.Now()
-		raw, qerr := askUpstream(p.ctx, s.cfg, p.req)
+		raw, refused, qerr := askUpstream(p.ctx, s.cfg, p.req)
 		if p.ctx.Err() != nil {
 			if s.ctx.Err() != nil {
 				p.r.end(endShutdown)
@@ -189,6 +203,12 @@ func (p *poller) run() {
 			return
 		}
 		switch {
+		case refused:
+			// Asking again would be refused again: the stream ends
+			// with the upstream's errors, as a subscription the
+			// upstream refuses does.
+			p.r.end(ending{why: probUpstreamError, errors: upstreamErrors(raw)})
+			return
 		case qerr == nil:
 			failing = time.Time{}
 			if !bytes.Equal(raw, last) {

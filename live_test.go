@@ -3,8 +3,10 @@ package gqlpush_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,6 +17,122 @@ import (
 	"github.com/gqlpush/gqlpush"
 	"github.com/gqlpush/gqlpush/gqlpushtest"
 )
+
+// fakeQueryUpstream answers every POST with body, as application/json.
+func fakeQueryUpstream(t *testing.T, body string) *httptest.Server {
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(body))
+	}))
+	t.Cleanup(fake.Close)
+	return fake
+}
+
+// truncated512 is an answer cut short after its first key, exactly 512
+// bytes long: io.ReadAll's first buffer, so the slice's capacity is its
+// length, and a scan past its end finds no spare room.
+var truncated512 = "{" + strings.Repeat(" ", 505) + `"data"`
+
+// An answer that is not valid JSON is no GraphQL response: 502 once, the
+// end of a live stream at the reconnect limit; never bytes passed on
+// (frames injected into a stream), never a panic.
+func TestQueryInvalidAnswers(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	for _, answer := range []string{
+		`{"data":{"gql_messages":[{"content":"x"}]}`,
+		`{"data":{"gql_messages":[{"content":"x"}]}} trailing`,
+		`{"data":nope}`,
+		"{\"data\":{\"gql_messages\":[{\"content\":\"x\n\nevent: complete\ndata: \n\n\"}]}}",
+		truncated512,
+	} {
+		fake := fakeQueryUpstream(t, answer)
+		g := liveGateway(t, up, func(cfg *gqlpush.Config) {
+			cfg.Upstreams[0].HTTPURL = fake.URL
+			cfg.ReconnectLimit = 100 * time.Millisecond
+		})
+		resp, body := g.get(t, http.MethodGet, "/operations/Messages")
+		if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, `"code":"UPSTREAM_UNAVAILABLE"`) {
+			t.Errorf("upstream answered %.40q: %d %s", answer, resp.StatusCode, body)
+		}
+		c := g.open(t, "/operations/Messages?wg_live&wg_sse")
+		c.frame(t)
+		wantEnd(t, c, "UPSTREAM_UNAVAILABLE", "upstream unavailable")
+		g.waitIdle(t)
+	}
+}
+
+// Close ends a query answered once that waits on its upstream: 503 at
+// once, not an answer at QueryTimeout.
+func TestQueryOnceAtClose(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	gone := make(chan struct{})
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		arrived <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-gone:
+		}
+	}))
+	t.Cleanup(fake.Close)
+	t.Cleanup(func() { close(gone) })
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	g := liveGateway(t, up, func(cfg *gqlpush.Config) {
+		cfg.Upstreams[0].HTTPURL = fake.URL
+		cfg.QueryTimeout = 2 * waitTime // longer than the test waits for Close
+	})
+	got := make(chan string, 1)
+	go func() {
+		resp, body := g.get(t, http.MethodGet, "/operations/Messages")
+		got <- fmt.Sprint(resp.StatusCode, " ", body)
+	}()
+	<-arrived
+	if err := g.h.Close(waitCtx(t)); err != nil {
+		t.Fatalf("Close with a query in flight: %v", err)
+	}
+	if r := <-got; !strings.HasPrefix(r, "503 ") || !strings.Contains(r, "SHUTTING_DOWN") {
+		t.Fatalf("the query got %s, want 503 SHUTTING_DOWN", r)
+	}
+}
+
+// Close closes the connections gqlpush opened to post queries.
+func TestQueryConnectionsClosed(t *testing.T) {
+	var open atomic.Int64
+	fake := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"data":{"gql_messages":[]}}`))
+	}))
+	fake.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	fake.Start()
+	t.Cleanup(fake.Close)
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	g := liveGateway(t, up, func(cfg *gqlpush.Config) { cfg.Upstreams[0].HTTPURL = fake.URL })
+	if resp, body := g.get(t, http.MethodGet, "/operations/Messages"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if err := g.h.Close(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	for ctx := waitCtx(t); open.Load() != 0; {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d connections to the query upstream open after Close", open.Load())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
 
 // liveOperations are the test operations and queries.
 func liveOperations(t testing.TB) []*gqlpush.Operation {
@@ -118,10 +236,11 @@ func TestQueryLiveResume(t *testing.T) {
 	if f := c.frame(t); !strings.Contains(f, `"three"`) {
 		t.Fatalf("resumed at the current result, then %q", f)
 	}
+	// An older id: the current result, not the states in between.
 	old, _ := g.openWith(t, g.srv.URL+"/operations/Messages?wg_live&wg_sse", http.Header{"Last-Event-Id": {idOf(first)}})
 	old.frame(t)
-	if f := old.frame(t); !strings.Contains(f, `"two"`) {
-		t.Fatalf("resumed after an older result: %q", f)
+	if f := old.frame(t); !strings.Contains(f, `"three"`) {
+		t.Fatalf("resumed after an older result: %q, want the current one", f)
 	}
 }
 
@@ -217,6 +336,14 @@ func TestQueryUpstreamFaults(t *testing.T) {
 	c = g.open(t, "/operations/Messages?wg_live&wg_sse")
 	c.frame(t)
 	wantEnd(t, c, "RESULT_TOO_LARGE", "")
+	// A query the upstream refuses ends a live stream with its errors:
+	// asking again would be refused again.
+	mode.Store("graphql error")
+	c = g.open(t, "/operations/Messages?wg_live&wg_sse")
+	c.frame(t)
+	if rest := c.rest(t); rest != `data: {"errors":[{"message":"bad query"}]}`+"\n\nevent: complete\ndata: \n\n" {
+		t.Fatalf("a refused live query: %q", rest)
+	}
 	g.waitIdle(t)
 }
 

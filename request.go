@@ -79,9 +79,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ep.op.query && !req.live {
+		defer release()
+		defer h.streams.done()
 		h.serveQuery(w, r, req)
-		h.streams.done()
-		release()
 		return
 	}
 	h.serveStream(w, r, req, func() {

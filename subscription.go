@@ -163,6 +163,11 @@ func (h *hub) join(ctx context.Context, key subKey, owner string, header http.He
 			switch {
 			case ok:
 				s.cursor = from
+				if sh.live && from < sh.next {
+					// A live query's client is owed its current
+					// result only, not every state in between.
+					s.cursor = sh.next - 1
+				}
 				if s.cursor < sh.next {
 					s.notify()
 				}
