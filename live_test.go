@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushjwt/jwttest"
 	"github.com/gqlpush/gqlpush/gqlpushtest"
 )
 
@@ -382,5 +383,63 @@ func TestQueryConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// The login check and role rules guard queries as they guard
+// subscriptions, once and live; forwarded headers go with the POST, and
+// callers whose forwarded values differ never share a poller.
+func TestQueryAuth(t *testing.T) {
+	is := jwttest.NewIssuer(t)
+	g := newAuthGateway(t, is, func(cfg *gqlpush.Config) {
+		ops := maps.Clone(authOperations)
+		ops["Admins"] = `query @rbac(requireMatchAny: [admin]) { gql_messageCount }`
+		ops["MyCount"] = `query ($user: String @fromClaim(name: "sub")) { gql_messageCount(room: $user) }`
+		cfg.Operations = mustParse(t, ops)
+		cfg.Upstreams[0].ForwardHeaders = []string{"X-Tenant"}
+		cfg.LivePollInterval = 20 * time.Millisecond
+	})
+	admin := bearer(is.RS256(t, jwttest.Claims("alice", "admin")))
+	reader := bearer(is.RS256(t, jwttest.Claims("bob", "reader")))
+	for _, tt := range []struct {
+		name   string
+		path   string
+		header http.Header
+		status int
+	}{
+		{"anonymous", "/operations/Admins", nil, http.StatusUnauthorized},
+		{"anonymous live", "/operations/Admins?wg_live", nil, http.StatusUnauthorized},
+		{"wrong role", "/operations/Admins", reader, http.StatusForbidden},
+		{"wrong role live", "/operations/Admins?wg_live", reader, http.StatusForbidden},
+		{"admin", "/operations/Admins", admin, http.StatusOK},
+	} {
+		resp, body := g.do(t, tt.path, tt.header)
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s: %d %s, want %d", tt.name, resp.StatusCode, body, tt.status)
+		}
+	}
+	g.up.Chat.Post("alice", "for alice")
+	h := admin.Clone()
+	h.Set("X-Tenant", "t1")
+	resp, body := g.do(t, "/operations/MyCount", h)
+	if resp.StatusCode != http.StatusOK || body != `{"data":{"gql_messageCount":1}}` {
+		t.Fatalf("alice's count: %d %s", resp.StatusCode, body)
+	}
+	msgs, err := g.up.WaitMatches(waitCtx(t), 2, func(m gqlpushtest.Message) bool { return m.Type == "query" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(msgs[1].Payload), `"variables":{"user":"alice"}`) {
+		t.Fatalf("the upstream was posted %s", msgs[1].Payload)
+	}
+	// Two tenants: two pollers.
+	a, _ := g.openWith(t, g.srv.URL+"/operations/MyCount?wg_live", h)
+	a.frame(t)
+	h2 := h.Clone()
+	h2.Set("X-Tenant", "t2")
+	b, _ := g.openWith(t, g.srv.URL+"/operations/MyCount?wg_live", h2)
+	b.frame(t)
+	if n := g.h.Stats().Subscriptions; n != 2 {
+		t.Fatalf("%d pollers for two tenants", n)
 	}
 }
