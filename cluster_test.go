@@ -430,11 +430,19 @@ func TestClusterNATSUnreachable(t *testing.T) {
 		cfg.Cluster = &gqlpush.Cluster{URL: "nats://127.0.0.1:1", Lease: testLease}
 		cfg.ReconnectLimit = 300 * time.Millisecond
 	})
+	endsUnavailable(t, g, "upstream unavailable")
+}
+
+// endsUnavailable opens a stream of Sub on g and reads it to its end,
+// UPSTREAM_UNAVAILABLE with msg; then g holds nothing, and neither does
+// its upstream.
+func endsUnavailable(t *testing.T, g *gateway, msg string) {
+	t.Helper()
 	c := g.open(t, "/operations/Sub?wg_sse")
 	c.frame(t)
-	wantEnd(t, c, "UPSTREAM_UNAVAILABLE", "upstream unavailable")
+	wantEnd(t, c, "UPSTREAM_UNAVAILABLE", msg)
 	g.waitIdle(t)
-	if n := up.Subscriptions(); n != 0 {
+	if n := g.up.Subscriptions(); n != 0 {
 		t.Fatalf("the upstream holds %d subscriptions", n)
 	}
 }
@@ -1000,13 +1008,7 @@ func TestClusterJetStreamGone(t *testing.T) {
 	c2.frame(t)
 	withoutJetStream(t, ns)
 	wantEnd(t, c2, "UPSTREAM_UNAVAILABLE", "JetStream is not enabled on the NATS server")
-	c3 := g.open(t, "/operations/Sub?wg_sse")
-	c3.frame(t)
-	wantEnd(t, c3, "UPSTREAM_UNAVAILABLE", "")
-	g.waitIdle(t)
-	if n := up.Subscriptions(); n != 0 {
-		t.Fatalf("the upstream holds %d subscriptions", n)
-	}
+	endsUnavailable(t, g, "")
 }
 
 // An owner shuts down while the acknowledgement of a result it published

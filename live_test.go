@@ -19,15 +19,34 @@ import (
 	"github.com/gqlpush/gqlpush/gqlpushtest"
 )
 
-// fakeQueryUpstream answers every POST with body, as application/json.
-func fakeQueryUpstream(t *testing.T, body string) *httptest.Server {
+// fakeGateway serves liveOperations with queries posted to answer, an
+// upstream of the test's own; answer is called once the request's body is
+// read, and done is closed when the test ends, before the fake server
+// closes, for an answer that hangs.
+func fakeGateway(t *testing.T, answer func(w http.ResponseWriter, r *http.Request, done <-chan struct{}), edit func(*gqlpush.Config)) (*gateway, *httptest.Server) {
+	done := make(chan struct{})
 	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte(body))
+		answer(w, r, done)
 	}))
 	t.Cleanup(fake.Close)
-	return fake
+	t.Cleanup(func() { close(done) })
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	return liveGateway(t, up, func(cfg *gqlpush.Config) {
+		cfg.Upstreams[0].HTTPURL = fake.URL
+		if edit != nil {
+			edit(cfg)
+		}
+	}), fake
+}
+
+// answerJSON answers with body, as application/json.
+func answerJSON(body string) func(http.ResponseWriter, *http.Request, <-chan struct{}) {
+	return func(w http.ResponseWriter, _ *http.Request, _ <-chan struct{}) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(body))
+	}
 }
 
 // truncated512 is an answer cut short after its first key, exactly 512
@@ -39,8 +58,6 @@ var truncated512 = "{" + strings.Repeat(" ", 505) + `"data"`
 // end of a live stream at the reconnect limit; never bytes passed on
 // (frames injected into a stream), never a panic.
 func TestQueryInvalidAnswers(t *testing.T) {
-	up := gqlpushtest.NewServer(nil)
-	t.Cleanup(up.Close)
 	for _, answer := range []string{
 		`{"data":{"gql_messages":[{"content":"x"}]}`,
 		`{"data":{"gql_messages":[{"content":"x"}]}} trailing`,
@@ -48,11 +65,7 @@ func TestQueryInvalidAnswers(t *testing.T) {
 		"{\"data\":{\"gql_messages\":[{\"content\":\"x\n\nevent: complete\ndata: \n\n\"}]}}",
 		truncated512,
 	} {
-		fake := fakeQueryUpstream(t, answer)
-		g := liveGateway(t, up, func(cfg *gqlpush.Config) {
-			cfg.Upstreams[0].HTTPURL = fake.URL
-			cfg.ReconnectLimit = 100 * time.Millisecond
-		})
+		g, _ := fakeGateway(t, answerJSON(answer), func(cfg *gqlpush.Config) { cfg.ReconnectLimit = 100 * time.Millisecond })
 		resp, body := g.get(t, http.MethodGet, "/operations/Messages")
 		if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, `"code":"UPSTREAM_UNAVAILABLE"`) {
 			t.Errorf("upstream answered %.40q: %d %s", answer, resp.StatusCode, body)
@@ -68,23 +81,13 @@ func TestQueryInvalidAnswers(t *testing.T) {
 // once, not an answer at QueryTimeout.
 func TestQueryOnceAtClose(t *testing.T) {
 	arrived := make(chan struct{}, 1)
-	gone := make(chan struct{})
-	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+	g, _ := fakeGateway(t, func(_ http.ResponseWriter, r *http.Request, done <-chan struct{}) {
 		arrived <- struct{}{}
 		select {
 		case <-r.Context().Done():
-		case <-gone:
+		case <-done:
 		}
-	}))
-	t.Cleanup(fake.Close)
-	t.Cleanup(func() { close(gone) })
-	up := gqlpushtest.NewServer(nil)
-	t.Cleanup(up.Close)
-	g := liveGateway(t, up, func(cfg *gqlpush.Config) {
-		cfg.Upstreams[0].HTTPURL = fake.URL
-		cfg.QueryTimeout = 2 * waitTime // longer than the test waits for Close
-	})
+	}, func(cfg *gqlpush.Config) { cfg.QueryTimeout = 2 * waitTime }) // longer than the test waits for Close
 	got := make(chan string, 1)
 	go func() {
 		resp, body := g.get(t, http.MethodGet, "/operations/Messages")
@@ -275,9 +278,7 @@ func TestQueryErrors(t *testing.T) {
 // with it after the reconnect limit.
 func TestQueryUpstreamFaults(t *testing.T) {
 	var mode atomic.Value
-	gone := make(chan struct{})
-	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
+	g, fake := fakeGateway(t, func(w http.ResponseWriter, r *http.Request, done <-chan struct{}) {
 		switch mode.Load() {
 		case "500":
 			http.Error(w, "boom", http.StatusInternalServerError)
@@ -293,20 +294,14 @@ func TestQueryUpstreamFaults(t *testing.T) {
 		case "slow":
 			select {
 			case <-r.Context().Done():
-			case <-gone:
+			case <-done:
 			}
 		case "graphql error":
 			w.Header().Set("Content-Type", "application/graphql-response+json")
 			w.WriteHeader(http.StatusBadRequest)
 			w.Write([]byte(`{"errors":[{"message":"bad query"}]}`))
 		}
-	}))
-	t.Cleanup(fake.Close)
-	t.Cleanup(func() { close(gone) })
-	up := gqlpushtest.NewServer(nil)
-	t.Cleanup(up.Close)
-	g := liveGateway(t, up, func(cfg *gqlpush.Config) {
-		cfg.Upstreams[0].HTTPURL = fake.URL
+	}, func(cfg *gqlpush.Config) {
 		cfg.MaxResponseBytes = 1024
 		cfg.QueryTimeout = 200 * time.Millisecond
 		cfg.ReconnectLimit = 100 * time.Millisecond

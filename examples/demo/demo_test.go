@@ -150,19 +150,7 @@ func TestDemo(t *testing.T) {
 	defer cancel()
 
 	t.Run("page", func(t *testing.T) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base+"/", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := d.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(res.Body)
-		res.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		res, body := d.get(t, ctx, "/")
 		if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "text/html; charset=utf-8" {
 			t.Fatalf("GET / = %d %q, want 200 text/html", res.StatusCode, res.Header.Get("Content-Type"))
 		}
@@ -242,13 +230,10 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-// The live query Count is answered once, and followed live: the count of
-// messages, pushed when the ticks change it.
-func TestCount(t *testing.T) {
-	d := startDemo(t)
-	ctx, cancel := context.WithTimeout(t.Context(), wait)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base+"/operations/Count", nil)
+// get makes a GET of path and reads the whole response.
+func (d *demo) get(t *testing.T, ctx context.Context, path string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.base+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,9 +243,22 @@ func TestCount(t *testing.T) {
 	}
 	body, err := io.ReadAll(res.Body)
 	res.Body.Close()
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return res, body
+}
+
+// The live query Count is answered once, and followed live: the count of
+// messages, pushed when the ticks change it.
+func TestCount(t *testing.T) {
+	d := startDemo(t)
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	res, body := d.get(t, ctx, "/operations/Count")
 	count := regexp.MustCompile(`^\{"data":\{"gql_messageCount":([0-9]+)\}\}$`)
-	if err != nil || res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" || !count.Match(body) {
-		t.Fatalf("GET /operations/Count = %d %q %s (%v)", res.StatusCode, res.Header.Get("Content-Type"), body, err)
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/json" || !count.Match(body) {
+		t.Fatalf("GET /operations/Count = %d %q %s", res.StatusCode, res.Header.Get("Content-Type"), body)
 	}
 
 	res, br, frames := d.openStream(t, ctx, "/operations/Count?wg_live=true&wg_sse=true", nil)
