@@ -450,6 +450,27 @@ func endsUnavailable(t *testing.T, g *gateway, msg string) {
 // The cluster's NATS restarts under open streams: they stay open, and
 // results reach them again once it is back.
 func TestClusterNATSRestart(t *testing.T) {
+	tc, restart, rs := restartableCluster(t, nil)
+	tc.ns.Shutdown()
+	tc.ns.WaitForShutdown()
+	restart()
+	tc.sync(t, rs...)
+	tc.up.Chat.Post("", "again")
+	for _, r := range rs {
+		if got, _ := contentsOf(t, r, 1); got[0] != "again" {
+			t.Fatalf("got %v", got)
+		}
+	}
+	if err := tc.up.WaitSubscriptions(waitCtx(t), 1); err != nil {
+		t.Fatalf("%v: %d subscriptions", err, tc.up.Subscriptions())
+	}
+}
+
+// restartableCluster is two instances that dial a NATS server the test can
+// restart, each with a reader of Sub, synced; edit may change each one's
+// configuration.
+func restartableCluster(t *testing.T, edit func(*gqlpush.Config)) (*testCluster, func() jetstream.JetStream, []*reader) {
+	t.Helper()
 	ns, restart := restartable(t)
 	up := gqlpushtest.NewServer(nil)
 	t.Cleanup(up.Close)
@@ -459,23 +480,14 @@ func TestClusterNATSRestart(t *testing.T) {
 		g := gatewayFor(t, up, func(cfg *gqlpush.Config) {
 			cfg.Cluster = &gqlpush.Cluster{URL: ns.ClientURL(), Instance: fmt.Sprint("i", i), Lease: testLease,
 				NATSOptions: []nats.Option{nats.ReconnectWait(100 * time.Millisecond)}}
+			if edit != nil {
+				edit(cfg)
+			}
 		})
 		rs = append(rs, readAll(g.open(t, "/operations/Sub?wg_sse")))
 	}
 	tc.sync(t, rs...)
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	restart()
-	tc.sync(t, rs...)
-	tc.up.Chat.Post("", "again")
-	for _, r := range rs {
-		if got, _ := contentsOf(t, r, 1); got[0] != "again" {
-			t.Fatalf("got %v", got)
-		}
-	}
-	if err := up.WaitSubscriptions(waitCtx(t), 1); err != nil {
-		t.Fatalf("%v: %d subscriptions", err, up.Subscriptions())
-	}
+	return tc, restart, rs
 }
 
 // A Cluster's settings are checked when the Handler is made.
@@ -910,30 +922,22 @@ func TestClusterRefusedResultLeavesNoGap(t *testing.T) {
 // is published once it is back: readers get it, in order, with no gap and
 // no error.
 func TestClusterPublishOutlastsAnOutage(t *testing.T) {
-	ns, restart := restartable(t)
-	up := gqlpushtest.NewServer(nil)
-	t.Cleanup(up.Close)
-	tc := &testCluster{ns: ns, up: up}
 	errs := make(chan error, 16)
-	var rs []*reader
-	for i := range 2 {
-		g := gatewayFor(t, up, func(cfg *gqlpush.Config) {
-			// A lease that outlasts the outage; nothing kept to publish
-			// while NATS is away, so a publish fails at once.
-			cfg.Cluster = &gqlpush.Cluster{URL: ns.ClientURL(), Instance: fmt.Sprint("i", i), Lease: time.Minute,
-				NATSOptions: []nats.Option{nats.ReconnectWait(100 * time.Millisecond), nats.ReconnectBufSize(-1)}}
-			cfg.Observer = &gqlpush.Observer{ClusterError: func(_ string, err error) {
-				select {
-				case errs <- err:
-				default:
-				}
-			}}
-		})
-		rs = append(rs, readAll(g.open(t, "/operations/Sub?wg_sse")))
-	}
-	tc.sync(t, rs...)
-	ns.Shutdown()
-	ns.WaitForShutdown()
+	tc, restart, rs := restartableCluster(t, func(cfg *gqlpush.Config) {
+		// A lease that outlasts the outage; nothing kept to publish while
+		// NATS is away, so a publish fails at once.
+		cfg.Cluster.Lease = time.Minute
+		cfg.Cluster.NATSOptions = append(cfg.Cluster.NATSOptions, nats.ReconnectBufSize(-1))
+		cfg.Observer = &gqlpush.Observer{ClusterError: func(_ string, err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}}
+	})
+	tc.ns.Shutdown()
+	tc.ns.WaitForShutdown()
+	up := tc.up
 	up.Chat.Post("", "during")
 	select {
 	case <-errs:
