@@ -180,7 +180,7 @@ func (s *pollSource) open(req *openRequest, r receiver) (handle, error) {
 func (p *poller) close() { p.cancel() }
 
 // run polls: the first time at once, then an interval after each poll
-// began. Polls never overlap: an answer slower than the interval delays
+// was due. Polls never overlap: an answer slower than the interval delays
 // the next poll. A result equal to the last one published is not
 // published. An upstream that fails for longer than ReconnectLimit ends
 // the subscription; one that refuses the query ends it at once.
@@ -193,6 +193,7 @@ func (p *poller) run() {
 	}
 	var last []byte
 	var failing time.Time // since when every poll failed
+	next := time.Now()    // when the next poll is due: an interval after the last was
 	for {
 		began := time.Now()
 		raw, refused, qerr := askUpstream(p.ctx, s.cfg, p.req)
@@ -231,7 +232,14 @@ func (p *poller) run() {
 				return
 			}
 		}
-		t := time.NewTimer(max(interval-time.Since(began), 0))
+		// Due an interval after the last poll was due, so that late
+		// timers do not add up; a poll that overran starts the next at
+		// once.
+		next = next.Add(interval)
+		if now := time.Now(); next.Before(now) {
+			next = now
+		}
+		t := time.NewTimer(time.Until(next))
 		select {
 		case <-t.C:
 		case <-p.ctx.Done():
