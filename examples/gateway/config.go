@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -56,6 +57,8 @@ type config struct {
 	queryTimeout   time.Duration
 	maxResponse    int
 	cluster        *gqlpush.Cluster // nil without -cluster
+	tls            *tls.Config      // nil: cleartext
+	h2c            bool             // cleartext HTTP/2 besides HTTP/1.1
 
 	jwt            *gqlpushjwt.Config // nil: every caller is anonymous
 	keys           string             // where jwt's keys come from, for the log
@@ -290,9 +293,13 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	}
 	cfg := &config{}
 	var upstreams, schemas, protocols, forward, origins, proxies, natsCreds listFlag
+	var tf tlsFlags
 	var af authFlags
 	var cf clusterFlags
 	fs.StringVar(&cfg.listen, "listen", defaultListen, "listen on `ADDR` (host:port)")
+	fs.StringVar(&tf.cert, "tls-cert", "", "serve HTTPS with the certificate (chain) in PEM `FILE`, and HTTP/2 to the clients that offer it\n(browsers do: many streams of a page share one connection). Needs -tls-key")
+	fs.StringVar(&tf.key, "tls-key", "", "the private key, in PEM `FILE`, of -tls-cert")
+	fs.BoolVar(&tf.h2c, "h2c", false, "accept cleartext HTTP/2 (h2c, prior knowledge) besides HTTP/1.1, for a proxy in front that speaks it;\nnot with -tls-cert")
 	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (host:port), on a listener of its own; empty serves none")
 	fs.Var(&upstreams, "upstream", "an upstream, `[NAME=]URL` (repeatable): a GraphQL server at a ws:// or wss:// URL, or NATS at a nats:// or tls://\nURL or a comma-separated list of such URLs (a cluster), with credentials as nats://USER:PASSWORD@HOST or\nnats://TOKEN@HOST, or given by -nats-creds; a NATS upstream needs its -schema. Operations reach its root fields\nas NAME_field; at most one upstream has no NAME, and its fields keep their names.")
 	fs.StringVar(&cfg.operationsDir, "operations", "", "serve the operation files (*.graphql) under `DIR`; required")
@@ -354,6 +361,9 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 		return nil, usagef("at least one -upstream [NAME=]URL is required")
 	}
 	if err := cfg.checkMetrics(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkTLS(tf); err != nil {
 		return nil, err
 	}
 	flagsSet := map[string]bool{}

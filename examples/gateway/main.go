@@ -326,6 +326,8 @@ func serve(ctx context.Context, h *gqlpush.Handler, cfg *config, log *slog.Logge
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          errorLog,
+		TLSConfig:         cfg.tls,
+		Protocols:         cfg.protocols(),
 	}
 	var msrv *http.Server
 	var metricsServed chan error // nil, and never ready, without metrics
@@ -351,7 +353,7 @@ func serve(ctx context.Context, h *gqlpush.Handler, cfg *config, log *slog.Logge
 
 	addr := ln.Addr().String()
 	log.Info("gateway listening", "addr", addr, "operations", len(cfg.operations), "upstreams", upstreamNames(cfg.upstreams), "auth", cfg.authLabel())
-	fmt.Fprintf(stdout, "listening on http://%s%s\n", addr, prefix)
+	fmt.Fprintf(stdout, "listening on %s://%s%s\n", cfg.scheme(), addr, prefix)
 
 	var err error
 	select {
@@ -397,8 +399,13 @@ func shutdown(ctx context.Context, srv *http.Server, served <-chan error) error 
 	return err
 }
 
-// serveHTTP runs srv.Serve and reports how it ended.
+// serveHTTP runs srv.Serve, or ServeTLS when srv has a TLS
+// configuration, and reports how it ended.
 func serveHTTP(srv *http.Server, ln net.Listener, done chan<- error) {
+	if srv.TLSConfig != nil {
+		done <- srv.ServeTLS(ln, "", "")
+		return
+	}
 	done <- srv.Serve(ln)
 }
 

@@ -243,6 +243,16 @@ func TestConfigErrors(t *testing.T) {
 			want: []string{"-resume-grace: gqlpush: Config.ResumeGrace is negative"}},
 		{name: "drain not a duration", args: []string{"-operations", good, "-upstream", up, "-drain", "1x"},
 			want: []string{`invalid value "1x" for flag -drain`}},
+		{name: "tls key without cert", args: []string{"-operations", good, "-upstream", up, "-tls-key", schema},
+			want: []string{"-tls-key: only with -tls-cert"}},
+		{name: "tls cert without key", args: []string{"-operations", good, "-upstream", up, "-tls-cert", schema},
+			want: []string{"-tls-cert: needs -tls-key"}},
+		{name: "tls files missing", args: []string{"-operations", good, "-upstream", up, "-tls-cert", filepath.Join(tmp, "nowhere.pem"), "-tls-key", filepath.Join(tmp, "nowhere.key")},
+			want: []string{"-tls-cert " + filepath.Join(tmp, "nowhere.pem"), "no such file"}},
+		{name: "tls files not PEM", args: []string{"-operations", good, "-upstream", up, "-tls-cert", schema, "-tls-key", schema},
+			want: []string{"-tls-cert " + schema, "PEM"}},
+		{name: "h2c with tls", args: []string{"-operations", good, "-upstream", up, "-h2c", "-tls-cert", schema, "-tls-key", schema},
+			want: []string{"-h2c: only without -tls-cert"}},
 		{name: "metrics without port", args: []string{"-operations", good, "-upstream", up, "-metrics", "localhost"},
 			want: []string{`-metrics "localhost": want HOST:PORT`}},
 		{name: "metrics on the listen address", args: []string{"-operations", good, "-upstream", up, "-metrics", busy.Addr().String()},
@@ -310,7 +320,8 @@ func TestHelp(t *testing.T) {
 		"-queue-bytes N", "-max-conns N", "-max-anonymous-streams N", "-max-subscriptions N", "-max-upstream-conns N", "-trusted-proxy CIDR",
 		"request heads (64 KiB)", "wg_subscribe_once", "exp plus -jwt-leeway", quickStart,
 		"-nats-creds NAME=FILE", "nats://", "tls://", "@natsSubscribe",
-		"-cluster URL", "-cluster-name NAME", "-cluster-instance NAME", "-cluster-lease D", "-resume-max-age D", "-cluster-creds FILE", "Last-Event-ID"} {
+		"-cluster URL", "-cluster-name NAME", "-cluster-instance NAME", "-cluster-lease D", "-resume-max-age D", "-cluster-creds FILE", "Last-Event-ID",
+		"-tls-cert FILE", "-tls-key FILE", "-h2c", "-live-interval D", "-query-timeout D", "-max-response-bytes N"} {
 		if !strings.Contains(stdout.String(), w) {
 			t.Errorf("usage does not mention %q:\n%s", w, stdout.String())
 		}

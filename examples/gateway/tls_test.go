@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gqlpush/gqlpush/gqlpushtest"
+)
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key as
+// PEM files in dir, and returns their paths and a pool that trusts it.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "gqlpush test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// connCounter counts the connections a client's requests got, by the
+// connection.
+type connCounter struct {
+	mu    sync.Mutex
+	conns map[net.Conn]bool
+}
+
+func (c *connCounter) trace() *httptrace.ClientTrace {
+	return &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.conns == nil {
+			c.conns = map[net.Conn]bool{}
+		}
+		c.conns[info.Conn] = true
+	}}
+}
+
+func (c *connCounter) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.conns)
+}
+
+// streamsOverOneConnection opens n SSE streams of Messages on g, each over
+// HTTP/2, and checks they share one connection, that a posted message
+// reaches every one with the same bytes, and that shutdown ends each with
+// its end frames.
+func streamsOverOneConnection(t *testing.T, g *gateway, up *gqlpushtest.Server, n int) {
+	t.Helper()
+	var cc connCounter
+	var streams []*stream
+	for range n {
+		s := g.openTraced(t, "/operations/Messages?wg_sse=true", cc.trace())
+		if s.resp.ProtoMajor != 2 {
+			t.Fatalf("a stream over %s, want HTTP/2", s.resp.Proto)
+		}
+		if f := s.frame(t); f != comment {
+			t.Fatalf("first frame %q", f)
+		}
+		streams = append(streams, s)
+	}
+	if c := cc.count(); c != 1 {
+		t.Fatalf("%d streams over %d connections, want one", n, c)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	defer cancel()
+	if err := up.WaitSubscriptions(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	up.Chat.Post("", "over h2")
+	var first string
+	for i, s := range streams {
+		f := s.dataFrame(t)
+		if !strings.Contains(f, `"content":"over h2"`) || (i > 0 && f != first) {
+			t.Fatalf("stream %d got %q, the first %q", i, f, first)
+		}
+		first = f
+	}
+	if err := g.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	const end = `data: {"errors":[{"message":"server shutting down","extensions":{"code":"SHUTTING_DOWN"}}]}` + "\n\nevent: complete\ndata: \n\n"
+	for i, s := range streams {
+		if rest := withoutHeartbeats(s.rest(t)); rest != end {
+			t.Fatalf("stream %d ended with %q", i, rest)
+		}
+	}
+}
+
+// openTraced opens a stream of path whose connection trace tells.
+func (g *gateway) openTraced(t *testing.T, path string, trace *httptrace.ClientTrace) *stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(httptrace.WithClientTrace(context.Background(), trace), waitTime)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.base+path, nil)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	s := &stream{resp: resp, br: bufio.NewReader(resp.Body), cancel: cancel}
+	t.Cleanup(s.close)
+	return s
+}
+
+// With -tls-cert and -tls-key the gateway serves HTTPS, and HTTP/2 to a
+// client that offers it: many streams on one connection, the same bytes,
+// the same end at shutdown.
+func TestTLSServesHTTP2(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	dir := t.TempDir()
+	cert, key, pool := selfSigned(t, dir)
+	ops := writeFiles(t, filepath.Join(dir, "ops"), map[string]string{"Messages.graphql": "subscription { gql_messageCreated { id content } }\n"})
+	g := startGateway(t, "-operations", ops, "-upstream", "gql="+up.URL, "-tls-cert", cert, "-tls-key", key)
+	if !strings.HasPrefix(g.base, "https://") {
+		t.Fatalf("listening on %s, want https", g.base)
+	}
+	g.client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pool}
+	g.client.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+	streamsOverOneConnection(t, g, up, 20)
+}
+
+// With -h2c the gateway takes cleartext HTTP/2 too, as a proxy in front
+// would speak it, and HTTP/1.1 still.
+func TestH2C(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	ops := writeFiles(t, t.TempDir(), map[string]string{"Messages.graphql": "subscription { gql_messageCreated { id content } }\n"})
+	g := startGateway(t, "-operations", ops, "-upstream", "gql="+up.URL, "-h2c")
+	if resp, body := g.get(t, "/healthz"); resp.ProtoMajor != 1 || body != "ok" {
+		t.Fatalf("HTTP/1.1: %s %q", resp.Proto, body)
+	}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	g.client.Transport = &http.Transport{Protocols: &p}
+	streamsOverOneConnection(t, g, up, 20)
+}
