@@ -15,7 +15,8 @@ import (
 	"time"
 )
 
-// Clients are raw HTTP/1.1 connections rather than net/http's: net/http's
+// Over HTTP/1.1 (-proto h1, the default), clients are raw connections
+// rather than net/http's: net/http's
 // Transport gives each connection a read goroutine and a write goroutine and
 // hands the body through a pipe, three goroutines and two buffers per client,
 // where one goroutine reading its own socket is enough. loadgen shares the
@@ -23,7 +24,9 @@ import (
 // gateway gets. The request is written once; the response head is read line
 // by line; the chunked body is decoded by httputil's chunked reader, which
 // does not allocate per chunk and returns what it has without waiting for
-// the next chunk header.
+// the next chunk header. Over HTTP/2 (proto.go) they are streams of
+// net/http's client connections, several on each: there one goroutine per
+// connection reads the socket and hands each stream its bytes.
 
 const (
 	readBufSize  = 4 << 10  // socket reads
@@ -44,12 +47,14 @@ var (
 	codeKey     = []byte(`"code":"`)
 )
 
-// An sseConn is one SSE response being read.
+// An sseConn is one SSE response being read: a connection of its own over
+// HTTP/1.1, a stream over HTTP/2 (see proto.go).
 type sseConn struct {
-	conn net.Conn
+	conn net.Conn // HTTP/1.1; nil over HTTP/2
 	br   *bufio.Reader
 	body io.Reader
 	pend []byte // de-chunked bytes not yet consumed as frames
+	stop func() // HTTP/2: ends the stream
 }
 
 // dialSSE connects, sends GET target and reads the response head. A status
@@ -177,7 +182,13 @@ func (sc *sseConn) read(fn func(frame []byte, now int64) bool) error {
 	return err
 }
 
-func (sc *sseConn) close() { sc.conn.Close() }
+func (sc *sseConn) close() {
+	if sc.conn == nil {
+		sc.stop()
+		return
+	}
+	sc.conn.Close()
+}
 
 // A frame's kind.
 const (
@@ -284,6 +295,7 @@ type fleet struct {
 	addr   string
 	addrs  []string // when not nil, several gateways: client i connects to addrs[i % len(addrs)]
 	dialer *net.Dialer
+	h2     *h2Conns                // when not nil, the clients are HTTP/2 streams on these connections
 	seq    bool                    // results carry the publisher's sequence numbers
 	hist   atomic.Pointer[histSet] // where latencies go; nil outside a measurement window
 
@@ -366,10 +378,14 @@ func (f *fleet) waitOpen(ctx context.Context, timeout time.Duration) error {
 	return nil
 }
 
-// close ends every client and waits for their goroutines.
+// close ends every client and waits for their goroutines; then it closes
+// the HTTP/2 connections, if any.
 func (f *fleet) close() {
 	f.cancel()
 	f.wg.Wait()
+	if f.h2 != nil {
+		f.h2.close()
+	}
 }
 
 func (f *fleet) note(reason string) {
@@ -394,7 +410,7 @@ func (f *fleet) runClient(c *client) {
 	if len(f.addrs) > 0 {
 		addr = f.addrs[c.gw]
 	}
-	sc, err := dialSSE(f.ctx, f.dialer, addr, c.target)
+	sc, err := f.open(c, addr)
 	if err != nil {
 		if f.ctx.Err() == nil {
 			c.state.Store(stateFailed)
@@ -509,6 +525,19 @@ func (f *fleet) runClient(c *client) {
 	c.state.Store(stateEnded)
 	f.ended.Add(1)
 	f.note("ended: complete" + errCode)
+}
+
+// open opens client c's stream: a connection of its own, or a stream on the
+// HTTP/2 connection of its group.
+func (f *fleet) open(c *client, addr string) (*sseConn, error) {
+	if f.h2 == nil {
+		return dialSSE(f.ctx, f.dialer, addr, c.target)
+	}
+	cc, err := f.h2.conn(f.ctx, addr, c.id)
+	if err != nil {
+		return nil, err
+	}
+	return openH2(f.ctx, cc, f.h2.scheme, addr, c.target)
 }
 
 // totals sums the counters of every client.

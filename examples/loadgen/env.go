@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,8 @@ type env struct {
 
 	pub       *publisher // nil when loadgen does not publish
 	pubCancel context.CancelFunc
+
+	cert *selfSigned // -proto h2's; nil otherwise
 }
 
 func (e *env) logf(format string, args ...any) {
@@ -50,6 +53,10 @@ func execute(ctx context.Context, cfg config, command string, log io.Writer) (re
 		Started:  time.Now(),
 		Machine:  describeMachine(ticks),
 		Params:   paramsOf(cfg),
+		Protocol: protocolInfo{Name: protoName(cfg.proto)},
+	}
+	if cfg.h2() {
+		rep.Protocol.StreamsPerConn = cfg.h2Streams
 	}
 	e := &env{cfg: cfg, log: log, rep: rep, ticks: ticks}
 	defer func() {
@@ -88,7 +95,10 @@ func execute(ctx context.Context, cfg config, command string, log io.Writer) (re
 }
 
 func paramsOf(c config) params {
-	p := params{Timeout: c.timeout.String()}
+	p := params{Timeout: c.timeout.String(), Proto: c.proto}
+	if c.h2() {
+		p.H2Streams = c.h2Streams
+	}
 	shared, room := c.operations()
 	switch c.base() {
 	case "churn":
@@ -191,8 +201,16 @@ func (e *env) setup(ctx context.Context) error {
 	e.rep.Upstream = upstreamInfo{URL: upURL, InProcess: e.up != nil}
 
 	// The gateway.
+	if cfg.proto == protoH2 {
+		cert, err := makeCert()
+		if err != nil {
+			return fmt.Errorf("make the gateway's certificate: %w", err)
+		}
+		e.cert = cert
+	}
 	if cfg.gatewayURL == "" {
 		flags := cfg.gatewayFlags(upFlag, upURL, cfg.gatewayProfile)
+		flags = append(flags, cfg.gatewayTLSFlags(e.cert)...)
 		if cfg.gatewayLatency {
 			flags = append(flags, "-observe-latency")
 		}
@@ -201,7 +219,7 @@ func (e *env) setup(ctx context.Context) error {
 			return err
 		}
 		e.gw, e.addr, e.pid = gw, gw.addr, gw.pid
-		e.logf("gateway (child, pid %d) at http://%s", e.pid, e.addr)
+		e.logf("gateway (child, pid %d) at %s://%s, clients over %s", e.pid, cfg.scheme(), e.addr, protoName(cfg.proto))
 	} else {
 		e.addr = strings.TrimPrefix(cfg.gatewayURL, "http://")
 		if i := strings.IndexByte(e.addr, '/'); i >= 0 {
@@ -211,7 +229,7 @@ func (e *env) setup(ctx context.Context) error {
 			return fmt.Errorf("-gateway: %w", err)
 		}
 	}
-	e.dbg = newDebugClient("http://" + e.addr)
+	e.dbg = newDebugClient(cfg.scheme()+"://"+e.addr, e.clientTLS())
 	e.pid = cmp.Or(cfg.gatewayPID, e.pid)
 	if e.pid == 0 {
 		if di, err := e.dbg.info(ctx); err == nil {
@@ -220,7 +238,7 @@ func (e *env) setup(ctx context.Context) error {
 			e.rep.note("the gateway's pid is unknown (no -gateway-pid, no %s): no CPU or RSS figures", debugPath)
 		}
 	}
-	e.rep.Gateway = gatewayInfo{URL: "http://" + e.addr, PID: e.pid, Child: e.gw != nil}
+	e.rep.Gateway = gatewayInfo{URL: cfg.scheme() + "://" + e.addr, PID: e.pid, Child: e.gw != nil}
 	if e.pid != 0 {
 		if _, err := procCPU(e.pid, e.ticks); err != nil {
 			e.rep.note("cannot read /proc/%d: %v: no CPU or RSS figures", e.pid, err)
@@ -278,6 +296,28 @@ func (c *config) gatewayFlags(upFlag, upURL, profile string) []string {
 	return flags
 }
 
+// clientTLS is a TLS configuration for a client of the gateway: nil but
+// over h2, where it trusts the certificate loadgen made. Each transport
+// gets a copy of its own: net/http's adds "h2" to the NextProtos of the
+// one it is given, which a transport that speaks HTTP/1.1 only must not
+// offer.
+func (e *env) clientTLS() *tls.Config {
+	if e.cert == nil {
+		return nil
+	}
+	return e.cert.client.Clone()
+}
+
+// newFleet returns a fleet of clients of the gateway over the run's
+// protocol; seq is newFleet's.
+func (e *env) newFleet(ctx context.Context, seq bool) *fleet {
+	f := newFleet(ctx, e.addr, seq)
+	if e.cfg.h2() {
+		f.h2 = newH2Conns(e.cfg.proto, e.clientTLS(), e.cfg.h2Streams)
+	}
+	return f
+}
+
 // stopChild stops a child gateway, and returns how it exited ("0", or the
 // error of its wait) and, when it had exited before it was asked to, an
 // error that says so.
@@ -309,6 +349,9 @@ func (e *env) teardown() error {
 		errs = append(errs, crashed)
 	}
 	errs = append(errs, e.stopMembers())
+	if e.cert != nil {
+		e.cert.remove() // the gateway has read it, and is gone
+	}
 	if e.js != nil {
 		e.js.close()
 	}
@@ -582,6 +625,13 @@ func (e *env) recordClients(f *fleet) {
 	c := e.rep.Clients
 	c.Opened, c.Failed, c.Ended = f.opened.Load(), f.failed.Load(), f.ended.Load()
 	c.Reasons = f.reasonList()
+	if f.h2 != nil {
+		conns, maxStreams := f.h2.count()
+		c.Connections = &conns
+		if maxStreams != nil {
+			e.rep.Protocol.ServerMaxStreams = maxStreams
+		}
+	}
 }
 
 // waitSubscribed waits until the upstream runs n subscriptions (in-process

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -158,6 +159,9 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	exitOnEOF := fs.Bool("exit-on-eof", true, "exit when stdin reaches EOF")
 	sndbuf := fs.Int("sndbuf", 0, "SO_SNDBUF of accepted connections, in `bytes` (0: the kernel's autotuning)")
 	cpuProfile := fs.String("cpuprofile", "", "write the gateway's CPU profile to `file`")
+	tlsCert := fs.String("tls-cert", "", "serve HTTPS, with HTTP/2, with the certificate in `file` (PEM; with -tls-key)")
+	tlsKey := fs.String("tls-key", "", "the private key of -tls-cert, in `file` (PEM)")
+	h2c := fs.Bool("h2c", false, "serve cleartext HTTP/2 (prior knowledge) besides HTTP/1.1")
 	observeLatency := fs.Bool("observe-latency", false, "record the latency gqlpush's Observer reports, served (and reset) at "+latencyPath)
 	// The cluster's flags are the gateway command's (examples/gateway).
 	clusterURL := fs.String("cluster", "", "make this gateway an instance of a gqlpush cluster on the NATS server (with JetStream) at `URL` nats://… (loopback): Config.Cluster")
@@ -173,6 +177,19 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	if *upstream == "" && *natsURL == "" {
 		return errors.New("-upstream or -nats is required")
+	}
+	var tlsConfig *tls.Config
+	switch {
+	case (*tlsCert == "") != (*tlsKey == ""):
+		return errors.New("-tls-cert and -tls-key go together")
+	case *tlsCert != "" && *h2c:
+		return errors.New("-h2c: only without -tls-cert: over TLS, HTTP/2 is offered already")
+	case *tlsCert != "":
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return err
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	var cluster *gqlpush.Cluster
 	if *clusterURL != "" {
@@ -288,9 +305,16 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if *sndbuf > 0 {
 		ln = sndbufListener{Listener: ln, size: *sndbuf}
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// HTTP/2's settings are net/http's defaults, the server's that
+	// gqlpush's users mount it in: 250 streams per connection at most.
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         tlsConfig,
+		Protocols:         serverProtocols(tlsConfig != nil, *h2c),
+	}
 	served := make(chan error, 1)
-	go serveGateway(srv, ln, served)
+	go serveGateway(srv, ln, tlsConfig != nil, served)
 	fmt.Fprintf(stdout, "LISTENING %s\n", ln.Addr())
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -320,7 +344,11 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	return serveErr
 }
 
-func serveGateway(srv *http.Server, ln net.Listener, served chan<- error) {
+func serveGateway(srv *http.Server, ln net.Listener, overTLS bool, served chan<- error) {
+	if overTLS {
+		served <- srv.ServeTLS(ln, "", "") // the certificate is srv.TLSConfig's
+		return
+	}
 	served <- srv.Serve(ln)
 }
 
@@ -488,8 +516,11 @@ type debugClient struct {
 	base string // http://host:port
 }
 
-func newDebugClient(base string) *debugClient {
-	return &debugClient{hc: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}, base: base}
+// newDebugClient returns a client of the gateway at base (http:// or
+// https://, whose certificate tc trusts).
+func newDebugClient(base string, tc *tls.Config) *debugClient {
+	tr := &http.Transport{DisableKeepAlives: true, TLSClientConfig: tc}
+	return &debugClient{hc: &http.Client{Transport: tr, Timeout: 5 * time.Second}, base: base}
 }
 
 func (d *debugClient) info(ctx context.Context) (*debugInfo, error) {

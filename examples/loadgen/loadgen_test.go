@@ -82,6 +82,112 @@ func TestSteadyEndToEnd(t *testing.T) {
 	}
 }
 
+// TestHTTP2EndToEnd runs tiny scenarios over HTTP/2, over TLS with the
+// certificate loadgen makes (h2) and in cleartext (h2c): five clients, two
+// streams per connection, so three connections. As TestSteadyEndToEnd, it
+// asserts what the report says, never how fast.
+func TestHTTP2EndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts gateway processes and runs for seconds")
+	}
+	for _, tc := range []struct {
+		scenario, proto, name, scheme string
+	}{
+		{"fanout", "h2", "HTTP/2 over TLS (h2)", "https://"},
+		{"fanout", "h2c", "HTTP/2 cleartext (h2c)", "http://"},
+		{"idle", "h2", "HTTP/2 over TLS (h2)", "https://"},
+	} {
+		t.Run(tc.scenario+"/"+tc.proto, func(t *testing.T) {
+			// The certificate goes in a temporary directory, removed at
+			// the end.
+			tmp := t.TempDir()
+			t.Setenv("TMPDIR", tmp)
+			args := []string{"-scenario", tc.scenario, "-proto", tc.proto, "-h2-streams", "2", "-clients", "5", "-warmup", "500ms", "-duration", "1s", "-json"}
+			if tc.scenario == "fanout" {
+				args = append(args, "-rate", "20")
+			}
+			rep, stderr := runReport(t, args...)
+			if rep.Params.Proto != tc.proto || rep.Params.H2Streams != 2 || rep.Protocol.Name != tc.name || rep.Protocol.StreamsPerConn != 2 {
+				t.Errorf("params %+v, protocol %+v; want %s, 2 streams per connection", rep.Params, rep.Protocol, tc.name)
+			}
+			if m := rep.Protocol.ServerMaxStreams; m == nil || *m != maxH2Streams {
+				t.Errorf("the gateway allows %s streams per connection, want net/http's %d", ptrText(m, "%d"), maxH2Streams)
+			}
+			if !strings.HasPrefix(rep.Gateway.URL, tc.scheme) {
+				t.Errorf("gateway at %s, want %s…", rep.Gateway.URL, tc.scheme)
+			}
+			c := rep.Clients
+			if c == nil || c.Opened != 5 || c.Ended != 0 || c.Connections == nil || *c.Connections != 3 {
+				t.Fatalf("clients: %+v, want 5 opened on 3 connections, none ended", c)
+			}
+			if len(rep.Windows) != 1 {
+				t.Fatalf("%d windows, want 1:\n%+v", len(rep.Windows), rep)
+			}
+			w := rep.Windows[0]
+			if w.GatewayCPU == nil || w.GatewayRSSEnd == nil {
+				t.Errorf("no gateway CPU or RSS figure")
+			}
+			switch tc.scenario {
+			case "fanout":
+				if w.Delivered == 0 || w.Latency == nil || w.Latency.Samples == 0 {
+					t.Errorf("nothing delivered in the window, or no latency samples:\n%+v", rep)
+				}
+				if rep.Lost == nil || *rep.Lost != 0 || rep.OOO == nil || *rep.OOO != 0 {
+					t.Errorf("lost %s, out of order %s; want 0 and 0", ptrText(rep.Lost, "%d"), ptrText(rep.OOO, "%d"))
+				}
+			case "idle":
+				if i := rep.Idle; i == nil || i.PerClientKiB == nil || i.GoroutinesAfter == nil {
+					t.Errorf("idle: %+v, want the figures per client", rep.Idle)
+				}
+			}
+			if len(rep.Notes) > 0 {
+				t.Errorf("notes: %q", rep.Notes)
+			}
+			if rep.Gateway.Exit != "0" {
+				t.Errorf("the gateway exited with %q, want 0", rep.Gateway.Exit)
+			}
+			if !strings.Contains(stderr, "clients over "+tc.name) {
+				t.Errorf("stderr does not tell the protocol:\n%s", stderr)
+			}
+			if left, err := os.ReadDir(tmp); err != nil || len(left) > 0 {
+				t.Errorf("left in the temporary directory: %v %v", left, err)
+			}
+		})
+	}
+}
+
+// -proto takes h1, h2 or h2c, for the scenarios whose clients a fleet runs,
+// on a gateway loadgen starts.
+func TestProtoConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		err  string // "" when the command line is good
+	}{
+		{"default", []string{"-scenario", "fanout"}, ""},
+		{"h2", []string{"-scenario", "idle", "-proto", "h2"}, ""},
+		{"h2c", []string{"-scenario", "distinct", "-proto", "h2c", "-h2-streams", "250"}, ""},
+		{"unknown", []string{"-scenario", "fanout", "-proto", "h3"}, `-proto must be h1, h2 or h2c, not "h3"`},
+		{"stall", []string{"-scenario", "stall", "-proto", "h2"}, "stall runs HTTP/1.1 clients only"},
+		{"churn", []string{"-scenario", "churn", "-proto", "h2c"}, "churn runs HTTP/1.1 clients only"},
+		{"cluster", []string{"-scenario", "cluster", "-proto", "h2"}, "cluster runs HTTP/1.1 clients only"},
+		{"gateway", []string{"-scenario", "fanout", "-proto", "h2", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, "no -gateway"},
+		{"too many streams", []string{"-scenario", "fanout", "-proto", "h2", "-h2-streams", "251"}, "-h2-streams must be 1 to 250"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, ok := parseOrRefuse(t, tc.args, tc.err)
+			if !ok {
+				return
+			}
+			flags := strings.Join(c.gatewayTLSFlags(&selfSigned{certFile: "c.pem", keyFile: "k.pem"}), " ")
+			want := map[string]string{"h1": "", "h2": "-tls-cert c.pem -tls-key k.pem", "h2c": "-h2c"}[c.proto]
+			if flags != want {
+				t.Errorf("-proto %s: the child gateway's flags %q, want %q", c.proto, flags, want)
+			}
+		})
+	}
+}
+
 // A nats- scenario takes the sizes and checks of the scenario it runs on
 // NATS, and only fanout and distinct have one.
 func TestNATSScenarios(t *testing.T) {

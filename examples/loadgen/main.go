@@ -75,9 +75,29 @@
 // -upstream-listen. -upstream URL targets a GraphQL upstream already
 // running: loadgen then does not publish, and reports what it can.
 //
+// # HTTP/2
+//
+// -proto h2 runs a scenario over HTTP/2 over TLS: loadgen makes a
+// self-signed ECDSA certificate at start (in a temporary directory, removed
+// at the end), the child gateway serves it (loadgen gateway -tls-cert FILE
+// -tls-key FILE) and the clients trust it. -proto h2c runs it over
+// cleartext HTTP/2 with prior knowledge (loadgen gateway -h2c). The child
+// still speaks HTTP/1.1 besides, for its debug endpoints. HTTP/2 carries
+// many streams on one connection: client i runs on connection
+// i / -h2-streams (100 by default, as browsers and most servers allow), so
+// 10,000 idle clients are 100 connections and fanout's 1,000 are 10. At
+// most 250 streams share one, net/http's server's MaxConcurrentStreams,
+// which the child keeps: more would wait for a slot. The report's header
+// says which protocol ran, over how many connections, and the limit the
+// gateway's SETTINGS announced. Over HTTP/1.x gqlpush takes each
+// connection over from net/http; over HTTP/2 its streams run through the
+// ResponseWriter, which is what these runs measure. stall, churn and
+// cluster run over HTTP/1.1 only.
+//
 // # What is measured
 //
-// Clients are raw HTTP/1.1 connections, one goroutine each, ramped. Each
+// Clients are raw HTTP/1.1 connections, one goroutine each, ramped (over
+// HTTP/2, streams of net/http's client connections, one goroutine each). Each
 // event's content is its room's sequence number, so a client counts what
 // was lost and what came out of order; latency is the client's read time
 // minus the upstream's sentAt stamp, on the same clock. A live query's
@@ -143,6 +163,9 @@ type config struct {
 	ramp      int
 	rampEvery time.Duration
 	settle    time.Duration
+
+	proto     string // h1, h2 or h2c
+	h2Streams int    // streams per HTTP/2 client connection
 
 	gatewayURL     string
 	gatewayPID     int
@@ -239,6 +262,9 @@ Scenarios (defaults in brackets; 0 for a flag means the scenario's default):
                  the live query Live (the chat's message count), polled by the
                  gateway every -live-interval while the chat gets -rate posts/s
 
+-proto h2 or h2c runs a scenario over HTTP/2 (not stall, churn, cluster):
+-h2-streams clients share each connection [100].
+
 Flags:
 `
 
@@ -259,6 +285,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.check, "check", false, "compare the figures with the targets; exit 1 on any FAIL")
 	fs.BoolVar(&c.json, "json", false, "write the report as JSON")
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Minute, "bound on the whole run")
+	fs.StringVar(&c.proto, "proto", protoH1, "how clients reach the child gateway: h1 (HTTP/1.1, a connection per client), h2 (HTTP/2 over TLS, with a self-signed certificate loadgen makes) or h2c (HTTP/2 in cleartext); not for stall, churn and cluster")
+	fs.IntVar(&c.h2Streams, "h2-streams", defaultH2Streams, fmt.Sprintf("with -proto h2 or h2c: client streams per HTTP/2 connection (at most %d, net/http's server's MaxConcurrentStreams)", maxH2Streams))
 	fs.IntVar(&c.ramp, "ramp", 200, "clients started per ramp step")
 	fs.DurationVar(&c.rampEvery, "ramp-every", 100*time.Millisecond, "ramp step interval")
 	fs.DurationVar(&c.settle, "settle", 30*time.Second, "bound on each wait for the gateway to settle (subscriptions, goroutines)")
@@ -379,6 +407,20 @@ func (c *config) validate() error {
 			bad("live: -rate × (-warmup + -duration) is %.0f posts, over %d: the chat's messageCount counts its last %d messages only",
 				posts, maxLivePosts, gqlpushtest.MaxHistory)
 		}
+	}
+	switch c.proto {
+	case protoH1:
+	case protoH2, protoH2C:
+		switch {
+		case c.scenario == "stall" || c.scenario == "churn" || c.scenario == "cluster":
+			bad("-proto %s: %s runs HTTP/1.1 clients only", c.proto, c.scenario)
+		case c.gatewayURL != "":
+			bad("-proto %s starts its own gateway: no -gateway", c.proto)
+		case c.h2Streams < 1 || c.h2Streams > maxH2Streams:
+			bad("-h2-streams must be 1 to %d (net/http's server's MaxConcurrentStreams)", maxH2Streams)
+		}
+	default:
+		bad("-proto must be h1, h2 or h2c, not %q", c.proto)
 	}
 	if c.gatewayPID != 0 && c.gatewayURL == "" {
 		bad("-gateway-pid needs -gateway")

@@ -24,6 +24,7 @@ type report struct {
 	Started  time.Time     `json:"started"`
 	Machine  machine       `json:"machine"`
 	Params   params        `json:"params"`
+	Protocol protocolInfo  `json:"protocol"`
 	Gateway  gatewayInfo   `json:"gateway"`
 	Upstream upstreamInfo  `json:"upstream"`
 	Clients  *clientsInfo  `json:"clients,omitempty"`
@@ -58,7 +59,20 @@ type params struct {
 	Concurrency  int     `json:"concurrency,omitempty"`
 	ClusterSize  int     `json:"cluster_size,omitempty"`
 	LiveInterval string  `json:"live_interval,omitempty"`
+	Proto        string  `json:"proto"`
+	H2Streams    int     `json:"h2_streams,omitempty"`
 	Timeout      string  `json:"timeout"`
+}
+
+// protocolInfo is how the clients reached the gateway (-proto).
+type protocolInfo struct {
+	Name string `json:"name"` // HTTP/1.1, HTTP/2 over TLS (h2), HTTP/2 cleartext (h2c)
+	// Over HTTP/2: the streams each client connection carries
+	// (-h2-streams), and how many streams the gateway lets one connection
+	// carry at once, as its SETTINGS told the client
+	// (SETTINGS_MAX_CONCURRENT_STREAMS).
+	StreamsPerConn   int  `json:"streams_per_conn,omitempty"`
+	ServerMaxStreams *int `json:"server_max_streams,omitempty"`
 }
 
 type gatewayInfo struct {
@@ -87,6 +101,8 @@ type clientsInfo struct {
 	Ended   int64          `json:"ended_early"` // streams that ended while loadgen still read them
 	Reasons map[string]int `json:"reasons,omitempty"`
 	Ramp    float64        `json:"ramp_s"` // from the first dial to the last client open
+	// Connections dialed over HTTP/2; over HTTP/1.1, each client is one.
+	Connections *int `json:"connections,omitempty"`
 }
 
 // A window is one measurement interval.
@@ -279,6 +295,7 @@ func (r *report) writeText(w io.Writer, withChecks bool) {
 	p("  machine:  %s, %d cores (GOMAXPROCS %d), %s, kernel %s, loadavg %s, %d ticks/s",
 		m.CPU, m.Cores, m.GOMAXPROCS, m.Go, m.Kernel, m.LoadAvg, m.ClockTicks)
 	p("  params:   %s", r.paramText())
+	p("  protocol: %s", r.protocolText())
 	gw := "external"
 	if r.Gateway.Child {
 		gw = "child process"
@@ -491,6 +508,21 @@ func (r *report) writeCluster(w io.Writer, c *clusterInfo) {
 		return ptrText(ph.Subscriptions, "%d") + " / " + ptrText(ph.Subscribes, "%d")
 	})
 	p("cluster / fanout CPU per event: %s", ptrText(c.CPURatio, "×%.2f"))
+}
+
+// protocolText tells the protocol and, over HTTP/2, the streams per
+// connection.
+func (r *report) protocolText() string {
+	pr := r.Protocol
+	if pr.StreamsPerConn == 0 {
+		return pr.Name + ", a connection per client"
+	}
+	conns := "n/a"
+	if c := r.Clients; c != nil && c.Connections != nil {
+		conns = fmt.Sprint(*c.Connections)
+	}
+	return fmt.Sprintf("%s, %d streams per client connection, %s connections; the gateway allows %s streams per connection",
+		pr.Name, pr.StreamsPerConn, conns, ptrText(pr.ServerMaxStreams, "%d"))
 }
 
 func (r *report) paramText() string {

@@ -24,7 +24,7 @@ func (e *env) openShared(ctx context.Context, n int, seq bool) (*fleet, error) {
 	for i := range targets {
 		targets[i] = opsPrefix + shared + "?wg_sse=true"
 	}
-	f := newFleet(ctx, e.addr, seq)
+	f := e.newFleet(ctx, seq)
 	if err := e.openFleet(ctx, f, targets, nil); err != nil {
 		return f, err
 	}
@@ -48,7 +48,7 @@ func (e *env) steady(ctx context.Context, distinct bool) error {
 			rooms[i] = i
 		}
 	}
-	f := newFleet(ctx, e.addr, e.pub != nil)
+	f := e.newFleet(ctx, e.pub != nil)
 	defer f.close()
 	defer e.recordClients(f)
 	if err := e.openFleet(ctx, f, targets, rooms); err != nil {
@@ -86,7 +86,7 @@ func (e *env) live(ctx context.Context) error {
 	for i := range targets {
 		targets[i] = opsPrefix + "Live?wg_live=true&wg_sse=true"
 	}
-	f := newFleet(ctx, e.addr, false)
+	f := e.newFleet(ctx, false)
 	if e.pub != nil {
 		f.stamps = e.pub.stamps
 	}
