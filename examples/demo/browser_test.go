@@ -2,46 +2,23 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/gqlpush/gqlpush/examples/internal/browsertest"
 )
 
-// browserEnv, set to 1, makes a missing Chromium fail TestBrowser instead of
-// skipping it, as in CI (.ci/run).
-const browserEnv = "GQLPUSH_BROWSER"
-
-// browserWait bounds each wait for the page: long enough for a slow, loaded
-// machine running a browser, so a failure means a hang, not slowness.
-const browserWait = 60 * time.Second
-
-// chromium returns the path of Debian's Chromium, or skips the test when there
-// is none, unless browserEnv is 1.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"/usr/bin/chromium", "chromium"} {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	if os.Getenv(browserEnv) == "1" {
-		t.Fatalf("no Chromium (/usr/bin/chromium or chromium on PATH), and %s=1", browserEnv)
-	}
-	t.Skipf("no Chromium (/usr/bin/chromium or chromium on PATH); %s=1 makes that a failure", browserEnv)
-	return ""
-}
+// browserWait bounds each wait for the page.
+const browserWait = browsertest.Wait
 
 // consoleErrors keeps what the page reported at the level of an error: calls
 // of console.error and console.assert, exceptions nothing caught, and the
@@ -228,69 +205,13 @@ func waitFor(t *testing.T, tab context.Context, what, pred string, args ...any) 
 // server ends the streams. The page reports no error
 // to the console on the way, not even a Content Security Policy violation.
 func TestBrowser(t *testing.T) {
-	exe := chromium(t)
+	browsertest.Chromium(t)
 	d := startDemo(t)
-
-	// The browser lives until session ends, or until the deferred calls
-	// below close it.
-	session, endSession := context.WithCancel(t.Context())
-	defer endSession()
-	alloc, cancelAlloc := chromedp.NewExecAllocator(session,
-		chromedp.ExecPath(exe),
-		chromedp.Flag("headless", true),
-		// Chromium's sandbox does not start as root, as in containers.
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		// This machine may have no network beyond loopback: without
-		// these, Chromium keeps trying to reach Google's services.
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		// Debian's launcher adds this when /dev/shm is small, as in
-		// many containers, but not when it fails to measure it.
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	// Each cancel waits: the tab's until the browser process has exited,
-	// the allocator's until the goroutines that watched it have ended.
-	// Deferred, they run before t.TempDir's cleanup removes the profile.
-	defer cancelAlloc()
-	tab, cancelTab := chromedp.NewContext(alloc)
-	defer cancelTab()
-
-	// Listen starts the browser, for the tab's lifetime, and sees every
-	// console event from the start. Nothing in chromedp bounds the start:
-	// a start that hangs ends the session.
 	var errs consoleErrors
-	start, cancel := context.WithTimeout(session, browserWait)
-	stopWatch := context.AfterFunc(start, endSession)
-	err := chromedp.Listen(tab, errs.listen)
-	stopWatch()
-	cancel()
-	if err != nil {
-		if errors.Is(start.Err(), context.DeadlineExceeded) {
-			t.Fatalf("%s did not start within %v: %v", exe, browserWait, err)
-		}
-		t.Fatalf("starting %s: %v", exe, err)
-	}
-	defer func() {
-		// Close the browser as its user would, rather than kill it: it
-		// ends its child processes and flushes the profile before it
-		// exits, so nothing writes to the profile as it is removed.
-		// Deferred only once the browser runs: after a failed start,
-		// Cancel and cancelTab would both wait for the browser's slot,
-		// and the second would wait forever.
-		ctx, cancel := context.WithTimeout(tab, browserWait)
-		defer cancel()
-		if err := chromedp.Cancel(ctx); err != nil && !t.Failed() {
-			t.Errorf("closing the browser: %v", err)
-		}
-	}()
+	tab := browsertest.Start(t, errs.listen)
 
 	ctx, cancel := context.WithTimeout(tab, browserWait)
-	err = chromedp.Do(ctx,
+	err := chromedp.Do(ctx,
 		chromedp.Navigate(d.base+"/"),
 		chromedp.WaitVisible(chromedp.ID("content")),
 	)
