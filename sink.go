@@ -39,7 +39,7 @@ func openSink(w http.ResponseWriter, r *http.Request, hijack bool, first []byte,
 			return newRawSink(conn, w.Header(), r.ProtoMinor == 0, first, deadline)
 		}
 	}
-	s := &httpSink{w: w, rc: http.NewResponseController(w), done: r.Context().Done()}
+	s := &httpSink{w: w, rc: http.NewResponseController(w), done: r.Context().Done(), idleDeadline: r.ProtoMajor >= 2}
 	w.WriteHeader(http.StatusOK)
 	return s, s.writev([][]byte{first}, deadline)
 }
@@ -50,12 +50,21 @@ type httpSink struct {
 	rc    *http.ResponseController
 	done  <-chan struct{}
 	armed time.Time
+	// idleDeadline: a write deadline passes whether a write is under way
+	// or not, and then ends the response. So it is over HTTP/2, where
+	// net/http resets a stream whose deadline passed: a stream idle
+	// between two results would be reset one WriteTimeout after its last
+	// write. Such a deadline is lifted after each write.
+	idleDeadline bool
 }
 
 func (s *httpSink) writev(frames [][]byte, deadline time.Time) error {
 	if !deadline.Equal(s.armed) {
 		s.armed = deadline
 		s.rc.SetWriteDeadline(deadline) // ErrNotSupported is fine: no deadline then
+	}
+	if s.idleDeadline {
+		defer s.lift()
 	}
 	for _, f := range frames {
 		if len(f) == 0 {
@@ -66,6 +75,12 @@ func (s *httpSink) writev(frames [][]byte, deadline time.Time) error {
 		}
 	}
 	return s.rc.Flush()
+}
+
+// lift takes the write deadline off.
+func (s *httpSink) lift() {
+	s.armed = time.Time{}
+	s.rc.SetWriteDeadline(time.Time{})
 }
 
 func (s *httpSink) gone() <-chan struct{} { return s.done }
