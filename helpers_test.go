@@ -89,6 +89,13 @@ func gatewayFor(t *testing.T, up *gqlpushtest.Server, edit func(*gqlpush.Config)
 // change it before the handler is built.
 func gatewayWith(t *testing.T, cfg gqlpush.Config, edit func(*gqlpush.Config)) *gateway {
 	t.Helper()
+	return gatewayStarted(t, cfg, edit, (*httptest.Server).Start)
+}
+
+// gatewayStarted is gatewayWith, its server started by start (StartTLS,
+// say).
+func gatewayStarted(t *testing.T, cfg gqlpush.Config, edit func(*gqlpush.Config), start func(*httptest.Server)) *gateway {
+	t.Helper()
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -98,7 +105,9 @@ func gatewayWith(t *testing.T, cfg gqlpush.Config, edit func(*gqlpush.Config)) *
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/operations/", h)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	srv.EnableHTTP2 = true // over TLS only
+	start(srv)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTime)
 		defer cancel()

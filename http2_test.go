@@ -21,30 +21,12 @@ func http2Gateway(t *testing.T, edit func(*gqlpush.Config)) (*httptest.Server, *
 	t.Helper()
 	up := gqlpushtest.NewServer(nil)
 	t.Cleanup(up.Close)
-	cfg := gqlpush.Config{
+	g := gatewayStarted(t, gqlpush.Config{
 		Operations: mustParse(t, testOperations),
 		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: up.URL, Schema: gqlpushtest.ChatSchema}},
 		Prefix:     "/operations/",
-	}
-	if edit != nil {
-		edit(&cfg)
-	}
-	h, err := gqlpush.NewHandler(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/operations/", h)
-	srv := httptest.NewUnstartedServer(mux)
-	srv.EnableHTTP2 = true
-	srv.StartTLS()
-	t.Cleanup(func() {
-		if err := h.Close(waitCtx(t)); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-		srv.Close()
-	})
-	return srv, srv.Client(), h, up
+	}, edit, (*httptest.Server).StartTLS)
+	return g.srv, g.srv.Client(), g.h, up
 }
 
 // openH2 opens a stream over c, checks it runs over HTTP/2, and reads its

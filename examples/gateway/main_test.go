@@ -639,7 +639,14 @@ func (g *gateway) open(t *testing.T, path string) *stream {
 // openWith is open with request headers, such as Last-Event-ID.
 func (g *gateway) openWith(t *testing.T, path string, header http.Header) *stream {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
+	return g.openIn(t, context.Background(), path, header)
+}
+
+// openIn is openWith in ctx, whose values (an httptrace.ClientTrace, say)
+// the request carries.
+func (g *gateway) openIn(t *testing.T, parent context.Context, path string, header http.Header) *stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(parent, waitTime)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.base+path, nil)
 	if err != nil {
 		cancel()

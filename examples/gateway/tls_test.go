@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -98,7 +97,7 @@ func streamsOverOneConnection(t *testing.T, g *gateway, up *gqlpushtest.Server, 
 	var cc connCounter
 	var streams []*stream
 	for range n {
-		s := g.openTraced(t, "/operations/Messages?wg_sse=true", cc.trace())
+		s := g.openIn(t, httptrace.WithClientTrace(context.Background(), cc.trace()), "/operations/Messages?wg_sse=true", nil)
 		if s.resp.ProtoMajor != 2 {
 			t.Fatalf("a stream over %s, want HTTP/2", s.resp.Proto)
 		}
@@ -133,25 +132,6 @@ func streamsOverOneConnection(t *testing.T, g *gateway, up *gqlpushtest.Server, 
 			t.Fatalf("stream %d ended with %q", i, rest)
 		}
 	}
-}
-
-// openTraced opens a stream of path whose connection trace tells.
-func (g *gateway) openTraced(t *testing.T, path string, trace *httptrace.ClientTrace) *stream {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(httptrace.WithClientTrace(context.Background(), trace), waitTime)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.base+path, nil)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	resp, err := g.client.Do(req)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	s := &stream{resp: resp, br: bufio.NewReader(resp.Body), cancel: cancel}
-	t.Cleanup(s.close)
-	return s
 }
 
 // With -tls-cert and -tls-key the gateway serves HTTPS, and HTTP/2 to a
