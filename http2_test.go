@@ -63,6 +63,7 @@ func TestHTTP2SlowClientAlone(t *testing.T) {
 	dropped := make(chan gqlpush.Reason, 2)
 	srv, c, h, up := http2Gateway(t, func(cfg *gqlpush.Config) {
 		cfg.WriteTimeout = 500 * time.Millisecond
+		cfg.Heartbeat = time.Second // a blocked write is bounded by both
 		// Room for a reader behind a burst: a client is dropped here
 		// only for a write that does not end.
 		cfg.QueueSize, cfg.QueueBytes = 1024, 64<<20
@@ -127,28 +128,45 @@ func TestHTTP2SlowClientAlone(t *testing.T) {
 	}
 }
 
-// Over HTTP/2 a stream idle for longer than WriteTimeout lives on: its
-// next frame is the heartbeat, not a reset (net/http resets a stream whose
-// write deadline passed, whether it was writing or not).
+// Over HTTP/2 a stream idle for longer than WriteTimeout lives on
+// (net/http resets a stream whose write deadline passed, whether it was
+// writing or not): with heartbeats, its next frame is the heartbeat; without,
+// the next result.
 func TestHTTP2IdleStreamOutlivesWriteTimeout(t *testing.T) {
-	srv, c, _, up := http2Gateway(t, func(cfg *gqlpush.Config) {
-		cfg.WriteTimeout = 50 * time.Millisecond
-		cfg.Heartbeat = time.Second
-	})
-	_, br := openH2(t, srv, c, "/operations/Sub?wg_sse")
-	if err := up.WaitSubscriptions(waitCtx(t), 1); err != nil {
-		t.Fatal(err)
-	}
-	up.Chat.Post("", "one")
-	if f, err := readFrame(br); !strings.Contains(f, `"content":"one"`) {
-		t.Fatalf("first result %q (%v)", f, err)
-	}
-	// Idle for a second, twenty write timeouts.
-	if f, err := readFrame(br); f != ":\n\n" {
-		t.Fatalf("after a second idle: %q (%v), want the heartbeat", f, err)
-	}
-	up.Chat.Post("", "two")
-	if f, err := readFrame(br); !strings.Contains(f, `"content":"two"`) {
-		t.Fatalf("the next result %q (%v)", f, err)
+	for _, tt := range []struct {
+		name      string
+		heartbeat time.Duration
+	}{
+		{"heartbeats", 4 * time.Second},
+		{"no heartbeats", -1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, c, _, up := http2Gateway(t, func(cfg *gqlpush.Config) {
+				cfg.WriteTimeout = 2 * time.Second
+				cfg.Heartbeat = tt.heartbeat
+			})
+			_, br := openH2(t, srv, c, "/operations/Sub?wg_sse")
+			if err := up.WaitSubscriptions(waitCtx(t), 1); err != nil {
+				t.Fatal(err)
+			}
+			up.Chat.Post("", "one")
+			if f, err := readFrame(br); !strings.Contains(f, `"content":"one"`) {
+				t.Fatalf("first result %q (%v)", f, err)
+			}
+			if tt.heartbeat > 0 {
+				// Idle for twice the write timeout.
+				if f, err := readFrame(br); f != ":\n\n" {
+					t.Fatalf("after a quiet while: %q (%v), want the heartbeat", f, err)
+				}
+			} else {
+				// The quiet while is the scenario, not a wait for
+				// something.
+				time.Sleep(3 * time.Second)
+			}
+			up.Chat.Post("", "two")
+			if f, err := readFrame(br); !strings.Contains(f, `"content":"two"`) {
+				t.Fatalf("the next result %q (%v)", f, err)
+			}
+		})
 	}
 }

@@ -30,7 +30,10 @@ type sink interface {
 
 // openSink sends the head of a 200 response with w's header, and first,
 // and returns the sink for the rest of the body.
-func openSink(w http.ResponseWriter, r *http.Request, hijack bool, first []byte, deadline time.Time) (sink, error) {
+//
+// liftIdle asks, over HTTP/2, for the write deadline to be lifted after
+// each write: see httpSink.idleDeadline.
+func openSink(w http.ResponseWriter, r *http.Request, hijack bool, first []byte, deadline time.Time, liftIdle bool) (sink, error) {
 	if hijack && r.ProtoMajor == 1 {
 		if conn, rw, err := http.NewResponseController(w).Hijack(); err == nil {
 			// Hijack fails before it takes anything; then the
@@ -39,7 +42,7 @@ func openSink(w http.ResponseWriter, r *http.Request, hijack bool, first []byte,
 			return newRawSink(conn, w.Header(), r.ProtoMinor == 0, first, deadline)
 		}
 	}
-	s := &httpSink{w: w, rc: http.NewResponseController(w), done: r.Context().Done(), idleDeadline: r.ProtoMajor >= 2}
+	s := &httpSink{w: w, rc: http.NewResponseController(w), done: r.Context().Done(), idleDeadline: r.ProtoMajor >= 2 && liftIdle}
 	w.WriteHeader(http.StatusOK)
 	return s, s.writev([][]byte{first}, deadline)
 }
@@ -54,7 +57,9 @@ type httpSink struct {
 	// or not, and then ends the response. So it is over HTTP/2, where
 	// net/http resets a stream whose deadline passed: a stream idle
 	// between two results would be reset one WriteTimeout after its last
-	// write. Such a deadline is lifted after each write.
+	// write. A stream with heartbeats keeps its deadline ahead of it (see
+	// stream.slack); one without has its deadline lifted after each write,
+	// at the cost of two more calls into net/http per write.
 	idleDeadline bool
 }
 

@@ -50,6 +50,10 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 		return
 	}
 	st := &stream{req: req, timeout: h.cfg.WriteTimeout}
+	if r.ProtoMajor >= 2 && h.cfg.Heartbeat > 0 {
+		// See slack.
+		st.slack = h.cfg.Heartbeat
+	}
 	if !st.begin(w, r, !h.cfg.UseResponseWriter, reset) {
 		defer done()
 		finish(probClientGone) // the head could not be written
@@ -237,10 +241,17 @@ type stream struct {
 	beatEvery time.Duration
 	lastWrite time.Time // of the last write
 	armed     time.Time // the write deadline in force
-	last      *event    // the last result this client has, for patch and dedupe
-	batch     [][]byte  // frames of one write, reused
-	failed    bool
-	err       error // of the write that failed
+	// slack lengthens the write deadline over HTTP/2 by a heartbeat
+	// interval. There net/http resets a stream once its write deadline
+	// passes, whether a write is under way or not: the deadline must not
+	// pass while the stream is quiet, and the next heartbeat, which moves
+	// it, comes within an interval. A write that blocks is then bounded by
+	// the write timeout and the interval together.
+	slack  time.Duration
+	last   *event   // the last result this client has, for patch and dedupe
+	batch  [][]byte // frames of one write, reused
+	failed bool
+	err    error // of the write that failed
 }
 
 // begin sends the head and, for SSE, the first comment (and the reset
@@ -262,7 +273,9 @@ func (st *stream) begin(w http.ResponseWriter, r *http.Request, hijack bool, res
 			first = []byte(sseComment + sseReset)
 		}
 	}
-	sk, err := openSink(w, r, hijack, first, st.deadline(time.Now()))
+	// Over HTTP/2 without heartbeats, nothing moves the deadline on a
+	// quiet stream: the sink lifts it after each write.
+	sk, err := openSink(w, r, hijack, first, st.deadline(time.Now()), st.slack == 0)
 	if err != nil {
 		return false
 	}
@@ -364,12 +377,13 @@ func (st *stream) write(frames [][]byte) bool {
 }
 
 // deadline bounds the next write: a client that does not take it within the
-// write timeout is dropped. The deadline is moved only when less than half
-// the timeout is left, not on every write: a write always has at least half
-// the timeout, and a busy stream spares the poller most updates.
+// write timeout (and the slack) is dropped. The deadline is moved only when
+// less than half the timeout (and the slack) is left, not on every write: a
+// write always has at least half the timeout, and a busy stream spares the
+// poller most updates.
 func (st *stream) deadline(now time.Time) time.Time {
-	if st.armed.Sub(now) <= st.timeout/2 {
-		st.armed = now.Add(st.timeout)
+	if st.armed.Sub(now) <= st.timeout/2+st.slack {
+		st.armed = now.Add(st.timeout + st.slack)
 	}
 	return st.armed
 }
