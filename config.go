@@ -89,8 +89,11 @@ type Config struct {
 
 	// WriteTimeout bounds one write to a client or to an upstream. A
 	// client that takes longer is dropped (to spare a timer update per
-	// write, a client write gets between half of it and all of it). Zero
-	// means DefaultWriteTimeout.
+	// write, a client write gets between half of it and all of it). Over
+	// HTTP/2 with heartbeats, a write gets a heartbeat interval more:
+	// net/http resets a stream whose deadline passes even while it is
+	// quiet, and the next heartbeat must come first. Zero means
+	// DefaultWriteTimeout.
 	WriteTimeout time.Duration
 
 	// QueueSize is how many results a client may have unread before it is
