@@ -58,17 +58,7 @@ func TestInterop(t *testing.T) {
 	for _, protocol := range []string{"graphql-transport-ws", "graphql-ws"} {
 		t.Run(protocol, func(t *testing.T) {
 			up := startNode(t, node, dir, protocol)
-			files := map[string]string{"node.graphql": nodeSchema}
-			for name, src := range nodeOperations {
-				files["ops/"+name] = src
-			}
-			tmp := writeFiles(t, t.TempDir(), files)
-			g := startGateway(t,
-				"-operations", filepath.Join(tmp, "ops"),
-				"-upstream", "node="+up.url,
-				"-schema", "node="+filepath.Join(tmp, "node.graphql"),
-				// No heartbeat may come between the frames compared.
-				"-heartbeat", "1h")
+			g := nodeGateway(t, up, nodeOperations)
 
 			t.Run("stream", func(t *testing.T) {
 				s := g.open(t, "/operations/Messages?wg_sse=true&room=lobby")
@@ -184,10 +174,7 @@ func TestInterop(t *testing.T) {
 
 			// An upstream named in -protocol gets only that protocol.
 			t.Run("explicit protocol", func(t *testing.T) {
-				g := startGateway(t,
-					"-operations", filepath.Join(tmp, "ops"),
-					"-upstream", "node="+up.url,
-					"-protocol", "node="+protocol)
+				g := nodeGateway(t, up, nodeOperations, "-protocol", "node="+protocol)
 				resp, body := g.get(t, "/operations/Messages?wg_subscribe_once=true&room=explicit")
 				want := `{"data":{"node_messageCreated":{"id":"1","content":"message 1","room":"explicit"}}}`
 				if resp.StatusCode != http.StatusOK || body != want {
@@ -229,16 +216,7 @@ func TestInteropUpstreamRestart(t *testing.T) {
 	for _, protocol := range []string{"graphql-transport-ws", "graphql-ws"} {
 		t.Run(protocol, func(t *testing.T) {
 			up := startNode(t, node, dir, protocol)
-			files := map[string]string{}
-			for name, src := range nodeOperations {
-				files["ops/"+name] = src
-			}
-			tmp := writeFiles(t, t.TempDir(), files)
-			g := startGateway(t,
-				"-operations", filepath.Join(tmp, "ops"),
-				"-upstream", "node="+up.url,
-				"-reconnect-limit", "30s",
-				"-heartbeat", "1h")
+			g := nodeGateway(t, up, nodeOperations, "-reconnect-limit", "30s")
 
 			s := g.open(t, "/operations/Messages?wg_sse=true&room=restart")
 			if f := s.frame(t); f != comment {
@@ -367,23 +345,30 @@ func checkPosted(t *testing.T, e nodeEvent, query, variables, operationName stri
 // GraphQL-over-HTTP server, graphql-http, serving the schema of the Node
 // upstream: a query is answered once with the upstream's result, or
 // followed live, each poll a POST that the upstream receives.
+// nodeGateway runs the gateway in front of the Node server up, with ops
+// and the server's schema, and extra flags.
+func nodeGateway(t *testing.T, up *nodeServer, ops map[string]string, extra ...string) *gateway {
+	t.Helper()
+	files := map[string]string{"node.graphql": nodeSchema}
+	for name, src := range ops {
+		files["ops/"+name] = src
+	}
+	tmp := writeFiles(t, t.TempDir(), files)
+	return startGateway(t, append([]string{
+		"-operations", filepath.Join(tmp, "ops"),
+		"-upstream", "node=" + up.url,
+		"-schema", "node=" + filepath.Join(tmp, "node.graphql"),
+		// No heartbeat may come between the frames compared.
+		"-heartbeat", "1h",
+	}, extra...)...)
+}
+
 func TestInteropQuery(t *testing.T) {
 	node, dir := interopSetup(t)
 	// The server answers queries over HTTP alike, whatever it speaks over
 	// WebSocket.
 	up := startNode(t, node, dir, "graphql-transport-ws")
-	files := map[string]string{"node.graphql": nodeSchema}
-	for name, src := range nodeQueries {
-		files["ops/"+name] = src
-	}
-	tmp := writeFiles(t, t.TempDir(), files)
-	g := startGateway(t,
-		"-operations", filepath.Join(tmp, "ops"),
-		"-upstream", "node="+up.url,
-		"-schema", "node="+filepath.Join(tmp, "node.graphql"),
-		"-live-interval", "100ms",
-		// No heartbeat may come between the frames compared.
-		"-heartbeat", "1h")
+	g := nodeGateway(t, up, nodeQueries, "-live-interval", "100ms")
 
 	t.Run("once", func(t *testing.T) {
 		resp, body := g.get(t, "/operations/Count?room=once")

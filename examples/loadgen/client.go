@@ -230,17 +230,8 @@ func classify(frame []byte) (int, []byte) {
 // embedded operations are small and their fields unique, so a byte search is
 // exact enough, and allocates nothing.
 func stringField(data, key []byte) (int64, bool) {
-	i := bytes.Index(data, key)
-	if i < 0 {
-		return 0, false
-	}
-	rest := data[i+len(key):]
-	var v int64
-	n := 0
-	for ; n < len(rest) && rest[n] >= '0' && rest[n] <= '9'; n++ {
-		v = v*10 + int64(rest[n]-'0')
-	}
-	if n == 0 || n >= len(rest) || rest[n] != '"' {
+	v, next, ok := digitsAfter(data, key)
+	if !ok || next != '"' {
 		return 0, false
 	}
 	return v, true
@@ -249,20 +240,30 @@ func stringField(data, key []byte) (int64, bool) {
 // intField returns the digits of "key":<digits> in a result, and false
 // when the field is absent or not a whole number, as stringField does.
 func intField(data, key []byte) (int64, bool) {
-	i := bytes.Index(data, key)
-	if i < 0 {
+	v, next, ok := digitsAfter(data, key)
+	if !ok || (next != '}' && next != ',') {
 		return 0, false
 	}
+	return v, true
+}
+
+// digitsAfter reads the decimal digits that follow key in data, and the
+// byte after them; ok is false when key is absent, or no digit or nothing
+// follows it.
+func digitsAfter(data, key []byte) (v int64, next byte, ok bool) {
+	i := bytes.Index(data, key)
+	if i < 0 {
+		return 0, 0, false
+	}
 	rest := data[i+len(key):]
-	var v int64
 	n := 0
 	for ; n < len(rest) && rest[n] >= '0' && rest[n] <= '9'; n++ {
 		v = v*10 + int64(rest[n]-'0')
 	}
-	if n == 0 || n >= len(rest) || (rest[n] != '}' && rest[n] != ',') {
-		return 0, false
+	if n == 0 || n >= len(rest) {
+		return 0, 0, false
 	}
-	return v, true
+	return v, rest[n], true
 }
 
 // Client states.
