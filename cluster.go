@@ -48,8 +48,8 @@ type Cluster struct {
 	// DefaultClusterLease.
 	Lease time.Duration
 	// MaxAge is how long the stream keeps a result for clients to resume
-	// from (it keeps at most ResumeFrames of each key). Zero means
-	// DefaultResumeMaxAge.
+	// from (it keeps at most ResumeFrames of each key); at least Lease.
+	// Zero means DefaultResumeMaxAge.
 	MaxAge time.Duration
 }
 
@@ -106,6 +106,11 @@ func (c Cluster) withDefaults() (Cluster, error) {
 		case *d.v < 100*time.Millisecond:
 			return c, bad(d.field, ErrInvalid, "is under 100ms, the least JetStream keeps anything for")
 		}
+	}
+	if c.MaxAge < c.Lease {
+		// An owner tries a publish again for up to a lease: what it
+		// stored meanwhile must still be there for it to find.
+		return c, bad("MaxAge", ErrConflict, "is shorter than Lease: a result could age out of the stream while its owner still retries it")
 	}
 	return c, nil
 }

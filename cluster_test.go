@@ -504,6 +504,7 @@ func TestClusterConfigErrors(t *testing.T) {
 		{gqlpush.Cluster{URL: "nats://x:1", Lease: -time.Second}, "Cluster.Lease"},
 		{gqlpush.Cluster{URL: "nats://x:1", Lease: time.Nanosecond}, "Cluster.Lease"},
 		{gqlpush.Cluster{URL: "nats://x:1", MaxAge: 50 * time.Millisecond}, "Cluster.MaxAge"},
+		{gqlpush.Cluster{URL: "nats://x:1", MaxAge: time.Second, Lease: 2 * time.Second}, "Cluster.MaxAge"},
 	} {
 		cl := tt.cl
 		_, err := gqlpush.NewHandler(gqlpush.Config{

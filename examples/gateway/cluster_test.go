@@ -229,6 +229,8 @@ func TestClusterConfigErrors(t *testing.T) {
 			want: []string{"-resume-max-age: gqlpush: Config.Cluster.MaxAge is negative"}},
 		{name: "max age too short", args: inCluster("-resume-max-age", "10ms"),
 			want: []string{"-resume-max-age 10ms: JetStream keeps nothing for less than 100ms"}},
+		{name: "max age under the lease", args: inCluster("-cluster-lease", "10s", "-resume-max-age", "5s"),
+			want: []string{"-resume-max-age: gqlpush: Config.Cluster.MaxAge is shorter than Lease"}},
 
 		{name: "creds file missing", args: inCluster("-cluster-creds", missing),
 			want: []string{"-cluster-creds " + missing + ": no such file or directory"}},
