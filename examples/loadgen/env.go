@@ -64,12 +64,27 @@ func execute(ctx context.Context, cfg config, command string, log io.Writer) (re
 			err = terr
 		}
 	}()
+	if cfg.scenario == "floor" {
+		if err := e.fileLimit(); err != nil {
+			return rep, err
+		}
+		err = e.floorPhase(ctx)
+		return rep, err
+	}
 	if err := e.setup(ctx); err != nil {
 		return rep, err
+	}
+	if cfg.floor {
+		if err := e.floorPhase(ctx); err != nil {
+			return rep, fmt.Errorf("floor: %w", err)
+		}
 	}
 	switch cfg.base() {
 	case "fanout":
 		err = e.steady(ctx, false)
+		if e.rep.Floor != nil && len(e.rep.Windows) > 0 {
+			e.rep.Floor.compare(e.rep.Windows[0])
+		}
 	case "distinct":
 		err = e.steady(ctx, true)
 	case "saturate":
@@ -100,7 +115,10 @@ func paramsOf(c config) params {
 		p.H2Streams = c.h2Streams
 	}
 	shared, room := c.operations()
+	p.Floor = c.floor
 	switch c.base() {
+	case "floor":
+		p.Operation = "none: the floor server writes every frame"
 	case "churn":
 		p.Cycles, p.WarmupCycles, p.Concurrency = c.cycles, max(c.warmupCycles, 0), c.concurrency
 		p.Operation = "Room (a room per cycle)"
@@ -125,7 +143,7 @@ func paramsOf(c config) params {
 		p.Heartbeat = c.heartbeat.String()
 	}
 	switch c.base() {
-	case "fanout", "distinct", "stall", "saturate", "cluster", "live":
+	case "fanout", "distinct", "stall", "saturate", "cluster", "live", "floor":
 		p.Rate = c.rate
 	}
 	if c.scenario == "cluster" {
@@ -161,9 +179,10 @@ func (c *config) filesNeeded() uint64 {
 	return uint64(c.clients) + 256
 }
 
-func (e *env) setup(ctx context.Context) error {
-	cfg := e.cfg
-	need := cfg.filesNeeded()
+// fileLimit raises loadgen's open files limit to what the scenario needs,
+// or says it cannot.
+func (e *env) fileLimit() error {
+	need := e.cfg.filesNeeded()
 	soft, hard, err := fileLimit()
 	if err == nil && soft < need {
 		raiseFileLimit()
@@ -171,6 +190,15 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	if err == nil && soft < need {
 		return fmt.Errorf("loadgen needs about %d open files and its limit is %d (hard %d): raise the hard limit (ulimit -Hn, LimitNOFILE) or lower -clients", need, soft, hard)
+	}
+	return nil
+}
+
+func (e *env) setup(ctx context.Context) error {
+	cfg := e.cfg
+	need := cfg.filesNeeded()
+	if err := e.fileLimit(); err != nil {
+		return err
 	}
 
 	// The upstream, and the gateway's flag that names it.

@@ -392,11 +392,17 @@ type gatewayProc struct {
 // lines other than LISTENING, and its stderr, go to stderr, each after
 // label and a colon.
 func startGateway(ctx context.Context, label string, flags []string, stderr io.Writer) (*gatewayProc, error) {
+	return startChild(ctx, "gateway", label, flags, stderr)
+}
+
+// startChild re-executes this program as command (gateway, floor) with
+// flags, as startGateway does.
+func startChild(ctx context.Context, command, label string, flags []string, stderr io.Writer) (*gatewayProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
-	args := append([]string{"gateway", "-listen", "127.0.0.1:0"}, flags...)
+	args := append([]string{command, "-listen", "127.0.0.1:0"}, flags...)
 	cmd := exec.Command(exe, args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -407,7 +413,7 @@ func startGateway(ctx context.Context, label string, flags []string, stderr io.W
 	cmd.Stderr = prefixLines(stderr, label)
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start gateway: %w", err)
+		return nil, fmt.Errorf("start %s: %w", command, err)
 	}
 	g := &gatewayProc{cmd: cmd, stdin: stdin, pid: cmd.Process.Pid, done: make(chan struct{})}
 	go g.wait()
@@ -417,10 +423,10 @@ func startGateway(ctx context.Context, label string, flags []string, stderr io.W
 	case g.addr = <-addr:
 		return g, nil
 	case <-g.done:
-		return nil, fmt.Errorf("gateway exited before listening: %v", g.err)
+		return nil, fmt.Errorf("%s exited before listening: %v", command, g.err)
 	case <-t.C:
 		g.stop()
-		return nil, errors.New("gateway did not listen within 30s")
+		return nil, fmt.Errorf("%s did not listen within 30s", command)
 	case <-ctx.Done():
 		g.stop()
 		return nil, ctx.Err()
@@ -537,6 +543,11 @@ func (d *debugClient) latency(ctx context.Context) (*latency, error) {
 	var l *latency
 	err := d.call(ctx, http.MethodPost, latencyPath, http.StatusOK, &l)
 	return l, err
+}
+
+// floorMode switches the floor server's mode (floor.go).
+func (d *debugClient) floorMode(ctx context.Context, mode string) error {
+	return d.call(ctx, http.MethodPost, floorModePath+"?mode="+mode, http.StatusNoContent, nil)
 }
 
 func (d *debugClient) freeOSMemory(ctx context.Context) error {

@@ -17,6 +17,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "gateway" {
 		os.Exit(gatewayMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "floor" {
+		os.Exit(floorMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -610,4 +613,150 @@ func runReport(t *testing.T, args ...string) (report, string) {
 		t.Fatalf("the report is not JSON: %v\n%s", err, &stdout)
 	}
 	return rep, stderr.String()
+}
+
+// TestFloorEndToEnd runs the floor scenario, and fanout with -floor, at a
+// tiny size: the floor server as a child process, five clients, a window in
+// each mode. As TestSteadyEndToEnd, it asserts what the report says, never
+// how fast.
+func TestFloorEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes and runs for seconds")
+	}
+	for _, scenario := range []string{"floor", "fanout"} {
+		t.Run(scenario, func(t *testing.T) {
+			args := []string{"-scenario", scenario, "-clients", "5", "-rate", "20", "-warmup", "500ms", "-duration", "1s", "-json"}
+			if scenario == "fanout" {
+				args = append(args, "-floor")
+			}
+			rep, stderr := runReport(t, args...)
+			fl := rep.Floor
+			if fl == nil {
+				t.Fatalf("no floor in the report:\n%+v", rep)
+			}
+			if fl.Server.Exit != "0" || !fl.Server.Child || fl.Server.PID == 0 || fl.FrameBytes == 0 {
+				t.Errorf("floor server %+v, frame %d bytes; want a child that exited with 0, and a frame", fl.Server, fl.FrameBytes)
+			}
+			if c := fl.Clients; c == nil || c.Opened != 5 || c.Ended != 0 || c.Failed != 0 {
+				t.Errorf("floor clients: %+v, want 5 opened, none ended", fl.Clients)
+			}
+			if len(fl.Modes) != 2 || fl.Modes[0].Mode != floorTurn || fl.Modes[1].Mode != floorOwn {
+				t.Fatalf("floor modes %+v, want turn then own", fl.Modes)
+			}
+			for _, m := range fl.Modes {
+				w := m.Window
+				if w == nil || w.Name != "floor: "+m.Mode || w.Delivered == 0 || w.Latency == nil || w.Latency.Samples == 0 {
+					t.Errorf("%s: window %+v, want frames delivered and their latency", m.Mode, w)
+					continue
+				}
+				if w.GatewayCPU == nil || w.CPUPerEvent == nil {
+					t.Errorf("%s: no CPU figure for the floor server", m.Mode)
+				}
+				if m.RoundTime == nil || m.RoundTime.Samples == 0 {
+					t.Errorf("%s: no round times", m.Mode)
+				}
+			}
+			if len(rep.Notes) > 0 {
+				t.Errorf("notes: %q", rep.Notes)
+			}
+			if !strings.Contains(stderr, "floor server (child, pid") {
+				t.Errorf("stderr does not tell of the floor server:\n%s", stderr)
+			}
+			if scenario == "floor" {
+				if len(rep.Windows) != 0 || fl.Against != "" {
+					t.Errorf("floor: windows %+v, ratios against %q; want the floor's windows only", rep.Windows, fl.Against)
+				}
+				return
+			}
+			// fanout -floor: fanout's window, then its figures over the floor's.
+			if len(rep.Windows) != 1 || fl.Against != rep.Windows[0].Name {
+				t.Fatalf("windows %+v, ratios against %q; want fanout's one window", rep.Windows, fl.Against)
+			}
+			w := rep.Windows[0]
+			if w.Delivered == 0 || w.Latency == nil || rep.Lost == nil || *rep.Lost != 0 {
+				t.Fatalf("fanout: nothing delivered, no latency, or lost:\n%+v", rep)
+			}
+			for _, m := range fl.Modes {
+				fw := m.Window
+				if want := w.Latency.P50us / fw.Latency.P50us; m.P50Ratio == nil || *m.P50Ratio != want {
+					t.Errorf("%s: p50 ratio %s, want %.3f", m.Mode, ptrText(m.P50Ratio, "%.3f"), want)
+				}
+				if want := w.Latency.P99us / fw.Latency.P99us; m.P99Ratio == nil || *m.P99Ratio != want {
+					t.Errorf("%s: p99 ratio %s, want %.3f", m.Mode, ptrText(m.P99Ratio, "%.3f"), want)
+				}
+				// CPU is read in clock ticks: a tiny window may have
+				// none, and then no ratio.
+				if w.CPUPerEvent != nil && fw.CPUPerEvent != nil && *fw.CPUPerEvent > 0 {
+					if want := *w.CPUPerEvent / *fw.CPUPerEvent; m.CPURatio == nil || *m.CPURatio != want {
+						t.Errorf("%s: CPU ratio %s, want %.3f", m.Mode, ptrText(m.CPURatio, "%.3f"), want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// The floor takes fanout's sizes; -floor is for the fanout scenarios, and
+// the floor speaks HTTP/1.1 only, to clients of its own.
+func TestFloorConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		err  string // "" when the command line is good
+	}{
+		{"floor", []string{"-scenario", "floor"}, ""},
+		{"fanout", []string{"-scenario", "fanout", "-floor"}, ""},
+		{"nats-fanout", []string{"-scenario", "nats-fanout", "-floor"}, ""},
+		{"distinct", []string{"-scenario", "distinct", "-floor"}, "-floor is for fanout and nats-fanout"},
+		{"h2", []string{"-scenario", "floor", "-proto", "h2"}, "the floor speaks HTTP/1.1 only"},
+		{"fanout h2c", []string{"-scenario", "fanout", "-floor", "-proto", "h2c"}, "the floor speaks HTTP/1.1 only"},
+		{"gateway", []string{"-scenario", "floor", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, "floor runs no gateway"},
+		{"rate", []string{"-scenario", "floor", "-rate", "-1"}, "-rate must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, ok := parseOrRefuse(t, tc.args, tc.err)
+			if !ok {
+				return
+			}
+			want, _ := scenarioDefaults("fanout")
+			if c.clients != want.clients || c.rate != want.rate || c.warmup != want.warmup || c.duration != want.duration {
+				t.Errorf("%d clients, %v/s, warmup %v, duration %v; want fanout's", c.clients, c.rate, c.warmup, c.duration)
+			}
+			if c.scenario == "floor" && len(checksFor(c, &report{})) != 0 {
+				t.Errorf("floor has checks; it has no target")
+			}
+		})
+	}
+}
+
+// A floor frame is a result to loadgen's clients: its content is the
+// round's sequence number and its sentAt the round's start, as a fanout
+// result's are the upstream's.
+func TestFloorFrame(t *testing.T) {
+	sent := time.Unix(1_800_000_000, 123456789)
+	frame := appendFloorFrame(nil, 41, sent)
+	if !bytes.HasSuffix(frame, framesEnd) {
+		t.Fatalf("frame %q does not end with a blank line", frame)
+	}
+	kind, data := classify(frame[:len(frame)-1])
+	if kind != frameData {
+		t.Fatalf("frame %q is of kind %d, want data", frame, kind)
+	}
+	if seq, ok := stringField(data, contentKey); !ok || seq != 41 {
+		t.Errorf("content %d (%v), want 41", seq, ok)
+	}
+	if at, ok := stringField(data, sentAtKey); !ok || at != sent.UnixNano() {
+		t.Errorf("sentAt %d (%v), want %d", at, ok, sent.UnixNano())
+	}
+	var v struct {
+		Data struct {
+			M struct{ ID, Content, SentAt string } `json:"gql_messageCreated"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil || v.Data.M.ID != "42" {
+		t.Errorf("data %s: %v, id %q; want JSON with id 42", data, err, v.Data.M.ID)
+	}
+	if !bytes.HasPrefix(frame, []byte("id: "+floorToken+".42\n")) {
+		t.Errorf("frame %q, want an id line first", frame)
+	}
 }

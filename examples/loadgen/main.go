@@ -22,6 +22,10 @@
 //	live           1,000 clients on one live query polled every 100 ms, the
 //	               chat posted into 20 times a second: one poller upstream
 //	               at 10 queries/s whatever the clients, 10 results/s each
+//	floor          fanout's clients and rate on no gateway: a bare loop that
+//	               writes each frame to every connection, in two modes
+//
+// -floor (fanout, nats-fanout) runs floor first in the same invocation.
 //
 // # What runs where
 //
@@ -74,6 +78,24 @@
 // runs one by hand). Point it at the in-process upstream with
 // -upstream-listen. -upstream URL targets a GraphQL upstream already
 // running: loadgen then does not publish, and reports what it can.
+//
+// # The floor
+//
+// The floor scenario tells what fan-out costs at the least on this
+// machine, so that figures from machines of all kinds and loads compare:
+// fanout's clients, connection count and rate, on a child process (loadgen
+// floor, floor.go) that answers each SSE request as gqlpush does over
+// HTTP/1.1 (200, text/event-stream, the connection taken over, chunks) and
+// then, at the rate, writes one frame of the shape and size of a fanout
+// result to every connection, one write each. It has two modes, a window
+// each: turn, one goroutine writing to each connection in turn, and own,
+// each connection's goroutine writing when woken. Each window has the
+// server's CPU per delivered frame, the clients' latency as for fanout, and
+// the round time: from the tick to the last write of the frame to every
+// connection. With -floor, fanout (or nats-fanout) runs the floor first,
+// with its own clients, then its own window, and reports its CPU per
+// delivered event, p50 and p99 also as ratios to each mode's: the gateway's
+// cost over the machine's floor, measured minutes apart.
 //
 // # HTTP/2
 //
@@ -144,6 +166,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "gateway" {
 		os.Exit(gatewayMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "floor" {
+		os.Exit(floorMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -192,13 +217,15 @@ type config struct {
 	clusterSize int // cluster
 
 	liveInterval time.Duration // live
+
+	floor bool // fanout, nats-fanout: run the floor first, and compare
 }
 
 // scenarioDefaults are the issue's sizes. A nats- scenario's are those of
 // the scenario it runs on a NATS upstream.
 func scenarioDefaults(name string) (config, bool) {
 	switch name {
-	case "fanout", "nats-fanout":
+	case "fanout", "nats-fanout", "floor":
 		return config{clients: 1000, rate: 10, warmup: 3 * time.Second, duration: 10 * time.Second}, true
 	case "cluster":
 		return config{clients: 1000, rate: 10, warmup: 3 * time.Second, duration: 10 * time.Second, clusterSize: 3}, true
@@ -239,7 +266,7 @@ func (c *config) operations() (shared, room string) {
 	return "Sub", "Room"
 }
 
-const scenarioNames = "fanout, saturate, distinct, idle, stall, churn, cluster, live, nats-fanout or nats-distinct"
+const scenarioNames = "fanout, saturate, distinct, idle, stall, churn, cluster, live, floor, nats-fanout or nats-distinct"
 
 const usageHead = `usage: loadgen -scenario NAME [flags]
 
@@ -261,6 +288,14 @@ Scenarios (defaults in brackets; 0 for a flag means the scenario's default):
   live           [-clients 1000 -rate 20 -live-interval 100ms -warmup 3s -duration 10s]
                  the live query Live (the chat's message count), polled by the
                  gateway every -live-interval while the chat gets -rate posts/s
+  floor          [-clients 1000 -rate 10 -warmup 3s -duration 10s]
+                 fanout's clients and rate on a bare loop that writes each frame
+                 to every connection (no gateway), a window in each of its modes:
+                 turn (one goroutine writes to each connection in turn) and own
+                 (each connection's goroutine writes when woken)
+
+-floor (fanout, nats-fanout) runs the floor first, and reports the scenario's
+CPU per event, p50 and p99 also as ratios to the floor's.
 
 -proto h2 or h2c runs a scenario over HTTP/2 (not stall, churn, cluster):
 -h2-streams clients share each connection [100].
@@ -309,6 +344,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 0, "churn: cycles at once")
 	fs.StringVar(&c.churnVars, "churn-vars", "", "churn: distinct (a room per cycle: an upstream subscribe and complete each) or shared (one operation)")
 	fs.IntVar(&c.clusterSize, "cluster-size", 0, "cluster: gateways in the cluster")
+	fs.BoolVar(&c.floor, "floor", false, "fanout, nats-fanout: first run the floor scenario's two windows, with the same clients and rate, and report the scenario's CPU per event, p50 and p99 also as ratios to each")
 	fs.DurationVar(&c.liveInterval, "live-interval", 0, "live: the child gateway's Config.LivePollInterval (with -gateway: the interval that gateway polls at, for -check)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -364,7 +400,7 @@ func (c *config) validate() error {
 		bad("-clients must be at least 1")
 	}
 	switch c.base() {
-	case "fanout", "saturate", "distinct", "stall", "cluster", "live":
+	case "fanout", "saturate", "distinct", "stall", "cluster", "live", "floor":
 		if c.rate <= 0 {
 			bad("-rate must be positive")
 		}
@@ -406,6 +442,17 @@ func (c *config) validate() error {
 		if posts := c.rate * (c.warmup + c.duration).Seconds(); posts > maxLivePosts {
 			bad("live: -rate × (-warmup + -duration) is %.0f posts, over %d: the chat's messageCount counts its last %d messages only",
 				posts, maxLivePosts, gqlpushtest.MaxHistory)
+		}
+	}
+	if c.floor && c.base() != "fanout" {
+		bad("-floor is for fanout and nats-fanout")
+	}
+	if c.scenario == "floor" || c.floor {
+		if c.proto != protoH1 {
+			bad("the floor speaks HTTP/1.1 only: no -proto %s with the floor", c.proto)
+		}
+		if c.scenario == "floor" && (c.gatewayURL != "" || c.upstreamURL != "" || c.upstreamListen != "") {
+			bad("floor runs no gateway and no upstream: no -gateway, -upstream or -upstream-listen")
 		}
 	}
 	switch c.proto {

@@ -37,6 +37,7 @@ type report struct {
 	Churn    *churnInfo    `json:"churn,omitempty"`
 	Cluster  *clusterInfo  `json:"cluster,omitempty"`
 	Live     *liveInfo     `json:"live,omitempty"`
+	Floor    *floorInfo    `json:"floor,omitempty"` // the floor scenario's, or -floor's
 	Checks   []check       `json:"checks,omitempty"`
 	Notes    []string      `json:"notes,omitempty"`
 	Error    string        `json:"error,omitempty"`
@@ -61,6 +62,7 @@ type params struct {
 	LiveInterval string  `json:"live_interval,omitempty"`
 	Proto        string  `json:"proto"`
 	H2Streams    int     `json:"h2_streams,omitempty"`
+	Floor        bool    `json:"floor,omitempty"` // -floor
 	Timeout      string  `json:"timeout"`
 }
 
@@ -296,6 +298,14 @@ func (r *report) writeText(w io.Writer, withChecks bool) {
 		m.CPU, m.Cores, m.GOMAXPROCS, m.Go, m.Kernel, m.LoadAvg, m.ClockTicks)
 	p("  params:   %s", r.paramText())
 	p("  protocol: %s", r.protocolText())
+	if r.Scenario == "floor" {
+		if r.Floor != nil {
+			p("")
+			r.writeFloor(w, r.Floor)
+		}
+		r.writeEnd(w, withChecks)
+		return
+	}
 	gw := "external"
 	if r.Gateway.Child {
 		gw = "child process"
@@ -316,9 +326,17 @@ func (r *report) writeText(w io.Writer, withChecks bool) {
 		p("  clients:  %d started, %d opened, %d failed, %d ended early, ramp %.1fs%s",
 			c.Started, c.Opened, c.Failed, c.Ended, c.Ramp, reasonsText(c.Reasons))
 	}
+	if r.Floor != nil {
+		p("")
+		r.writeFloor(w, r.Floor)
+	}
 	for _, wd := range r.Windows {
 		p("")
 		r.writeWindow(w, wd)
+	}
+	if r.Floor != nil && r.Floor.Against != "" {
+		p("")
+		r.writeRatios(w, r.Floor)
 	}
 	if s := r.Saturate; s != nil {
 		p("")
@@ -389,6 +407,12 @@ func (r *report) writeText(w io.Writer, withChecks bool) {
 	if r.Gateway.Exit != "" {
 		p("  gateway exit: %s", r.Gateway.Exit)
 	}
+	r.writeEnd(w, withChecks)
+}
+
+// writeEnd writes the notes, the error and the checks.
+func (r *report) writeEnd(w io.Writer, withChecks bool) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	for _, n := range r.Notes {
 		p("  note: %s", n)
 	}
