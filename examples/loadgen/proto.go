@@ -2,22 +2,16 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/gqlpush/gqlpush/examples/internal/selfsigned"
 )
 
 // The protocols of -proto: how the clients reach the gateway.
@@ -75,64 +69,21 @@ type selfSigned struct {
 	client                 *tls.Config
 }
 
-// makeCert makes a self-signed ECDSA P-256 certificate for 127.0.0.1 and
-// localhost, valid for a day, and writes it and its key into a new
-// temporary directory (remove removes it).
+// makeCert makes a self-signed certificate for loopback in a new temporary
+// directory (remove removes it).
 func makeCert() (*selfSigned, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "loadgen gateway"},
-		NotBefore:             now.Add(-time.Minute),
-		NotAfter:              now.Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
 	dir, err := os.MkdirTemp("", "loadgen-tls-")
 	if err != nil {
 		return nil, err
 	}
-	s := &selfSigned{dir: dir, certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem")}
-	if err := writePEM(s.certFile, "CERTIFICATE", der); err != nil {
+	s := &selfSigned{dir: dir}
+	var roots *x509.CertPool
+	if s.certFile, s.keyFile, roots, err = selfsigned.Write(dir, "loadgen gateway"); err != nil {
 		s.remove()
 		return nil, err
 	}
-	if err := writePEM(s.keyFile, "PRIVATE KEY", keyDER); err != nil {
-		s.remove()
-		return nil, err
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(cert)
 	s.client = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	return s, nil
-}
-
-func writePEM(name, typ string, der []byte) error {
-	return os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
 }
 
 func (s *selfSigned) remove() { os.RemoveAll(s.dir) }
