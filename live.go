@@ -197,10 +197,7 @@ func (p *poller) run() {
 	for {
 		began := time.Now()
 		raw, refused, qerr := askUpstream(p.ctx, s.cfg, p.req)
-		if p.ctx.Err() != nil {
-			if s.ctx.Err() != nil {
-				p.r.end(endShutdown)
-			}
+		if p.over() {
 			return
 		}
 		switch {
@@ -244,12 +241,22 @@ func (p *poller) run() {
 		case <-t.C:
 		case <-p.ctx.Done():
 			t.Stop()
-			if s.ctx.Err() != nil {
-				p.r.end(endShutdown)
-			}
+			p.over()
 			return
 		}
 	}
+}
+
+// over reports that the poller stops: its handle was closed, or the source
+// closes, and then its subscription ends with endShutdown.
+func (p *poller) over() bool {
+	if p.ctx.Err() == nil {
+		return false
+	}
+	if p.src.ctx.Err() != nil {
+		p.r.end(endShutdown)
+	}
+	return true
 }
 
 // close ends every poller with endShutdown and waits for them: each ends
