@@ -109,31 +109,49 @@ type reader struct {
 	frames chan string
 }
 
-func readAll(c *client) *reader {
+// readAll reads c's frames in a goroutine of its own, which ends, and is
+// waited for, when the test does.
+func readAll(t *testing.T, c *client) *reader {
 	r := &reader{c: c, frames: make(chan string, 4096)}
-	go func() {
-		defer close(r.frames)
-		for {
-			f, err := readFrame(c.br)
-			if err != nil {
-				return
-			}
-			r.frames <- f
-		}
-	}()
+	stop, done := make(chan struct{}), make(chan struct{})
+	go r.read(stop, done)
+	t.Cleanup(func() {
+		close(stop)
+		c.leave() // the read under way ends
+		<-done
+	})
 	return r
+}
+
+// read passes c's frames on until the stream ends or stop is closed.
+func (r *reader) read(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	defer close(r.frames)
+	for {
+		f, err := readFrame(r.c.br)
+		if err != nil {
+			return
+		}
+		select {
+		case r.frames <- f:
+		case <-stop:
+			return
+		}
+	}
 }
 
 // next returns the reader's next frame.
 func (r *reader) next(t *testing.T) string {
 	t.Helper()
+	timer := time.NewTimer(waitTime)
+	defer timer.Stop()
 	select {
 	case f, ok := <-r.frames:
 		if !ok {
 			t.Fatal("the stream ended")
 		}
 		return f
-	case <-waitCtx(t).Done():
+	case <-timer.C:
 		t.Fatal("no frame")
 	}
 	return ""
@@ -195,7 +213,7 @@ func TestClusterOneUpstreamSubscription(t *testing.T) {
 	tc := newTestCluster(t, 3, nil)
 	var rs []*reader
 	for _, g := range tc.gws {
-		rs = append(rs, readAll(g.open(t, "/operations/Sub?wg_sse")))
+		rs = append(rs, readAll(t, g.open(t, "/operations/Sub?wg_sse")))
 	}
 	tc.sync(t, rs...)
 	if n := tc.up.Subscriptions(); n != 1 {
@@ -251,8 +269,8 @@ func TestClusterOneUpstreamSubscription(t *testing.T) {
 func moverScene(t *testing.T, first string, rest ...string) (*testCluster, *reader, string) {
 	t.Helper()
 	tc := newTestCluster(t, 3, nil)
-	keeper := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
-	mover := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
+	keeper := readAll(t, tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	mover := readAll(t, tc.gws[1].open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, keeper, mover)
 	tc.up.Chat.Post("", first)
 	_, ids := contentsOf(t, mover, 1)
@@ -268,7 +286,7 @@ func moverScene(t *testing.T, first string, rest ...string) (*testCluster, *read
 func TestClusterResumeElsewhere(t *testing.T) {
 	tc, keeper, last := moverScene(t, "a", "b", "c")
 	keeper.until(t, "c")
-	moved := readAll(tc.gws[2].openURL2(t, "/operations/Sub?wg_sse", http.Header{"Last-Event-Id": {last}}))
+	moved := readAll(t, tc.gws[2].openURL2(t, "/operations/Sub?wg_sse", http.Header{"Last-Event-Id": {last}}))
 	if f := moved.next(t); f != ":\n\n" {
 		t.Fatalf("first frame %q", f)
 	}
@@ -283,9 +301,9 @@ func TestClusterResumeElsewhere(t *testing.T) {
 // streams go on, with no reset, no error and increasing ids.
 func TestClusterFailover(t *testing.T) {
 	tc := newTestCluster(t, 3, nil)
-	owner := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	owner := readAll(t, tc.gws[0].open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, owner) // gws[0] owns the key
-	rs := []*reader{readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse")), readAll(tc.gws[2].open(t, "/operations/Sub?wg_sse"))}
+	rs := []*reader{readAll(t, tc.gws[1].open(t, "/operations/Sub?wg_sse")), readAll(t, tc.gws[2].open(t, "/operations/Sub?wg_sse"))}
 	tc.sync(t, append(rs, owner)...)
 	tc.up.Chat.Post("", "before")
 	var last []string
@@ -298,16 +316,7 @@ func TestClusterFailover(t *testing.T) {
 	// Results posted until the new owner subscribes are not invented; the
 	// first that reaches the others is the first it sees.
 	for i, r := range rs {
-		f := ""
-		for f == "" {
-			tc.up.Chat.Post("", "after")
-			select {
-			case f = <-r.frames:
-			case <-time.After(50 * time.Millisecond):
-			case <-waitCtx(t).Done():
-				t.Fatal("no result after the owner died")
-			}
-		}
+		f := tc.firstFrame(t, r, "after")
 		if !strings.HasPrefix(f, "id: ") || !strings.Contains(f, `"after"`) {
 			t.Fatalf("instance %d: %q", i+1, f)
 		}
@@ -403,8 +412,8 @@ func TestClusterIdentitiesApart(t *testing.T) {
 	tc := newTestCluster(t, 2, func(cfg *gqlpush.Config) {
 		cfg.Upstreams[0].ForwardHeaders = []string{"X-Tenant"}
 	})
-	a := readAll(tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", http.Header{"X-Tenant": {"a"}}))
-	b := readAll(tc.gws[1].openURL2(t, "/operations/Sub?wg_sse", http.Header{"X-Tenant": {"b"}}))
+	a := readAll(t, tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", http.Header{"X-Tenant": {"a"}}))
+	b := readAll(t, tc.gws[1].openURL2(t, "/operations/Sub?wg_sse", http.Header{"X-Tenant": {"b"}}))
 	tc.sync(t, a, b)
 	if n := tc.up.Subscriptions(); n != 2 {
 		t.Fatalf("two tenants hold %d upstream subscriptions, want 2", n)
@@ -484,7 +493,7 @@ func restartableCluster(t *testing.T, edit func(*gqlpush.Config)) (*testCluster,
 				edit(cfg)
 			}
 		})
-		rs = append(rs, readAll(g.open(t, "/operations/Sub?wg_sse")))
+		rs = append(rs, readAll(t, g.open(t, "/operations/Sub?wg_sse")))
 	}
 	tc.sync(t, rs...)
 	return tc, restart, rs
@@ -531,8 +540,8 @@ func TestClusterOperationVersionsApart(t *testing.T) {
 		}
 		n++
 	})
-	a := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
-	b := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
+	a := readAll(t, tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	b := readAll(t, tc.gws[1].open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, a) // b's results hold no content to sync on
 	ctx := waitCtx(t)
 	for f := ""; !strings.HasPrefix(f, "id: "); {
@@ -667,7 +676,7 @@ func TestClusterCloseWhileNATSIsSilent(t *testing.T) {
 		cfg.Cluster = &gqlpush.Cluster{URL: "nats://" + px.addr, Lease: testLease}
 		cfg.AckTimeout = time.Hour
 	})
-	r := readAll(g.open(t, "/operations/Sub?wg_sse"))
+	r := readAll(t, g.open(t, "/operations/Sub?wg_sse"))
 	(&testCluster{up: up}).sync(t, r)
 	close(px.still)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -686,7 +695,7 @@ func TestClusterCloseWhileNATSIsSilent(t *testing.T) {
 // took the key.
 func TestClusterQuietKeyAgedOut(t *testing.T) {
 	tc := newTestCluster(t, 1, nil)
-	r := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	r := readAll(t, tc.gws[0].open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, r)
 	tc.ageOut(t)
 	tc.up.Chat.Post("", "after")
@@ -705,7 +714,7 @@ func TestClusterBurstNeverASilentGap(t *testing.T) {
 		cfg.QueueSize = 100000
 		cfg.QueueBytes = 1 << 30
 	})
-	rs := []*reader{readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse")), readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))}
+	rs := []*reader{readAll(t, tc.gws[0].open(t, "/operations/Sub?wg_sse")), readAll(t, tc.gws[1].open(t, "/operations/Sub?wg_sse"))}
 	tc.sync(t, rs...)
 	const n = 3000
 	for i := range n {
@@ -797,7 +806,7 @@ func TestClusterReplayFindsAGap(t *testing.T) {
 	if err := st.DeleteMsg(waitCtx(t), seqOf(t, kept[1])); err != nil { // r2 is gone
 		t.Fatal(err)
 	}
-	moved := readAll(tc.gws[2].openURL2(t, "/operations/Sub?wg_sse", http.Header{"Last-Event-Id": {last}}))
+	moved := readAll(t, tc.gws[2].openURL2(t, "/operations/Sub?wg_sse", http.Header{"Last-Event-Id": {last}}))
 	moved.next(t)
 	if f := moved.next(t); !strings.Contains(f, "results were lost in the cluster's stream") {
 		t.Fatalf("resumed with %q, want the error", f)
@@ -818,9 +827,9 @@ func (tc *testCluster) js(t *testing.T) jetstream.JetStream {
 // then one on the second, and syncs both.
 func (tc *testCluster) twoReaders(t *testing.T) (*reader, *reader) {
 	t.Helper()
-	a := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	a := readAll(t, tc.gws[0].open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, a)
-	b := readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse"))
+	b := readAll(t, tc.gws[1].open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, a, b)
 	return a, b
 }
@@ -839,11 +848,11 @@ func TestClusterOwnLimitStaysLocal(t *testing.T) {
 		n++
 	})
 	b := http.Header{"X-Tenant": {"b"}}
-	kept := readAll(tc.gws[1].openURL2(t, "/operations/Sub?wg_sse", b))
+	kept := readAll(t, tc.gws[1].openURL2(t, "/operations/Sub?wg_sse", b))
 	tc.sync(t, kept) // the second instance owns tenant b's key
-	local := readAll(tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", b))
+	local := readAll(t, tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", b))
 	tc.sync(t, kept, local)
-	a := readAll(tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", http.Header{"X-Tenant": {"a"}}))
+	a := readAll(t, tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", http.Header{"X-Tenant": {"a"}}))
 	tc.sync(t, a) // the first instance holds its one upstream connection
 	tc.seen[0].wait(t, "taken")
 
@@ -864,7 +873,7 @@ func TestClusterOwnLimitStaysLocal(t *testing.T) {
 			}
 		}
 	}
-	late := readAll(tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", b))
+	late := readAll(t, tc.gws[0].openURL2(t, "/operations/Sub?wg_sse", b))
 	tc.seen[0].wait(t, "taken", "failover", "released")
 	for _, r := range []*reader{local, late} {
 		f := r.next(t)
@@ -977,7 +986,7 @@ func TestClusterShutdownHandsOver(t *testing.T) {
 // what it published then.
 func TestClusterBucketMadeAgain(t *testing.T) {
 	tc := newTestCluster(t, 1, nil)
-	r := readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse"))
+	r := readAll(t, tc.gws[0].open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, r)
 	for i := range 5 {
 		tc.up.Chat.Post("", fmt.Sprint("n", i))
@@ -1008,7 +1017,7 @@ func TestClusterJetStreamGone(t *testing.T) {
 			NATSOptions: []nats.Option{nats.ReconnectWait(100 * time.Millisecond)}}
 	})
 	c := g.open(t, "/operations/Sub?wg_sse")
-	tc.sync(t, readAll(c))
+	tc.sync(t, readAll(t, c))
 	c2 := g.open(t, "/operations/Sub?wg_sse")
 	c2.frame(t)
 	withoutJetStream(t, ns)
@@ -1037,13 +1046,17 @@ func TestClusterReleaseAfterALateAcknowledgement(t *testing.T) {
 		cfg.Cluster = &gqlpush.Cluster{NATS: publisher(t, ns), Instance: "i1", Lease: 10 * time.Second}
 		cfg.Observer = seen1.observer()
 	})
-	a := readAll(g0.open(t, "/operations/Sub?wg_sse"))
+	a := readAll(t, g0.open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, a)
 	seen0.wait(t, "taken")
-	b := readAll(g1.open(t, "/operations/Sub?wg_sse"))
+	b := readAll(t, g1.open(t, "/operations/Sub?wg_sse"))
 	tc.sync(t, a, b)
 
 	px.late.Lock() // answers to the owner are late from now on
+	// Once, here or, on a failure before, when the test ends: the proxy's
+	// cleanup waits for its pipes, one of which waits for the gate.
+	unlate := sync.OnceFunc(px.late.Unlock)
+	t.Cleanup(unlate)
 	up.Chat.Post("", "x")
 	b.until(t, "x") // stored: the other instance reads it
 	closed := make(chan error, 1)
@@ -1067,7 +1080,7 @@ func TestClusterReleaseAfterALateAcknowledgement(t *testing.T) {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	px.late.Unlock()
+	unlate()
 	if err := <-closed; err != nil {
 		t.Fatal(err)
 	}
@@ -1092,8 +1105,8 @@ func TestClusterSettingsDiffer(t *testing.T) {
 		}
 		n++
 	})
-	tc.sync(t, readAll(tc.gws[0].open(t, "/operations/Sub?wg_sse")))
-	tc.sync(t, readAll(tc.gws[1].open(t, "/operations/Sub?wg_sse")))
+	tc.sync(t, readAll(t, tc.gws[0].open(t, "/operations/Sub?wg_sse")))
+	tc.sync(t, readAll(t, tc.gws[1].open(t, "/operations/Sub?wg_sse")))
 	// The second instance's runner finds the stream as its reader reads.
 	for ctx := waitCtx(t); !strings.Contains(e.logs.String(), "another instance runs with other settings"); {
 		select {

@@ -89,11 +89,21 @@ func TestQueryOnceAtClose(t *testing.T) {
 		}
 	}, func(cfg *gqlpush.Config) { cfg.QueryTimeout = 2 * waitTime }) // longer than the test waits for Close
 	got := make(chan string, 1)
-	go func() {
-		resp, body := g.get(t, http.MethodGet, "/operations/Messages")
-		got <- fmt.Sprint(resp.StatusCode, " ", body)
+	go func() { // ends when the request does, by Close at the latest
+		resp, err := http.Get(g.srv.URL + "/operations/Messages")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- fmt.Sprint(resp.StatusCode, " ", string(body))
 	}()
-	<-arrived
+	select {
+	case <-arrived:
+	case <-waitCtx(t).Done():
+		t.Fatal("the query never reached the upstream")
+	}
 	if err := g.h.Close(waitCtx(t)); err != nil {
 		t.Fatalf("Close with a query in flight: %v", err)
 	}
