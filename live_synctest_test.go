@@ -74,7 +74,7 @@ func TestLivePolling(t *testing.T) {
 		}
 
 		// @live(pollingIntervalSeconds: 5)
-		w, cancel, done = b.serve("/Slow?wg_live")
+		_, cancel, done = b.serve("/Slow?wg_live")
 		synctest.Wait()
 		n = up.Queries()
 		time.Sleep(5*time.Second - time.Nanosecond)
@@ -89,7 +89,6 @@ func TestLivePolling(t *testing.T) {
 		}
 		cancel()
 		<-done
-		_ = w
 	})
 }
 
