@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gqlpush/gqlpush/examples/internal/testexe"
 	"github.com/gqlpush/gqlpush/gqlpushtest"
 )
 
@@ -38,16 +39,7 @@ const nginxRecommended = `
 // is 1.
 func nginxExe(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{"nginx", "/usr/sbin/nginx"} {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	if os.Getenv(nginxEnv) == "1" {
-		t.Fatalf("no nginx (on PATH or /usr/sbin/nginx), and %s=1", nginxEnv)
-	}
-	t.Skipf("no nginx (on PATH or /usr/sbin/nginx); %s=1 makes that a failure", nginxEnv)
-	return ""
+	return testexe.Find(t, nginxEnv, "nginx", "/usr/sbin/nginx")
 }
 
 // startNginx runs nginx, in the foreground and as one process, as a

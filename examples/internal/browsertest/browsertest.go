@@ -5,12 +5,11 @@ package browsertest
 import (
 	"context"
 	"errors"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/gqlpush/gqlpush/examples/internal/testexe"
 )
 
 // Env, set to 1, makes a missing Chromium fail a browser test instead of
@@ -25,16 +24,7 @@ const Wait = 60 * time.Second
 // there is none, unless Env is 1.
 func Chromium(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{"/usr/bin/chromium", "chromium"} {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	if os.Getenv(Env) == "1" {
-		t.Fatalf("no Chromium (/usr/bin/chromium or chromium on PATH), and %s=1", Env)
-	}
-	t.Skipf("no Chromium (/usr/bin/chromium or chromium on PATH); %s=1 makes that a failure", Env)
-	return ""
+	return testexe.Find(t, Env, "/usr/bin/chromium", "chromium")
 }
 
 // Start starts Chromium (skipping the test when there is none, see
