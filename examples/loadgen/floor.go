@@ -10,12 +10,10 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -255,22 +253,6 @@ func (s *floorServer) count() int {
 	return len(s.conns)
 }
 
-// floorMain runs the floor server as a child process of loadgen (loadgen
-// floor -rate R), and returns its exit status.
-func floorMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := runFloor(ctx, args, stdin, stdout, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "loadgen floor:", err)
-		return 1
-	}
-	return 0
-}
-
 // runFloor serves the floor and its debug endpoints on one loopback
 // listener, prints "LISTENING <addr>", and serves until ctx ends or stdin
 // reaches EOF.
@@ -323,39 +305,15 @@ func runFloor(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		w.WriteHeader(http.StatusNoContent)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan error, 1)
-	go serveGateway(srv, ln, false, served)
-	fmt.Fprintf(stdout, "LISTENING %s\n", ln.Addr())
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if *exitOnEOF {
-		// Not joined: it ends with the process, blocked in a read of
-		// stdin that only EOF ends.
-		go watchStdin(stdin, cancel)
-	}
+	rctx, stopRounds := context.WithCancel(ctx)
+	defer stopRounds()
 	ran := make(chan struct{})
-	go runRounds(ctx, s, time.Duration(float64(time.Second) / *rate), ran)
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-served:
-		cancel()
-	}
-	<-ran
-	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer scancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-	}
-	s.close()
-	if serveErr == nil {
-		serveErr = <-served
-	}
-	if errors.Is(serveErr, http.ErrServerClosed) {
-		serveErr = nil
-	}
-	return serveErr
+	go runRounds(rctx, s, time.Duration(float64(time.Second) / *rate), ran)
+	return serveChild(ctx, srv, ln, stdin, *exitOnEOF, stdout, func(context.Context) {
+		stopRounds()
+		<-ran
+		s.close()
+	})
 }
 
 func runRounds(ctx context.Context, s *floorServer, interval time.Duration, done chan<- struct{}) {

@@ -124,18 +124,17 @@ func (c *gatewayCounters) observer(latency bool) *gqlpush.Observer {
 	}
 }
 
-// gatewayMain runs the gateway under measurement, as a child process of
-// loadgen (loadgen gateway -upstream URL ..., or -nats URL), and returns
-// its exit status.
-func gatewayMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// childMain runs run, a child process of loadgen (loadgen gateway …,
+// loadgen floor …), until SIGINT or SIGTERM, and returns its exit status.
+func childMain(name string, run func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := runGateway(ctx, args, stdin, stdout, stderr)
+	err := run(ctx, args, stdin, stdout, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "loadgen gateway:", err)
+		fmt.Fprintln(stderr, "loadgen "+name+":", err)
 		return 1
 	}
 	return 0
@@ -287,16 +286,14 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			DroppedSlow:   counters.slow.Load(),
 		}
 		di.readMemory()
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(di)
+		writeJSON(w, di)
 	})
 	mux.HandleFunc("POST "+latencyPath, func(w http.ResponseWriter, r *http.Request) {
 		var l *latency
 		if *observeLatency {
 			l = counters.latency.Swap(newHistSet()).summary()
 		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(l)
+		writeJSON(w, l)
 	})
 	mux.HandleFunc("POST "+freePath, func(w http.ResponseWriter, r *http.Request) {
 		debug.FreeOSMemory()
@@ -313,13 +310,21 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		TLSConfig:         tlsConfig,
 		Protocols:         serverProtocols(tlsConfig != nil, *h2c),
 	}
+	return serveChild(ctx, srv, ln, stdin, *exitOnEOF, stdout, func(sctx context.Context) { h.Close(sctx) })
+}
+
+// serveChild serves srv on ln, over TLS when srv has a TLS configuration,
+// prints "LISTENING <addr>", and serves until ctx ends, stdin reaches EOF
+// (with exitOnEOF), or serving fails; then it calls stop, with a context
+// that bounds the shutdown, and shuts srv down.
+func serveChild(ctx context.Context, srv *http.Server, ln net.Listener, stdin io.Reader, exitOnEOF bool, stdout io.Writer, stop func(context.Context)) error {
 	served := make(chan error, 1)
-	go serveGateway(srv, ln, tlsConfig != nil, served)
+	go serveGateway(srv, ln, srv.TLSConfig != nil, served)
 	fmt.Fprintf(stdout, "LISTENING %s\n", ln.Addr())
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if *exitOnEOF {
+	if exitOnEOF {
 		// Not joined: it ends with the process, blocked in a read of
 		// stdin that only EOF ends.
 		go watchStdin(stdin, cancel)
@@ -331,7 +336,7 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
-	h.Close(sctx)
+	stop(sctx)
 	if err := srv.Shutdown(sctx); err != nil {
 		srv.Close()
 	}

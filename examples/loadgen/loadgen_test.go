@@ -15,10 +15,10 @@ func TestMain(m *testing.M) {
 	// loadgen starts its gateway by running its own executable with the
 	// argument "gateway"; under go test that executable is the test binary.
 	if len(os.Args) > 1 && os.Args[1] == "gateway" {
-		os.Exit(gatewayMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+		os.Exit(childMain("gateway", runGateway, os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "floor" {
-		os.Exit(floorMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+		os.Exit(childMain("floor", runFloor, os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	goleak.VerifyTestMain(m)
 }

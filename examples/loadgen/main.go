@@ -164,10 +164,10 @@ import (
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "gateway" {
-		os.Exit(gatewayMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+		os.Exit(childMain("gateway", runGateway, os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "floor" {
-		os.Exit(floorMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+		os.Exit(childMain("floor", runFloor, os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
