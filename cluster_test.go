@@ -67,20 +67,15 @@ func (e *clusterEvents) observer() *gqlpush.Observer {
 // wait waits until the instance's Observer has been told events, in order.
 func (e *clusterEvents) wait(t *testing.T, events ...string) {
 	t.Helper()
-	ctx := waitCtx(t)
-	for {
+	told := func() string {
 		e.mu.Lock()
-		got := strings.Join(e.events, " ")
-		e.mu.Unlock()
-		if got == strings.Join(events, " ") {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the Observer was told %q, want %q", got, events)
-		case <-time.After(5 * time.Millisecond):
-		}
+		defer e.mu.Unlock()
+		return strings.Join(e.events, " ")
 	}
+	want := strings.Join(events, " ")
+	waitUntil(t, func() bool { return told() == want }, func() string {
+		return fmt.Sprintf("the Observer was told %q, want %q", told(), events)
+	})
 }
 
 func newTestCluster(t *testing.T, n int, edit func(*gqlpush.Config)) *testCluster {
@@ -1067,19 +1062,18 @@ func TestClusterReleaseAfterALateAcknowledgement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for ctx, held := waitCtx(t), true; held; {
-		if keys, err := kv.ListKeysFiltered(ctx, "l.*"); err == nil {
-			held = false
-			for range keys.Keys() {
-				held = true
-			}
+	ctx := waitCtx(t)
+	waitUntil(t, func() bool {
+		keys, err := kv.ListKeysFiltered(ctx, "l.*")
+		if err != nil {
+			return false
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("the owner kept its lease")
-		case <-time.After(10 * time.Millisecond):
+		held := false
+		for range keys.Keys() {
+			held = true
 		}
-	}
+		return !held
+	}, func() string { return "the owner kept its lease" })
 	unlate()
 	if err := <-closed; err != nil {
 		t.Fatal(err)
@@ -1108,13 +1102,9 @@ func TestClusterSettingsDiffer(t *testing.T) {
 	tc.sync(t, readAll(t, tc.gws[0].open(t, "/operations/Sub?wg_sse")))
 	tc.sync(t, readAll(t, tc.gws[1].open(t, "/operations/Sub?wg_sse")))
 	// The second instance's runner finds the stream as its reader reads.
-	for ctx := waitCtx(t); !strings.Contains(e.logs.String(), "another instance runs with other settings"); {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the log says nothing of the settings: %s", e.logs.String())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	waitUntil(t, func() bool { return strings.Contains(e.logs.String(), "another instance runs with other settings") }, func() string {
+		return "the log says nothing of the settings: " + e.logs.String()
+	})
 	for _, want := range []string{"ResumeFrames 64", "Lease 1s"} {
 		if log := e.logs.String(); !strings.Contains(log, want) {
 			t.Errorf("the log holds no %q: %s", want, log)

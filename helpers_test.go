@@ -290,11 +290,20 @@ func (g *gateway) waitStreams(t *testing.T, n int) {
 // every few milliseconds.
 func waitStats(t testing.TB, h *gqlpush.Handler, what string, cond func(gqlpush.Stats) bool) {
 	t.Helper()
+	waitUntil(t, func() bool { return cond(h.Stats()) }, func() string {
+		return fmt.Sprintf("waited for %s; the handler holds %+v", what, h.Stats())
+	})
+}
+
+// waitUntil looks at cond every few milliseconds until it holds, or fails
+// t after waitTime with what failure says.
+func waitUntil(t testing.TB, cond func() bool, failure func() string) {
+	t.Helper()
 	ctx := waitCtx(t)
-	for !cond(h.Stats()) {
+	for !cond() {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("waited for %s; the handler holds %+v", what, h.Stats())
+			t.Fatal(failure())
 		case <-time.After(5 * time.Millisecond):
 		}
 	}

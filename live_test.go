@@ -139,13 +139,9 @@ func TestQueryConnectionsClosed(t *testing.T) {
 	if err := g.h.Close(waitCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	for ctx := waitCtx(t); open.Load() != 0; {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%d connections to the query upstream open after Close", open.Load())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	waitUntil(t, func() bool { return open.Load() == 0 }, func() string {
+		return fmt.Sprintf("%d connections to the query upstream open after Close", open.Load())
+	})
 }
 
 // liveOperations are the test operations and queries.
