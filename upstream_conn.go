@@ -63,13 +63,19 @@ type pool struct {
 	mu      sync.Mutex
 	byKey   map[connKey]*upConn
 	perUp   map[*upstream]int // len(byKey) by upstream, for MaxUpstreamConns
-	refused map[connKey]refusal
+	refused refusals[connKey]
 }
 
-// A refusal is an upstream's answer for good to one connection, remembered
-// for a while: requests that would dial it again meanwhile are refused at
-// once, so that clients that come back in a loop (an EventSource does) do
-// not make the gateway dial the upstream in that loop.
+// refusals are an upstream's answers for good, each to one connection (or
+// request) key, remembered for a while: requests that would dial it again
+// meanwhile are refused at once, so that clients that come back in a loop
+// (an EventSource does) do not make the gateway dial the upstream in that
+// loop.
+type refusals[K comparable] struct {
+	mu sync.Mutex
+	m  map[K]refusal
+}
+
 type refusal struct {
 	err   *httpError
 	until time.Time
@@ -80,16 +86,29 @@ const refusalMemory = backoffMax
 
 // remember keeps the upstream's refusal of key for refusalMemory, and lets
 // the refusals whose time is up go.
-func (p *pool) remember(key connKey, err *httpError) {
+func (rs *refusals[K]) remember(key K, err *httpError) {
 	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for k, r := range p.refused {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for k, r := range rs.m {
 		if !now.Before(r.until) {
-			delete(p.refused, k)
+			delete(rs.m, k)
 		}
 	}
-	p.refused[key] = refusal{err: err, until: now.Add(refusalMemory)}
+	if rs.m == nil {
+		rs.m = make(map[K]refusal)
+	}
+	rs.m[key] = refusal{err: err, until: now.Add(refusalMemory)}
+}
+
+// check returns the refusal of key remembered, if any.
+func (rs *refusals[K]) check(key K) *httpError {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if r, ok := rs.m[key]; ok && time.Now().Before(r.until) {
+		return r.err
+	}
+	return nil
 }
 
 type connKey struct {
@@ -106,7 +125,6 @@ func newPool(cfg *Config) *pool {
 		shutdown: make(chan struct{}),
 		byKey:    make(map[connKey]*upConn),
 		perUp:    make(map[*upstream]int),
-		refused:  make(map[connKey]refusal),
 		runs:     newTally(),
 	}
 }
@@ -200,8 +218,8 @@ func (p *pool) attach(key connKey, header http.Header, init json.RawMessage, cs 
 	defer p.mu.Unlock()
 	c := p.byKey[key]
 	if c == nil {
-		if r, ok := p.refused[key]; ok && time.Now().Before(r.until) {
-			return r.err
+		if err := p.refused.check(key); err != nil {
+			return err
 		}
 		if max := p.cfg.MaxUpstreamConns; max > 0 && p.perUp[key.up] >= max {
 			return errTooManyUpstreamConns
@@ -268,27 +286,23 @@ func (c *upConn) run() {
 	defer c.logs.close()
 	cfg := c.p.cfg
 	up := c.key.up
-	var lostAt time.Time
-	ceiling := backoffMin
-	redials := 0
+	rt := retrier{limit: cfg.ReconnectLimit}
 	for {
 		t, w, err := c.connect()
 		if err == nil {
 			upAt := time.Now()
-			if redials > 0 {
-				c.p.cfg.Logger.Info("upstream connected again", "upstream", up.label, "protocol", string(w.protocol), "redials", redials)
+			if rt.redials > 0 {
+				c.p.cfg.Logger.Info("upstream connected again", "upstream", up.label, "protocol", string(w.protocol), "redials", rt.redials)
 			} else {
 				c.p.cfg.Logger.Debug("upstream connected", "upstream", up.label, "protocol", string(w.protocol))
 			}
-			c.p.cfg.Observer.upstreamConnected(up.label, redials)
+			c.p.cfg.Observer.upstreamConnected(up.label, rt.redials)
 			err = c.serve(t, w)
 			c.p.cfg.Observer.upstreamDisconnected(up.label, err)
 			if err == nil {
 				return // closed on purpose
 			}
-			if time.Since(upAt) >= stableAfter {
-				lostAt, ceiling, redials = time.Time{}, backoffMin, 0
-			}
+			rt.stayedUp(upAt)
 			c.logs.warn(logLost, "upstream connection lost", "upstream", up.label, "err", logText(err))
 		} else if c.p.ctx.Err() == nil {
 			c.logs.warn(logFailed, "upstream connection failed", "upstream", up.label, "err", logText(err))
@@ -299,31 +313,62 @@ func (c *upConn) run() {
 		}
 		if why, msg, fatal := fatalEnd(err); fatal {
 			c.p.cfg.Logger.Warn("upstream refused for good, ending its streams without redialling", "upstream", up.label, "err", logText(err))
-			c.p.remember(c.key, refuse(why, msg))
+			c.p.refused.remember(c.key, refuse(why, msg))
 			c.failAll(endWith(why, msg))
 			return
 		}
-		redials++
-		if lostAt.IsZero() {
-			lostAt = time.Now()
-		}
+		wait, again := rt.next()
 		if c.retireIfIdle() {
 			return
 		}
-		left := cfg.ReconnectLimit - time.Since(lostAt)
-		if cfg.ReconnectLimit < 0 || left <= 0 {
+		if !again {
 			c.p.cfg.Logger.Warn("upstream unavailable, ending its streams", "upstream", up.label)
 			c.failAll(endUpstreamGone)
 			return
 		}
-		wait := rand.N(ceiling) + time.Millisecond
-		ceiling = min(2*ceiling, backoffMax)
 		select {
-		case <-time.After(min(wait, left)):
+		case <-time.After(wait):
 		case <-c.p.shutdown:
 		case <-c.p.ctx.Done():
 		}
 	}
+}
+
+// A retrier paces the tries to reach one lost upstream: full jitter over
+// an exponentially growing ceiling, until the reconnect limit has passed
+// since the outage began.
+type retrier struct {
+	limit   time.Duration // Config.ReconnectLimit; negative: no retry
+	lostAt  time.Time     // when the outage began; zero: none yet
+	ceiling time.Duration // of the next wait; zero: backoffMin
+	redials int           // tries since the outage began
+}
+
+// stayedUp notes a connection that was up from upAt until now: if it was up
+// for stableAfter, its loss begins a new outage.
+func (r *retrier) stayedUp(upAt time.Time) {
+	if time.Since(upAt) >= stableAfter {
+		*r = retrier{limit: r.limit}
+	}
+}
+
+// next counts one more try and returns how long to wait before it, or
+// false when the reconnect limit has passed: the upstream is given up.
+func (r *retrier) next() (time.Duration, bool) {
+	r.redials++
+	if r.lostAt.IsZero() {
+		r.lostAt = time.Now()
+	}
+	left := r.limit - time.Since(r.lostAt)
+	if r.limit < 0 || left <= 0 {
+		return 0, false
+	}
+	if r.ceiling == 0 {
+		r.ceiling = backoffMin
+	}
+	wait := rand.N(r.ceiling) + time.Millisecond
+	r.ceiling = min(2*r.ceiling, backoffMax)
+	return min(wait, left), true
 }
 
 func (c *upConn) stopping() bool {
