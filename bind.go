@@ -117,8 +117,9 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 			continue
 		}
 		if !u.Protocol.valid() {
-			return nil, bad("Protocol", ErrInvalid, fmt.Sprintf("%q is not %s, %s or %s", clip(string(u.Protocol)), ProtocolAuto, ProtocolTransportWS, ProtocolLegacyWS))
+			return nil, bad("Protocol", ErrInvalid, fmt.Sprintf("%q is not %s, %s, %s or %s", clip(string(u.Protocol)), ProtocolAuto, ProtocolTransportWS, ProtocolLegacyWS, ProtocolSSE))
 		}
+		sse := u.Protocol == ProtocolSSE
 		if u.NATSOptions != nil {
 			return nil, bad("NATSOptions", ErrConflict, "is for NATS upstreams; this one's URL is not nats:// or tls://")
 		}
@@ -129,7 +130,18 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 		if err != nil || pu.Host == "" {
 			return nil, bad("URL", ErrInvalid, "is not an absolute URL")
 		}
-		if u.Dialer == nil && pu.Scheme != "ws" && pu.Scheme != "wss" {
+		switch {
+		case sse && pu.Scheme != "http" && pu.Scheme != "https":
+			return nil, bad("URL", ErrInvalid, fmt.Sprintf("has the scheme %q, not http or https, as a %s upstream's must", clip(pu.Scheme), ProtocolSSE))
+		case sse && u.Dialer != nil:
+			return nil, bad("Dialer", ErrConflict, "opens WebSockets; a "+string(ProtocolSSE)+" upstream's requests go through HTTPClient")
+		case sse && (u.InitPayload != nil || u.InitPayloadFunc != nil):
+			what := "InitPayload"
+			if u.InitPayload == nil {
+				what = "InitPayloadFunc"
+			}
+			return nil, bad(what, ErrConflict, "is sent over WebSocket only; a "+string(ProtocolSSE)+" upstream gets credentials in headers (Header, ForwardHeaders)")
+		case !sse && u.Dialer == nil && pu.Scheme != "ws" && pu.Scheme != "wss":
 			return nil, bad("URL", ErrInvalid, fmt.Sprintf("has the scheme %q, not ws or wss", clip(pu.Scheme)))
 		}
 		if u.InitPayload != nil && !isJSONObject(u.InitPayload) {
@@ -166,7 +178,7 @@ func resolveUpstreams(in []Upstream) ([]*upstream, error) {
 		if r.header == nil {
 			r.header = http.Header{}
 		}
-		if r.dialer == nil {
+		if r.dialer == nil && !sse {
 			r.dialer = &WebSocketDialer{}
 		}
 		if u.Schema != "" {
@@ -298,6 +310,7 @@ func queryURL(set string, pu *url.URL) (string, error) {
 	}
 	hu := *pu
 	switch pu.Scheme {
+	case "http", "https": // a graphql-sse upstream's
 	case "ws":
 		hu.Scheme = "http"
 	case "wss":

@@ -159,7 +159,10 @@ type Config struct {
 
 	// MaxResponseBytes bounds an upstream's answer to a query over HTTP: a
 	// query answered once then gets 502 RESULT_TOO_LARGE, a live query
-	// ends with it. Zero means DefaultMaxResponseBytes.
+	// ends with it. It bounds one event of a ProtocolSSE upstream's
+	// subscription alike (the read limit of such an upstream): a larger
+	// one ends the subscription with RESULT_TOO_LARGE. Zero means
+	// DefaultMaxResponseBytes.
 	MaxResponseBytes int
 
 	// DrainWindow spreads the ends of open streams over this long when
@@ -221,8 +224,9 @@ type Config struct {
 	// whose forwarded headers or init payloads differ get connections of
 	// their own, and those values are the caller's to choose: without a
 	// cap, each new value opens one more. A request that needs one more
-	// is refused with 429 TOO_MANY_UPSTREAM_CONNECTIONS. Zero means no
-	// cap.
+	// is refused with 429 TOO_MANY_UPSTREAM_CONNECTIONS. A ProtocolSSE
+	// upstream makes one request per upstream subscription, and the cap
+	// counts those requests. Zero means no cap.
 	MaxUpstreamConns int
 
 	// ClientAddress names an anonymous caller for MaxStreamsPerPrincipal.
@@ -251,9 +255,10 @@ type Upstream struct {
 	// letter.
 	Name string
 
-	// URL is the upstream's ws:// or wss:// address; or, for a NATS
-	// upstream, its nats:// or tls:// address, credentials in its user
-	// info if any. Required unless NATS is set.
+	// URL is the upstream's ws:// or wss:// address; for a ProtocolSSE
+	// upstream, its http:// or https:// address; for a NATS upstream, its
+	// nats:// or tls:// address, credentials in its user info if any.
+	// Required unless NATS is set.
 	URL string
 
 	// NATS is a NATS connection the upstream uses, instead of one of its
@@ -277,19 +282,23 @@ type Upstream struct {
 	// through each operation's selection set by the schema's types.
 	Schema string
 
-	// Protocol is the GraphQL-over-WebSocket subprotocol. Zero means
-	// ProtocolAuto.
+	// Protocol is how gqlpush subscribes: a GraphQL-over-WebSocket
+	// subprotocol, or ProtocolSSE. Zero means ProtocolAuto, which tries
+	// the WebSocket protocols only.
 	Protocol Protocol
 
-	// Header is sent with the WebSocket handshake. Nil means none.
+	// Header is sent with the WebSocket handshake, or with each request
+	// to a ProtocolSSE upstream. Nil means none.
 	Header http.Header
 
 	// InitPayload is the payload of connection_init, a JSON object. Nil
-	// means none is sent.
+	// means none is sent. A ProtocolSSE upstream has no connection_init:
+	// setting it there is an error.
 	InitPayload json.RawMessage
 
 	// ForwardHeaders names client request headers copied onto the
-	// upstream's WebSocket handshake, such as "Authorization". Nil means
+	// upstream's WebSocket handshake, or onto each request to a
+	// ProtocolSSE upstream, such as "Authorization". Nil means
 	// none. Callers whose forwarded values differ never share an upstream
 	// connection or a subscription. Cookie is forwarded only when named;
 	// headers of one connection (Connection, Upgrade, Sec-WebSocket-*, …)
@@ -302,18 +311,25 @@ type Upstream struct {
 	// ForwardHeaders, callers with different payloads are kept apart.
 	InitPayloadFunc func(r *http.Request, p *Principal) (json.RawMessage, error)
 
-	// Dialer opens connections. Nil means a zero WebSocketDialer.
+	// Dialer opens connections. Nil means a zero WebSocketDialer. Not
+	// for a ProtocolSSE upstream, whose requests go through HTTPClient.
 	Dialer Dialer
 
 	// HTTPURL is where query operations are posted (GraphQL over HTTP):
-	// an http:// or https:// URL. Zero means URL with http for ws and
+	// an http:// or https:// URL. Zero means URL, with http for ws and
 	// https for wss.
 	HTTPURL string
 
-	// HTTPClient posts query operations. Nil means a client of gqlpush's
+	// HTTPClient posts query operations and, for a ProtocolSSE upstream,
+	// makes its subscription requests. Nil means a client of gqlpush's
 	// own, which follows no redirect (forwarded credentials never reach
-	// another host) and keeps connections to the upstream open between
-	// polls. Its Timeout, if any, applies besides Config.QueryTimeout.
+	// another host), keeps connections to the upstream open between
+	// polls, speaks HTTP/2 to an https upstream that offers it, and holds
+	// as many connections as there are subscription requests over
+	// HTTP/1.1. A client of the application's own sets other limits
+	// through its Transport (MaxConnsPerHost, say). Its Timeout, if any,
+	// applies besides Config.QueryTimeout, and to a whole subscription
+	// request too: leave it zero for a ProtocolSSE upstream.
 	HTTPClient *http.Client
 }
 

@@ -21,7 +21,7 @@ type Handler struct {
 	log       *slog.Logger // cfg.Logger
 	pool      *pool        // the WebSocket upstreams' source
 	live      *pollSource  // the live queries' source
-	sources   []closer     // what it closes: the cluster, the pool, one source per NATS upstream
+	sources   []closer     // what it closes: the cluster, the pool, one source per NATS or SSE upstream
 	hub       *hub
 	limits    *limits
 	origins   []string
@@ -110,15 +110,22 @@ func NewHandler(config Config) (*Handler, error) {
 	}
 	h.sources = append(h.sources, h.pool)
 	for _, u := range ups {
+		var inner source = h.pool
 		switch {
 		case u.nats != nil:
 			src := newNATSSource(&h.cfg, u)
 			u.src = src
 			h.sources = append(h.sources, src)
-		case cl != nil:
-			u.src, u.clustered = &clusterSource{c: cl, inner: h.pool}, true
-		default:
-			u.src = h.pool
+			continue
+		case u.protocol == ProtocolSSE:
+			src := newSSESource(&h.cfg, u)
+			h.sources = append(h.sources, src)
+			inner = src
+		}
+		if cl != nil {
+			u.src, u.clustered = &clusterSource{c: cl, inner: inner}, true
+		} else {
+			u.src = inner
 		}
 	}
 	h.live = newPollSource(&h.cfg)

@@ -1,7 +1,9 @@
 package gqlpush_test
 
 import (
+	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -189,6 +191,17 @@ func TestNewHandlerChecksConfig(t *testing.T) {
 		{"two unnamed", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good, {URL: good.URL}, {URL: good.URL}}}, "Name", "#3", gqlpush.ErrConflict, "one at most may have no name"},
 		{"same name twice", gqlpush.Config{Operations: ops, Upstreams: []gqlpush.Upstream{good, good}}, "Name", `"gql"`, gqlpush.ErrConflict, "another upstream's too"},
 		{"unknown protocol", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Protocol = "sse" })}, "Protocol", `"gql"`, gqlpush.ErrInvalid, `"sse" is not auto`},
+		{"SSE upstream at a ws URL", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Protocol = gqlpush.ProtocolSSE })}, "URL", `"gql"`, gqlpush.ErrInvalid, `scheme "ws", not http or https, as a graphql-sse upstream's must`},
+		{"SSE upstream with an init payload", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) {
+			u.Protocol, u.URL, u.InitPayload = gqlpush.ProtocolSSE, "http://h/graphql", []byte(`{"token":"x"}`)
+		})}, "InitPayload", `"gql"`, gqlpush.ErrConflict, "InitPayload is sent over WebSocket only"},
+		{"SSE upstream with an init payload function", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) {
+			u.Protocol, u.URL = gqlpush.ProtocolSSE, "https://h/graphql"
+			u.InitPayloadFunc = func(*http.Request, *gqlpush.Principal) (json.RawMessage, error) { return nil, nil }
+		})}, "InitPayloadFunc", `"gql"`, gqlpush.ErrConflict, "InitPayloadFunc is sent over WebSocket only"},
+		{"SSE upstream with a dialer", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) {
+			u.Protocol, u.URL, u.Dialer = gqlpush.ProtocolSSE, "http://h/graphql", &gqlpush.WebSocketDialer{}
+		})}, "Dialer", `"gql"`, gqlpush.ErrConflict, "a graphql-sse upstream's requests go through HTTPClient"},
 		{"init payload not an object", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.InitPayload = []byte(`[1]`) })}, "InitPayload", `"gql"`, gqlpush.ErrInvalid, "InitPayload is not a JSON object"},
 		{"hop-by-hop header forwarded", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.ForwardHeaders = []string{"Connection"} })}, "ForwardHeaders", `"gql"`, gqlpush.ErrInvalid, "belongs to one connection"},
 		{"schema not SDL", gqlpush.Config{Operations: ops, Upstreams: with(func(u *gqlpush.Upstream) { u.Schema = "type {" })}, "Schema", `"gql"`, gqlpush.ErrInvalid, `upstream "gql": Schema schema:`},

@@ -8,7 +8,8 @@ import (
 	"unicode/utf8"
 )
 
-// A Protocol is a GraphQL-over-WebSocket subprotocol.
+// A Protocol is how gqlpush subscribes to an upstream: a
+// GraphQL-over-WebSocket subprotocol, or GraphQL over Server-Sent Events.
 type Protocol string
 
 const (
@@ -22,11 +23,18 @@ const (
 	// ProtocolLegacyWS is the older graphql-ws subprotocol of
 	// subscriptions-transport-ws (Apollo): start, data, stop, ka.
 	ProtocolLegacyWS Protocol = "graphql-ws"
+	// ProtocolSSE is GraphQL over Server-Sent Events, in its distinct
+	// connections mode: one HTTP request per upstream subscription, as
+	// GraphQL Yoga and the graphql-sse library serve it:
+	// https://github.com/enisdenjo/graphql-sse/blob/master/PROTOCOL.md
+	// ProtocolAuto never picks it: an upstream that serves subscriptions
+	// over SSE says so.
+	ProtocolSSE Protocol = "graphql-sse"
 )
 
 func (p Protocol) valid() bool {
 	switch p {
-	case "", ProtocolAuto, ProtocolTransportWS, ProtocolLegacyWS:
+	case "", ProtocolAuto, ProtocolTransportWS, ProtocolLegacyWS, ProtocolSSE:
 		return true
 	}
 	return false

@@ -237,7 +237,7 @@ const usageHead = `usage: gateway -operations DIR -upstream [NAME=]URL [flags]
 
 Serves the subscriptions in DIR/**/*.graphql at /operations/<path without
 .graphql> as Server-Sent Events (?wg_sse=true) or JSON streams, subscribing
-upstream over GraphQL-over-WebSocket, or to NATS subjects;
+upstream over GraphQL-over-WebSocket or GraphQL over SSE, or to NATS subjects;
 ?wg_subscribe_once=true answers with the first result alone, or with 504
 UPSTREAM_TIMEOUT after -once-timeout. /healthz answers "ok". With -metrics
 ADDR, Prometheus metrics are served at http://ADDR/metrics.
@@ -301,11 +301,11 @@ func parseConfig(args []string, stdout io.Writer) (*config, error) {
 	fs.StringVar(&tf.key, "tls-key", "", "the private key, in PEM `FILE`, of -tls-cert")
 	fs.BoolVar(&tf.h2c, "h2c", false, "accept cleartext HTTP/2 (h2c, prior knowledge) besides HTTP/1.1, for a proxy in front that speaks it;\nnot with -tls-cert")
 	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (host:port), on a listener of its own; empty serves none")
-	fs.Var(&upstreams, "upstream", "an upstream, `[NAME=]URL` (repeatable): a GraphQL server at a ws:// or wss:// URL, or NATS at a nats:// or tls://\nURL or a comma-separated list of such URLs (a cluster), with credentials as nats://USER:PASSWORD@HOST or\nnats://TOKEN@HOST, or given by -nats-creds; a NATS upstream needs its -schema. Operations reach its root fields\nas NAME_field; at most one upstream has no NAME, and its fields keep their names.")
+	fs.Var(&upstreams, "upstream", "an upstream, `[NAME=]URL` (repeatable): a GraphQL server at a ws:// or wss:// URL (http:// or https:// with\n-protocol NAME=graphql-sse), or NATS at a nats:// or tls://\nURL or a comma-separated list of such URLs (a cluster), with credentials as nats://USER:PASSWORD@HOST or\nnats://TOKEN@HOST, or given by -nats-creds; a NATS upstream needs its -schema. Operations reach its root fields\nas NAME_field; at most one upstream has no NAME, and its fields keep their names.")
 	fs.StringVar(&cfg.operationsDir, "operations", "", "serve the operation files (*.graphql) under `DIR`; required")
 	fs.Var(&schemas, "schema", "the SDL of an upstream, `NAME=FILE` (=FILE for the unnamed one; repeatable; required for a NATS upstream,\nwhose subscription fields name their subjects with @natsSubscribe). Operations are checked against it at startup,\nand variables per request.")
 	fs.Var(&natsCreds, "nats-creds", "the credentials file that NATS upstream NAME connects with, `NAME=FILE` (=FILE for the unnamed one; repeatable):\na user JWT and its nkey seed, as nsc generate creds writes them. Checked at startup, then read again at\nevery connect, so it can be replaced in place. Let the gateway's user alone read the file (a warning is logged otherwise)")
-	fs.Var(&protocols, "protocol", "the GraphQL-over-WebSocket subprotocol of GraphQL upstreams, `[NAME=]PROTOCOL`: NAME=PROTOCOL for upstream NAME\n(=PROTOCOL for the unnamed one; repeatable), a bare PROTOCOL for every GraphQL upstream not named in another -protocol.\nPROTOCOL is auto (offer graphql-transport-ws, then graphql-ws, and keep what the upstream takes),\ngraphql-transport-ws, or graphql-ws (the legacy subscriptions-transport-ws). Default auto.")
+	fs.Var(&protocols, "protocol", "how GraphQL upstreams are subscribed to, `[NAME=]PROTOCOL`: NAME=PROTOCOL for upstream NAME\n(=PROTOCOL for the unnamed one; repeatable), a bare PROTOCOL for every GraphQL upstream not named in another -protocol.\nPROTOCOL is auto (offer graphql-transport-ws, then graphql-ws, and keep what the upstream takes),\ngraphql-transport-ws, graphql-ws (the legacy subscriptions-transport-ws), or graphql-sse (GraphQL over Server-Sent\nEvents, one HTTP request per upstream subscription, as GraphQL Yoga serves them; auto never picks it). Default auto.")
 	fs.DurationVar(&cfg.heartbeat, "heartbeat", gqlpush.DefaultHeartbeat, "how long a stream stays silent before a heartbeat frame; 0 means the default, negative disables")
 	fs.IntVar(&cfg.queue, "queue", gqlpush.DefaultQueueSize, "let a client have `N` results unread before it is dropped with SLOW_CONSUMER; 0 means the default")
 	fs.IntVar(&cfg.queueBytes, "queue-bytes", gqlpush.DefaultQueueBytes, "let a client have `N` bytes of results unread, besides the newest result, before it is dropped with\nSLOW_CONSUMER; it bounds what -resume-frames keeps too. 0 means the default")
