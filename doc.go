@@ -2,8 +2,8 @@
 // streams. A subscription written in a .graphql file becomes an endpoint
 // that any browser or HTTP client follows with a GET — results pushed as
 // Server-Sent Events, or as a stream of JSON documents — while gqlpush
-// subscribes upstream to the GraphQL server over WebSocket, or to NATS
-// subjects, and unsubscribes the moment the client leaves. Query operations
+// subscribes upstream to the GraphQL server over WebSocket or over
+// Server-Sent Events, or to NATS subjects, and unsubscribes the moment the client leaves. Query operations
 // are answered once, or followed live: polled upstream over GraphQL over
 // HTTP, once per distinct query for all its clients, and pushed when their
 // result changed.
@@ -120,7 +120,7 @@
 // Everything a client or an upstream can make a Handler hold is bounded:
 // unread results per client in number and bytes ([Config.QueueSize],
 // [Config.QueueBytes]), the resume window, one upstream message
-// ([WebSocketDialer.ReadLimit]), streams in all, per caller and for
+// ([WebSocketDialer.ReadLimit], [Config.MaxResponseBytes] over SSE), streams in all, per caller and for
 // anonymous callers, upstream subscriptions, upstream connections. The
 // fields of [Config] give each default.
 //
@@ -142,6 +142,12 @@
 // the first and closes soon after the last. A lost connection is redialled
 // with backoff and its subscriptions resubscribed while clients stay
 // connected; an upstream that refuses for good ends them at once.
+//
+// An upstream of [ProtocolSSE] (GraphQL Yoga, the graphql-sse library)
+// serves subscriptions over Server-Sent Events, in the distinct
+// connections mode of https://github.com/enisdenjo/graphql-sse/blob/master/PROTOCOL.md:
+// one HTTP request per upstream subscription, cancelled when its last
+// client leaves, asked again with the same backoff when it is lost.
 //
 // # NATS
 //
