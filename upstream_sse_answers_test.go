@@ -377,3 +377,48 @@ func TestSSEUpstreamCaps(t *testing.T) {
 	}
 	waitUntil(t, func() bool { _, open := up.count(); return open == 0 }, func() string { return "the upstream still answers a request" })
 }
+
+// TestSSEUpstreamHTTP2: over HTTP/2, subscriptions to an upstream share its
+// connection, each a stream of its own, reset when its last client leaves.
+func TestSSEUpstreamHTTP2(t *testing.T) {
+	var mu sync.Mutex
+	var protos, addrs []string
+	open := 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		protos, addrs = append(protos, r.Proto), append(addrs, r.RemoteAddr)
+		open++
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			open--
+			mu.Unlock()
+		}()
+		events(true, "event: next\ndata: {\"data\":{\"gql_countdown\":1}}\n\n")(w, r)
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	g := gatewayWith(t, gqlpush.Config{
+		Operations: mustParse(t, testOperations),
+		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: srv.URL + "/graphql", Protocol: gqlpush.ProtocolSSE, HTTPClient: srv.Client()}},
+		Prefix:     "/operations/",
+	}, nil)
+	a := g.open(t, "/operations/CountReq?wg_sse&from=1")
+	b := g.open(t, "/operations/CountReq?wg_sse&from=2")
+	for _, c := range []*client{a, b} {
+		c.frame(t)
+		if got, want := normIDs(c.frame(t)), "id: T.0\ndata: {\"data\":{\"gql_countdown\":1}}\n\n"; got != want {
+			t.Errorf("frame %q, want %q", got, want)
+		}
+	}
+	mu.Lock()
+	if len(protos) != 2 || protos[0] != "HTTP/2.0" || protos[1] != "HTTP/2.0" || addrs[0] != addrs[1] {
+		t.Errorf("requests over %v from %v, want two over HTTP/2.0 on one connection", protos, addrs)
+	}
+	mu.Unlock()
+	a.leave()
+	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return open == 1 }, func() string { return "the first subscription's stream was not reset" })
+	b.leave()
+	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return open == 0 }, func() string { return "the second subscription's stream was not reset" })
+}
