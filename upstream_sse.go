@@ -66,9 +66,9 @@ type sseSource struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the subscriptions' run goroutines
 
-	post    atomic.Bool  // the upstream refused GET: subscribe with POST
-	open_   atomic.Int64 // answered requests that stream, for Stats
-	refused refusals[string]
+	post      atomic.Bool  // the upstream refused GET: subscribe with POST
+	streaming atomic.Int64 // requests answered with a stream, for Stats
+	refused   refusals[string]
 
 	mu      sync.Mutex
 	closed  bool
@@ -132,7 +132,7 @@ func (s *sseSource) close(context.Context) error {
 }
 
 // conns reports the subscription requests whose events are being read.
-func (s *sseSource) conns() int { return int(s.open_.Load()) }
+func (s *sseSource) conns() int { return int(s.streaming.Load()) }
 
 // run subscribes, and subscribes again when the response is lost, until
 // the subscription completes, is refused for good, its handle is closed,
@@ -161,7 +161,7 @@ func (sub *sseSub) run() {
 		case err == nil:
 			return // it completed, and its receiver was told
 		case errors.As(err, &refused):
-			s.cfg.Logger.Warn("upstream refused a subscription for good, ending its streams", "upstream", label, "operation", op, "err", logText(err))
+			s.logs.warn(logUnexpected, "upstream refused a subscription for good, ending its streams", "upstream", label, "operation", op, "err", logText(err))
 			if refused.keep != nil {
 				s.refused.remember(sub.req.forwardDigest, refused.keep)
 			}
@@ -178,7 +178,7 @@ func (sub *sseSub) run() {
 		}
 		wait, again := rt.next()
 		if !again {
-			s.cfg.Logger.Warn("upstream unavailable, ending a subscription's streams", "upstream", label, "operation", op)
+			s.logs.warn(logLost, "upstream unavailable, ending a subscription's streams", "upstream", label, "operation", op)
 			sub.r.end(endUpstreamGone)
 			return
 		}
@@ -212,13 +212,13 @@ func (sub *sseSub) request(redials int) (upAt time.Time, err error) {
 	}
 	upAt = time.Now()
 	if redials > 0 {
-		s.cfg.Logger.Info("upstream subscription answered again", "upstream", s.up.label, "operation", sub.req.ep.op.name, "redials", redials)
+		s.cfg.Logger.Debug("upstream subscription answered again", "upstream", s.up.label, "operation", sub.req.ep.op.name, "redials", redials)
 	}
-	s.open_.Add(1)
+	s.streaming.Add(1)
 	s.cfg.Observer.upstreamConnected(s.up.label, redials)
 	err = sub.read(resp.Body)
 	s.cfg.Observer.upstreamDisconnected(s.up.label, err)
-	s.open_.Add(-1)
+	s.streaming.Add(-1)
 	return upAt, err
 }
 
