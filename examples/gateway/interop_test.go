@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,14 +209,15 @@ func messageFrame(seq, n int, room string) string {
 
 // TestInteropUpstreamRestart kills the Node upstream under a streaming
 // client and starts another on the same port: the client stays connected
-// and, once the gateway has redialled and resubscribed, gets the new
-// server's results, in the same stream of ids.
+// and, once the gateway has redialled (over WebSocket) or asked again (over
+// SSE) and resubscribed, gets the new server's results, in the same stream
+// of ids.
 func TestInteropUpstreamRestart(t *testing.T) {
 	node, dir := interopSetup(t)
-	for _, protocol := range []string{"graphql-transport-ws", "graphql-ws"} {
+	for _, protocol := range []string{"graphql-transport-ws", "graphql-ws", "graphql-sse", "yoga"} {
 		t.Run(protocol, func(t *testing.T) {
 			up := startNode(t, node, dir, protocol)
-			g := nodeGateway(t, up, nodeOperations, "-reconnect-limit", "30s")
+			g := nodeGateway(t, up, nodeOperations, append(gatewayProtocol(protocol), "-reconnect-limit", "30s")...)
 
 			s := g.open(t, "/operations/Messages?wg_sse=true&room=restart")
 			if f := s.frame(t); f != comment {
@@ -253,11 +254,11 @@ func TestInteropUpstreamRestart(t *testing.T) {
 			})
 
 			up.kill(t)
-			_, port, err := net.SplitHostPort(strings.TrimPrefix(strings.TrimSuffix(up.url, "/graphql"), "ws://"))
+			u, err := url.Parse(up.url)
 			if err != nil {
 				t.Fatal(err)
 			}
-			again := startNode(t, node, dir, protocol, "--port", port)
+			again := startNode(t, node, dir, protocol, "--port", u.Port())
 			if again.url != up.url {
 				t.Fatalf("the new server listens on %s, want %s", again.url, up.url)
 			}
@@ -272,9 +273,13 @@ func TestInteropUpstreamRestart(t *testing.T) {
 			if !strings.Contains(sub.Query, "node_messageCreated: messageCreated(room: $room)") {
 				t.Errorf("upstream query:\n%s", sub.Query)
 			}
-			conn := again.wait(t, "its connection", func(e nodeEvent) bool { return e.Event == "connect" && e.Conn == sub.Conn })
-			if conn.Protocol != protocol {
-				t.Errorf("the gateway reconnected with %q, want %q", conn.Protocol, protocol)
+			if slices.Contains(sseServers, protocol) {
+				checkSSEGet(t, sub)
+			} else {
+				conn := again.wait(t, "its connection", func(e nodeEvent) bool { return e.Event == "connect" && e.Conn == sub.Conn })
+				if conn.Protocol != protocol {
+					t.Errorf("the gateway reconnected with %q, want %q", conn.Protocol, protocol)
+				}
 			}
 			for next() < 3 {
 			}
@@ -284,6 +289,425 @@ func TestInteropUpstreamRestart(t *testing.T) {
 			if err := g.stop(t); err != nil {
 				t.Errorf("run: %v", err)
 			}
+		})
+	}
+}
+
+// sseServers are the modes of interop/server.mjs that serve subscriptions
+// over Server-Sent Events: graphql-sse's reference handler and GraphQL
+// Yoga. The gateway subscribes to either with -protocol graphql-sse.
+var sseServers = []string{"graphql-sse", "yoga"}
+
+// gatewayProtocol is the -protocol flag that the gateway needs in front of
+// server.mjs in mode: none for WebSocket, which auto finds.
+func gatewayProtocol(mode string) []string {
+	if slices.Contains(sseServers, mode) {
+		return []string{"-protocol", "node=graphql-sse"}
+	}
+	return nil
+}
+
+// isSubscribeTo matches the subscription to room that the upstream received.
+func isSubscribeTo(room string) func(nodeEvent) bool {
+	return func(e nodeEvent) bool {
+		return e.Event == "subscribe" && jsonField(e.Variables, "room") == `"`+room+`"`
+	}
+}
+
+// isRefused matches a request that the upstream refused as its fail mode
+// says.
+func isRefused(e nodeEvent) bool { return e.Event == "refused" }
+
+// checkSSEGet checks that a subscription came to an SSE upstream as the
+// protocol's GET, asking for an event stream.
+func checkSSEGet(t *testing.T, e nodeEvent) {
+	t.Helper()
+	if accept := jsonField(e.Headers, "accept"); e.Method != http.MethodGet || accept != `"text/event-stream"` {
+		t.Errorf("subscription %d came as %s with Accept %s, want GET with text/event-stream", e.Conn, e.Method, accept)
+	}
+}
+
+// tokenOf is the token of a result frame's id, which names its shared
+// subscription.
+func tokenOf(t *testing.T, frame string) string {
+	t.Helper()
+	token, _, _ := strings.Cut(eventIDOf(t, frame), ".")
+	return token
+}
+
+// TestInteropSSE runs the gateway in front of the reference servers of
+// GraphQL over SSE in interop/, graphql-sse's handler and GraphQL Yoga,
+// with -protocol graphql-sse: one upstream request per shared
+// subscription, whose events reach clients as the gateway's own frames.
+func TestInteropSSE(t *testing.T) {
+	node, dir := interopSetup(t)
+	for _, server := range sseServers {
+		t.Run(server, func(t *testing.T) {
+			up := startNode(t, node, dir, server)
+			g := nodeGateway(t, up, nodeOperations, gatewayProtocol(server)...)
+
+			t.Run("stream", func(t *testing.T) {
+				s := g.open(t, "/operations/Messages?wg_sse=true&room=lobby")
+				if ct := s.resp.Header.Get("Content-Type"); s.resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
+					t.Fatalf("got %d %s, want 200 text/event-stream", s.resp.StatusCode, ct)
+				}
+				if f := s.frame(t); f != comment {
+					t.Fatalf("first frame %q, want %q", f, comment)
+				}
+				ids := idNames{}
+				for i := 1; i <= 3; i++ {
+					if f, want := ids.norm(s.frame(t)), messageFrame(i-1, i, "lobby"); f != want {
+						t.Fatalf("frame %d:\n got %q\nwant %q", i, f, want)
+					}
+				}
+				// The upstream got the operation rewritten for it, with the
+				// variables of the request, in the query string of a GET.
+				sub := up.wait(t, "subscribe to room lobby", isSubscribeTo("lobby"))
+				checkSSEGet(t, sub)
+				if !strings.Contains(sub.Query, "node_messageCreated: messageCreated(room: $room)") {
+					t.Errorf("upstream query:\n%s", sub.Query)
+				}
+				if string(sub.Variables) != `{"room":"lobby"}` || string(sub.OperationName) != `"Messages"` {
+					t.Errorf("upstream variables %s, operationName %s", sub.Variables, sub.OperationName)
+				}
+				// The client leaves: the gateway ends the request, and the
+				// server stops that subscription.
+				s.close()
+				unsub := up.wait(t, "unsubscribe from room lobby", isUnsubscribe("messageCreated", "lobby"))
+				if unsub.Conn != sub.Conn {
+					t.Errorf("request %d was stopped, request %d subscribed", unsub.Conn, sub.Conn)
+				}
+			})
+
+			t.Run("once", func(t *testing.T) {
+				resp, body := g.get(t, "/operations/Messages?wg_subscribe_once=true&room=once")
+				want := `{"data":{"node_messageCreated":{"id":"1","content":"message 1","room":"once"}}}`
+				if resp.StatusCode != http.StatusOK || body != want {
+					t.Errorf("got %d %q, want 200 %q", resp.StatusCode, body, want)
+				}
+				// The gateway ended the request after the first result.
+				up.wait(t, "unsubscribe from room once", isUnsubscribe("messageCreated", "once"))
+			})
+
+			// The upstream's "event: complete" ends the client's stream.
+			t.Run("upstream completes", func(t *testing.T) {
+				resp, body := g.get(t, "/operations/Countdown?wg_sse=true&from=3")
+				want := comment +
+					"id: TOKEN1.0\n" + `data: {"data":{"node_countdown":3}}` + "\n\n" +
+					"id: TOKEN1.1\n" + `data: {"data":{"node_countdown":2}}` + "\n\n" +
+					"id: TOKEN1.2\n" + `data: {"data":{"node_countdown":1}}` + "\n\n" +
+					completeEvt
+				if resp.StatusCode != http.StatusOK || normIDs(body) != want {
+					t.Errorf("countdown: got %d %q\nwant 200 %q", resp.StatusCode, body, want)
+				}
+				sub := up.wait(t, "subscribe to a countdown", func(e nodeEvent) bool {
+					return e.Event == "subscribe" && string(e.Variables) == `{"from":3}`
+				})
+				checkSSEGet(t, sub)
+				up.wait(t, "the countdown's end", func(e nodeEvent) bool { return e.Event == "complete" && e.Conn == sub.Conn })
+
+				resp, body = g.get(t, "/operations/Greetings?wg_sse=true")
+				want = comment +
+					"id: TOKEN1.0\n" + `data: {"data":{"node_greetings":"Hi"}}` + "\n\n" +
+					"id: TOKEN1.1\n" + `data: {"data":{"node_greetings":"Bonjour"}}` + "\n\n" +
+					"id: TOKEN1.2\n" + `data: {"data":{"node_greetings":"Hola"}}` + "\n\n" +
+					completeEvt
+				if resp.StatusCode != http.StatusOK || normIDs(body) != want {
+					t.Errorf("greetings: got %d %q\nwant 200 %q", resp.StatusCode, body, want)
+				}
+
+				// Plain mode: the end of the response is the end of the stream.
+				resp, body = g.get(t, "/operations/Greetings")
+				want = `{"data":{"node_greetings":"Hi"}}` + "\n\n" +
+					`{"data":{"node_greetings":"Bonjour"}}` + "\n\n" +
+					`{"data":{"node_greetings":"Hola"}}` + "\n\n"
+				if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "application/json" || body != want {
+					t.Errorf("greetings, plain: got %d %s %q\nwant 200 application/json %q", resp.StatusCode, ct, body, want)
+				}
+			})
+
+			// Clients of one operation with the same variables share one
+			// upstream request; other variables make another. The request
+			// ends when the last of its clients leaves, not before.
+			t.Run("sharing", func(t *testing.T) {
+				a := g.open(t, "/operations/Messages?wg_sse=true&room=shared")
+				if f := a.frame(t); f != comment {
+					t.Fatalf("a: first frame %q, want %q", f, comment)
+				}
+				fa := a.frame(t)
+				if f := normIDs(fa); f != messageFrame(0, 1, "shared") {
+					t.Fatalf("a: got %q, want the first result", fa)
+				}
+				sub := up.wait(t, "subscribe to room shared", isSubscribeTo("shared"))
+
+				b := g.open(t, "/operations/Messages?wg_sse=true&room=shared")
+				if f := b.frame(t); f != comment {
+					t.Fatalf("b: first frame %q, want %q", f, comment)
+				}
+				fb := b.frame(t)
+				if !isMessageFrame(normIDs(fb)) || tokenOf(t, fb) != tokenOf(t, fa) {
+					t.Fatalf("b: got %q, want a result of a's subscription (%q)", fb, fa)
+				}
+
+				other := g.open(t, "/operations/Messages?wg_sse=true&room=other")
+				if f := other.frame(t); f != comment {
+					t.Fatalf("other: first frame %q, want %q", f, comment)
+				}
+				fo := other.frame(t)
+				if f := normIDs(fo); f != messageFrame(0, 1, "other") || tokenOf(t, fo) == tokenOf(t, fa) {
+					t.Fatalf("other: got %q, want the first result of a subscription of its own (a has %q)", fo, fa)
+				}
+
+				// Each client has had a result, so each request it needed
+				// has been made.
+				if n := up.count(isSubscribeTo("shared")); n != 1 {
+					t.Errorf("room shared: %d upstream requests, want 1", n)
+				}
+				if n := up.count(isSubscribeTo("other")); n != 1 {
+					t.Errorf("room other: %d upstream requests, want 1", n)
+				}
+
+				// a leaves: b's results go on, from the same request.
+				a.close()
+				ids := idNames{}
+				prev := ids.norm(fb)
+				for range 2 {
+					f := ids.norm(b.frame(t))
+					m, p := messageRE.FindStringSubmatch(f), messageRE.FindStringSubmatch(prev)
+					if m == nil || m[1] != strconv.Itoa(atoi(t, p[1])+1) || !strings.HasPrefix(f, "id: TOKEN1.") {
+						t.Fatalf("b, after a left: got %q after %q, want the next result", f, prev)
+					}
+					prev = f
+				}
+				if n := up.count(isUnsubscribe("messageCreated", "shared")); n != 0 {
+					t.Errorf("the upstream stopped room shared with b still there")
+				}
+
+				// b, the last client, leaves: the request ends.
+				b.close()
+				unsub := up.wait(t, "unsubscribe from room shared", isUnsubscribe("messageCreated", "shared"))
+				if unsub.Conn != sub.Conn {
+					t.Errorf("request %d was stopped, request %d subscribed", unsub.Conn, sub.Conn)
+				}
+				other.close()
+				up.wait(t, "unsubscribe from room other", isUnsubscribe("messageCreated", "other"))
+				if n := up.count(isSubscribeTo("shared")); n != 1 {
+					t.Errorf("room shared: %d upstream requests, want 1", n)
+				}
+			})
+
+			// Without -forward-header, no client header reaches the
+			// upstream; with -forward-header Authorization, each request
+			// carries the value of its clients, and clients with different
+			// values share nothing.
+			t.Run("forwarded headers", func(t *testing.T) {
+				// firstResult opens a stream and reads its first result.
+				firstResult := func(g *gateway, room string, h http.Header) (*stream, string) {
+					t.Helper()
+					s := g.openWith(t, "/operations/Messages?wg_sse=true&room="+room, h)
+					if f := s.frame(t); f != comment {
+						t.Fatalf("first frame %q, want %q", f, comment)
+					}
+					f := s.frame(t)
+					if !isMessageFrame(normIDs(f)) {
+						t.Fatalf("got %q, want a result", f)
+					}
+					return s, f
+				}
+
+				s, _ := firstResult(g, "unforwarded", http.Header{"Authorization": {"Bearer carol"}})
+				sub := up.wait(t, "subscribe to room unforwarded", isSubscribeTo("unforwarded"))
+				if h := jsonField(sub.Headers, "authorization"); h != "" {
+					t.Errorf("without -forward-header, the upstream got Authorization %s", h)
+				}
+				s.close()
+
+				fg := nodeGateway(t, up, nodeOperations, append(gatewayProtocol(server), "-forward-header", "Authorization")...)
+				alice := http.Header{"Authorization": {"Bearer alice"}, "X-Not-Forwarded": {"1"}}
+				a1, f1 := firstResult(fg, "fwd", alice)
+				a2, f2 := firstResult(fg, "fwd", alice)
+				b, fb := firstResult(fg, "fwd", http.Header{"Authorization": {"Bearer bob"}})
+				if tokenOf(t, f1) != tokenOf(t, f2) || tokenOf(t, fb) == tokenOf(t, f1) {
+					t.Errorf("alice's streams share %q and %q, bob's %q: want alice's alike, bob's apart", f1, f2, fb)
+				}
+				var got []string
+				for _, e := range up.eventsNow() {
+					if isSubscribeTo("fwd")(e) {
+						got = append(got, jsonField(e.Headers, "authorization"))
+						if h := jsonField(e.Headers, "x-not-forwarded"); h != "" {
+							t.Errorf("request %d came with X-Not-Forwarded %s", e.Conn, h)
+						}
+					}
+				}
+				slices.Sort(got)
+				if want := []string{`"Bearer alice"`, `"Bearer bob"`}; !slices.Equal(got, want) {
+					t.Errorf("the upstream got requests with Authorization %v, want %v", got, want)
+				}
+				a1.close()
+				a2.close()
+				b.close()
+				up.waitN(t, "two unsubscribes from room fwd", 2, isUnsubscribe("messageCreated", "fwd"))
+				if err := fg.stop(t); err != nil {
+					t.Errorf("run: %v", err)
+				}
+			})
+
+			// Without the schema, the gateway cannot check an operation:
+			// both servers answer one that does not validate with a stream
+			// of one result, the errors, and the end, which the client gets
+			// as they are.
+			t.Run("refused operation", func(t *testing.T) {
+				tmp := writeFiles(t, t.TempDir(), map[string]string{"ops/Nope.graphql": "subscription {\n  node_nope\n}\n"})
+				g := startGateway(t, append([]string{"-operations", filepath.Join(tmp, "ops"), "-upstream", "node=" + up.url, "-heartbeat", "1h"}, gatewayProtocol(server)...)...)
+				ext := "" // graphql-sse passes graphql-js's errors as they are
+				if server == "yoga" {
+					ext = `,"extensions":{"code":"GRAPHQL_VALIDATION_FAILED"}`
+				}
+				errs := `{"errors":[{"message":"Cannot query field \"nope\" on type \"Subscription\".","locations":[{"line":2,"column":3}]` + ext + `}]}`
+				resp, body := g.get(t, "/operations/Nope?wg_sse=true")
+				if want := comment + "id: TOKEN1.0\ndata: " + errs + "\n\n" + completeEvt; resp.StatusCode != http.StatusOK || normIDs(body) != want {
+					t.Errorf("got %d %q\nwant 200 %q", resp.StatusCode, body, want)
+				}
+				sub := up.wait(t, "the subscription Nope", func(e nodeEvent) bool { return e.Event == "subscribe" && strings.Contains(e.Query, "nope") })
+				checkSSEGet(t, sub)
+				if want := "subscription {\n  node_nope: nope\n}"; sub.Query != want {
+					t.Errorf("upstream query:\n%s\nwant\n%s", sub.Query, want)
+				}
+			})
+
+			if err := g.stop(t); err != nil {
+				t.Errorf("run: %v", err)
+			}
+		})
+	}
+}
+
+// atoi is strconv.Atoi for digits that a regular expression matched.
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestInteropSSEFailures has the SSE upstreams answer the gateway's
+// requests badly, as a failing server or a proxy in front of one would,
+// before any GraphQL library sees them (server.mjs's fail command): the
+// gateway asks again after a 500 and its client's stream goes on once the
+// upstream is back, or ends with UPSTREAM_UNAVAILABLE at the reconnect
+// limit; a page of HTML ends the stream so too; a 405 to its GET makes
+// it POST.
+func TestInteropSSEFailures(t *testing.T) {
+	node, dir := interopSetup(t)
+	for _, server := range sseServers {
+		t.Run(server, func(t *testing.T) {
+			up := startNode(t, node, dir, server)
+			// Each case has a gateway of its own, so that nothing one
+			// remembers of the upstream carries over to the next.
+			gateway := func(t *testing.T, reconnectLimit string) *gateway {
+				t.Helper()
+				return nodeGateway(t, up, nodeOperations, append(gatewayProtocol(server), "-reconnect-limit", reconnectLimit)...)
+			}
+			// ended checks that a stream, read to its end, held nothing
+			// but an UPSTREAM_UNAVAILABLE error frame and the end.
+			ended := func(t *testing.T, s *stream) {
+				t.Helper()
+				if ct := s.resp.Header.Get("Content-Type"); s.resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
+					t.Fatalf("got %d %s, want 200 text/event-stream", s.resp.StatusCode, ct)
+				}
+				rest := withoutHeartbeats(s.rest(t))
+				if !strings.HasPrefix(rest, `data: {"errors":[`) || !strings.HasSuffix(rest, unavailable+"\n\n"+completeEvt) || strings.Count(rest, "\n\n") != 2 {
+					t.Errorf("stream ended with %q, want an error frame with %s, then %q", rest, unavailable, completeEvt)
+				}
+			}
+
+			t.Run("500 then back", func(t *testing.T) {
+				g := gateway(t, "30s")
+				up.fail(t, "500")
+				before := up.count(isRefused)
+				s := g.open(t, "/operations/Messages?wg_sse=true&room=back")
+				// A second refused request: the gateway asked again.
+				r := up.waitN(t, "a second refused request", before+2, isRefused)
+				if r.Status != http.StatusInternalServerError {
+					t.Fatalf("refused with %d, want 500", r.Status)
+				}
+				up.fail(t, "off")
+				if f := s.frame(t); f != comment {
+					t.Fatalf("first frame %q, want %q", f, comment)
+				}
+				if f := normIDs(s.frame(t)); f != messageFrame(0, 1, "back") {
+					t.Fatalf("once the upstream is back: got %q, want the first result", f)
+				}
+				checkSSEGet(t, up.wait(t, "subscribe to room back", isSubscribeTo("back")))
+				s.close()
+				up.wait(t, "unsubscribe from room back", isUnsubscribe("messageCreated", "back"))
+			})
+
+			t.Run("500 for good", func(t *testing.T) {
+				g := gateway(t, "1s")
+				up.fail(t, "500")
+				before := up.count(isRefused)
+				s := g.open(t, "/operations/Messages?wg_sse=true&room=gone")
+				ended(t, s)
+				up.fail(t, "off")
+				if n := up.count(isRefused) - before; n < 1 {
+					t.Errorf("the upstream was asked %d times", n)
+				}
+				if n := up.count(isSubscribeTo("gone")); n != 0 {
+					t.Errorf("the upstream got %d subscriptions to room gone", n)
+				}
+			})
+
+			// A page of HTML is no answer of a GraphQL server: asking
+			// again would get it again, so the stream ends at the first,
+			// well before the reconnect limit.
+			t.Run("html", func(t *testing.T) {
+				g := gateway(t, "1h")
+				up.fail(t, "html")
+				before := up.count(isRefused)
+				s := g.open(t, "/operations/Messages?wg_sse=true&room=html")
+				ended(t, s)
+				up.fail(t, "off")
+				if n := up.count(isRefused) - before; n != 1 {
+					t.Errorf("the gateway asked %d times, want once", n)
+				}
+				if n := up.count(isSubscribeTo("html")); n != 0 {
+					t.Errorf("the upstream got %d subscriptions to room html", n)
+				}
+			})
+
+			t.Run("405 to GET", func(t *testing.T) {
+				g := gateway(t, "30s")
+				up.fail(t, "get")
+				before := up.count(isRefused)
+				s := g.open(t, "/operations/Messages?wg_sse=true&room=post")
+				if f := s.frame(t); f != comment {
+					t.Fatalf("first frame %q, want %q", f, comment)
+				}
+				ids := idNames{}
+				for i := 1; i <= 2; i++ {
+					if f, want := ids.norm(s.frame(t)), messageFrame(i-1, i, "post"); f != want {
+						t.Fatalf("frame %d:\n got %q\nwant %q", i, f, want)
+					}
+				}
+				r := up.waitN(t, "the refused GET", before+1, isRefused)
+				if r.Method != http.MethodGet || r.Status != http.StatusMethodNotAllowed {
+					t.Errorf("refused %s with %d, want GET with 405", r.Method, r.Status)
+				}
+				sub := up.wait(t, "subscribe to room post", isSubscribeTo("post"))
+				ct, accept := jsonField(sub.Headers, "content-type"), jsonField(sub.Headers, "accept")
+				if sub.Method != http.MethodPost || ct != `"application/json"` || accept != `"text/event-stream"` {
+					t.Errorf("subscription %d came as %s with Content-Type %s, Accept %s; want POST, application/json, text/event-stream", sub.Conn, sub.Method, ct, accept)
+				}
+				if !strings.Contains(sub.Query, "node_messageCreated: messageCreated(room: $room)") || string(sub.Variables) != `{"room":"post"}` {
+					t.Errorf("upstream query, variables:\n%s\n%s", sub.Query, sub.Variables)
+				}
+				s.close()
+				up.wait(t, "unsubscribe from room post", isUnsubscribe("messageCreated", "post"))
+				up.fail(t, "off")
+			})
 		})
 	}
 }
@@ -524,6 +948,10 @@ type nodeEvent struct {
 	Room  string `json:"room"`
 	Count int    `json:"count"`
 
+	// Of a fail command, and of a request refused as it says.
+	Mode   string `json:"mode"`
+	Status int    `json:"status"`
+
 	line string
 }
 
@@ -637,6 +1065,17 @@ func (n *nodeServer) post(t *testing.T, room string) nodeEvent {
 	})
 }
 
+// fail has the server answer the requests that come next as mode says (500,
+// html, get, off: see server.mjs), and returns once it does.
+func (n *nodeServer) fail(t *testing.T, mode string) {
+	t.Helper()
+	before := n.count(func(e nodeEvent) bool { return e.Event == "fail" })
+	if _, err := io.WriteString(n.stdin, "fail "+mode+"\n"); err != nil {
+		t.Fatalf("fail %s to node: %v", mode, err)
+	}
+	n.waitN(t, "fail "+mode, before+1, func(e nodeEvent) bool { return e.Event == "fail" })
+}
+
 // read reads the server's stdout until EOF, then closes done.
 func (n *nodeServer) read(r io.Reader, done chan<- struct{}) {
 	defer close(done)
@@ -685,6 +1124,31 @@ func (n *nodeServer) wait(t *testing.T, what string, match func(nodeEvent) bool)
 			t.Fatalf("the upstream never reported %s; it reported:\n%s", what, n.dump())
 		}
 	}
+}
+
+// waitN waits until the server has printed count events that match, and
+// returns the last of them.
+func (n *nodeServer) waitN(t *testing.T, what string, count int, match func(nodeEvent) bool) nodeEvent {
+	t.Helper()
+	seen := 0
+	// wait calls match once per event, in order.
+	return n.wait(t, what, func(e nodeEvent) bool {
+		if match(e) {
+			seen++
+		}
+		return seen == count
+	})
+}
+
+// count returns how many of the events printed so far match.
+func (n *nodeServer) count(match func(nodeEvent) bool) int {
+	c := 0
+	for _, e := range n.eventsNow() {
+		if match(e) {
+			c++
+		}
+	}
+	return c
 }
 
 // eventsNow returns the events printed so far.
