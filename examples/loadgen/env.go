@@ -221,6 +221,11 @@ func (e *env) setup(ctx context.Context) error {
 				return fmt.Errorf("start the upstream: %w", err)
 			}
 			e.up, upURL = up, up.url
+			if cfg.upstreamSSE {
+				// The same server, at the same path, over GraphQL
+				// over SSE: the child gateway tells by the scheme.
+				upURL = "http" + strings.TrimPrefix(upURL, "ws")
+			}
 		}
 		e.logf("in-process upstream at %s", upURL)
 	} else if err := checkLoopbackURL(ctx, upURL); err != nil {

@@ -146,7 +146,7 @@ func childMain(name string, run func(ctx context.Context, args []string, stdin i
 func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadgen gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	upstream := fs.String("upstream", "", "the GraphQL upstream's graphql-transport-ws `URL` (loopback): serve Sub, Room and Live (queries posted to it over HTTP)")
+	upstream := fs.String("upstream", "", "the GraphQL upstream's `URL` (loopback): ws://… for graphql-transport-ws, http://… for graphql-sse; serve Sub, Room and Live (queries posted to it over HTTP)")
 	natsURL := fs.String("nats", "", "the NATS server's `URL` nats://… (loopback): serve NatsSub and NatsRoom")
 	listen := fs.String("listen", "127.0.0.1:0", "listen `address` (loopback)")
 	heartbeat := fs.Duration("heartbeat", gqlpush.DefaultHeartbeat, "SSE heartbeat interval")
@@ -234,6 +234,9 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			return fmt.Errorf("%s: %w", u.flag, err)
 		}
 		u.upstream.URL = u.url
+		if strings.HasPrefix(u.url, "http://") {
+			u.upstream.Protocol = gqlpush.ProtocolSSE
+		}
 		upstreams = append(upstreams, u.upstream)
 		for _, o := range u.ops {
 			op, err := gqlpush.ParseOperation(o[0], o[1])

@@ -32,7 +32,7 @@ func TestSteadyEndToEnd(t *testing.T) {
 		t.Skip("starts gateway processes and runs for seconds")
 	}
 	for _, tc := range []struct {
-		name      string
+		name      string // the scenario, and -upstream-protocol if not the default
 		operation string
 		upstream  string // the report's upstream URL starts so
 		subs      int    // upstream subscriptions during the window
@@ -41,11 +41,18 @@ func TestSteadyEndToEnd(t *testing.T) {
 		{"distinct", "Room (a room per client)", "ws://", 5},
 		{"nats-fanout", "NatsSub", "nats://", 1},
 		{"nats-distinct", "NatsRoom (a subject per client)", "nats://", 5},
+		{"fanout graphql-sse", "Sub", "http://", 1},
+		{"distinct graphql-sse", "Room (a room per client)", "http://", 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rep, stderr := runReport(t, "-scenario", tc.name, "-clients", "5", "-rate", "20", "-warmup", "500ms", "-duration", "1s", "-json")
-			if rep.Scenario != tc.name || rep.Params.Operation != tc.operation {
-				t.Errorf("scenario %q on %q, want %q on %q", rep.Scenario, rep.Params.Operation, tc.name, tc.operation)
+			scenario, protocol, _ := strings.Cut(tc.name, " ")
+			args := []string{"-scenario", scenario, "-clients", "5", "-rate", "20", "-warmup", "500ms", "-duration", "1s", "-json"}
+			if protocol != "" {
+				args = append(args, "-upstream-protocol", protocol)
+			}
+			rep, stderr := runReport(t, args...)
+			if rep.Scenario != scenario || rep.Params.Operation != tc.operation {
+				t.Errorf("scenario %q on %q, want %q on %q", rep.Scenario, rep.Params.Operation, scenario, tc.operation)
 			}
 			if !rep.Upstream.InProcess || !rep.Upstream.Publishing || !strings.HasPrefix(rep.Upstream.URL, tc.upstream) {
 				t.Errorf("upstream %+v, want an in-process %s… that loadgen publishes into", rep.Upstream, tc.upstream)
@@ -176,6 +183,9 @@ func TestProtoConfig(t *testing.T) {
 		{"cluster", []string{"-scenario", "cluster", "-proto", "h2"}, "cluster runs HTTP/1.1 clients only"},
 		{"gateway", []string{"-scenario", "fanout", "-proto", "h2", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, "no -gateway"},
 		{"too many streams", []string{"-scenario", "fanout", "-proto", "h2", "-h2-streams", "251"}, "-h2-streams must be 1 to 250"},
+		{"graphql-sse", []string{"-scenario", "distinct", "-upstream-protocol", "graphql-sse"}, ""},
+		{"graphql-sse on NATS", []string{"-scenario", "nats-fanout", "-upstream-protocol", "graphql-sse"}, "-upstream-protocol graphql-sse is for the in-process GraphQL upstream"},
+		{"unknown upstream protocol", []string{"-scenario", "fanout", "-upstream-protocol", "graphql-ws"}, `-upstream-protocol "graphql-ws": graphql-transport-ws or graphql-sse`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, ok := parseOrRefuse(t, tc.args, tc.err)

@@ -97,6 +97,14 @@
 // delivered event, p50 and p99 also as ratios to each mode's: the gateway's
 // cost over the machine's floor, measured minutes apart.
 //
+// # A graphql-sse upstream
+//
+// -upstream-protocol graphql-sse has the child gateway subscribe to the
+// same in-process upstream over GraphQL over SSE (gqlpushtest serves both
+// at one path): loadgen gateway -upstream http://…, one HTTP request per
+// upstream subscription instead of one WebSocket for all. fanout then
+// holds one such request, distinct one per client.
+//
 // # HTTP/2
 //
 // -proto h2 runs a scenario over HTTP/2 over TLS: loadgen makes a
@@ -196,6 +204,7 @@ type config struct {
 	gatewayPID     int
 	upstreamURL    string
 	upstreamListen string
+	upstreamSSE    bool // the gateway subscribes to the in-process upstream over graphql-sse
 	heartbeat      time.Duration
 	verbose        bool
 	cpuProfile     string
@@ -306,6 +315,7 @@ Flags:
 // parseConfig reads the command line.
 func parseConfig(args []string, stderr io.Writer) (config, error) {
 	var c config
+	var upstreamProtocol string
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -329,6 +339,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.gatewayPID, "gateway-pid", 0, "`PID` of the -gateway process, for its CPU and RSS (default: asked at its /debug/goroutines)")
 	fs.StringVar(&c.upstreamURL, "upstream", "", "target this running GraphQL upstream (`URL` ws://…) instead of the in-process one; loadgen then does not publish (not for the nats- scenarios)")
 	fs.StringVar(&c.upstreamListen, "upstream-listen", "", "listen `address` of the in-process upstream (needed with -gateway: point the gateway at ws://ADDRESS/graphql, or at nats://ADDRESS for the nats- scenarios)")
+	fs.StringVar(&upstreamProtocol, "upstream-protocol", "graphql-transport-ws", "how the child gateway subscribes to the in-process upstream: graphql-transport-ws, or graphql-sse (GraphQL over SSE, one HTTP request per upstream subscription); not for the nats- scenarios")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "the child gateway's SSE heartbeat")
 	fs.BoolVar(&c.verbose, "v", false, "the child gateway logs gqlpush's events to stderr")
 	fs.BoolVar(&c.gatewayLatency, "gateway-latency", false, "the child gateway also records the latency gqlpush's Observer reports (upstream message to the end of the write to the client): it tells the gateway's share of the end-to-end latency, at the price of a histogram update per write")
@@ -351,6 +362,13 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	switch upstreamProtocol {
+	case "graphql-transport-ws":
+	case "graphql-sse":
+		c.upstreamSSE = true
+	default:
+		return c, fmt.Errorf("-upstream-protocol %q: graphql-transport-ws or graphql-sse", upstreamProtocol)
 	}
 	d, ok := scenarioDefaults(c.scenario)
 	if !ok {
@@ -476,6 +494,8 @@ func (c *config) validate() error {
 		bad("-upstream and -upstream-listen exclude each other")
 	}
 	switch {
+	case c.upstreamSSE && (c.nats() || c.upstreamURL != "" || c.scenario == "floor"):
+		bad("-upstream-protocol graphql-sse is for the in-process GraphQL upstream: not with -upstream, the nats- scenarios or floor")
 	case c.nats() && c.upstreamURL != "":
 		bad("-upstream is for a GraphQL upstream: the nats- scenarios run their own NATS server (with -gateway, give -upstream-listen)")
 	case c.nats() && c.gatewayURL != "" && c.upstreamListen == "":
