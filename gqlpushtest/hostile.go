@@ -38,8 +38,9 @@ type Hostile struct {
 	CloseAfterResult bool
 
 	// OversizedResult, when positive: the first result of every
-	// subscription is a "next" ("data" in graphql-ws) message whose payload
-	// is a valid GraphQL result padded to at least this many bytes,
+	// subscription is a "next" ("data" in graphql-ws; a next event over
+	// SSE) message whose payload is a valid GraphQL result padded to at
+	// least this many bytes,
 	// {"data":{"padding":"xxxx…"}}, for gateways' read limits. It stands
 	// in for the resolver's first result, which is lost; the later results
 	// are the resolver's.
@@ -65,8 +66,9 @@ type Hostile struct {
 	JunkBytes   int
 	JunkInvalid bool
 
-	// Redirect: the WebSocket handshake is answered with 302 Found and
-	// this Location instead of being accepted; the server counts it in
+	// Redirect: the WebSocket handshake, and any HTTP request (an SSE
+	// stream, a query), is answered with 302 Found and this Location
+	// instead of being accepted; the server counts it in
 	// [Server.Handshakes] and serves nothing. The in-memory dialer ignores
 	// it.
 	Redirect string
@@ -91,10 +93,9 @@ func (s *Server) SetHostile(h Hostile) {
 	s.hostile = h
 }
 
-// Handshakes reports how many connections were attempted: WebSocket
-// handshakes received by the HTTP handler (accepted, redirected or refused
-// while down; any request to the handler counts, as it serves nothing else)
-// plus in-memory dials. Tests use it to check that a gateway redials at its
+// Handshakes reports how many connections were attempted: requests to the
+// HTTP handler — WebSocket handshakes and SSE requests, accepted, redirected
+// or refused while down, and queries too — plus in-memory dials. Tests use it to check that a gateway redials at its
 // backoff's pace, not in a storm.
 func (s *Server) Handshakes() int {
 	s.mu.Lock()

@@ -25,7 +25,7 @@ func (d memDialer) Dial(ctx context.Context, req *gqlpush.DialRequest) (gqlpush.
 	if down {
 		return nil, errDown
 	}
-	if !slices.Contains(d.s.opts.Protocols, req.Subprotocol) {
+	if !slices.Contains(d.s.wsProto, req.Subprotocol) {
 		return nil, &gqlpush.HandshakeError{StatusCode: http.StatusSwitchingProtocols, Subprotocol: req.Subprotocol}
 	}
 	if !d.s.add() {

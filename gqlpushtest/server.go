@@ -1,7 +1,11 @@
 // Package gqlpushtest provides an in-process upstream GraphQL server for
 // tests: the server side of graphql-transport-ws and of the legacy graphql-ws
 // protocol, over a real WebSocket on loopback or over an in-memory
-// [gqlpush.Dialer], with any graph-gophers schema (a chat by default).
+// [gqlpush.Dialer], and of GraphQL over Server-Sent Events (graphql-sse, in
+// its distinct connections mode) and queries over HTTP, on loopback or over
+// an in-memory [http.Client], with any graph-gophers schema (a chat by
+// default). All are served at one address: [Server.URL] for WebSockets,
+// [Server.HTTPURL] for HTTP.
 //
 // It records every message it receives, so a test can assert what the
 // upstream saw: the subscribe, the complete when the client left, the
@@ -23,6 +27,41 @@
 //
 // On the gateway's side, [SSEReader] reads the frames of a stream as a
 // client receives them, to check what the upstream's results became.
+//
+// # GraphQL over SSE
+//
+// A GET (the operation in the query string: query, variables,
+// operationName, extensions) or a POST (the same as a JSON body) whose
+// Accept names text/event-stream is answered 200, Content-Type
+// text/event-stream; charset=utf-8, its header flushed at once, then with
+// one frame per result and a last one when the results end, after which the
+// response ends:
+//
+//	event: next
+//	data: {"data":{"countdown":1}}
+//
+//	event: complete
+//	data:
+//
+// As the graphql-sse reference handler does, a request whose operation
+// cannot be read, or whose document does not parse, gets 400 and
+// application/json {"errors":[…]}; a document that does not validate is a
+// 400 too, unless text/event-stream is all the request accepts: then the
+// errors are streamed as its one result, {"errors":[…]}, before complete.
+// A server whose Options.Protocols lack [ProtocolSSE] answers 406, and
+// Options.SSEPostOnly answers a GET 405 with Allow: POST.
+//
+// Each request counts as a connection: a [ConnInfo] of Subprotocol
+// ProtocolSSE with the request's headers, and a "subscribe" [Message] with
+// ID "" whose Payload holds the operation; a client that leaves before
+// complete adds a "complete" Message. [Server.CompleteAll] completes SSE
+// operations too; [Server.CloseConnections] closes their connections with
+// no complete, and records nothing.
+//
+// Of [Hostile], Redirect and OversizedResult apply to SSE requests; the
+// others are WebSocket behaviours. [Server.SetDown] and [Server.SetSilent]
+// apply: a silent server sends no result and no complete, and holds the
+// response open until the client leaves.
 package gqlpushtest
 
 import (
@@ -41,21 +80,32 @@ import (
 	graphql "github.com/graph-gophers/graphql-go"
 )
 
-// Subprotocols the server speaks.
+// Protocols the server speaks: the two WebSocket subprotocols, and GraphQL
+// over Server-Sent Events.
 const (
 	ProtocolTransportWS = "graphql-transport-ws"
 	ProtocolLegacyWS    = "graphql-ws"
+	ProtocolSSE         = "graphql-sse"
 )
 
 // Options configure a [Server]. The zero value serves [ChatSchema] over
-// graphql-transport-ws and graphql-ws.
+// graphql-transport-ws, graphql-ws and graphql-sse.
 type Options struct {
 	// Schema is the executable schema served. Nil means [NewChatSchema]
 	// with a new [Chat], available as Server.Chat.
 	Schema *graphql.Schema
 
-	// Protocols the server accepts. Nil means both.
+	// Protocols the server accepts, of ProtocolTransportWS,
+	// ProtocolLegacyWS and ProtocolSSE. Nil means all three. A WebSocket
+	// handshake offering none of them is accepted, then closed with 4406;
+	// an SSE request to a server without ProtocolSSE gets 406 Not
+	// Acceptable.
 	Protocols []string
+
+	// SSEPostOnly refuses GraphQL-over-SSE requests made with GET: they get
+	// 405 Method Not Allowed with Allow: POST, as a server that takes
+	// operations only in a body does. False serves GET and POST.
+	SSEPostOnly bool
 
 	// InitTimeout closes a connection that sends no connection_init in
 	// time, with 4408. Zero means 3 s.
@@ -81,22 +131,28 @@ type Server struct {
 	// started.
 	URL string
 
+	// HTTPURL is the same address for HTTP, http://127.0.0.1:<port>/graphql,
+	// once started: for queries and for GraphQL over SSE.
+	HTTPURL string
+
 	// Chat is the built-in resolver when Options.Schema is nil.
 	Chat *Chat
 
-	schema *graphql.Schema
-	opts   Options
-	http   *httptest.Server
+	schema  *graphql.Schema
+	opts    Options
+	wsProto []string // the WebSocket subprotocols of opts.Protocols
+	http    *httptest.Server
 
 	ctx    context.Context // ends every session
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // every session, forwarder and flood goroutine
+	wg     sync.WaitGroup // every session, SSE stream, forwarder and flood goroutine
 
 	mu         sync.Mutex
 	hostile    Hostile // for connections accepted from now on
 	handshakes int     // connections attempted, see Handshakes
 	nextConn   int
 	conns      map[int]*session
+	streams    map[int]*sseStream // GraphQL-over-SSE requests being served
 	received   []Message
 	infos      []ConnInfo
 	live       int           // subscriptions running
@@ -109,7 +165,7 @@ type Server struct {
 // A Message is one message the server received.
 type Message struct {
 	Conn    int             // which connection, from 1
-	Type    string          // "subscribe", "complete", "start", "stop", ...
+	Type    string          // "subscribe", "complete", "start", "stop", "query", ...
 	ID      string          // of the subscription, if any
 	Payload json.RawMessage // as received
 }
@@ -128,12 +184,13 @@ func (m Message) Variables() json.RawMessage {
 	return p.Variables
 }
 
-// ConnInfo describes one accepted connection.
+// ConnInfo describes one accepted connection: a WebSocket once it sent
+// connection_init, or a GraphQL-over-SSE request.
 type ConnInfo struct {
 	ID          int
-	Subprotocol string
-	Header      http.Header     // of the WebSocket handshake
-	InitPayload json.RawMessage // of connection_init
+	Subprotocol string          // ProtocolSSE for an SSE request
+	Header      http.Header     // of the WebSocket handshake or the SSE request
+	InitPayload json.RawMessage // of connection_init; nil over SSE
 }
 
 // NewServer starts a server on a loopback port. opts may be nil.
@@ -146,7 +203,7 @@ func NewServer(opts *Options) *Server {
 // NewUnstartedServer returns a server that listens nowhere until
 // [Server.Start]; its [Server.Dialer] works without it.
 func NewUnstartedServer(opts *Options) *Server {
-	s := &Server{conns: make(map[int]*session), changed: make(chan struct{})}
+	s := &Server{conns: make(map[int]*session), streams: make(map[int]*sseStream), changed: make(chan struct{})}
 	if opts != nil {
 		s.opts = *opts
 	}
@@ -156,7 +213,12 @@ func NewUnstartedServer(opts *Options) *Server {
 		s.schema = NewChatSchema(s.Chat)
 	}
 	if s.opts.Protocols == nil {
-		s.opts.Protocols = []string{ProtocolTransportWS, ProtocolLegacyWS}
+		s.opts.Protocols = []string{ProtocolTransportWS, ProtocolLegacyWS, ProtocolSSE}
+	}
+	for _, p := range s.opts.Protocols {
+		if p != ProtocolSSE {
+			s.wsProto = append(s.wsProto, p)
+		}
 	}
 	if s.opts.InitTimeout == 0 {
 		s.opts.InitTimeout = 3 * time.Second
@@ -169,16 +231,24 @@ func NewUnstartedServer(opts *Options) *Server {
 	return s
 }
 
-// Start listens on a loopback port and sets URL.
+// Start listens on a loopback port and sets URL and HTTPURL.
 func (s *Server) Start() {
 	s.http = httptest.NewServer(s)
-	s.URL = "ws" + strings.TrimPrefix(s.http.URL, "http") + "/graphql"
+	s.setURLs()
+}
+
+func (s *Server) setURLs() {
+	s.HTTPURL = s.http.URL + "/graphql"
+	s.URL = "ws" + strings.TrimPrefix(s.HTTPURL, "http")
 }
 
 // Restart closes every connection and the listener, then listens again on
 // the same address: the upstream restarts under its clients.
 func (s *Server) Restart() error {
 	addr := s.http.Listener.Addr().String()
+	// First, so that SSE streams know they are dropped rather than left
+	// by their clients when their connections close.
+	s.CloseConnections()
 	s.http.CloseClientConnections()
 	s.http.Close()
 	s.CloseConnections()
@@ -190,6 +260,7 @@ func (s *Server) Restart() error {
 	s.http.Listener.Close()
 	s.http.Listener = l
 	s.http.Start()
+	s.setURLs()
 	return nil
 }
 
@@ -207,8 +278,9 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// ServeHTTP accepts a WebSocket and serves it, or answers a query posted
-// over HTTP. It makes the server mountable in any mux, as the demo does.
+// ServeHTTP serves a GET or POST that accepts text/event-stream as GraphQL
+// over SSE, answers any other POST as a query, and accepts a WebSocket
+// otherwise. It makes the server mountable in any mux, as the demo does.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h, down := s.handshake()
 	if down {
@@ -222,11 +294,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusFound)
 		return
 	}
+	if (r.Method == http.MethodGet || r.Method == http.MethodPost) && acceptsEventStream(r.Header) {
+		s.serveSSE(w, r, h)
+		return
+	}
 	if r.Method == http.MethodPost {
 		s.serveQuery(w, r)
 		return
 	}
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: s.opts.Protocols})
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: s.wsProto})
 	if err != nil {
 		return
 	}
@@ -256,11 +332,13 @@ func (s *Server) add() bool {
 }
 
 // CloseConnections drops every connection abruptly, as a crashed upstream
-// would; the server keeps accepting new ones.
+// would; the server keeps accepting new ones. An SSE response ends without
+// its complete event, its connection closed.
 func (s *Server) CloseConnections() {
 	for _, c := range s.sessions() {
 		c.t.closeNow()
 	}
+	s.dropStreams()
 }
 
 // sessions returns the connections being served now.
@@ -275,8 +353,8 @@ func (s *Server) sessions() []*session {
 }
 
 // SetDown takes the server down (true) or back up (false). While down it
-// drops every connection and refuses new ones — the WebSocket handshake
-// gets 503, the in-memory dialer an error — as a crashed upstream would,
+// drops every connection and refuses new ones — a WebSocket handshake or an
+// SSE request gets 503, the in-memory dialer an error — as a crashed upstream would,
 // without giving up its address.
 func (s *Server) SetDown(down bool) {
 	s.mu.Lock()
@@ -305,11 +383,12 @@ func (s *Server) isSilent() bool {
 }
 
 // CompleteAll ends every running subscription from the server side: each
-// client receives complete.
+// client receives complete; an SSE response then ends.
 func (s *Server) CompleteAll() {
 	for _, c := range s.sessions() {
 		c.completeAll()
 	}
+	s.completeStreams()
 }
 
 // Received returns a copy of every message received so far, in order. The
