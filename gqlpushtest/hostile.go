@@ -38,12 +38,11 @@ type Hostile struct {
 	CloseAfterResult bool
 
 	// OversizedResult, when positive: the first result of every
-	// subscription is a "next" ("data" in graphql-ws; a next event over
-	// SSE) message whose payload is a valid GraphQL result padded to at
-	// least this many bytes,
-	// {"data":{"padding":"xxxx…"}}, for gateways' read limits. It stands
-	// in for the resolver's first result, which is lost; the later results
-	// are the resolver's.
+	// subscription is a "next" message ("data" in graphql-ws, a next event
+	// over SSE) whose payload is a valid GraphQL result padded to at least
+	// this many bytes, {"data":{"padding":"xxxx…"}}, for gateways' read
+	// limits. It stands in for the resolver's first result, which is lost;
+	// the later results are the resolver's.
 	OversizedResult int
 
 	// ResultFlood, when positive: every subscription gets, instead of its
@@ -95,8 +94,8 @@ func (s *Server) SetHostile(h Hostile) {
 
 // Handshakes reports how many connections were attempted: requests to the
 // HTTP handler — WebSocket handshakes and SSE requests, accepted, redirected
-// or refused while down, and queries too — plus in-memory dials. Tests use it to check that a gateway redials at its
-// backoff's pace, not in a storm.
+// or refused while down, and queries too — plus in-memory dials. Tests use
+// it to check that a gateway redials at its backoff's pace, not in a storm.
 func (s *Server) Handshakes() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
