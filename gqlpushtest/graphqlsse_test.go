@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/gqlpush/gqlpush"
@@ -377,6 +378,49 @@ func TestSSEQueryUnchanged(t *testing.T) {
 	if srv.Queries() != 1 || len(srv.Conns()) != 0 {
 		t.Errorf("%d queries, conns %+v", srv.Queries(), srv.Conns())
 	}
+}
+
+// Over the in-memory client, in a bubble, a stream is read as it is
+// written, closing its body is leaving, and a dropped stream ends short.
+func TestSSEInMemory(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := gqlpushtest.NewUnstartedServer(nil)
+		defer srv.Close()
+		open := func() (*http.Response, *gqlpushtest.SSEReader) {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, "http://upstream/graphql?query="+url.QueryEscape(roomQuery), nil)
+			req.Header.Set("Accept", "text/event-stream")
+			resp, err := srv.HTTPClient().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream; charset=utf-8" {
+				t.Fatalf("%s %v", resp.Status, resp.Header)
+			}
+			return resp, gqlpushtest.NewSSEReader(resp.Body)
+		}
+
+		resp, frames := open()
+		synctest.Wait()
+		srv.Chat.Post("", "hi")
+		want := "event: next\ndata: {\"data\":{\"messageCreated\":{\"content\":\"hi\",\"room\":\"general\"}}}\n\n"
+		if f, err := frames.Next(); err != nil || f.Raw != want {
+			t.Fatalf("frame %q (%v), want %q", f.Raw, err, want)
+		}
+		resp.Body.Close()
+		synctest.Wait()
+		if got := srv.Received(); len(got) != 2 || got[1].Type != "complete" || got[1].Conn != 1 || srv.Subscriptions() != 0 {
+			t.Fatalf("after leaving: %+v, %d subscriptions", got, srv.Subscriptions())
+		}
+
+		resp, frames = open()
+		defer resp.Body.Close()
+		synctest.Wait()
+		srv.CloseConnections()
+		if f, err := frames.Next(); err != io.ErrUnexpectedEOF {
+			t.Fatalf("dropped: %q %v", f.Raw, err)
+		}
+	})
 }
 
 // A silent server sends nothing, not even complete, and holds the response
