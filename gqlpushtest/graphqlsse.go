@@ -234,11 +234,15 @@ func (s *Server) streamResults(w http.ResponseWriter, r *http.Request, st *sseSt
 		case res, ok := <-results:
 			if !ok {
 				results = nil
-				ended()
 				// When the request, the server or the response is ending,
-				// its case below says how; a silent server says nothing
-				// and holds the response open, as a hung upstream would.
-				if r.Context().Err() != nil || s.ctx.Err() != nil || s.isDropped(st) || s.isSilent() {
+				// its case below says how.
+				if r.Context().Err() != nil || s.ctx.Err() != nil || s.isDropped(st) {
+					continue
+				}
+				ended()
+				// A silent server says nothing and holds the response
+				// open, as a hung upstream would.
+				if s.isSilent() {
 					continue
 				}
 				sw.write([]byte(sseComplete))
