@@ -321,12 +321,15 @@ func queryURL(set string, pu *url.URL) (string, error) {
 	return hu.String(), nil
 }
 
-// newQueryClient is the client an upstream's queries are posted with when
-// it has none of its own: it follows no redirect, and keeps enough
-// connections idle for the pollers of many keys.
+// newQueryClient is the client an upstream's queries are posted with, and
+// a graphql-sse upstream's subscriptions asked for, when it has none of its
+// own: it follows no redirect, keeps enough connections idle for the
+// pollers of many keys, and reads no more than DefaultReadLimit of an
+// answer's header (net/http's default is 10 MiB, for each request).
 func newQueryClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = 64
+	t.MaxResponseHeaderBytes = DefaultReadLimit
 	return &http.Client{
 		Transport: t,
 		CheckRedirect: func(*http.Request, []*http.Request) error {

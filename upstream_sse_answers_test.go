@@ -70,6 +70,7 @@ func events(hold bool, chunks ...string) func(http.ResponseWriter, *http.Request
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
 		for _, c := range chunks {
 			w.Write([]byte(c))
 			w.(http.Flusher).Flush()
@@ -421,4 +422,26 @@ func TestSSEUpstreamHTTP2(t *testing.T) {
 	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return open == 1 }, func() string { return "the first subscription's stream was not reset" })
 	b.leave()
 	waitUntil(t, func() bool { mu.Lock(); defer mu.Unlock(); return open == 0 }, func() string { return "the second subscription's stream was not reset" })
+}
+
+// TestSSEUpstreamHugeHeader: an upstream whose answer's header never ends
+// costs gqlpush at most DefaultReadLimit, and the subscription is asked
+// again, as a lost response is.
+func TestSSEUpstreamHugeHeader(t *testing.T) {
+	huge := func(w http.ResponseWriter, r *http.Request) {
+		for i := range 200 {
+			w.Header().Set(fmt.Sprintf("X-Junk-%d", i), strings.Repeat("j", 8<<10))
+		}
+		events(true)(w, r)
+	}
+	up := newScripted(t, huge, events(true, "event: next\ndata: {\"data\":{\"gql_countdown\":1}}\n\n"))
+	g := sseGateway(t, up, nil)
+	c := g.open(t, "/operations/CountReq?wg_sse&from=1")
+	c.frame(t)
+	if got, want := normIDs(c.frame(t)), "id: T.0\ndata: {\"data\":{\"gql_countdown\":1}}\n\n"; got != want {
+		t.Errorf("frame %q, want %q", got, want)
+	}
+	if n, _ := up.count(); n != 2 {
+		t.Errorf("the upstream was asked %d times, want twice", n)
+	}
 }
