@@ -156,9 +156,69 @@ func checksFor(cfg config, r *report) []check {
 		})
 		add("pollers (keys in the gateway)", "= 1", pollers, "%.0f", func(v float64) bool { return v == 1 })
 		nothingLost()
+	case "idle-max", "idle-100k", "fanout-100k":
+		cs = append(cs, scaleChecks(cfg, r, w)...)
 	}
 	if r.Error != "" {
 		cs = append(cs, check{Name: "the run completed", Target: "no error", Value: r.Error})
+	}
+	return cs
+}
+
+// scaleChecks are the targets of the scenarios at scale: every stream held
+// through the window; idle-max's at the open files limit, costing no more
+// memory each than at 1,000; fanout-100k's results all delivered.
+func scaleChecks(cfg config, r *report, w *window) []check {
+	var cs []check
+	add := func(name, target, value string, pass bool) {
+		cs = append(cs, check{Name: name, Target: target, Value: value, Pass: pass})
+	}
+	// idle-max's count is known once its gateway runs: the report's.
+	n := r.Params.Clients
+	held := "not measured"
+	heldOK := false
+	if c := r.Clients; c != nil && w != nil {
+		held = fmt.Sprintf("%d opened, %d failed, %d ended", c.Opened, c.Failed, c.Ended)
+		heldOK = n > 0 && c.Opened == int64(n) && c.Failed == 0 && c.Ended == 0 && w.Ended == 0
+	}
+	add("streams held through the window", fmt.Sprintf("%d", n), held, heldOK)
+	s := r.Scale
+	switch cfg.scenario {
+	case "idle-max":
+		limit, limitOK := "not measured", false
+		if s != nil && s.Probe != nil {
+			limit = fmt.Sprintf("%d of %d more failed; %s of %s descriptors", s.Probe.Failed, s.Probe.Tried, ptrText(s.Probe.OpenFiles, "%d"), ptrText(s.Probe.FileLimit, "%d"))
+			limitOK = s.Probe.Failed > 0 && s.Probe.OpenFiles != nil && s.Probe.FileLimit != nil && int64(*s.Probe.OpenFiles) >= *s.Probe.FileLimit-gatewayHeadroom
+		}
+		add("the gateway at its open files limit", "probe refused", limit, limitOK)
+		var at1k, atMax *float64
+		if s != nil {
+			for _, st := range s.Steps {
+				if st.Streams == 1000 {
+					at1k = st.RSSPerStreamKiB
+				}
+			}
+			if len(s.Steps) > 0 {
+				atMax = s.Steps[len(s.Steps)-1].RSSPerStreamKiB
+			}
+		}
+		v, ok := "not measured", false
+		if at1k != nil && atMax != nil {
+			v, ok = fmt.Sprintf("%.2f KiB at the maximum, %.2f at 1,000", *atMax, *at1k), *atMax <= *at1k
+		}
+		add("RSS per stream at the maximum", "≤ at 1,000", v, ok)
+	case "fanout-100k":
+		v, ok := "not measured", false
+		if w != nil && w.Offered > 0 {
+			v, ok = fmt.Sprintf("%.0f/s of %.0f/s", w.DeliveredPerSec, w.Offered), w.DeliveredPerSec >= 0.95*w.Offered
+		}
+		add("delivered/s", "≥ 95% of offered", v, ok)
+		lost, lostOK := "not measured", false
+		if r.Lost != nil && r.OOO != nil && w != nil {
+			lost = fmt.Sprintf("%d lost, %d out of order, %d gaps in the window", *r.Lost, *r.OOO, w.Gaps)
+			lostOK = *r.Lost == 0 && *r.OOO == 0 && w.Gaps == 0
+		}
+		add("nothing lost", "= 0", lost, lostOK)
 	}
 	return cs
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,14 +58,19 @@ type sseConn struct {
 	stop func() // HTTP/2: ends the stream
 }
 
-// dialSSE connects, sends GET target and reads the response head. A status
-// other than 200 is an error naming it and the error code of the body.
-func dialSSE(ctx context.Context, d *net.Dialer, addr, target string) (*sseConn, error) {
+// headTimeout bounds the wait for a response head, unless a fleet sets its
+// own.
+const headTimeout = 30 * time.Second
+
+// dialSSE connects, sends GET target and reads the response head, which
+// must come within head. A status other than 200 is an error naming it and
+// the error code of the body.
+func dialSSE(ctx context.Context, d *net.Dialer, addr, target string, head time.Duration) (*sseConn, error) {
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	sc, err := startSSE(conn, addr, target)
+	sc, err := startSSE(conn, addr, target, head)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -72,10 +78,10 @@ func dialSSE(ctx context.Context, d *net.Dialer, addr, target string) (*sseConn,
 	return sc, nil
 }
 
-func startSSE(conn net.Conn, addr, target string) (*sseConn, error) {
+func startSSE(conn net.Conn, addr, target string, head time.Duration) (*sseConn, error) {
 	// The head must come within a bounded time; the stream itself may be
 	// silent for as long as the heartbeat allows.
-	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	conn.SetDeadline(time.Now().Add(head))
 	if _, err := io.WriteString(conn, requestHead(addr, target)); err != nil {
 		return nil, err
 	}
@@ -313,6 +319,17 @@ type fleet struct {
 
 	clients []*client // appended by the coordinator only
 
+	// offset is added to a client's id to pick its gateway: the index of
+	// the fleet's first client among those of several processes.
+	offset int
+	// inflight, when not nil, bounds the clients between their dial and
+	// their response head: a token each. It keeps a fast ramp from
+	// overflowing the gateways' accept queues.
+	inflight chan struct{}
+	// headTimeout bounds each client's dial and response head; zero means
+	// headTimeout.
+	headTimeout time.Duration
+
 	opened atomic.Int64
 	ended  atomic.Int64
 	failed atomic.Int64
@@ -351,16 +368,21 @@ func (f *fleet) add(ctx context.Context, targets []string, rooms []int, step int
 		}
 		c := &client{id: len(f.clients), target: target}
 		if len(f.addrs) > 0 {
-			c.gw = c.id % len(f.addrs)
+			c.gw = (f.offset + c.id) % len(f.addrs)
 		}
 		if rooms != nil {
 			c.room = rooms[i]
 		}
 		f.clients = append(f.clients, c)
-		f.wg.Add(1)
-		go f.runClient(c)
+		f.start(c)
 	}
 	return nil
+}
+
+// start starts the goroutine of client c, one of f.clients.
+func (f *fleet) start(c *client) {
+	f.wg.Add(1)
+	go f.runClient(c)
 }
 
 // waitOpen waits until every client is open or failed, and reports how many
@@ -411,7 +433,17 @@ func (f *fleet) runClient(c *client) {
 	if len(f.addrs) > 0 {
 		addr = f.addrs[c.gw]
 	}
+	if f.inflight != nil {
+		select {
+		case f.inflight <- struct{}{}:
+		case <-f.ctx.Done():
+			return
+		}
+	}
 	sc, err := f.open(c, addr)
+	if f.inflight != nil {
+		<-f.inflight
+	}
 	if err != nil {
 		if f.ctx.Err() == nil {
 			c.state.Store(stateFailed)
@@ -532,7 +564,7 @@ func (f *fleet) runClient(c *client) {
 // HTTP/2 connection of its group.
 func (f *fleet) open(c *client, addr string) (*sseConn, error) {
 	if f.h2 == nil {
-		return dialSSE(f.ctx, f.dialer, addr, c.target)
+		return dialSSE(f.ctx, f.dialer, addr, c.target, cmp.Or(f.headTimeout, headTimeout))
 	}
 	cc, err := f.h2.conn(f.ctx, addr, c.id)
 	if err != nil {

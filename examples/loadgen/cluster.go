@@ -45,11 +45,16 @@ func (e *env) stopMembers() error {
 		})
 	}
 	wg.Wait()
-	if c := e.rep.Cluster; c != nil {
-		for i := range e.members {
-			if i < len(c.Gateways) {
-				c.Gateways[i].Exit = exits[i]
-			}
+	var gws []gatewayInfo
+	switch {
+	case e.rep.Cluster != nil:
+		gws = e.rep.Cluster.Gateways
+	case e.rep.Scale != nil:
+		gws = e.rep.Scale.Gateways
+	}
+	for i := range e.members {
+		if i < len(gws) {
+			gws[i].Exit = exits[i]
 		}
 	}
 	return errors.Join(errs...)

@@ -38,6 +38,12 @@ type env struct {
 	pubCancel context.CancelFunc
 
 	cert *selfSigned // -proto h2's; nil otherwise
+
+	// The scenarios at scale (scale.go): their gateways are members too,
+	// each with its debug client, and their clients run in these
+	// processes.
+	gwDbg []*debugClient
+	procs []*clientProc
 }
 
 func (e *env) logf(format string, args ...any) {
@@ -69,6 +75,15 @@ func execute(ctx context.Context, cfg config, command string, log io.Writer) (re
 			return rep, err
 		}
 		err = e.floorPhase(ctx)
+		return rep, err
+	}
+	if cfg.scale() {
+		if err = e.setupScale(ctx); err == nil {
+			err = e.scaleRun(ctx)
+		}
+		if m := e.exitedMember(); err == nil && m != nil {
+			err = fmt.Errorf("gateway %s exited during the run: %v", m.instance, m.gw.err)
+		}
 		return rep, err
 	}
 	if err := e.setup(ctx); err != nil {
@@ -134,6 +149,8 @@ func paramsOf(c config) params {
 	case "live":
 		p.Operation = "Live (wg_live)"
 		p.LiveInterval = c.liveInterval.String()
+	case "fanout-100k":
+		p.Operation = fmt.Sprintf("Room (%d rooms)", c.rooms)
 	default:
 		p.Operation = shared
 	}
@@ -143,8 +160,13 @@ func paramsOf(c config) params {
 		p.Heartbeat = c.heartbeat.String()
 	}
 	switch c.base() {
-	case "fanout", "distinct", "stall", "saturate", "cluster", "live", "floor":
+	case "fanout", "distinct", "stall", "saturate", "cluster", "live", "floor", "fanout-100k":
 		p.Rate = c.rate
+	}
+	if c.scale() {
+		p.Gateways, p.ClientProcs, p.ClientsPerProc, p.Inflight = c.gateways, c.clientProcs, c.clientsPerProc, c.inflight
+		p.Rooms, p.Steps, p.Probe = c.rooms, c.steps, c.probe
+		p.Ramp += fmt.Sprintf(" per clients process, at most %d in flight each", c.inflight)
 	}
 	if c.scenario == "cluster" {
 		p.ClusterSize = c.clusterSize
@@ -161,7 +183,7 @@ func paramsOf(c config) params {
 // publishes reports whether the scenario posts events.
 func (c *config) publishes() bool {
 	switch c.base() {
-	case "fanout", "distinct", "saturate", "stall", "cluster", "live":
+	case "fanout", "distinct", "saturate", "stall", "cluster", "live", "fanout-100k":
 		return true
 	}
 	return false
@@ -173,6 +195,8 @@ func (c *config) filesNeeded() uint64 {
 	switch c.scenario {
 	case "churn":
 		return uint64(c.concurrency) + 256
+	case "idle-max", "idle-100k", "fanout-100k":
+		return 256 // the clients are in processes of their own
 	case "stall":
 		return uint64(c.clients+c.stalled) + 256
 	}
@@ -376,6 +400,8 @@ func (e *env) teardown() error {
 		e.pubCancel()
 	}
 	var errs []error
+	// The clients first: their gateways then see them leave.
+	errs = append(errs, e.stopProcs())
 	if e.gw != nil {
 		exit, crashed := stopChild(e.gw, "the gateway")
 		e.rep.Gateway.Exit = exit
@@ -415,8 +441,8 @@ func (e *env) sleep(ctx context.Context, d time.Duration, tick func()) error {
 		case <-end.C:
 			return nil
 		case <-t.C:
-			if m := e.exitedMember(); m != nil {
-				return fmt.Errorf("gateway %s exited: %v", m.instance, m.gw.err)
+			if err := e.alive(); err != nil {
+				return err
 			}
 			if tick != nil {
 				tick()
@@ -463,6 +489,11 @@ type snap struct {
 	// totals; gwCPU and gwRSS are then their sums.
 	members []procSnap
 	byGW    []totals
+
+	// At scale: the clients processes' CPU, summed, and each gateway's
+	// debug figures (nil where it did not answer).
+	procsCPU *time.Duration
+	gcs      []*debugInfo
 }
 
 // A procSnap is one gateway process's counters.
@@ -520,6 +551,18 @@ func (e *env) snap(f *fleet) snap {
 			s.gwRSS = &rss
 		}
 	}
+	if len(e.procs) > 0 {
+		var cpu time.Duration
+		ok := true
+		for _, p := range e.procs {
+			v, err := procCPU(p.proc.pid, e.ticks)
+			ok = ok && err == nil
+			cpu += v
+		}
+		if ok {
+			s.procsCPU = &cpu
+		}
+	}
 	if v, err := procCPU(os.Getpid(), e.ticks); err == nil {
 		s.self = &v
 	}
@@ -555,7 +598,11 @@ func (e *env) window(name string, a, b snap, hs *histSet, clients int, offered f
 		w.UpstreamQueries = ptr(*b.queries - *a.queries)
 		w.QueriesPerSec = ptr(float64(*w.UpstreamQueries) / secs)
 	}
-	var gw, self float64
+	var gw, self, procs float64
+	if a.procsCPU != nil && b.procsCPU != nil {
+		procs = (*b.procsCPU - *a.procsCPU).Seconds()
+		w.ClientProcsCPU = &procs
+	}
 	if a.gwCPU != nil && b.gwCPU != nil {
 		gw = (*b.gwCPU - *a.gwCPU).Seconds()
 		w.GatewayCPU = &gw
@@ -571,7 +618,7 @@ func (e *env) window(name string, a, b snap, hs *histSet, clients int, offered f
 		busy := float64(b.busy-a.busy) / float64(e.ticks) / secs
 		w.MachineBusy = &busy
 		if w.GatewayCPU != nil && w.LoadgenCPU != nil {
-			w.OtherBusy = ptr(max(busy-(gw+self)/secs, 0))
+			w.OtherBusy = ptr(max(busy-(gw+self+procs)/secs, 0))
 		}
 	}
 	if n := len(e.members); n > 0 && len(a.members) == n && len(b.members) == n {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -46,6 +47,7 @@ const (
 	debugPath         = "/debug/goroutines"
 	freePath          = "/debug/freeosmemory"
 	latencyPath       = "/debug/latency"
+	heapPath          = "/debug/heapprofile"
 )
 
 // natsSchema is the NATS upstream's schema: the chat's Message, each room's
@@ -73,6 +75,22 @@ type debugInfo struct {
 	HeapLive uint64 `json:"heap_live"` // heap bytes marked live by the last GC
 	HeapGoal uint64 `json:"heap_goal"` // heap size the next GC aims at
 	Stacks   uint64 `json:"stacks"`    // bytes of goroutine stacks
+	// The garbage collector's: its stop-the-world pauses since the process
+	// started, as a histogram (the samples are the same as
+	// /gc/pauses:seconds, which runtime/metrics now calls deprecated in
+	// favour of this name), the cycles it completed, and the CPU it used.
+	GCPauses *pauseHist `json:"gc_pauses,omitempty"`
+	GCCycles uint64     `json:"gc_cycles"`
+	GCCPU    float64    `json:"gc_cpu_s"`
+}
+
+// A pauseHist is runtime/metrics' histogram of GC pauses: Counts[i] pauses
+// took at most UpperNs[i] nanoseconds (and more than UpperNs[i-1]). An
+// unbounded last bucket has math.MaxInt64 for its bound, which JSON can
+// carry where +Inf cannot.
+type pauseHist struct {
+	Counts  []uint64 `json:"counts"`
+	UpperNs []int64  `json:"upper_ns"`
 }
 
 // readMemory fills the runtime/metrics fields of di.
@@ -81,6 +99,9 @@ func (di *debugInfo) readMemory() {
 		{Name: "/gc/heap/live:bytes"},
 		{Name: "/gc/heap/goal:bytes"},
 		{Name: "/memory/classes/heap/stacks:bytes"},
+		{Name: "/gc/cycles/total:gc-cycles"},
+		{Name: "/cpu/classes/gc/total:cpu-seconds"},
+		{Name: "/sched/pauses/total/gc:seconds"},
 	}
 	metrics.Read(ms)
 	get := func(i int) uint64 {
@@ -89,7 +110,23 @@ func (di *debugInfo) readMemory() {
 		}
 		return 0
 	}
-	di.HeapLive, di.HeapGoal, di.Stacks = get(0), get(1), get(2)
+	di.HeapLive, di.HeapGoal, di.Stacks, di.GCCycles = get(0), get(1), get(2), get(3)
+	if ms[4].Value.Kind() == metrics.KindFloat64 {
+		di.GCCPU = ms[4].Value.Float64()
+	}
+	if ms[5].Value.Kind() == metrics.KindFloat64Histogram {
+		h := ms[5].Value.Float64Histogram()
+		p := &pauseHist{Counts: h.Counts, UpperNs: make([]int64, len(h.Counts))}
+		for i := range h.Counts {
+			up := h.Buckets[i+1] * 1e9
+			if math.IsInf(up, 1) || up >= math.MaxInt64 {
+				p.UpperNs[i] = math.MaxInt64
+			} else {
+				p.UpperNs[i] = int64(math.Ceil(up))
+			}
+		}
+		di.GCPauses = p
+	}
 }
 
 // gatewayCounters count what the gateway's Observer hears. Nothing is
@@ -158,6 +195,8 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	exitOnEOF := fs.Bool("exit-on-eof", true, "exit when stdin reaches EOF")
 	sndbuf := fs.Int("sndbuf", 0, "SO_SNDBUF of accepted connections, in `bytes` (0: the kernel's autotuning)")
 	cpuProfile := fs.String("cpuprofile", "", "write the gateway's CPU profile to `file`")
+	heapProfile := fs.String("heapprofile", "", "write the gateway's heap profile to `file` when asked at "+heapPath+" (after a GC)")
+	maxFiles := fs.Int("max-files", 0, "lower the gateway's open files limit (soft RLIMIT_NOFILE) to `n` (0: keep it): reaches the descriptor limit with fewer clients")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS, with HTTP/2, with the certificate in `file` (PEM; with -tls-key)")
 	tlsKey := fs.String("tls-key", "", "the private key of -tls-cert, in `file` (PEM)")
 	h2c := fs.Bool("h2c", false, "serve cleartext HTTP/2 (prior knowledge) besides HTTP/1.1")
@@ -198,6 +237,11 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		cluster = &gqlpush.Cluster{URL: *clusterURL, Name: *clusterName, Instance: *clusterInstance, Lease: *clusterLease, MaxAge: *resumeMaxAge}
 	} else if *clusterName != "" || *clusterInstance != "" || *clusterLease != 0 || *resumeMaxAge != 0 {
 		return errors.New("-cluster-name, -cluster-instance, -cluster-lease and -resume-max-age need -cluster")
+	}
+	if *maxFiles > 0 {
+		if err := lowerFileLimit(uint64(*maxFiles)); err != nil {
+			return fmt.Errorf("-max-files: %w", err)
+		}
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -298,6 +342,17 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		}
 		writeJSON(w, l)
 	})
+	mux.HandleFunc("POST "+heapPath, func(w http.ResponseWriter, r *http.Request) {
+		if *heapProfile == "" {
+			http.Error(w, "no -heapprofile", http.StatusNotFound)
+			return
+		}
+		if err := writeHeapProfile(*heapProfile); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("POST "+freePath, func(w http.ResponseWriter, r *http.Request) {
 		debug.FreeOSMemory()
 		w.WriteHeader(http.StatusNoContent)
@@ -314,6 +369,16 @@ func runGateway(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		Protocols:         serverProtocols(tlsConfig != nil, *h2c),
 	}
 	return serveChild(ctx, srv, ln, stdin, *exitOnEOF, stdout, func(sctx context.Context) { h.Close(sctx) })
+}
+
+// writeHeapProfile collects garbage, then writes the heap profile to file.
+func writeHeapProfile(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	return errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
 }
 
 // serveChild serves srv on ln, over TLS when srv has a TLS configuration,
@@ -558,6 +623,12 @@ func (d *debugClient) floorMode(ctx context.Context, mode string) error {
 	return d.call(ctx, http.MethodPost, floorModePath+"?mode="+mode, http.StatusNoContent, nil)
 }
 
+// heapProfile has the gateway write its heap profile to its -heapprofile
+// file.
+func (d *debugClient) heapProfile(ctx context.Context) error {
+	return d.call(ctx, http.MethodPost, heapPath, http.StatusNoContent, nil)
+}
+
 func (d *debugClient) freeOSMemory(ctx context.Context) error {
 	return d.call(ctx, http.MethodPost, freePath, http.StatusNoContent, nil)
 }
@@ -580,7 +651,8 @@ func (d *debugClient) call(ctx context.Context, method, path string, status int,
 	if out == nil {
 		return nil
 	}
-	return json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(out)
+	// A clients process's latency dump may hold a few thousand buckets.
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
 }
 
 // checkLoopbackURL refuses a URL whose host is not a loopback address.

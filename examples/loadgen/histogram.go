@@ -113,3 +113,44 @@ func (s *histSet) summary() *latency {
 }
 
 func us(ns int64) float64 { return float64(ns) / float64(time.Microsecond) }
+
+// A histDump is a histogram's buckets that hold something, by index, and
+// its largest value: what a clients process sends its parent, which adds
+// the dumps of all of them into one histSet and reads the quantiles of the
+// whole. Buckets are the same in every process of one binary, so adding
+// them is exact.
+type histDump struct {
+	Buckets map[int]uint64 `json:"buckets"`
+	MaxNs   int64          `json:"max_ns"`
+}
+
+// dump merges the shards into a histDump.
+func (s *histSet) dump() histDump {
+	d := histDump{Buckets: map[int]uint64{}}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		for b := range sh.counts {
+			if n := sh.counts[b].Load(); n > 0 {
+				d.Buckets[b] += n
+			}
+		}
+		d.MaxNs = max(d.MaxNs, sh.max.Load())
+	}
+	return d
+}
+
+// add adds a dump to the first shard. Buckets out of range are ignored.
+func (s *histSet) add(d histDump) {
+	sh := &s.shards[0]
+	for b, n := range d.Buckets {
+		if b >= 0 && b < numBuckets {
+			sh.counts[b].Add(n)
+		}
+	}
+	for {
+		m := sh.max.Load()
+		if d.MaxNs <= m || sh.max.CompareAndSwap(m, d.MaxNs) {
+			return
+		}
+	}
+}

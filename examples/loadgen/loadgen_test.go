@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,12 +15,10 @@ import (
 
 func TestMain(m *testing.M) {
 	// loadgen starts its gateway by running its own executable with the
-	// argument "gateway"; under go test that executable is the test binary.
-	if len(os.Args) > 1 && os.Args[1] == "gateway" {
-		os.Exit(childMain("gateway", runGateway, os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
-	}
-	if len(os.Args) > 1 && os.Args[1] == "floor" {
-		os.Exit(childMain("floor", runFloor, os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	// argument "gateway" (and "floor", "clients" for its other child
+	// processes); under go test that executable is the test binary.
+	if code, ok := childCommand(os.Args, os.Stdin, os.Stdout, os.Stderr); ok {
+		os.Exit(code)
 	}
 	goleak.VerifyTestMain(m)
 }
@@ -769,4 +769,328 @@ func TestFloorFrame(t *testing.T) {
 	if !bytes.HasPrefix(frame, []byte("id: "+floorToken+".42\n")) {
 		t.Errorf("frame %q, want an id line first", frame)
 	}
+}
+
+// The scenarios at scale have the sizes, and refuse what they
+// cannot run: they start their own gateways and upstream, over HTTP/1.1.
+func TestScaleConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		err  string
+		want func(config) bool
+	}{
+		{"idle-max", []string{"-scenario", "idle-max"}, "", func(c config) bool {
+			return c.clients == 0 && c.gateways == 1 && c.probe == 50 && slices.Equal(c.steps, []int{1000, 10000}) && c.timeout == 15*time.Minute
+		}},
+		{"idle-100k", []string{"-scenario", "idle-100k"}, "", func(c config) bool {
+			return c.clients == 100_000 && c.gateways == 6 && c.rooms == 0 && c.probe == 0 && c.steps == nil && c.clientsPerProc == defaultClientsPerProc
+		}},
+		{"fanout-100k", []string{"-scenario", "fanout-100k"}, "", func(c config) bool {
+			return c.clients == 100_000 && c.gateways == 6 && c.rooms == 100 && c.rate == 0.5 && c.publishes()
+		}},
+		{"timeout kept", []string{"-scenario", "idle-100k", "-timeout", "1m", "-steps", "10, 20"}, "", func(c config) bool {
+			return c.timeout == time.Minute && slices.Equal(c.steps, []int{10, 20})
+		}},
+		{"h2", []string{"-scenario", "idle-100k", "-proto", "h2"}, "idle-100k starts its own gateways and upstream, over HTTP/1.1", nil},
+		{"external gateway", []string{"-scenario", "fanout-100k", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, "no -proto, -gateway", nil},
+		{"rooms on idle", []string{"-scenario", "idle-100k", "-rooms", "3"}, "-rooms is for fanout-100k", nil},
+		{"probe on fanout", []string{"-scenario", "fanout-100k", "-probe", "3"}, "-probe is for idle-max", nil},
+		{"steps descending", []string{"-scenario", "idle-max", "-steps", "10,5"}, "ascending", nil},
+		{"steps not numbers", []string{"-scenario", "idle-max", "-steps", "10,x"}, "positive stream counts", nil},
+		{"too many processes", []string{"-scenario", "idle-100k", "-client-procs", "254"}, "at most 253, one source address each", nil},
+		{"no gateways", []string{"-scenario", "idle-100k", "-gateways", "-1"}, "-gateways must be at least 1", nil},
+		{"no rate", []string{"-scenario", "fanout-100k", "-rate", "-1"}, "-rate must be positive", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, ok := parseOrRefuse(t, tc.args, tc.err)
+			if ok && !tc.want(c) {
+				t.Errorf("config %+v", c)
+			}
+		})
+	}
+}
+
+// planClients spreads the clients over as few processes as the limits
+// allow, and says what to change when a limit is too low.
+func TestPlanClients(t *testing.T) {
+	machine := sysLimits{FilesHard: 20000, PortLow: 32768, PortHigh: 60999, Somaxconn: 4096, SynBacklog: 2048}
+	base := func(scenario string) config {
+		c, _ := scenarioDefaults(scenario)
+		c.scenario, c.clientsPerProc, c.inflight, c.proto = scenario, defaultClientsPerProc, 100, protoH1
+		return c
+	}
+	for _, tc := range []struct {
+		name    string
+		cfg     func() config
+		n       int
+		gwFiles uint64
+		lim     sysLimits
+		counts  []int
+		err     string
+	}{
+		{"100k on six", func() config { return base("idle-100k") }, 100_000, 20000, machine,
+			[]int{16667, 16667, 16667, 16667, 16666, 16666}, ""},
+		{"probe counted", func() config { c := base("idle-max"); c.probe = 50; return c }, 19982, 20000, machine,
+			[]int{10016, 10016}, ""},
+		{"two asked for", func() config { c := base("idle-100k"); c.clientProcs = 2; c.gateways = 2; return c }, 100, 20000, machine,
+			[]int{50, 50}, ""},
+		{"hard limit too low", func() config { return base("idle-100k") }, 100_000, 20000, sysLimits{FilesHard: 4096},
+			nil, "needs about 16731 open files and the hard limit is 4096 (ulimit -Hn): lower -clients-per-proc to 4032 or less"},
+		{"gateway limit too low", func() config { return base("idle-100k") }, 100_000, 10000, machine,
+			nil, "a gateway with 16667 streams needs about 16675 open files and its limit is 10000: raise -gateways"},
+		{"per process over the cap", func() config { c := base("idle-100k"); c.clientProcs = 2; return c }, 100_000, 20000, machine,
+			nil, "50000 each, over -clients-per-proc 18000: raise -client-procs"},
+		{"ports", func() config { c := base("idle-100k"); c.gateways = 1; return c }, 18_000, 20000, sysLimits{FilesHard: 20000, PortLow: 60000, PortHigh: 60999},
+			nil, "the ephemeral port range 60000-60999 has 1000 ports: raise -client-procs"},
+		{"accept queue", func() config { c := base("idle-100k"); c.inflight = 400; return c }, 100_000, 20000, machine,
+			nil, "6 clients processes × -ramp-inflight 400 = 2400 opens in flight, more than a gateway's accept queue holds (somaxconn 4096, tcp_max_syn_backlog 2048): lower -ramp-inflight"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plan, err := planClients(tc.cfg(), tc.n, tc.gwFiles, tc.lim)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one containing %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(plan.counts, tc.counts) {
+				t.Errorf("counts %v, want %v", plan.counts, tc.counts)
+			}
+			next := 0
+			for p, first := range plan.firsts {
+				if first != next {
+					t.Errorf("process %d starts at client %d, want %d", p, first, next)
+				}
+				next += plan.counts[p]
+			}
+		})
+	}
+}
+
+// Client i goes to gateway i mod gateways and, with rooms, each gateway
+// gets clients of every room, as many of each.
+func TestClientTarget(t *testing.T) {
+	const gateways, rooms, n = 6, 100, 6000
+	perGWRoom := map[[2]int]int{}
+	for i := range n {
+		target, room := clientTarget(i, gateways, rooms)
+		if want := opsPrefix + "Room?wg_sse=true&room=" + roomName(room); target != want {
+			t.Fatalf("client %d: %q, want %q", i, target, want)
+		}
+		perGWRoom[[2]int{i % gateways, room}]++
+	}
+	if len(perGWRoom) != gateways*rooms {
+		t.Errorf("%d gateway-room pairs, want %d", len(perGWRoom), gateways*rooms)
+	}
+	for k, v := range perGWRoom {
+		if v != n/gateways/rooms {
+			t.Errorf("gateway %d, room %d: %d clients, want %d", k[0], k[1], v, n/gateways/rooms)
+		}
+	}
+	if target, room := clientTarget(7, gateways, 0); target != opsPrefix+"Sub?wg_sse=true" || room != 0 {
+		t.Errorf("without rooms: %q room %d, want Sub", target, room)
+	}
+	if got := clientsOfGateway(100, 6, 0) + clientsOfGateway(100, 6, 5); got != 17+16 {
+		t.Errorf("clients of gateways 0 and 5 of 100 over 6: %d, want 33", got)
+	}
+}
+
+// Histograms of several processes add up to the histogram of all their
+// values.
+func TestHistDumpAdds(t *testing.T) {
+	all, a, b := newHistSet(), newHistSet(), newHistSet()
+	for i := range int64(10_000) {
+		v := i*i%7_919 + i*1_000
+		all.record(int(i), v)
+		if i%3 == 0 {
+			a.record(int(i), v)
+		} else {
+			b.record(int(i), v)
+		}
+	}
+	var da, db histDump
+	for _, d := range []struct {
+		h  *histSet
+		to *histDump
+	}{{a, &da}, {b, &db}} {
+		// Through JSON, as a clients process sends it.
+		raw, err := json.Marshal(d.h.dump())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, d.to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	merged := newHistSet()
+	merged.add(da)
+	merged.add(db)
+	if got, want := *merged.summary(), *all.summary(); got != want {
+		t.Errorf("merged %+v, want %+v", got, want)
+	}
+}
+
+// gcBetween sums the gateways' pauses of a window, bucket by bucket, and
+// reads quantiles as bucket bounds.
+func TestGCBetween(t *testing.T) {
+	hist := func(counts ...uint64) *debugInfo {
+		return &debugInfo{GCCycles: counts[0], GCPauses: &pauseHist{Counts: counts, UpperNs: []int64{1_000, 10_000, 100_000, math.MaxInt64}}}
+	}
+	a := snap{gcs: []*debugInfo{hist(1, 0, 0, 0), hist(0, 0, 0, 0)}}
+	b := snap{gcs: []*debugInfo{hist(51, 40, 0, 0), hist(50, 9, 1, 0)}}
+	g := gcBetween(a, b)
+	if g == nil || g.Pauses != 150 || g.Cycles != 100 {
+		t.Fatalf("gc %+v, want 150 pauses in 100 cycles", g)
+	}
+	// 100 pauses up to 1 µs, 49 up to 10 µs, one up to 100 µs.
+	if *g.P50us != 1 || *g.P99us != 10 || *g.MaxUs != 100 {
+		t.Errorf("p50 %v µs, p99 %v µs, max %v µs; want 1, 10, 100", *g.P50us, *g.P99us, *g.MaxUs)
+	}
+	if gcBetween(a, snap{gcs: []*debugInfo{hist(1, 0, 0, 0), nil}}) != nil {
+		t.Error("a gateway's figures missing: want no GC figures")
+	}
+}
+
+// TestScaleEndToEnd runs the scenarios at scale at a tiny size: two
+// gateway processes and two clients processes of 50 clients each (idle-max:
+// one gateway whose open files limit is lowered to 120). It asserts what
+// the report says, never how fast.
+func TestScaleEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts gateway and clients processes and runs for seconds")
+	}
+	t.Run("idle-100k", func(t *testing.T) {
+		rep, stderr := runReport(t, "-scenario", "idle-100k", "-clients", "100", "-gateways", "2", "-client-procs", "2",
+			"-steps", "40", "-heartbeat", "300ms", "-warmup", "500ms", "-duration", "1s", "-check", "-json")
+		s := checkScaleReport(t, rep, 100, 2, 2)
+		if len(s.Steps) != 2 || s.Steps[0].Streams != 40 || s.Steps[1].Streams != 100 {
+			t.Errorf("steps %+v, want 40 then 100", s.Steps)
+		}
+		if w := rep.Windows[0]; w.Heartbeats == 0 || w.Delivered != 0 {
+			t.Errorf("hold: %d heartbeats, %d delivered; want some heartbeats, nothing else", w.Heartbeats, w.Delivered)
+		}
+		if s := rep.Upstream.Subscriptions; s == nil || *s != 2 {
+			t.Errorf("upstream subscriptions %s, want 2: one Sub per gateway", ptrText(s, "%d"))
+		}
+		if !strings.Contains(stderr, "2 clients processes, from 127.0.0.2 to 127.0.0.3, [50 50] clients") {
+			t.Errorf("stderr does not tell the clients processes:\n%s", stderr)
+		}
+	})
+	t.Run("fanout-100k", func(t *testing.T) {
+		rep, _ := runReport(t, "-scenario", "fanout-100k", "-clients", "100", "-gateways", "2", "-client-procs", "2",
+			"-rooms", "5", "-rate", "4", "-warmup", "500ms", "-duration", "1s", "-json")
+		checkScaleReport(t, rep, 100, 2, 2)
+		w := rep.Windows[0]
+		if w.Delivered == 0 || w.Latency == nil || w.Latency.Samples == 0 || w.Offered != 400 {
+			t.Errorf("window %+v: want deliveries with latencies, 400 offered/s", w)
+		}
+		var byGW int64
+		for _, g := range w.Gateways {
+			byGW += g.Delivered
+		}
+		if byGW != w.Delivered {
+			t.Errorf("the gateways' clients got %d, the window says %d", byGW, w.Delivered)
+		}
+		if rep.Lost == nil || *rep.Lost != 0 || rep.OOO == nil || *rep.OOO != 0 || rep.Scale.Drained == nil || !*rep.Scale.Drained {
+			t.Errorf("lost %s, out of order %s, drained %s; want 0, 0, true", ptrText(rep.Lost, "%d"), ptrText(rep.OOO, "%d"), ptrText(rep.Scale.Drained, "%v"))
+		}
+		if s := rep.Upstream.Subscriptions; s == nil || *s != 10 {
+			t.Errorf("upstream subscriptions %s, want 10: five rooms on each gateway", ptrText(s, "%d"))
+		}
+		if rep.Params.Operation != "Room (5 rooms)" || rep.Params.Rooms != 5 {
+			t.Errorf("params %+v, want Room on 5 rooms", rep.Params)
+		}
+	})
+	t.Run("idle-max", func(t *testing.T) {
+		rep, _ := runReport(t, "-scenario", "idle-max", "-gateway-max-files", "120", "-steps", "30", "-probe", "20",
+			"-open-timeout", "2s", "-warmup", "300ms", "-duration", "500ms", "-json")
+		n := rep.Params.Clients
+		if n < 50 || n > 120-gatewayHeadroom {
+			t.Fatalf("idle-max chose %d clients for a gateway limited to 120 open files", n)
+		}
+		s := checkScaleReport(t, rep, n, 1, 1)
+		p := s.Probe
+		if p == nil || p.Tried != 20 || p.Failed == 0 || p.Opened+p.Failed != 20 || p.FileLimit == nil || *p.FileLimit != 120 {
+			t.Fatalf("probe %+v: want 20 tried, some failed, the gateway's limit 120", p)
+		}
+		if !strings.Contains(s.LimitHit, "the gateway's open files limit (RLIMIT_NOFILE 120)") {
+			t.Errorf("limit hit %q, want the gateway's open files limit", s.LimitHit)
+		}
+		// Not -check: at this size memory per stream is the gateway's
+		// fixed part, whatever the step.
+		found := false
+		for _, c := range scaleChecks(config{scenario: "idle-max"}, &rep, rep.Windows[0]) {
+			if c.Name == "the gateway at its open files limit" || c.Name == "streams held through the window" {
+				found = true
+				if !c.Pass {
+					t.Errorf("check %+v failed", c)
+				}
+			}
+		}
+		if !found {
+			t.Error("no check of the open files limit")
+		}
+	})
+}
+
+// checkScaleReport checks what every report at scale holds: n clients
+// opened and held on gateways gateway processes from procs clients
+// processes, each process's figures, and each exited 0.
+func checkScaleReport(t *testing.T, rep report, n, gateways, procs int) *scaleInfo {
+	t.Helper()
+	if rep.Clients == nil || rep.Clients.Opened != int64(n) || rep.Clients.Failed != 0 || rep.Clients.Ended != 0 {
+		t.Errorf("clients %+v, want %d opened, none failed or ended", rep.Clients, n)
+	}
+	s := rep.Scale
+	if s == nil {
+		t.Fatalf("no scale section:\n%+v", rep)
+	}
+	if len(s.Gateways) != gateways || len(s.ClientProcs) != procs {
+		t.Fatalf("%d gateways, %d clients processes; want %d, %d", len(s.Gateways), len(s.ClientProcs), gateways, procs)
+	}
+	for _, g := range s.Gateways {
+		if g.PID == 0 || g.FileLimit == nil || g.Exit != "0" {
+			t.Errorf("gateway %+v: want its pid, its open files limit, exit 0", g)
+		}
+	}
+	total := 0
+	for i, c := range s.ClientProcs {
+		if c.Source != sourceAddr(i) || c.PID == 0 || c.CPU == nil || c.RSS == nil || c.Exit != "0" {
+			t.Errorf("clients process %d: %+v, want source %s, its figures, exit 0", i, c, sourceAddr(i))
+		}
+		total += c.Count
+	}
+	if total != n+rep.Params.Probe {
+		t.Errorf("the clients processes hold %d clients, want %d", total, n+rep.Params.Probe)
+	}
+	if s.Limits.FilesHard == 0 || s.Limits.PortHigh == 0 || s.Limits.Somaxconn == 0 {
+		t.Errorf("limits %+v: want them read", s.Limits)
+	}
+	if s.Before == nil || s.Before.RSS == nil || len(s.Steps) == 0 || s.ConnectSeconds == nil {
+		t.Fatalf("memory before %+v, steps %+v, connect %v: want them measured", s.Before, s.Steps, s.ConnectSeconds)
+	}
+	last := s.Steps[len(s.Steps)-1]
+	if last.Streams != n || last.RSSPerStreamKiB == nil || last.OpenFiles == nil || *last.OpenFiles < n/gateways {
+		t.Errorf("last step %+v: want %d streams, RSS per stream, open files at least %d", last, n, n/gateways)
+	}
+	if len(rep.Windows) != 1 {
+		t.Fatalf("%d windows, want 1", len(rep.Windows))
+	}
+	w := rep.Windows[0]
+	if len(w.Gateways) != gateways || w.GatewayCPU == nil || w.ClientProcsCPU == nil || w.GC == nil {
+		t.Errorf("window: %d gateways, CPU %v, clients processes' CPU %v, GC %+v; want each measured", len(w.Gateways), w.GatewayCPU, w.ClientProcsCPU, w.GC)
+	}
+	for i, g := range w.Gateways {
+		if g.Clients != clientsOfGateway(n, gateways, i) || g.CPU == nil || g.RSSEnd == nil {
+			t.Errorf("gateway %s: %d clients, CPU %v, RSS %v; want %d and both", g.Instance, g.Clients, g.CPU, g.RSSEnd, clientsOfGateway(n, gateways, i))
+		}
+	}
+	if len(rep.Notes) > 0 || rep.Error != "" {
+		t.Errorf("notes %q, error %q", rep.Notes, rep.Error)
+	}
+	return s
 }

@@ -24,6 +24,12 @@
 //	               at 10 queries/s whatever the clients, 10 results/s each
 //	floor          fanout's clients and rate on no gateway: a bare loop that
 //	               writes each frame to every connection, in two modes
+//	idle-max       heartbeat-only streams on one gateway process, as many as
+//	               its open files limit leaves room for; then 50 more, to
+//	               show the limit that stops them
+//	idle-100k      100,000 heartbeat-only streams over 6 gateway processes
+//	fanout-100k    100,000 clients over 6 gateway processes, on Room with
+//	               100 rooms, a result every 2 s in each (50,000 delivered/s)
 //
 // -floor (fanout, nats-fanout) runs floor first in the same invocation.
 //
@@ -78,6 +84,47 @@
 // runs one by hand). Point it at the in-process upstream with
 // -upstream-listen. -upstream URL targets a GraphQL upstream already
 // running: loadgen then does not publish, and reports what it can.
+//
+// # At scale: several gateways, several clients processes
+//
+// A process may hold at most RLIMIT_NOFILE descriptors, and each stream is
+// one for the gateway and one for its client. idle-max, idle-100k and
+// fanout-100k therefore run -gateways gateway processes (loadgen gateway,
+// as above: independent instances on the one in-process upstream, each its
+// own /proc figures, and their sum) and clients processes (loadgen
+// clients, clientproc.go) of at most -clients-per-proc clients each. Each
+// clients process connects from a loopback address of its own (127.0.0.2,
+// 127.0.0.3, …), with IP_BIND_ADDRESS_NO_PORT so that its ports are
+// picked per destination; client i of the run connects to gateway
+// i mod -gateways and, in fanout-100k, follows room
+// r((i / -gateways) mod -rooms), so that every gateway holds every room.
+// Before anything starts, loadgen checks the plan against the machine:
+// the open files limit (hard, which the children inherit) against the
+// clients per process and the streams per gateway, the ephemeral port range
+// against one process's connections to one gateway, and the accept queue
+// (somaxconn, tcp_max_syn_backlog) against the opens in flight, and
+// refuses with what to change. The gateways set no stream caps.
+//
+// The clients open in steps (-steps, then -clients): each clients process
+// starts -ramp clients per -ramp-every, with at most -ramp-inflight between
+// their dial and their response head, which keeps the gateways' accept
+// queues from overflowing. At each step, once every client is open and
+// -warmup has passed, loadgen reads the gateways' RSS, live heap, stacks,
+// goroutines and descriptors: memory per stream is the growth over the
+// gateways at rest, per stream. Then one window: heartbeats only, or
+// fanout-100k's results, whose latencies each clients process records in
+// its own histogram and loadgen adds up bucket by bucket. The window has
+// the gateways' CPU, summed and each one's, the clients processes' CPU,
+// and the gateways' garbage collection over it: cycles, CPU, and the
+// stop-the-world pauses from runtime/metrics (/sched/pauses/total/gc:seconds,
+// the same samples as /gc/pauses:seconds) served at /debug/goroutines,
+// their quantiles read as bucket bounds. idle-max takes its count from its
+// gateway's limit (minus what it holds at rest, minus a headroom for its
+// upstream connection and debug requests), then opens -probe clients more
+// and reports how many failed and why, and the descriptors the gateway
+// held: the limit hit. -gateway-max-files lowers the gateways' limit, to
+// reach it with fewer clients. -gateway-heapprofile has each gateway write
+// its heap profile after the window, its streams still open.
 //
 // # The floor
 //
@@ -171,11 +218,8 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "gateway" {
-		os.Exit(childMain("gateway", runGateway, os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
-	}
-	if len(os.Args) > 1 && os.Args[1] == "floor" {
-		os.Exit(childMain("floor", runFloor, os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	if code, ok := childCommand(os.Args, os.Stdin, os.Stdout, os.Stderr); ok {
+		os.Exit(code)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -228,6 +272,19 @@ type config struct {
 	liveInterval time.Duration // live
 
 	floor bool // fanout, nats-fanout: run the floor first, and compare
+
+	// idle-max, idle-100k, fanout-100k: several gateway processes and
+	// several clients processes (scale.go).
+	gateways        int
+	clientProcs     int // 0: as few as clientsPerProc allows
+	clientsPerProc  int
+	inflight        int // per clients process
+	rooms           int
+	steps           []int
+	probe           int
+	openTimeout     time.Duration
+	gatewayFiles    int
+	gatewayHeapProf string
 }
 
 // scenarioDefaults are the issue's sizes. A nats- scenario's are those of
@@ -250,6 +307,13 @@ func scenarioDefaults(name string) (config, bool) {
 		return config{cycles: 20000, warmupCycles: 1000, concurrency: 50, churnVars: "distinct"}, true
 	case "live":
 		return config{clients: 1000, rate: 20, warmup: 3 * time.Second, duration: 10 * time.Second, liveInterval: 100 * time.Millisecond}, true
+	case "idle-max":
+		// No clients: as many as the gateway's open files limit allows.
+		return config{gateways: 1, steps: []int{1000, 10000}, probe: 50, warmup: 3 * time.Second, duration: 20 * time.Second, timeout: 15 * time.Minute}, true
+	case "idle-100k":
+		return config{clients: 100_000, gateways: 6, warmup: 3 * time.Second, duration: 20 * time.Second, timeout: 15 * time.Minute}, true
+	case "fanout-100k":
+		return config{clients: 100_000, gateways: 6, rooms: 100, rate: 0.5, warmup: 6 * time.Second, duration: 20 * time.Second, timeout: 15 * time.Minute}, true
 	}
 	return config{}, false
 }
@@ -275,7 +339,7 @@ func (c *config) operations() (shared, room string) {
 	return "Sub", "Room"
 }
 
-const scenarioNames = "fanout, saturate, distinct, idle, stall, churn, cluster, live, floor, nats-fanout or nats-distinct"
+const scenarioNames = "fanout, saturate, distinct, idle, stall, churn, cluster, live, floor, idle-max, idle-100k, fanout-100k, nats-fanout or nats-distinct"
 
 const usageHead = `usage: loadgen -scenario NAME [flags]
 
@@ -302,6 +366,20 @@ Scenarios (defaults in brackets; 0 for a flag means the scenario's default):
                  to every connection (no gateway), a window in each of its modes:
                  turn (one goroutine writes to each connection in turn) and own
                  (each connection's goroutine writes when woken)
+
+  idle-max       [-gateways 1 -steps 1000,10000 -probe 50 -warmup 3s -duration 20s]
+                 heartbeat-only streams on one gateway up to its open files
+                 limit (-clients 0), memory per stream at each step, a hold,
+                 then -probe clients more to show the limit
+  idle-100k      [-clients 100000 -gateways 6 -warmup 3s -duration 20s]
+                 heartbeat-only streams over -gateways gateway processes
+  fanout-100k    [-clients 100000 -gateways 6 -rooms 100 -rate 0.5 -warmup 6s -duration 20s]
+                 clients on Room, -rooms rooms, -rate results/s each room:
+                 50,000 delivered/s
+  The last three spread the clients over clients processes of at most
+  -clients-per-proc each [18000], each from a loopback address of its own
+  (127.0.0.2, …), opening at -ramp per -ramp-every each, with at most
+  -ramp-inflight opens in flight each [100]. Their -timeout is 15m.
 
 -floor (fanout, nats-fanout) runs the floor first, and reports the scenario's
 CPU per event, p50 and p99 also as ratios to the floor's.
@@ -357,9 +435,25 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.clusterSize, "cluster-size", 0, "cluster: gateways in the cluster")
 	fs.BoolVar(&c.floor, "floor", false, "fanout, nats-fanout: first run the floor scenario's two windows, with the same clients and rate, and report the scenario's CPU per event, p50 and p99 also as ratios to each")
 	fs.DurationVar(&c.liveInterval, "live-interval", 0, "live: the child gateway's Config.LivePollInterval (with -gateway: the interval that gateway polls at, for -check)")
+	fs.IntVar(&c.gateways, "gateways", 0, "idle-max, idle-100k, fanout-100k: gateway processes, independent instances; client i connects to gateway i mod n")
+	fs.IntVar(&c.clientProcs, "client-procs", 0, "idle-max, idle-100k, fanout-100k: clients processes (0: as few as -clients-per-proc allows)")
+	fs.IntVar(&c.clientsPerProc, "clients-per-proc", defaultClientsPerProc, "idle-max, idle-100k, fanout-100k: clients per clients process, at most (each a descriptor: under the open files limit)")
+	fs.IntVar(&c.inflight, "ramp-inflight", 100, "idle-max, idle-100k, fanout-100k: clients of each clients process between their dial and their response head, at most")
+	fs.IntVar(&c.rooms, "rooms", 0, "fanout-100k: rooms (operations' keys: Room with room r0, r1, …), the clients spread evenly")
+	var steps string
+	fs.StringVar(&steps, "steps", "", "idle-max, idle-100k, fanout-100k: stream counts below -clients at which memory is read on the way up, comma-separated (idle-max: 1000,10000)")
+	fs.IntVar(&c.probe, "probe", 0, "idle-max: clients opened past the maximum, to show the limit that stops them")
+	fs.DurationVar(&c.openTimeout, "open-timeout", headTimeout, "idle-max, idle-100k, fanout-100k: bound on a client's dial and on its response head")
+	fs.IntVar(&c.gatewayFiles, "gateway-max-files", 0, "the child gateways lower their open files limit to `n` (0: keep the inherited one)")
+	fs.StringVar(&c.gatewayHeapProf, "gateway-heapprofile", "", "idle-max, idle-100k, fanout-100k: each gateway writes its heap profile to `file` after the window, streams still open; several gateways to file.g1, file.g2, …")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	timeoutSet, stepsSet := false, false
+	fs.Visit(func(f *flag.Flag) {
+		timeoutSet = timeoutSet || f.Name == "timeout"
+		stepsSet = stepsSet || f.Name == "steps"
+	})
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
@@ -408,17 +502,33 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if c.liveInterval == 0 {
 		c.liveInterval = d.liveInterval
 	}
+	orInt(&c.gateways, d.gateways)
+	orInt(&c.rooms, d.rooms)
+	orInt(&c.probe, d.probe)
+	if !timeoutSet && d.timeout > 0 {
+		c.timeout = d.timeout
+	}
+	c.steps = d.steps
+	if stepsSet {
+		var err error
+		if c.steps, err = parseSteps(steps); err != nil {
+			return c, err
+		}
+	}
 	return c, c.validate()
 }
 
 func (c *config) validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.clients < 1 && c.scenario != "churn" {
+	if c.clients < 1 && c.scenario != "churn" && c.scenario != "idle-max" {
 		bad("-clients must be at least 1")
 	}
+	if c.scale() {
+		errs = append(errs, c.validateScale()...)
+	}
 	switch c.base() {
-	case "fanout", "saturate", "distinct", "stall", "cluster", "live", "floor":
+	case "fanout", "saturate", "distinct", "stall", "cluster", "live", "floor", "fanout-100k":
 		if c.rate <= 0 {
 			bad("-rate must be positive")
 		}

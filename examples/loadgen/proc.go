@@ -121,6 +121,34 @@ func procFileLimit(pid int) (int64, error) {
 	return 0, errors.New("no open files limit")
 }
 
+// procOpenFiles counts the descriptors a process holds open, from
+// /proc/<pid>/fd.
+func procOpenFiles(pid int) (int, error) {
+	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(es), err
+}
+
+// sysInts reads the numbers of a file of /proc/sys (ip_local_port_range
+// holds two).
+func sysInts(file string) ([]int, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var vs []int
+	for _, f := range strings.Fields(string(b)) {
+		v, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		vs = append(vs, v)
+	}
+	if len(vs) == 0 {
+		return nil, fmt.Errorf("%s is empty", file)
+	}
+	return vs, nil
+}
+
 // machineTicks returns the busy and total clock ticks of all CPUs so far,
 // from the first line of /proc/stat; busy is all but idle and iowait.
 func machineTicks() (busy, total int64, err error) {

@@ -38,6 +38,7 @@ type report struct {
 	Cluster  *clusterInfo  `json:"cluster,omitempty"`
 	Live     *liveInfo     `json:"live,omitempty"`
 	Floor    *floorInfo    `json:"floor,omitempty"` // the floor scenario's, or -floor's
+	Scale    *scaleInfo    `json:"scale,omitempty"` // idle-max, idle-100k, fanout-100k
 	Checks   []check       `json:"checks,omitempty"`
 	Notes    []string      `json:"notes,omitempty"`
 	Error    string        `json:"error,omitempty"`
@@ -63,7 +64,17 @@ type params struct {
 	Proto        string  `json:"proto"`
 	H2Streams    int     `json:"h2_streams,omitempty"`
 	Floor        bool    `json:"floor,omitempty"` // -floor
-	Timeout      string  `json:"timeout"`
+	// At scale: gateway processes, clients processes (0: as few as
+	// ClientsPerProc allows), opens in flight per clients process, rooms,
+	// the steps on the way up, and idle-max's probe.
+	Gateways       int    `json:"gateways,omitempty"`
+	ClientProcs    int    `json:"client_procs,omitempty"`
+	ClientsPerProc int    `json:"clients_per_proc,omitempty"`
+	Inflight       int    `json:"ramp_inflight,omitempty"`
+	Rooms          int    `json:"rooms,omitempty"`
+	Steps          []int  `json:"steps,omitempty"`
+	Probe          int    `json:"probe,omitempty"`
+	Timeout        string `json:"timeout"`
 }
 
 // protocolInfo is how the clients reached the gateway (-proto).
@@ -127,9 +138,11 @@ type window struct {
 	GatewayRSSEnd   *int64          `json:"gateway_rss_end"`
 	Gateways        []*gatewayShare `json:"gateways,omitempty"`
 	LoadgenCPU      *float64        `json:"loadgen_cpu_s"`
-	MachineBusy     *float64        `json:"machine_busy_cores"` // every process, from /proc/stat
-	OtherBusy       *float64        `json:"other_busy_cores"`   // machine − gateway − loadgen: noise
-	Gaps            int64           `json:"gaps"`               // results skipped, seen in the window
+	ClientProcsCPU  *float64        `json:"client_procs_cpu_s,omitempty"` // at scale: the clients processes', summed
+	GC              *gcWindow       `json:"gateway_gc,omitempty"`         // at scale: the gateways' garbage collection, summed
+	MachineBusy     *float64        `json:"machine_busy_cores"`           // every process, from /proc/stat
+	OtherBusy       *float64        `json:"other_busy_cores"`             // machine − gateway − loadgen: noise
+	Gaps            int64           `json:"gaps"`                         // results skipped, seen in the window
 	OOO             int64           `json:"out_of_order"`
 	Ended           int64           `json:"ended"` // streams that ended in the window
 
@@ -313,7 +326,11 @@ func (r *report) writeText(w io.Writer, withChecks bool) {
 	if r.Cluster != nil {
 		gw += " (the fanout phase's)"
 	}
-	p("  gateway:  %s %s, pid %s, open files limit %s", gw, r.Gateway.URL, intText(r.Gateway.PID), ptrText(r.Gateway.FileLimit, "%d"))
+	if r.Scale == nil {
+		p("  gateway:  %s %s, pid %s, open files limit %s", gw, r.Gateway.URL, intText(r.Gateway.PID), ptrText(r.Gateway.FileLimit, "%d"))
+	} else {
+		p("  gateways: %d child processes, independent instances (below)", len(r.Scale.Gateways))
+	}
 	up := "external (loadgen does not publish)"
 	switch {
 	case r.Upstream.InProcess && strings.HasPrefix(r.Upstream.URL, "nats://"):
@@ -329,6 +346,10 @@ func (r *report) writeText(w io.Writer, withChecks bool) {
 	if r.Floor != nil {
 		p("")
 		r.writeFloor(w, r.Floor)
+	}
+	if r.Scale != nil {
+		p("")
+		r.writeScale(w, r.Scale)
 	}
 	for _, wd := range r.Windows {
 		p("")
@@ -466,8 +487,52 @@ func (r *report) writeWindow(w io.Writer, wd *window) {
 				bytesText(g.RSSStart), bytesText(g.RSSEnd))
 		}
 	}
+	if g := wd.GC; g != nil {
+		p("  gateways' GC: %d cycles, %.2f s CPU, %d pauses: p50 ≤ %s µs, p99 ≤ %s µs, max ≤ %s µs",
+			g.Cycles, g.CPU, g.Pauses, ptrText(g.P50us, "%.0f"), ptrText(g.P99us, "%.0f"), ptrText(g.MaxUs, "%.0f"))
+	}
+	if wd.ClientProcsCPU != nil {
+		p("  machine:    %s cores busy (loadgen %s s CPU, its clients processes %.2f s, other processes %s cores)",
+			ptrText(wd.MachineBusy, "%.2f"), ptrText(wd.LoadgenCPU, "%.2f"), *wd.ClientProcsCPU, ptrText(wd.OtherBusy, "%.2f"))
+		return
+	}
 	p("  machine:    %s cores busy (loadgen %s s CPU, other processes %s cores)",
 		ptrText(wd.MachineBusy, "%.2f"), ptrText(wd.LoadgenCPU, "%.2f"), ptrText(wd.OtherBusy, "%.2f"))
+}
+
+// writeScale writes a scenario at scale's processes, steps and limit.
+func (r *report) writeScale(w io.Writer, s *scaleInfo) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, "  "+format+"\n", args...) }
+	l := s.Limits
+	p("limits: open files %d (hard, inherited), ephemeral ports %d-%d, somaxconn %d, tcp_max_syn_backlog %d",
+		l.FilesHard, l.PortLow, l.PortHigh, l.Somaxconn, l.SynBacklog)
+	for _, g := range s.Gateways {
+		p("  gateway %-4s %s, pid %s, open files limit %s, exit %s", g.Instance, g.URL, intText(g.PID), ptrText(g.FileLimit, "%d"), cmp.Or(g.Exit, "n/a"))
+	}
+	for i, c := range s.ClientProcs {
+		p("  clients%-3d %d clients (%d…%d) from %s, pid %d, open files limit %s, CPU %s s, RSS %s, exit %s",
+			i+1, c.Count, c.First, c.First+c.Count-1, c.Source, c.PID, ptrText(c.FileLimit, "%d"), ptrText(c.CPU, "%.2f"), bytesText(c.RSS), cmp.Or(c.Exit, "n/a"))
+	}
+	if b := s.Before; b != nil {
+		p("gateways at rest: RSS %s, goroutines %d, heap live %.1f MiB, stacks %.1f MiB, open files %s",
+			bytesText(b.RSS), b.Goroutines, float64(b.HeapLive)/(1<<20), float64(b.Stacks)/(1<<20), ptrText(b.OpenFiles, "%d"))
+	}
+	p("%-9s %9s %12s %10s %10s %10s %10s %11s %11s", "streams", "open (s)", "RSS", "RSS/KiB", "heap/KiB", "stacks/KiB", "goal/KiB", "goroutines", "open files")
+	for _, st := range s.Steps {
+		p("%-9d %9.1f %12s %10s %10s %10s %10s %11d %11s", st.Streams, st.OpenSeconds, bytesText(st.RSS),
+			ptrText(st.RSSPerStreamKiB, "%.2f"), ptrText(st.HeapLivePerStreamKiB, "%.2f"), ptrText(st.StacksPerStreamKiB, "%.2f"),
+			ptrText(st.HeapGoalPerStreamKiB, "%.2f"), st.Goroutines, ptrText(st.OpenFiles, "%d"))
+	}
+	p("connect: %s s for the last step, %s streams/s", ptrText(s.ConnectSeconds, "%.1f"), ptrText(s.ConnectPerSec, "%.0f"))
+	if pr := s.Probe; pr != nil {
+		p("probe: %d clients past the maximum: %d opened, %d failed%s", pr.Tried, pr.Opened, pr.Failed, reasonsText(pr.Reasons))
+	}
+	if s.LimitHit != "" {
+		p("limit hit: %s", s.LimitHit)
+	}
+	if s.Drained != nil {
+		p("every open client got its room's last result: %v", *s.Drained)
+	}
 }
 
 // writeCluster writes the cluster scenario's two phases side by side.

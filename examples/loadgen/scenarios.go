@@ -521,7 +521,7 @@ func (e *env) cycles(ctx context.Context, n int, target func(int) string, hs *hi
 // cycleOnce opens a stream, reads its first frame and disconnects.
 func cycleOnce(ctx context.Context, d *net.Dialer, addr, target string) (time.Duration, error) {
 	start := time.Now()
-	sc, err := dialSSE(ctx, d, addr, target)
+	sc, err := dialSSE(ctx, d, addr, target, headTimeout)
 	if err != nil {
 		return 0, err
 	}

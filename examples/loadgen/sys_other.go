@@ -17,4 +17,8 @@ func fileLimit() (soft, hard uint64, err error) {
 
 func raiseFileLimit() error { return nil }
 
+func bindNoPort(string, string, syscall.RawConn) error { return nil }
+
+func lowerFileLimit(uint64) error { return errors.New("no RLIMIT_NOFILE on this system") }
+
 func newReader(conn net.Conn) io.Reader { return conn }

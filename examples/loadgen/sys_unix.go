@@ -5,6 +5,7 @@ package main
 import (
 	"io"
 	"net"
+	"runtime"
 	"syscall"
 )
 
@@ -20,6 +21,28 @@ func rcvbufControl(size int) func(network, address string, c syscall.RawConn) er
 		}
 		return serr
 	}
+}
+
+// bindNoPort is a net.Dialer Control that sets IP_BIND_ADDRESS_NO_PORT
+// (Linux 4.2 on): a dialer with a LocalAddr binds its socket before it
+// connects, and bind would pick a port unused on the source address, so
+// that one address could make only as many connections as the ephemeral
+// range has ports, whatever their destinations, and no port left in
+// TIME_WAIT by an earlier run would serve again. With the option, the port
+// is picked at connect, unique only per destination. Elsewhere it does
+// nothing.
+func bindNoPort(_, _ string, c syscall.RawConn) error {
+	if runtime.GOOS != "linux" {
+		return nil
+	}
+	const ipBindAddressNoPort = 24 // linux/in.h
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // fileLimit returns the soft and hard limits on open files. Go (1.19 on)
@@ -39,6 +62,20 @@ func raiseFileLimit() error {
 		return err
 	}
 	r.Cur = r.Max
+	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
+}
+
+// lowerFileLimit sets the soft limit on open files to n, if that is below
+// the current one.
+func lowerFileLimit(n uint64) error {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return err
+	}
+	if uint64(r.Cur) <= n {
+		return nil
+	}
+	r.Cur = n
 	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
 }
 
