@@ -160,9 +160,10 @@ type Config struct {
 	// MaxResponseBytes bounds an upstream's answer to a query over HTTP: a
 	// query answered once then gets 502 RESULT_TOO_LARGE, a live query
 	// ends with it. It bounds one event of a ProtocolSSE upstream's
-	// subscription alike (the read limit of such an upstream): a larger
-	// one ends the subscription with RESULT_TOO_LARGE. Zero means
-	// DefaultMaxResponseBytes.
+	// subscription alike (the read limit of such an upstream): its data,
+	// and the event as sent at most 4 KiB over it (field names, line
+	// ends); a larger one ends the subscription with RESULT_TOO_LARGE.
+	// Zero means DefaultMaxResponseBytes.
 	MaxResponseBytes int
 
 	// DrainWindow spreads the ends of open streams over this long when

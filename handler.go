@@ -207,7 +207,7 @@ func (h *Handler) drainDelay() time.Duration {
 type Stats struct {
 	Streams       int // requests being served
 	Subscriptions int // shared upstream subscriptions
-	UpstreamConns int // WebSocket connections up or being dialled, and NATS connections up
+	UpstreamConns int // WebSocket connections up or being dialled, NATS connections up, and graphql-sse requests answered with a stream
 	Frames        int // results held for clients behind and for resumption
 }
 

@@ -39,9 +39,13 @@ const mediaEventStream = "text/event-stream"
 // reader's buffer: field names, an event type, line ends.
 const sseFieldSlack = 4 << 10
 
-// errTryPOST says the upstream refused a GET: the subscription is asked
-// again, at once, with a POST.
-var errTryPOST = errors.New("upstream refused GET")
+var (
+	// errTryPOST says the upstream refused a GET: the subscription is
+	// asked again, at once, with a POST.
+	errTryPOST = errors.New("upstream refused GET")
+	// errCompleted says the upstream completed the subscription.
+	errCompleted = errors.New("upstream completed the subscription")
+)
 
 // An sseRefusal is an answer that ends a subscription for good: asking
 // again would get it again.
@@ -90,12 +94,14 @@ type sseSub struct {
 	ctx    context.Context // ends when the handle is closed, or the source
 	cancel context.CancelFunc
 	data   []byte // the current event's data, reused
+	post   bool   // the upstream refused its GET as too long: it asks with POST
+	held   bool   // it counts against MaxUpstreamConns; the run goroutine's
 }
 
 var _ handle = (*sseSub)(nil)
 
 func (s *sseSource) open(req *openRequest, r receiver) (handle, error) {
-	if err := s.refused.check(req.forwardDigest); err != nil {
+	if err := s.refused.check(refusalKey(req)); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -107,7 +113,7 @@ func (s *sseSource) open(req *openRequest, r receiver) (handle, error) {
 		return nil, errTooManyUpstreamConns
 	}
 	s.running++
-	sub := &sseSub{src: s, req: req, r: r}
+	sub := &sseSub{src: s, req: req, r: r, held: true}
 	sub.ctx, sub.cancel = context.WithCancel(s.ctx)
 	s.wg.Add(1)
 	go sub.run()
@@ -139,36 +145,31 @@ func (s *sseSource) conns() int { return int(s.streaming.Load()) }
 // or the upstream stays lost past ReconnectLimit.
 func (sub *sseSub) run() {
 	s := sub.src
-	defer func() {
-		sub.cancel()
-		s.mu.Lock()
-		s.running--
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
+	defer s.wg.Done()
+	defer sub.cancel()
+	defer sub.release()
 	label, op := s.up.label, sub.req.ep.op.name
 	rt := retrier{limit: s.cfg.ReconnectLimit}
 	for {
 		upAt, err := sub.request(rt.redials)
-		if sub.ctx.Err() != nil {
-			if s.ctx.Err() != nil {
-				sub.r.end(endShutdown)
-			}
-			return
-		}
 		var refused *sseRefusal
 		switch {
-		case err == nil:
-			return // it completed, and its receiver was told
+		case errors.Is(err, errCompleted):
+			sub.end(endComplete)
+			return
+		case sub.ctx.Err() != nil:
+			if s.ctx.Err() != nil {
+				sub.end(endShutdown)
+			}
+			return
 		case errors.As(err, &refused):
 			s.logs.warn(logUnexpected, "upstream refused a subscription for good, ending its streams", "upstream", label, "operation", op, "err", logText(err))
 			if refused.keep != nil {
-				s.refused.remember(sub.req.forwardDigest, refused.keep)
+				s.refused.remember(refusalKey(sub.req), refused.keep)
 			}
-			sub.r.end(refused.end)
+			sub.end(refused.end)
 			return
 		case errors.Is(err, errTryPOST):
-			s.cfg.Logger.Info("upstream refuses GET: subscribing with POST", "upstream", label)
 			continue
 		case upAt.IsZero():
 			s.logs.warn(logFailed, "upstream subscription request failed", "upstream", label, "operation", op, "err", logText(err))
@@ -179,7 +180,7 @@ func (sub *sseSub) run() {
 		wait, again := rt.next()
 		if !again {
 			s.logs.warn(logLost, "upstream unavailable, ending a subscription's streams", "upstream", label, "operation", op)
-			sub.r.end(endUpstreamGone)
+			sub.end(endUpstreamGone)
 			return
 		}
 		t := time.NewTimer(wait)
@@ -191,10 +192,35 @@ func (sub *sseSub) run() {
 	}
 }
 
+// end lets the subscription's place under MaxUpstreamConns go, then tells
+// its receiver it is over, and why.
+func (sub *sseSub) end(e ending) {
+	sub.release()
+	sub.r.end(e)
+}
+
+// release lets the subscription's place under MaxUpstreamConns go, once.
+func (sub *sseSub) release() {
+	if sub.held {
+		sub.held = false
+		s := sub.src
+		s.mu.Lock()
+		s.running--
+		s.mu.Unlock()
+	}
+}
+
+// refusalKey is what an upstream's refusal is remembered for: the
+// subscription's key, so that a client that asks again in a loop is
+// refused at once, and no other.
+func refusalKey(req *openRequest) string {
+	return req.ep.op.name + "\x00" + req.forwardDigest + "\x00" + req.canonVars
+}
+
 // request makes one subscription request and reads its events. It returns
-// nil once the upstream completed the subscription (its receiver told);
-// else why the response was lost or refused, and, if the upstream had
-// answered with a stream, when.
+// errCompleted once the upstream completed the subscription; else why the
+// response was lost or refused, and, if the upstream had answered with a
+// stream, when.
 func (sub *sseSub) request(redials int) (upAt time.Time, err error) {
 	s := sub.src
 	hr, err := sub.newRequest()
@@ -228,7 +254,7 @@ func (sub *sseSub) newRequest() (*http.Request, error) {
 	s, req := sub.src, sub.req
 	var hr *http.Request
 	var err error
-	if s.post.Load() {
+	if sub.post || s.post.Load() {
 		var body []byte
 		body, err = json.Marshal(queryBody{Query: req.ep.query, Variables: req.vars, OperationName: req.ep.op.opName})
 		if err != nil {
@@ -273,8 +299,14 @@ func (sub *sseSub) refusal(method string, resp *http.Response, media string) err
 	switch {
 	case code >= 500, code == http.StatusRequestTimeout, code == http.StatusTooManyRequests:
 		return fmt.Errorf("answered with status %d", code)
-	case method == http.MethodGet && (code == http.StatusMethodNotAllowed || code == http.StatusRequestURITooLong):
-		sub.src.post.Store(true)
+	case method == http.MethodGet && code == http.StatusRequestURITooLong:
+		// This request's URL is too long; the next one's may not be.
+		sub.post = true
+		return errTryPOST
+	case method == http.MethodGet && code == http.StatusMethodNotAllowed:
+		if !sub.src.post.Swap(true) {
+			sub.src.cfg.Logger.Info("upstream refuses GET: subscribing with POST", "upstream", sub.src.up.label)
+		}
 		return errTryPOST
 	}
 	if media == mediaJSON || media == mediaGraphQLResponse {
@@ -297,12 +329,14 @@ func (sub *sseSub) refusal(method string, resp *http.Response, media string) err
 }
 
 // read delivers the events of one response until the subscription
-// completes (nil) or the response is lost. A response that ends without a
-// complete event is lost, not over: the upstream went away mid-stream.
+// completes (errCompleted) or the response is lost. A response that ends
+// without a complete event is lost, not over: the upstream went away
+// mid-stream.
 func (sub *sseSub) read(body io.Reader) error {
 	limit := sub.src.cfg.MaxResponseBytes
-	events := sse.NewEventStreamReader(body, limit+sseFieldSlack)
-	for {
+	in := &eventStream{r: body}
+	events := sse.NewEventStreamReader(in, limit+sseFieldSlack)
+	for first := true; ; first = false {
 		ev, err := events.ReadEvent()
 		switch {
 		case errors.Is(err, bufio.ErrTooLong):
@@ -313,19 +347,27 @@ func (sub *sseSub) read(body io.Reader) error {
 			return errors.New("the response ended before the subscription completed")
 		case err != nil:
 			return err
+		case in.ended:
+			// What the reader returns once the stream has ended is an
+			// event cut short: the HTML standard discards it.
+			continue
+		}
+		if first {
+			ev = bytes.TrimPrefix(ev, byteOrderMark)
 		}
 		typ, data, ok := sub.parseEvent(ev)
 		switch {
 		case !ok:
 			// A comment (a keep-alive) or an event of no interest.
 		case typ == "complete":
-			sub.r.end(endComplete)
-			return nil
+			return errCompleted
 		case typ != "next" && typ != "":
 			// Not of this protocol: ignored, as the HTML standard
 			// has clients ignore events they do not listen for.
 		case len(data) > limit:
 			return &sseRefusal{end: endTooLarge, err: fmt.Errorf("an event over %d bytes", limit)}
+		case !json.Valid(data):
+			sub.src.logs.warn(logBadResult, "upstream sent an event that is not JSON; dropped", "upstream", sub.src.up.label, "operation", sub.req.ep.op.name)
 		default:
 			if err := sub.r.publish(data, 0); err != nil {
 				sub.src.logs.warn(logBadResult, "upstream sent an event that is no GraphQL result; dropped", "upstream", sub.src.up.label, "operation", sub.req.ep.op.name, "err", logText(err))
@@ -334,9 +376,57 @@ func (sub *sseSub) read(body io.Reader) error {
 	}
 }
 
+var newline = []byte("\n")
+
+// byteOrderMark may open an event stream; it is no part of its first field.
+var byteOrderMark = []byte("\uFEFF")
+
+// An eventStream is a response's body as its EventStreamReader reads it,
+// with two of the HTML standard's rules the reader lacks:
+//
+//   - every line end, CR, LF or CRLF, is one LF, so that the reader, which
+//     knows some pairs of line ends only, finds every blank line;
+//   - the end of the body is told apart: a Read that returns data never
+//     also returns the end, so once ended is set, the reader holds no whole
+//     event, and whatever it returns after is an event cut short.
+type eventStream struct {
+	r     io.Reader
+	cr    bool  // the last byte read was a CR: an LF right after it is dropped
+	err   error // the end, once read, returned by the next Read
+	ended bool  // the end was returned
+}
+
+func (e *eventStream) Read(p []byte) (int, error) {
+	if e.err != nil {
+		e.ended = true
+		return 0, e.err
+	}
+	n, err := e.r.Read(p)
+	e.err = err
+	k := 0
+	for _, c := range p[:n] {
+		switch {
+		case c == '\n' && e.cr:
+			e.cr = false
+			continue // the LF of a CRLF, whose CR was one LF already
+		case c == '\r':
+			e.cr, c = true, '\n'
+		default:
+			e.cr = false
+		}
+		p[k] = c
+		k++
+	}
+	if k == 0 && e.err != nil {
+		e.ended = true
+		return 0, e.err
+	}
+	return k, nil
+}
+
 // parseEvent reads the fields of one event, by the rules of the HTML
-// standard's event stream interpretation: lines end with CR, LF or CRLF;
-// a line starting with a colon is a comment; "field: value" loses one
+// standard's event stream interpretation: lines end with LF (eventStream
+// made every line end one); a line starting with a colon is a comment; "field: value" loses one
 // space after the colon; data lines join with LF. It returns the event's
 // type and data (valid until the next call), and false for an event with
 // neither data nor a type.
@@ -344,17 +434,8 @@ func (sub *sseSub) parseEvent(ev []byte) (typ string, data []byte, ok bool) {
 	data = sub.data[:0]
 	hasData := false
 	for len(ev) > 0 {
-		i := bytes.IndexAny(ev, "\r\n")
-		line := ev
-		if i < 0 {
-			ev = nil
-		} else {
-			line = ev[:i]
-			if ev[i] == '\r' && i+1 < len(ev) && ev[i+1] == '\n' {
-				i++
-			}
-			ev = ev[i+1:]
-		}
+		line, rest, _ := bytes.Cut(ev, newline)
+		ev = rest
 		if len(line) == 0 || line[0] == ':' {
 			continue
 		}

@@ -332,10 +332,10 @@ func TestSSEUpstreamRequest(t *testing.T) {
 	}
 }
 
-// TestSSEUpstreamRefusalKept: an upstream that refused a request for good
-// (a status, a content type) is not asked again for a while by clients that
-// come back at once, as an EventSource does: they are refused before their
-// stream starts.
+// TestSSEUpstreamRefusalKept: an upstream that refused a subscription for
+// good (a status, a content type) is not asked for it again for a while by
+// clients that come back at once, as an EventSource does: they are refused
+// before their stream starts. Other subscriptions are asked for.
 func TestSSEUpstreamRefusalKept(t *testing.T) {
 	up := newScripted(t, status(http.StatusUnauthorized, "text/plain", "who are you"))
 	g := sseGateway(t, up, nil)
@@ -345,12 +345,21 @@ func TestSSEUpstreamRefusalKept(t *testing.T) {
 	if got := c.rest(t); got != want {
 		t.Fatalf("stream %q, want %q", got, want)
 	}
-	resp, body := g.get(t, http.MethodGet, "/operations/CountReq?wg_sse&from=2")
+	resp, body := g.get(t, http.MethodGet, "/operations/CountReq?wg_sse&from=3")
 	if msg, code := errorOf(t, body); resp.StatusCode != http.StatusBadGateway || code != "UPSTREAM_UNAVAILABLE" || msg != "upstream refused the subscription with HTTP 401" {
 		t.Errorf("came back: %d %s", resp.StatusCode, body)
 	}
 	if n, _ := up.count(); n != 1 {
 		t.Errorf("the upstream was asked %d times, want once", n)
+	}
+	// Another key is asked for: it is not the one refused.
+	c = g.open(t, "/operations/CountReq?wg_sse&from=2")
+	c.frame(t)
+	if got := c.rest(t); got != want {
+		t.Fatalf("another key: %q, want %q", got, want)
+	}
+	if n, _ := up.count(); n != 2 {
+		t.Errorf("the upstream was asked %d times, want twice", n)
 	}
 	g.waitIdle(t)
 }
