@@ -2,10 +2,15 @@ package gqlpush
 
 import (
 	"bytes"
+	"cmp"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -250,4 +255,122 @@ func (s *rawSink) close() {
 	}
 	s.conn.Close()
 	<-s.watched
+}
+
+// A direct is a taken-over stream's socket, as the goroutine that publishes
+// a shared subscription's results writes to it: one non-blocking write of
+// the result's chunk, with no wake-up of the stream's own goroutine. A
+// socket that takes less than the whole chunk (its buffer is full: a slow
+// client) keeps the rest as pending, and the stream's goroutine, woken,
+// writes it within the write timeout and serves that stream as before
+// until it has caught up: a publisher never waits for a client.
+//
+// Whoever writes the stream holds mu: its goroutine for all its writes,
+// a publisher for one chunk, taken only with TryLock, so a publisher never
+// waits for it either. Streams whose frames are their own (patches,
+// deduplication) or that write one result (once) have none.
+type direct struct {
+	mu       sync.Mutex
+	rc       syscall.RawConn
+	sse      bool // SSE frames, else plain ones
+	unframed bool // HTTP/1.0: frames as they are, no chunks
+
+	// Guarded by mu.
+	closed  bool   // the stream wrote its end, or is closing: no more writes
+	pending []byte // the rest of a chunk a publisher began, to go first
+	err     error  // of a publisher's write that failed
+
+	lastWrite atomic.Int64 // Unix nanoseconds of a publisher's last write
+}
+
+// newDirect returns the direct of a stream on sink, or nil when its
+// socket cannot be written to directly (not a socket of net's: TLS, or a
+// wrapper).
+func newDirect(sk sink, sse bool) *direct {
+	rs, ok := sk.(*rawSink)
+	if !ok || !rs.vector {
+		return nil
+	}
+	sc, ok := rs.conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return &direct{rc: rc, sse: sse, unframed: rs.unframed}
+}
+
+// chunk is what a direct write sends of ev: its frame, as a chunk of the
+// chunked coding unless unframed, built in buf.
+func (d *direct) chunk(buf []byte, ev *event) []byte {
+	f := ev.plain
+	if d.sse {
+		f = ev.sse
+	}
+	if d.unframed {
+		return f
+	}
+	buf = strconv.AppendUint(buf[:0], uint64(len(f)), 16)
+	buf = append(buf, crlf...)
+	buf = append(buf, f...)
+	return append(buf, crlf...)
+}
+
+// try writes b with one write(2) that does not wait, d.mu held, and
+// reports whether all of it went: what did not is pending, unless the
+// socket failed.
+func (d *direct) try(b []byte, now time.Time) bool {
+	var n int
+	var werr error
+	err := d.rc.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), b)
+			if werr != syscall.EINTR {
+				return true // once: a full buffer is the stream's goroutine's to wait on
+			}
+		}
+	})
+	if err == nil && werr == syscall.EAGAIN {
+		n, werr = 0, nil
+	}
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The stream's write deadline has passed since its goroutine
+		// last wrote: the goroutine sets a new one and writes it all.
+		n = 0
+	case err != nil || werr != nil:
+		d.err = cmp.Or(err, werr)
+		return false
+	}
+	if n < len(b) {
+		d.pending = append(d.pending[:0], b[max(n, 0):]...)
+		return false
+	}
+	d.lastWrite.Store(now.UnixNano())
+	return true
+}
+
+// lock and unlock hold d.mu for the stream's goroutine; a nil direct has
+// nothing to hold.
+func (d *direct) lock() {
+	if d != nil {
+		d.mu.Lock()
+	}
+}
+
+func (d *direct) unlock() {
+	if d != nil {
+		d.mu.Unlock()
+	}
+}
+
+// close stops publishers' writes for good.
+func (d *direct) close() {
+	if d != nil {
+		d.mu.Lock()
+		d.closed = true
+		d.mu.Unlock()
+	}
 }

@@ -59,6 +59,12 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 		finish(probClientGone) // the head could not be written
 		return
 	}
+	if !req.patch && !req.dedupe && !req.once {
+		if d := newDirect(st.sink, req.sse); d != nil {
+			st.direct = d
+			h.hub.setDirect(s, d)
+		}
+	}
 	if _, raw := st.sink.(*rawSink); raw {
 		// The connection is gqlpush's now: ServeHTTP returns, and with it
 		// goes net/http's state for the request — its goroutine and
@@ -88,6 +94,7 @@ func (h *Handler) runStream(s *subscriber, st *stream, finish func(problem), don
 	defer func() {
 		defer done()
 		defer st.sink.close()
+		defer st.direct.close() // before the sink's last chunk
 		finish(why)
 	}()
 	if h.cfg.Heartbeat > 0 {
@@ -148,16 +155,22 @@ func (h *Handler) streamLoop(s *subscriber, st *stream) problem {
 			// The timer is not reset on every write, which would cost
 			// each one a timer operation: it fires every interval and
 			// checks how long the stream has been silent.
-			if idle := time.Since(st.lastWrite); idle < st.beatEvery {
+			if idle := time.Since(st.lastWritten()); idle < st.beatEvery {
 				st.beat.Reset(st.beatEvery - idle)
 				continue
 			}
-			if !st.heartbeat() {
+			st.direct.lock()
+			ok := st.heartbeat()
+			st.direct.unlock()
+			if !ok {
 				return probClientGone
 			}
 			st.beat.Reset(st.beatEvery)
 		case <-s.wake:
 			var end ending
+			// Held while the stream writes: a publisher writes to the
+			// socket only while the stream does not.
+			st.direct.lock()
 			buf, end = s.take(buf[:0])
 			// Close wakes every subscriber rather than closing a channel
 			// that every stream would wait on: such a channel's lock would
@@ -177,6 +190,10 @@ func (h *Handler) streamLoop(s *subscriber, st *stream) problem {
 				end = ending{why: probOnce}
 			}
 			n, ok := st.events(buf)
+			if ok && len(buf) == 0 {
+				ok = st.flushPending() // woken for the rest of a publisher's write
+			}
+			st.direct.unlock()
 			if n > 0 && h.cfg.Observer != nil { // spares time.Since without an Observer
 				h.cfg.Observer.framesDelivered(op, n, time.Since(buf[len(buf)-1].at))
 			}
@@ -248,6 +265,7 @@ type stream struct {
 	// it, comes within an interval. A write that blocks is then bounded by
 	// the write timeout and the interval together.
 	slack  time.Duration
+	direct *direct  // nil unless a publisher may write to the socket itself
 	last   *event   // the last result this client has, for patch and dedupe
 	batch  [][]byte // frames of one write, reused
 	failed bool
@@ -345,8 +363,13 @@ func (st *stream) heartbeat() bool {
 }
 
 // end writes the error frame of end, if any, then, for SSE, the complete
-// event.
+// event; after it, no publisher writes to the stream.
 func (st *stream) end(end ending) {
+	st.direct.lock()
+	defer st.direct.unlock()
+	if st.direct != nil {
+		st.direct.closed = true
+	}
 	batch := st.batch[:0]
 	if end.errors != nil {
 		if st.req.sse {
@@ -362,9 +385,11 @@ func (st *stream) end(end ending) {
 	}
 }
 
-// write writes frames in one write, unless an earlier write failed.
+// write writes frames in one write, unless an earlier write failed: after
+// the rest of a publisher's write, if there is one. With a direct, its lock
+// is held.
 func (st *stream) write(frames [][]byte) bool {
-	if st.failed {
+	if !st.flushPending() {
 		return false
 	}
 	now := time.Now()
@@ -374,6 +399,44 @@ func (st *stream) write(frames [][]byte) bool {
 	}
 	st.lastWrite = now
 	return true
+}
+
+// flushPending writes what a publisher's write left, if anything, and
+// takes on its failure, if it failed. The direct's lock is held.
+func (st *stream) flushPending() bool {
+	if st.failed {
+		return false
+	}
+	d := st.direct
+	if d == nil {
+		return true
+	}
+	if d.err != nil {
+		st.failed, st.err = true, d.err
+		return false
+	}
+	if d.pending == nil {
+		return true
+	}
+	now := time.Now()
+	if err := st.sink.(*rawSink).write(st.deadline(now), d.pending); err != nil {
+		st.failed, st.err = true, err
+		return false
+	}
+	d.pending = nil
+	st.lastWrite = now
+	return true
+}
+
+// lastWritten is when the stream was last written to, by its goroutine or
+// by a publisher.
+func (st *stream) lastWritten() time.Time {
+	if d := st.direct; d != nil {
+		if t := d.lastWrite.Load(); t > st.lastWrite.UnixNano() {
+			return time.Unix(0, t)
+		}
+	}
+	return st.lastWrite
 }
 
 // deadline bounds the next write: a client that does not take it within the

@@ -74,6 +74,11 @@ type shared struct {
 	grace   *time.Timer // running while it has no subscriber
 	begun   bool        // its source delivers all that follows; see receiver.begin
 
+	// The publisher's own, reused by each publish: the subscribers it
+	// writes to directly, and the chunks it writes them.
+	directs              []*subscriber
+	sseChunk, plainChunk []byte
+
 	// While kept by ResumeGrace (guarded by h.mu): its place in the hub's
 	// list, the caller charged for it and how to undo the charge.
 	kept               bool
@@ -98,11 +103,14 @@ type subscriber struct {
 	// holds the log for it, as any subscriber's does, but it is never
 	// slow: when it falls behind, its cursor moves to the log's end and
 	// repins counts it, for the replay has all that it skipped.
-	catching bool         // guarded by sh.mu
-	repins   uint64       // guarded by sh.mu
-	replay   replayReader // used by the subscriber's stream only, as are last and failed
-	last     uint64       // the position of the last event the client has
-	failed   time.Time    // when the replay's reads began to fail
+	catching bool   // guarded by sh.mu
+	repins   uint64 // guarded by sh.mu
+	// direct, when set, lets the publisher write results to the stream's
+	// socket itself (see direct); set once, under sh.mu, by the stream.
+	direct *direct
+	replay replayReader // used by the subscriber's stream only, as are last and failed
+	last   uint64       // the position of the last event the client has
+	failed time.Time    // when the replay's reads began to fail
 }
 
 func newHub(cfg *Config, l *limits) *hub {
@@ -339,6 +347,14 @@ func (h *hub) start(key subKey, owner string, header http.Header, init json.RawM
 // leave removes a subscriber. When the last one leaves, the upstream
 // subscription stops at once, or after the resume grace, charged meanwhile
 // to the caller who left it.
+// setDirect lets the publisher of s's subscription write to its stream's
+// socket through d.
+func (h *hub) setDirect(s *subscriber, d *direct) {
+	s.sh.mu.Lock()
+	s.direct = d
+	s.sh.mu.Unlock()
+}
+
 func (h *hub) leave(s *subscriber) {
 	if s.replay != nil {
 		s.replay.close()
@@ -568,8 +584,8 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 	ev.seq, ev.pos = seq, pos
 	now := time.Now()
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	if sh.ended || sh.stopped {
+		sh.mu.Unlock()
 		return nil
 	}
 	ev.at = now
@@ -578,6 +594,7 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 	sh.next++
 	sh.events = append(sh.events, ev)
 	low := sh.next
+	directs := sh.directs[:0]
 	for _, s := range sh.subs {
 		if s.slow {
 			continue
@@ -595,11 +612,82 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 		} else if s.cursor < low {
 			low = s.cursor
 		}
+		if s.takeDirect(ev) {
+			directs = append(directs, s)
+			continue
+		}
 		s.notify()
 	}
 	sh.advanceWindow()
 	sh.trimTo(low)
+	sh.mu.Unlock()
+	if len(directs) > 0 {
+		sh.writeDirect(directs, ev, now)
+	}
+	sh.directs = directs[:0]
 	return nil
+}
+
+// takeDirect reports whether the publisher writes ev to s's socket itself,
+// sh.mu held: s has a direct, has read all before ev, and its stream's
+// goroutine is not writing. Then ev is s's, as if taken, and the
+// publisher holds s.direct's lock.
+func (s *subscriber) takeDirect(ev *event) bool {
+	d := s.direct
+	if d == nil || s.cursor != ev.seq || s.replay != nil || s.catching || (ev.pos != 0 && ev.pos <= s.last) || !d.mu.TryLock() {
+		return false
+	}
+	if d.closed || d.pending != nil || d.err != nil {
+		d.mu.Unlock()
+		return false
+	}
+	s.cursor = ev.seq + 1
+	if ev.pos != 0 {
+		s.last = ev.pos
+	}
+	return true
+}
+
+// writeDirect writes ev to the sockets of directs, whose locks it holds,
+// one non-blocking write each, and lets each lock go. A subscriber whose
+// socket did not take it all is woken, for its goroutine to write the
+// rest.
+func (sh *shared) writeDirect(directs []*subscriber, ev *event, now time.Time) {
+	var sseChunk, plainChunk []byte
+	delivered := 0
+	for i, s := range directs {
+		d := s.direct
+		var b []byte
+		switch {
+		case d.unframed && d.sse:
+			b = ev.sse
+		case d.unframed:
+			b = ev.plain
+		case d.sse:
+			if sseChunk == nil {
+				sseChunk = d.chunk(sh.sseChunk, ev)
+				sh.sseChunk = sseChunk
+			}
+			b = sseChunk
+		default:
+			if plainChunk == nil {
+				plainChunk = d.chunk(sh.plainChunk, ev)
+				sh.plainChunk = plainChunk
+			}
+			b = plainChunk
+		}
+		ok := d.try(b, now)
+		d.mu.Unlock()
+		if ok {
+			delivered++
+		} else {
+			s.notify()
+		}
+		directs[i] = nil
+	}
+	if delivered > 0 && sh.h.cfg.Observer != nil {
+		sh.h.cfg.Observer.framesDelivered(sh.key.ep.op.name, delivered, time.Since(ev.at))
+	}
 }
 
 // offset is the off of the event seq, which the log holds.
