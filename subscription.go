@@ -78,6 +78,12 @@ type shared struct {
 	// writes to directly, and the chunks it writes them.
 	directs              []*subscriber
 	sseChunk, plainChunk []byte
+	// lastAt is when the last result came; round how long writing it to
+	// the sockets took. A result that comes sooner after the last than
+	// that is left to the streams' goroutines: the publisher would fall
+	// behind its source, and they take several results in one write.
+	lastAt time.Time    // guarded by mu
+	round  atomic.Int64 // nanoseconds
 
 	// While kept by ResumeGrace (guarded by h.mu): its place in the hub's
 	// list, the caller charged for it and how to undo the charge.
@@ -595,6 +601,8 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 	sh.events = append(sh.events, ev)
 	low := sh.next
 	directs := sh.directs[:0]
+	direct := now.Sub(sh.lastAt) >= time.Duration(sh.round.Load())
+	sh.lastAt = now
 	for _, s := range sh.subs {
 		if s.slow {
 			continue
@@ -612,7 +620,7 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 		} else if s.cursor < low {
 			low = s.cursor
 		}
-		if s.takeDirect(ev) {
+		if direct && s.takeDirect(ev) {
 			directs = append(directs, s)
 			continue
 		}
@@ -623,6 +631,9 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 	sh.mu.Unlock()
 	if len(directs) > 0 {
 		sh.writeDirect(directs, ev, now)
+		sh.round.Store(int64(time.Since(now)))
+	} else if direct {
+		sh.round.Store(0)
 	}
 	sh.directs = directs[:0]
 	return nil
