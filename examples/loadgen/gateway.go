@@ -80,8 +80,13 @@ type debugInfo struct {
 	// /gc/pauses:seconds, which runtime/metrics now calls deprecated in
 	// favour of this name), the cycles it completed, and the CPU it used.
 	GCPauses *pauseHist `json:"gc_pauses,omitempty"`
-	GCCycles uint64     `json:"gc_cycles"`
-	GCCPU    float64    `json:"gc_cpu_s"`
+	// GCStopping is the part of each pause spent stopping the world: from
+	// the request to the last goroutine stopped
+	// (/sched/pauses/stopping/gc:seconds). A thread the kernel has not
+	// scheduled stops late, whatever the GC's own work.
+	GCStopping *pauseHist `json:"gc_stopping,omitempty"`
+	GCCycles   uint64     `json:"gc_cycles"`
+	GCCPU      float64    `json:"gc_cpu_s"`
 }
 
 // A pauseHist is runtime/metrics' histogram of GC pauses: Counts[i] pauses
@@ -102,6 +107,7 @@ func (di *debugInfo) readMemory() {
 		{Name: "/gc/cycles/total:gc-cycles"},
 		{Name: "/cpu/classes/gc/total:cpu-seconds"},
 		{Name: "/sched/pauses/total/gc:seconds"},
+		{Name: "/sched/pauses/stopping/gc:seconds"},
 	}
 	metrics.Read(ms)
 	get := func(i int) uint64 {
@@ -114,19 +120,26 @@ func (di *debugInfo) readMemory() {
 	if ms[4].Value.Kind() == metrics.KindFloat64 {
 		di.GCCPU = ms[4].Value.Float64()
 	}
-	if ms[5].Value.Kind() == metrics.KindFloat64Histogram {
-		h := ms[5].Value.Float64Histogram()
-		p := &pauseHist{Counts: h.Counts, UpperNs: make([]int64, len(h.Counts))}
-		for i := range h.Counts {
-			up := h.Buckets[i+1] * 1e9
-			if math.IsInf(up, 1) || up >= math.MaxInt64 {
-				p.UpperNs[i] = math.MaxInt64
-			} else {
-				p.UpperNs[i] = int64(math.Ceil(up))
-			}
-		}
-		di.GCPauses = p
+	di.GCPauses, di.GCStopping = pauseHistOf(ms[5].Value), pauseHistOf(ms[6].Value)
+}
+
+// pauseHistOf converts a runtime/metrics histogram of seconds; nil for a
+// value of another kind.
+func pauseHistOf(v metrics.Value) *pauseHist {
+	if v.Kind() != metrics.KindFloat64Histogram {
+		return nil
 	}
+	h := v.Float64Histogram()
+	p := &pauseHist{Counts: h.Counts, UpperNs: make([]int64, len(h.Counts))}
+	for i := range h.Counts {
+		up := h.Buckets[i+1] * 1e9
+		if math.IsInf(up, 1) || up >= math.MaxInt64 {
+			p.UpperNs[i] = math.MaxInt64
+		} else {
+			p.UpperNs[i] = int64(math.Ceil(up))
+		}
+	}
+	return p
 }
 
 // gatewayCounters count what the gateway's Observer hears. Nothing is

@@ -488,8 +488,9 @@ func (r *report) writeWindow(w io.Writer, wd *window) {
 		}
 	}
 	if g := wd.GC; g != nil {
-		p("  gateways' GC: %d cycles, %.2f s CPU, %d pauses: p50 ≤ %s µs, p99 ≤ %s µs, max ≤ %s µs",
-			g.Cycles, g.CPU, g.Pauses, ptrText(g.P50us, "%.0f"), ptrText(g.P99us, "%.0f"), ptrText(g.MaxUs, "%.0f"))
+		p("  gateways' GC: %d cycles, %.2f s CPU, %d pauses: p50 ≤ %s µs, p99 ≤ %s µs, max ≤ %s µs; stopping the world p99 ≤ %s µs, max ≤ %s µs",
+			g.Cycles, g.CPU, g.Pauses, ptrText(g.P50us, "%.0f"), ptrText(g.P99us, "%.0f"), ptrText(g.MaxUs, "%.0f"),
+			ptrText(g.StopP99us, "%.0f"), ptrText(g.StopMaxUs, "%.0f"))
 	}
 	if wd.ClientProcsCPU != nil {
 		p("  machine:    %s cores busy (loadgen %s s CPU, its clients processes %.2f s, other processes %s cores)",

@@ -290,6 +290,9 @@ type gcWindow struct {
 	P50us  *float64 `json:"pause_p50_us"`
 	P99us  *float64 `json:"pause_p99_us"`
 	MaxUs  *float64 `json:"pause_max_us"`
+	// Of those pauses, the time it took to stop the world.
+	StopP99us *float64 `json:"stopping_p99_us"`
+	StopMaxUs *float64 `json:"stopping_max_us"`
 }
 
 // setupScale starts the upstream, the gateways and the clients processes
@@ -628,18 +631,28 @@ func (s *scaleStep) perStream(before *memPoint) {
 
 // scaleSnap is snap with the clients processes' counters and the
 // gateways' GC figures.
+//
+// Under load each answer over HTTP may take a while: the gateways' (their
+// GC counters) are asked first, all at once, then the clients processes',
+// and the /proc figures are read last, at once after the clients' counts,
+// so that a window's CPU and its deliveries cover about the same time.
 func (e *env) scaleSnap(ctx context.Context) (snap, error) {
-	s := e.snap(nil)
-	s.gcs = make([]*debugInfo, len(e.gwDbg))
+	gcs := make([]*debugInfo, len(e.gwDbg))
+	var wg sync.WaitGroup
 	for i, d := range e.gwDbg {
-		if di, err := d.info(ctx); err == nil {
-			s.gcs[i] = di
-		}
+		wg.Go(func() {
+			if di, err := d.info(ctx); err == nil {
+				gcs[i] = di
+			}
+		})
 	}
+	wg.Wait()
 	ct, err := e.clientsTotals(ctx)
 	if err != nil {
-		return s, err
+		return snap{}, err
 	}
+	s := e.snap(nil)
+	s.gcs = gcs
 	s.t, s.byGW, s.ended = ct.t, ct.byGW, ct.ended
 	return s, nil
 }
@@ -651,58 +664,90 @@ func gcBetween(a, b snap) *gcWindow {
 		return nil
 	}
 	g := &gcWindow{}
-	var (
-		counts []uint64
-		upper  []int64
-	)
+	var pauses, stopping pauseDiff
 	for i := range a.gcs {
 		x, y := a.gcs[i], b.gcs[i]
-		if x == nil || y == nil || x.GCPauses == nil || y.GCPauses == nil || len(x.GCPauses.Counts) != len(y.GCPauses.Counts) {
+		if x == nil || y == nil || !pauses.add(x.GCPauses, y.GCPauses) {
 			return nil
 		}
+		stopping.add(x.GCStopping, y.GCStopping)
 		g.Cycles += y.GCCycles - x.GCCycles
 		g.CPU += y.GCCPU - x.GCCPU
-		if counts == nil {
-			counts, upper = make([]uint64, len(y.GCPauses.Counts)), y.GCPauses.UpperNs
-		}
-		if len(counts) != len(y.GCPauses.Counts) {
-			return nil
-		}
-		for j := range counts {
-			counts[j] += y.GCPauses.Counts[j] - x.GCPauses.Counts[j]
-		}
 	}
-	for _, n := range counts {
-		g.Pauses += n
+	g.Pauses = pauses.total()
+	g.P50us, g.P99us, g.MaxUs = pauses.quantile(0.50), pauses.quantile(0.99), pauses.max()
+	g.StopP99us, g.StopMaxUs = stopping.quantile(0.99), stopping.max()
+	return g
+}
+
+// A pauseDiff adds up pause histograms between two readings, bucket by
+// bucket; quantiles are bucket bounds, in µs.
+type pauseDiff struct {
+	counts []uint64
+	upper  []int64
+	bad    bool
+}
+
+// add adds y − x; it reports false when they cannot be added.
+func (d *pauseDiff) add(x, y *pauseHist) bool {
+	if x == nil || y == nil || len(x.Counts) != len(y.Counts) || len(y.UpperNs) != len(y.Counts) {
+		d.bad = true
+		return false
 	}
-	if g.Pauses == 0 {
-		return g
+	if d.counts == nil {
+		d.counts, d.upper = make([]uint64, len(y.Counts)), y.UpperNs
 	}
-	bound := func(j int) *float64 {
-		if upper[j] == math.MaxInt64 {
-			return ptr(math.Inf(1))
-		}
-		return ptr(float64(upper[j]) / 1e3)
+	if len(d.counts) != len(y.Counts) {
+		d.bad = true
+		return false
 	}
-	q := func(p float64) *float64 {
-		rank := uint64(math.Ceil(p * float64(g.Pauses)))
-		var seen uint64
-		for j, n := range counts {
-			seen += n
-			if seen >= max(rank, 1) {
-				return bound(j)
-			}
-		}
+	for j := range d.counts {
+		d.counts[j] += y.Counts[j] - x.Counts[j]
+	}
+	return true
+}
+
+func (d *pauseDiff) total() uint64 {
+	var n uint64
+	for _, c := range d.counts {
+		n += c
+	}
+	return n
+}
+
+func (d *pauseDiff) bound(j int) *float64 {
+	if d.upper[j] == math.MaxInt64 {
+		return ptr(math.Inf(1))
+	}
+	return ptr(float64(d.upper[j]) / 1e3)
+}
+
+func (d *pauseDiff) quantile(p float64) *float64 {
+	n := d.total()
+	if d.bad || n == 0 {
 		return nil
 	}
-	g.P50us, g.P99us = q(0.50), q(0.99)
-	for j := len(counts) - 1; j >= 0; j-- {
-		if counts[j] > 0 {
-			g.MaxUs = bound(j)
-			break
+	rank := max(uint64(math.Ceil(p*float64(n))), 1)
+	var seen uint64
+	for j, c := range d.counts {
+		seen += c
+		if seen >= rank {
+			return d.bound(j)
 		}
 	}
-	return g
+	return nil
+}
+
+func (d *pauseDiff) max() *float64 {
+	if d.bad {
+		return nil
+	}
+	for j := len(d.counts) - 1; j >= 0; j-- {
+		if d.counts[j] > 0 {
+			return d.bound(j)
+		}
+	}
+	return nil
 }
 
 // measureScale records one window of d over the clients processes.
