@@ -3,11 +3,9 @@ package gqlpush_test
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -39,14 +37,7 @@ func TestDirectWritesCutShort(t *testing.T) {
 	defer srv.Close()
 	defer h.Close(waitCtx(t))
 
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-	}}
-	conn, err := d.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialSmallWindow(t, srv.Listener.Addr().String())
 	fmt.Fprintf(conn, "GET /Big?wg_sse HTTP/1.1\r\nHost: gqlpush\r\n\r\n")
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)

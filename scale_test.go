@@ -80,6 +80,22 @@ func TestManyIdenticalClientsShareOneSubscription(t *testing.T) {
 
 // smallBuffers makes accepted connections keep little unsent data, so that a
 // client that does not read blocks the server's writes soon.
+// dialSmallWindow connects to addr with a receive buffer of 4 KiB, so that
+// the server's writes fill it soon when the test does not read; the
+// connection closes with the test.
+func dialSmallWindow(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 type smallBuffers struct{ net.Listener }
 
 func (l smallBuffers) Accept() (net.Conn, error) {
@@ -149,14 +165,7 @@ func TestStalledClientIsolated(t *testing.T) {
 	defer h.Close(context.Background())
 
 	// The stalled client asks, with a tiny receive window, and never reads.
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-	}}
-	stalled, err := d.Dial("tcp", srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stalled.Close()
+	stalled := dialSmallWindow(t, srv.Listener.Addr().String())
 	fmt.Fprintf(stalled, "GET /Big?wg_sse HTTP/1.1\r\nHost: gqlpush\r\n\r\n")
 
 	g := &gateway{up: up, h: h, srv: srv}

@@ -201,20 +201,26 @@ func TestSSEUpstreamAnswers(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			up := newScripted(t, tt.answers...)
-			g := sseGateway(t, up, tt.edit)
-			c := g.open(t, "/operations/CountReq?wg_sse&from=3")
-			if got := c.frame(t); got != ":\n\n" {
-				t.Fatalf("first frame %q", got)
-			}
-			if got := normIDs(c.rest(t)); got != tt.want {
-				t.Errorf("stream:\n%q\nwant:\n%q", got, tt.want)
-			}
-			g.waitIdle(t)
-			waitUntil(t, func() bool { _, open := up.count(); return open == 0 }, func() string { return "the upstream still answers a request" })
-		})
+		t.Run(tt.name, func(t *testing.T) { checkSSEStream(t, tt.answers, tt.edit, tt.want) })
 	}
+}
+
+// checkSSEStream has one client follow CountReq in front of an upstream
+// that gives answers, and checks what it gets after the opening comment,
+// ids as T.n; then that nothing is left running.
+func checkSSEStream(t *testing.T, answers []func(http.ResponseWriter, *http.Request), edit func(*gqlpush.Config), want string) {
+	t.Helper()
+	up := newScripted(t, answers...)
+	g := sseGateway(t, up, edit)
+	c := g.open(t, "/operations/CountReq?wg_sse&from=3")
+	if got := c.frame(t); got != ":\n\n" {
+		t.Fatalf("first frame %q", got)
+	}
+	if got := normIDs(c.rest(t)); got != want {
+		t.Errorf("stream:\n%q\nwant:\n%q", got, want)
+	}
+	g.waitIdle(t)
+	waitUntil(t, func() bool { _, open := up.count(); return open == 0 }, func() string { return "the upstream still answers a request" })
 }
 
 // TestSSEUpstreamRequest: what a graphql-sse upstream is asked, and that

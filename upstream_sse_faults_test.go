@@ -80,16 +80,7 @@ func TestSSEFaultEventStreamRules(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			up := newScripted(t, tt.answers...)
-			g := sseGateway(t, up, func(c *gqlpush.Config) { c.ReconnectLimit = 500 * time.Millisecond })
-			c := g.open(t, "/operations/CountReq?wg_sse&from=3")
-			if got := c.frame(t); got != ":\n\n" {
-				t.Fatalf("first frame %q", got)
-			}
-			if got := normIDs(c.rest(t)); got != tt.want {
-				t.Errorf("stream:\n%q\nwant:\n%q", got, tt.want)
-			}
-			g.waitIdle(t)
+			checkSSEStream(t, tt.answers, func(c *gqlpush.Config) { c.ReconnectLimit = 500 * time.Millisecond }, tt.want)
 		})
 	}
 }
