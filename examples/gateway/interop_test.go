@@ -152,24 +152,7 @@ func TestInterop(t *testing.T) {
 					t.Errorf("countdown: got %d %q\nwant 200 %q", resp.StatusCode, body, want)
 				}
 
-				resp, body = g.get(t, "/operations/Greetings?wg_sse=true")
-				want = comment +
-					"id: TOKEN1.0\n" + `data: {"data":{"node_greetings":"Hi"}}` + "\n\n" +
-					"id: TOKEN1.1\n" + `data: {"data":{"node_greetings":"Bonjour"}}` + "\n\n" +
-					"id: TOKEN1.2\n" + `data: {"data":{"node_greetings":"Hola"}}` + "\n\n" +
-					completeEvt
-				if resp.StatusCode != http.StatusOK || normIDs(body) != want {
-					t.Errorf("greetings: got %d %q\nwant 200 %q", resp.StatusCode, body, want)
-				}
-
-				// Plain mode: the end of the response is the end of the stream.
-				resp, body = g.get(t, "/operations/Greetings")
-				want = `{"data":{"node_greetings":"Hi"}}` + "\n\n" +
-					`{"data":{"node_greetings":"Bonjour"}}` + "\n\n" +
-					`{"data":{"node_greetings":"Hola"}}` + "\n\n"
-				if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "application/json" || body != want {
-					t.Errorf("greetings, plain: got %d %s %q\nwant 200 application/json %q", resp.StatusCode, ct, body, want)
-				}
+				checkGreetings(t, g)
 			})
 
 			// An upstream named in -protocol gets only that protocol.
@@ -320,6 +303,30 @@ func isRefused(e nodeEvent) bool { return e.Event == "refused" }
 
 // checkSSEGet checks that a subscription came to an SSE upstream as the
 // protocol's GET, asking for an event stream.
+// checkGreetings follows Greetings, whose upstream sends three results and
+// completes, over SSE and in plain mode.
+func checkGreetings(t *testing.T, g *gateway) {
+	t.Helper()
+	resp, body := g.get(t, "/operations/Greetings?wg_sse=true")
+	want := comment +
+		"id: TOKEN1.0\n" + `data: {"data":{"node_greetings":"Hi"}}` + "\n\n" +
+		"id: TOKEN1.1\n" + `data: {"data":{"node_greetings":"Bonjour"}}` + "\n\n" +
+		"id: TOKEN1.2\n" + `data: {"data":{"node_greetings":"Hola"}}` + "\n\n" +
+		completeEvt
+	if resp.StatusCode != http.StatusOK || normIDs(body) != want {
+		t.Errorf("greetings: got %d %q\nwant 200 %q", resp.StatusCode, body, want)
+	}
+
+	// Plain mode: the end of the response is the end of the stream.
+	resp, body = g.get(t, "/operations/Greetings")
+	want = `{"data":{"node_greetings":"Hi"}}` + "\n\n" +
+		`{"data":{"node_greetings":"Bonjour"}}` + "\n\n" +
+		`{"data":{"node_greetings":"Hola"}}` + "\n\n"
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "application/json" || body != want {
+		t.Errorf("greetings, plain: got %d %s %q\nwant 200 application/json %q", resp.StatusCode, ct, body, want)
+	}
+}
+
 func checkSSEGet(t *testing.T, e nodeEvent) {
 	t.Helper()
 	if accept := jsonField(e.Headers, "accept"); e.Method != http.MethodGet || accept != `"text/event-stream"` {
@@ -406,24 +413,7 @@ func TestInteropSSE(t *testing.T) {
 				checkSSEGet(t, sub)
 				up.wait(t, "the countdown's end", func(e nodeEvent) bool { return e.Event == "complete" && e.Conn == sub.Conn })
 
-				resp, body = g.get(t, "/operations/Greetings?wg_sse=true")
-				want = comment +
-					"id: TOKEN1.0\n" + `data: {"data":{"node_greetings":"Hi"}}` + "\n\n" +
-					"id: TOKEN1.1\n" + `data: {"data":{"node_greetings":"Bonjour"}}` + "\n\n" +
-					"id: TOKEN1.2\n" + `data: {"data":{"node_greetings":"Hola"}}` + "\n\n" +
-					completeEvt
-				if resp.StatusCode != http.StatusOK || normIDs(body) != want {
-					t.Errorf("greetings: got %d %q\nwant 200 %q", resp.StatusCode, body, want)
-				}
-
-				// Plain mode: the end of the response is the end of the stream.
-				resp, body = g.get(t, "/operations/Greetings")
-				want = `{"data":{"node_greetings":"Hi"}}` + "\n\n" +
-					`{"data":{"node_greetings":"Bonjour"}}` + "\n\n" +
-					`{"data":{"node_greetings":"Hola"}}` + "\n\n"
-				if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "application/json" || body != want {
-					t.Errorf("greetings, plain: got %d %s %q\nwant 200 application/json %q", resp.StatusCode, ct, body, want)
-				}
+				checkGreetings(t, g)
 			})
 
 			// Clients of one operation with the same variables share one
