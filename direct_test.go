@@ -3,6 +3,7 @@ package gqlpush_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -49,7 +50,13 @@ func TestDirectWritesCutShort(t *testing.T) {
 		t.Fatalf("first frame %q, %v", f.Raw, err)
 	}
 	g := &gateway{up: up, h: h, srv: srv}
+	// A second client, which reads all the while: results are written to
+	// the sockets of a subscription's clients directly only when it has
+	// more than one.
+	other := g.open(t, "/Big?wg_sse")
+	go io.Copy(io.Discard, other.br)
 	g.waitSubscriptions(t, 1)
+	g.waitStreams(t, 2)
 
 	// The client reads nothing while the results come: its socket fills
 	// part way through one of them.

@@ -189,6 +189,7 @@ func (h *Handler) Close(ctx context.Context) error {
 	for _, c := range h.ownClients {
 		c.CloseIdleConnections() // what posted queries: nothing posts any more
 	}
+	h.hub.writers.Wait() // none starts now: nothing publishes; none waits on a client
 	return err
 }
 

@@ -25,6 +25,11 @@ type hub struct {
 
 	nonces atomic.Uint64 // make the keys of unshared subscriptions unique
 
+	// writers are the goroutines writing results to streams' sockets
+	// (writeDirect): Handler.Close waits for them once its sources, which
+	// start them, are closed.
+	writers sync.WaitGroup
+
 	mu     sync.Mutex
 	subs   map[subKey]*shared
 	closed bool
@@ -78,12 +83,11 @@ type shared struct {
 	// writes to directly, and the chunks it writes them.
 	directs              []*subscriber
 	sseChunk, plainChunk []byte
-	// lastAt is when the last result came; round how long writing it to
-	// the sockets took. A result that comes sooner after the last than
-	// that is left to the streams' goroutines: the publisher would fall
-	// behind its source, and they take several results in one write.
-	lastAt time.Time    // guarded by mu
-	round  atomic.Int64 // nanoseconds
+	// writing: a writer goroutine (writeDirect) writes a result to the
+	// sockets of some subscribers; guarded by mu. The next result is left
+	// to the streams' goroutines until it is done: they take several
+	// results in one write when results come faster than it writes them.
+	writing bool
 
 	// While kept by ResumeGrace (guarded by h.mu): its place in the hub's
 	// list, the caller charged for it and how to undo the charge.
@@ -600,9 +604,12 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 	sh.next++
 	sh.events = append(sh.events, ev)
 	low := sh.next
-	directs := sh.directs[:0]
-	direct := now.Sub(sh.lastAt) >= time.Duration(sh.round.Load())
-	sh.lastAt = now
+	// A lone subscriber's goroutine is woken either way.
+	var directs []*subscriber
+	direct := !sh.writing && len(sh.subs) > 1
+	if direct {
+		directs = sh.directs[:0]
+	}
 	for _, s := range sh.subs {
 		if s.slow {
 			continue
@@ -628,14 +635,14 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 	}
 	sh.advanceWindow()
 	sh.trimTo(low)
-	sh.mu.Unlock()
 	if len(directs) > 0 {
-		sh.writeDirect(directs, ev, now)
-		sh.round.Store(int64(time.Since(now)))
-	} else if direct {
-		sh.round.Store(0)
+		// Written by a goroutine of their own: the source's reader goes
+		// back to its upstream at once, whatever the clients.
+		sh.writing = true
+		sh.h.writers.Add(1)
+		go sh.writeDirect(directs, ev)
 	}
-	sh.directs = directs[:0]
+	sh.mu.Unlock()
 	return nil
 }
 
@@ -662,8 +669,10 @@ func (s *subscriber) takeDirect(ev *event) bool {
 // writeDirect writes ev to the sockets of directs, whose locks it holds,
 // one non-blocking write each, and lets each lock go. A subscriber whose
 // socket did not take it all is woken, for its goroutine to write the
-// rest.
-func (sh *shared) writeDirect(directs []*subscriber, ev *event, now time.Time) {
+// rest. The hub's writers count it.
+func (sh *shared) writeDirect(directs []*subscriber, ev *event) {
+	defer sh.h.writers.Done()
+	now := time.Now()
 	var sseChunk, plainChunk []byte
 	delivered := 0
 	for i, s := range directs {
@@ -699,6 +708,10 @@ func (sh *shared) writeDirect(directs []*subscriber, ev *event, now time.Time) {
 	if delivered > 0 && sh.h.cfg.Observer != nil {
 		sh.h.cfg.Observer.framesDelivered(sh.key.ep.op.name, delivered, time.Since(ev.at))
 	}
+	sh.mu.Lock()
+	sh.writing = false
+	sh.directs = directs[:0]
+	sh.mu.Unlock()
 }
 
 // offset is the off of the event seq, which the log holds.
