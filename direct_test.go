@@ -60,7 +60,7 @@ func TestDirectWritesCutShort(t *testing.T) {
 
 	// The client reads nothing while the results come: its socket fills
 	// part way through one of them.
-	content := strings.Repeat("x", 8<<10)
+	content := strings.Repeat("x", 64<<10)
 	for range events {
 		up.Chat.Post("", content)
 	}

@@ -186,6 +186,18 @@ func (s *rawSink) writev(frames [][]byte, deadline time.Time) error {
 	return s.write(deadline, nil, frames...)
 }
 
+// writeRaw writes b as it is, within the deadline: the rest of a chunk a
+// direct write began.
+func (s *rawSink) writeRaw(b []byte, deadline time.Time) error {
+	if !deadline.Equal(s.armed) {
+		s.armed = deadline
+		s.conn.SetWriteDeadline(deadline)
+	}
+	_, err := s.conn.Write(b)
+	s.failed = s.failed || err != nil
+	return err
+}
+
 // copyBelow is the size under which a batch is copied into one buffer and
 // written with write(2); larger batches go out with writev(2), uncopied. For
 // the usual frame of a few hundred bytes, one copy costs less than the
@@ -226,13 +238,14 @@ func (s *rawSink) write(deadline time.Time, head []byte, frames ...[]byte) error
 		s.buf = b
 	} else {
 		bufs := append(s.bufs[:0], head)
-		if !s.unframed {
+		chunked := !s.unframed && n > 0 // no frames, no chunk: a size of 0 would end the body
+		if chunked {
 			s.size = strconv.AppendUint(s.size[:0], uint64(n), 16)
 			s.size = append(s.size, crlf...)
 			bufs = append(bufs, s.size)
 		}
 		bufs = append(bufs, frames...)
-		if !s.unframed {
+		if chunked {
 			bufs = append(bufs, crlf)
 		}
 		s.bufs = bufs

@@ -419,7 +419,7 @@ func (st *stream) flushPending() bool {
 		return true
 	}
 	now := time.Now()
-	if err := st.sink.(*rawSink).write(st.deadline(now), d.pending); err != nil {
+	if err := st.sink.(*rawSink).writeRaw(d.pending, st.deadline(now)); err != nil {
 		st.failed, st.err = true, err
 		return false
 	}
