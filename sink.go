@@ -293,7 +293,9 @@ type direct struct {
 	pending []byte // the rest of a chunk a publisher began, to go first
 	err     error  // of a publisher's write that failed
 
-	lastWrite atomic.Int64 // Unix nanoseconds of a publisher's last write
+	// Unix nanoseconds of a publisher's last write; while a result's rest
+	// is pending, of when that result came.
+	lastWrite atomic.Int64
 }
 
 // newDirect returns the direct of a stream on sink, or nil when its
@@ -331,10 +333,10 @@ func (d *direct) chunk(buf []byte, ev *event) []byte {
 	return append(buf, crlf...)
 }
 
-// try writes b with one write(2) that does not wait, d.mu held, and
-// reports whether all of it went: what did not is pending, unless the
-// socket failed.
-func (d *direct) try(b []byte, now time.Time) bool {
+// try writes b, the chunk of a result that came at at, with one write(2)
+// that does not wait, d.mu held, and reports whether all of it went: what
+// did not is pending, unless the socket failed.
+func (d *direct) try(b []byte, now, at time.Time) bool {
 	var n int
 	var werr error
 	err := d.rc.Write(func(fd uintptr) bool {
@@ -359,6 +361,9 @@ func (d *direct) try(b []byte, now time.Time) bool {
 	}
 	if n < len(b) {
 		d.pending = append(d.pending[:0], b[max(n, 0):]...)
+		// When the result came, for the Observer once the rest is
+		// written; a stream with bytes pending is busy, not idle.
+		d.lastWrite.Store(at.UnixNano())
 		return false
 	}
 	d.lastWrite.Store(now.UnixNano())

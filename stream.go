@@ -49,7 +49,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, req *reque
 		why = h.serveOnce(w, r, s)
 		return
 	}
-	st := &stream{req: req, timeout: h.cfg.WriteTimeout}
+	st := &stream{req: req, timeout: h.cfg.WriteTimeout, obs: h.cfg.Observer}
 	if r.ProtoMajor >= 2 && h.cfg.Heartbeat > 0 {
 		// See slack.
 		st.slack = h.cfg.Heartbeat
@@ -265,9 +265,10 @@ type stream struct {
 	// it, comes within an interval. A write that blocks is then bounded by
 	// the write timeout and the interval together.
 	slack  time.Duration
-	direct *direct  // nil unless a publisher may write to the socket itself
-	last   *event   // the last result this client has, for patch and dedupe
-	batch  [][]byte // frames of one write, reused
+	direct *direct   // nil unless a publisher may write to the socket itself
+	obs    *Observer // told of the results whose rest flushPending writes
+	last   *event    // the last result this client has, for patch and dedupe
+	batch  [][]byte  // frames of one write, reused
 	failed bool
 	err    error // of the write that failed
 }
@@ -425,6 +426,9 @@ func (st *stream) flushPending() bool {
 	}
 	d.pending = nil
 	st.lastWrite = now
+	if st.obs != nil {
+		st.obs.framesDelivered(st.req.ep.op.name, 1, now.Sub(time.Unix(0, d.lastWrite.Load())))
+	}
 	return true
 }
 

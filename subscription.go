@@ -696,7 +696,7 @@ func (sh *shared) writeDirect(directs []*subscriber, ev *event) {
 			}
 			b = plainChunk
 		}
-		ok := d.try(b, now)
+		ok := d.try(b, now, ev.at)
 		d.mu.Unlock()
 		if ok {
 			delivered++
