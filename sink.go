@@ -384,11 +384,14 @@ func (d *direct) unlock() {
 	}
 }
 
-// close stops publishers' writes for good.
-func (d *direct) close() {
+// close stops publishers' writes for good, and reports whether the rest
+// of a chunk was left unwritten: then the response cannot end cleanly.
+func (d *direct) close() (cut bool) {
 	if d != nil {
 		d.mu.Lock()
 		d.closed = true
+		cut = d.pending != nil
 		d.mu.Unlock()
 	}
+	return cut
 }

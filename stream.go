@@ -94,7 +94,13 @@ func (h *Handler) runStream(s *subscriber, st *stream, finish func(problem), don
 	defer func() {
 		defer done()
 		defer st.sink.close()
-		defer st.direct.close() // before the sink's last chunk
+		defer func() {
+			// Before the sink's last chunk, which must not follow
+			// part of another.
+			if st.direct.close() {
+				st.sink.(*rawSink).failed = true
+			}
+		}()
 		finish(why)
 	}()
 	if h.cfg.Heartbeat > 0 {

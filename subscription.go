@@ -652,10 +652,11 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 // publisher holds s.direct's lock.
 func (s *subscriber) takeDirect(ev *event) bool {
 	d := s.direct
-	if d == nil || s.cursor != ev.seq || s.replay != nil || s.catching || (ev.pos != 0 && ev.pos <= s.last) || !d.mu.TryLock() {
+	if d == nil || s.cursor != ev.seq || s.catching || !d.mu.TryLock() {
 		return false
 	}
-	if d.closed || d.pending != nil || d.err != nil {
+	// s.last is the stream's, read and written with d.mu held.
+	if d.closed || d.pending != nil || d.err != nil || (ev.pos != 0 && ev.pos <= s.last) {
 		d.mu.Unlock()
 		return false
 	}
