@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/gqlpush/gqlpush"
 	"github.com/gqlpush/gqlpush/gqlpushtest"
 )
 
@@ -24,28 +22,7 @@ import (
 func TestDirectWritesCounted(t *testing.T) {
 	const events = 20
 	rec := newDropRecorder()
-	up := gqlpushtest.NewServer(nil)
-	defer up.Close()
-	h, err := gqlpush.NewHandler(gqlpush.Config{
-		Operations: mustParse(t, map[string]string{"Big": `subscription { gql_messageCreated { id content } }`}),
-		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: up.URL}},
-		QueueBytes: 64 << 20,
-		Heartbeat:  -1,
-		Observer:   rec.observer(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(h)
-	srv.Listener = smallBuffers{srv.Listener}
-	srv.Start()
-	defer srv.Close()
-	closed := false
-	defer func() {
-		if !closed {
-			h.Close(waitCtx(t))
-		}
-	}()
+	up, h, srv := bigGateway(t, rec.observer())
 	g := &gateway{up: up, h: h, srv: srv}
 
 	// Each client reads every result and counts them, until its stream ends.
@@ -89,7 +66,6 @@ func TestDirectWritesCounted(t *testing.T) {
 	})
 	// Close returns when every stream and every writer is done, and with
 	// them every call of FramesDelivered.
-	closed = true
 	if err := h.Close(waitCtx(t)); err != nil {
 		t.Fatal(err)
 	}

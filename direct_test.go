@@ -21,22 +21,7 @@ import (
 // chunks.
 func TestDirectWritesCutShort(t *testing.T) {
 	const events = 60
-	up := gqlpushtest.NewServer(nil)
-	defer up.Close()
-	h, err := gqlpush.NewHandler(gqlpush.Config{
-		Operations: mustParse(t, map[string]string{"Big": `subscription { gql_messageCreated { id content } }`}),
-		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: up.URL}},
-		QueueBytes: 64 << 20,
-		Heartbeat:  -1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(h)
-	srv.Listener = smallBuffers{srv.Listener}
-	srv.Start()
-	defer srv.Close()
-	defer h.Close(waitCtx(t))
+	up, h, srv := bigGateway(t, nil)
 
 	conn := dialSmallWindow(t, srv.Listener.Addr().String())
 	fmt.Fprintf(conn, "GET /Big?wg_sse HTTP/1.1\r\nHost: gqlpush\r\n\r\n")
@@ -82,4 +67,30 @@ func TestDirectWritesCutShort(t *testing.T) {
 		}
 		last = id
 	}
+}
+
+// bigGateway serves Big, results of any size, at the root, over sockets
+// whose send buffers are small, with no heartbeats and room for 64 MiB of
+// unread results per client; Close is left to the caller, and done at the
+// end of the test too.
+func bigGateway(t *testing.T, obs *gqlpush.Observer) (*gqlpushtest.Server, *gqlpush.Handler, *httptest.Server) {
+	t.Helper()
+	up := gqlpushtest.NewServer(nil)
+	t.Cleanup(up.Close)
+	h, err := gqlpush.NewHandler(gqlpush.Config{
+		Operations: mustParse(t, map[string]string{"Big": `subscription { gql_messageCreated { id content } }`}),
+		Upstreams:  []gqlpush.Upstream{{Name: "gql", URL: up.URL}},
+		QueueBytes: 64 << 20,
+		Heartbeat:  -1,
+		Observer:   obs,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = smallBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { h.Close(waitCtx(t)) })
+	return up, h, srv
 }
