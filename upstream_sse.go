@@ -14,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/r3labs/sse/v2"
 )
 
 // GraphQL over Server-Sent Events, in the protocol's distinct connections
@@ -26,11 +24,10 @@ import (
 // "next" carries one result, "complete" ends it. GraphQL Yoga serves its
 // subscriptions so by default.
 //
-// The events are split by r3labs/sse's EventStreamReader, with its buffer
-// bounded by MaxResponseBytes. Its Client is not used: it sends GET only,
-// takes a response that ends cleanly for a success, and retries at a pace
-// of its own; here one loop per subscription owns the request, its retries
-// (the WebSocket upstreams' backoff and ReconnectLimit) and its end.
+// One loop per subscription owns the request, its retries (the WebSocket
+// upstreams' backoff and ReconnectLimit) and its end; its events are split
+// by a bufio.Scanner bounded by MaxResponseBytes, by the HTML standard's
+// event stream rules.
 
 // mediaEventStream is the media type of an SSE response.
 const mediaEventStream = "text/event-stream"
@@ -334,24 +331,11 @@ func (sub *sseSub) refusal(method string, resp *http.Response, media string) err
 // mid-stream.
 func (sub *sseSub) read(body io.Reader) error {
 	limit := sub.src.cfg.MaxResponseBytes
-	in := &eventStream{r: body}
-	events := sse.NewEventStreamReader(in, limit+sseFieldSlack)
-	for first := true; ; first = false {
-		ev, err := events.ReadEvent()
-		switch {
-		case errors.Is(err, bufio.ErrTooLong):
-			return &sseRefusal{end: endTooLarge, err: fmt.Errorf("an event over %d bytes", limit)}
-		case err == io.EOF:
-			// ReadEvent says EOF for a cancelled read too: the caller
-			// tells them apart by the subscription's context.
-			return errors.New("the response ended before the subscription completed")
-		case err != nil:
-			return err
-		case in.ended:
-			// What the reader returns once the stream has ended is an
-			// event cut short: the HTML standard discards it.
-			continue
-		}
+	events := bufio.NewScanner(&lineEnds{r: body})
+	events.Buffer(make([]byte, 0, min(4<<10, limit)), limit+sseFieldSlack)
+	events.Split(splitEvents)
+	for first := true; events.Scan(); first = false {
+		ev := events.Bytes()
 		if first {
 			ev = bytes.TrimPrefix(ev, byteOrderMark)
 		}
@@ -374,54 +358,57 @@ func (sub *sseSub) read(body io.Reader) error {
 			}
 		}
 	}
-}
-
-var newline = []byte("\n")
-
-// byteOrderMark may open an event stream; it is no part of its first field.
-var byteOrderMark = []byte("\uFEFF")
-
-// An eventStream is a response's body as its EventStreamReader reads it,
-// with two of the HTML standard's rules the reader lacks:
-//
-//   - every line end, CR, LF or CRLF, is one LF, so that the reader, which
-//     knows some pairs of line ends only, finds every blank line;
-//   - the end of the body is told apart: a Read that returns data never
-//     also returns the end, so once ended is set, the reader holds no whole
-//     event, and whatever it returns after is an event cut short.
-type eventStream struct {
-	r     io.Reader
-	cr    bool  // the last byte read was a CR: an LF right after it is dropped
-	err   error // the end, once read, returned by the next Read
-	ended bool  // the end was returned
-}
-
-func (e *eventStream) Read(p []byte) (int, error) {
-	if e.err != nil {
-		e.ended = true
-		return 0, e.err
+	switch err := events.Err(); {
+	case errors.Is(err, bufio.ErrTooLong):
+		return &sseRefusal{end: endTooLarge, err: fmt.Errorf("an event over %d bytes", limit)}
+	case err != nil:
+		return err // a cancelled read too: the caller tells it by the subscription's context
 	}
-	n, err := e.r.Read(p)
-	e.err = err
+	return errors.New("the response ended before the subscription completed")
+}
+
+var (
+	newline   = []byte("\n")
+	blankLine = []byte("\n\n")
+	// byteOrderMark may open an event stream; it is no part of its
+	// first field.
+	byteOrderMark = []byte("\uFEFF")
+)
+
+// splitEvents splits an event stream whose line ends are all LF (lineEnds)
+// into events, each ended by a blank line. What is left when the stream
+// ends is an event cut short, which the HTML standard discards.
+func splitEvents(data []byte, atEOF bool) (int, []byte, error) {
+	if i := bytes.Index(data, blankLine); i >= 0 {
+		return i + len(blankLine), data[:i], nil
+	}
+	return 0, nil, nil // more, or, at the end, nothing
+}
+
+// lineEnds reads a response's body with every line end, CR, LF or CRLF,
+// made one LF, as the HTML standard reads an event stream.
+type lineEnds struct {
+	r  io.Reader
+	cr bool // the last byte read was a CR: an LF right after it is dropped
+}
+
+func (l *lineEnds) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
 	k := 0
 	for _, c := range p[:n] {
 		switch {
-		case c == '\n' && e.cr:
-			e.cr = false
+		case c == '\n' && l.cr:
+			l.cr = false
 			continue // the LF of a CRLF, whose CR was one LF already
 		case c == '\r':
-			e.cr, c = true, '\n'
+			l.cr, c = true, '\n'
 		default:
-			e.cr = false
+			l.cr = false
 		}
 		p[k] = c
 		k++
 	}
-	if k == 0 && e.err != nil {
-		e.ended = true
-		return 0, e.err
-	}
-	return k, nil
+	return k, err
 }
 
 // parseEvent reads the fields of one event, by the rules of the HTML
