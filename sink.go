@@ -317,17 +317,9 @@ func newDirect(sk sink, sse bool) *direct {
 	return &direct{rc: rc, sse: sse, unframed: rs.unframed}
 }
 
-// chunk is what a direct write sends of ev: its frame, as a chunk of the
-// chunked coding unless unframed, built in buf.
-func (d *direct) chunk(buf []byte, ev *event) []byte {
-	f := ev.plain
-	if d.sse {
-		f = ev.sse
-	}
-	if d.unframed {
-		return f
-	}
-	buf = strconv.AppendUint(buf[:0], uint64(len(f)), 16)
+// appendChunk appends f to buf as one chunk of the chunked coding.
+func appendChunk(buf, f []byte) []byte {
+	buf = strconv.AppendUint(buf, uint64(len(f)), 16)
 	buf = append(buf, crlf...)
 	buf = append(buf, f...)
 	return append(buf, crlf...)

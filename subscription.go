@@ -678,24 +678,16 @@ func (sh *shared) writeDirect(directs []*subscriber, ev *event) {
 	delivered := 0
 	for i, s := range directs {
 		d := s.direct
-		var b []byte
-		switch {
-		case d.unframed && d.sse:
-			b = ev.sse
-		case d.unframed:
-			b = ev.plain
-		case d.sse:
-			if sseChunk == nil {
-				sseChunk = d.chunk(sh.sseChunk, ev)
-				sh.sseChunk = sseChunk
+		b, chunk, reuse := ev.plain, &plainChunk, &sh.plainChunk
+		if d.sse {
+			b, chunk, reuse = ev.sse, &sseChunk, &sh.sseChunk
+		}
+		if !d.unframed { // HTTP/1.1: the frame as a chunk, built once for all
+			if *chunk == nil {
+				*chunk = appendChunk((*reuse)[:0], b)
+				*reuse = *chunk
 			}
-			b = sseChunk
-		default:
-			if plainChunk == nil {
-				plainChunk = d.chunk(sh.plainChunk, ev)
-				sh.plainChunk = plainChunk
-			}
-			b = plainChunk
+			b = *chunk
 		}
 		ok := d.try(b, now, ev.at)
 		d.mu.Unlock()

@@ -49,9 +49,9 @@ var (
 type sseRefusal struct {
 	end ending
 	err error // the cause, for the log
-	// keep, when set, is how requests with the same forwarded values are
-	// refused for a while: the answer was not about the query (a status,
-	// a content type), so asking again would get it again.
+	// keep, when set, is how requests for the same subscription are
+	// refused for a while: the answer was a status or a content type,
+	// which a client that comes back at once would get again.
 	keep *httpError
 }
 
