@@ -57,7 +57,7 @@ type httpSink struct {
 	w     http.ResponseWriter
 	rc    *http.ResponseController
 	done  <-chan struct{}
-	armed time.Time
+	armed int64 // Unix nanoseconds of the write deadline in force; 0: none
 	// idleDeadline: a write deadline passes whether a write is under way
 	// or not, and then ends the response. So it is over HTTP/2, where
 	// net/http resets a stream whose deadline passed: a stream idle
@@ -69,8 +69,8 @@ type httpSink struct {
 }
 
 func (s *httpSink) writev(frames [][]byte, deadline time.Time) error {
-	if !deadline.Equal(s.armed) {
-		s.armed = deadline
+	if n := deadline.UnixNano(); n != s.armed {
+		s.armed = n
 		s.rc.SetWriteDeadline(deadline) // ErrNotSupported is fine: no deadline then
 	}
 	if s.idleDeadline {
@@ -89,7 +89,7 @@ func (s *httpSink) writev(frames [][]byte, deadline time.Time) error {
 
 // lift takes the write deadline off.
 func (s *httpSink) lift() {
-	s.armed = time.Time{}
+	s.armed = 0
 	s.rc.SetWriteDeadline(time.Time{})
 }
 
@@ -109,13 +109,12 @@ type rawSink struct {
 	conn     net.Conn
 	unframed bool          // HTTP/1.0: no chunks; the close ends the body
 	vector   bool          // the conn takes writev; else batches are copied into buf
-	goneCh   chan struct{} // closed by watch when the client goes
-	watched  chan struct{} // closed when watch returns
+	failed   bool          // a write failed: the response cannot be ended cleanly
+	goneCh   chan struct{} // closed by watch when the client goes, as it returns
 	bufs     net.Buffers   // a large batch, with the chunk's size line and end; reused
 	buf      []byte        // a small batch, copied for one write; reused
 	size     []byte        // the chunk's size line; reused
-	armed    time.Time
-	failed   bool // a write failed: the response cannot be ended cleanly
+	armed    int64         // Unix nanoseconds of the write deadline in force
 }
 
 var (
@@ -153,12 +152,13 @@ func newRawSink(conn net.Conn, header http.Header, http10 bool, first []byte, de
 	// wrapper that embeds *net.TCPConn keeps it); never under TLS, which
 	// must see every byte.
 	_, vector := conn.(syscall.Conn)
-	s := &rawSink{conn: conn, unframed: http10, vector: vector, goneCh: make(chan struct{}), watched: make(chan struct{})}
-	go watch(conn, s.goneCh, s.watched)
+	s := &rawSink{conn: conn, unframed: http10, vector: vector, goneCh: make(chan struct{})}
+	go watch(conn, s.goneCh)
 	if err := s.write(deadline, head.Bytes(), first); err != nil {
 		s.close()
 		return nil, err
 	}
+	s.buf = nil // an idle stream keeps no buffer the size of its head
 	return s, nil
 }
 
@@ -167,18 +167,19 @@ func newRawSink(conn net.Conn, header http.Header, http10 bool, first []byte, de
 const maxClientBytes = 4 << 10
 
 // watch reads the connection until it fails, which is how a client's
-// leaving shows; it takes the place of net/http's background reader.
-func watch(r io.Reader, gone, done chan<- struct{}) {
-	defer close(done)
-	var b [512]byte
+// leaving shows, and then closes gone; it takes the place of net/http's
+// background reader. Its buffer is small: it is held by every idle stream,
+// and a client has nothing to send.
+func watch(r io.Reader, gone chan<- struct{}) {
+	defer close(gone)
+	var b [16]byte
 	for n := 0; n <= maxClientBytes; {
 		k, err := r.Read(b[:])
 		if err != nil {
-			break
+			return
 		}
 		n += k
 	}
-	close(gone)
 }
 
 // writev writes frames as one chunk.
@@ -189,8 +190,8 @@ func (s *rawSink) writev(frames [][]byte, deadline time.Time) error {
 // writeRaw writes b as it is, within the deadline: the rest of a chunk a
 // direct write began.
 func (s *rawSink) writeRaw(b []byte, deadline time.Time) error {
-	if !deadline.Equal(s.armed) {
-		s.armed = deadline
+	if n := deadline.UnixNano(); n != s.armed {
+		s.armed = n
 		s.conn.SetWriteDeadline(deadline)
 	}
 	_, err := s.conn.Write(b)
@@ -210,8 +211,8 @@ func (s *rawSink) write(deadline time.Time, head []byte, frames ...[]byte) error
 	for _, f := range frames {
 		n += len(f)
 	}
-	if !deadline.Equal(s.armed) {
-		s.armed = deadline
+	if n := deadline.UnixNano(); n != s.armed {
+		s.armed = n
 		s.conn.SetWriteDeadline(deadline)
 	}
 	var err error
@@ -267,7 +268,7 @@ func (s *rawSink) close() {
 		s.write(time.Now().Add(time.Second), lastChunk)
 	}
 	s.conn.Close()
-	<-s.watched
+	<-s.goneCh // watch has returned
 }
 
 // A direct is a taken-over stream's socket, as the goroutine that publishes

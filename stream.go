@@ -127,7 +127,7 @@ func (h *Handler) streamLoop(s *subscriber, st *stream) problem {
 		drainDone <-chan time.Time
 		expired   <-chan time.Time
 		timeout   <-chan time.Time
-		buf       = make([]*event, 0, 8)
+		buf       []*event // made at the first wake: an idle stream holds none
 		op        = st.req.ep.op.name
 	)
 	if st.beat != nil {
@@ -176,6 +176,9 @@ func (h *Handler) streamLoop(s *subscriber, st *stream) problem {
 			var end ending
 			// Held while the stream writes: a publisher writes to the
 			// socket only while the stream does not.
+			if buf == nil {
+				buf = make([]*event, 0, 8)
+			}
 			st.direct.lock()
 			buf, end = s.take(buf[:0])
 			// Close wakes every subscriber rather than closing a channel
@@ -262,8 +265,11 @@ type stream struct {
 	timeout   time.Duration
 	beat      *time.Timer
 	beatEvery time.Duration
-	lastWrite time.Time // of the last write
-	armed     time.Time // the write deadline in force
+	// Unix nanoseconds, not time.Time, which is three words: of the last
+	// write, and the write deadline in force. An idle stream is mostly
+	// this struct and its goroutines.
+	lastWrite int64
+	armed     int64
 	// slack lengthens the write deadline over HTTP/2 by a heartbeat
 	// interval. There net/http resets a stream once its write deadline
 	// passes, whether a write is under way or not: the deadline must not
@@ -305,7 +311,7 @@ func (st *stream) begin(w http.ResponseWriter, r *http.Request, hijack bool, res
 		return false
 	}
 	st.sink = sk
-	st.lastWrite = time.Now()
+	st.lastWrite = time.Now().UnixNano()
 	return true
 }
 
@@ -404,7 +410,7 @@ func (st *stream) write(frames [][]byte) bool {
 		st.failed, st.err = true, err
 		return false
 	}
-	st.lastWrite = now
+	st.lastWrite = now.UnixNano()
 	return true
 }
 
@@ -431,7 +437,7 @@ func (st *stream) flushPending() bool {
 		return false
 	}
 	d.pending = nil
-	st.lastWrite = now
+	st.lastWrite = now.UnixNano()
 	if st.obs != nil {
 		st.obs.framesDelivered(st.req.ep.op.name, 1, now.Sub(time.Unix(0, d.lastWrite.Load())))
 	}
@@ -441,12 +447,11 @@ func (st *stream) flushPending() bool {
 // lastWritten is when the stream was last written to, by its goroutine or
 // by a publisher.
 func (st *stream) lastWritten() time.Time {
+	t := st.lastWrite
 	if d := st.direct; d != nil {
-		if t := d.lastWrite.Load(); t > st.lastWrite.UnixNano() {
-			return time.Unix(0, t)
-		}
+		t = max(t, d.lastWrite.Load())
 	}
-	return st.lastWrite
+	return time.Unix(0, t)
 }
 
 // deadline bounds the next write: a client that does not take it within the
@@ -455,10 +460,10 @@ func (st *stream) lastWritten() time.Time {
 // write always has at least half the timeout, and a busy stream spares the
 // poller most updates.
 func (st *stream) deadline(now time.Time) time.Time {
-	if st.armed.Sub(now) <= st.timeout/2+st.slack {
-		st.armed = now.Add(st.timeout + st.slack)
+	if n := now.UnixNano(); st.armed-n <= int64(st.timeout/2+st.slack) {
+		st.armed = n + int64(st.timeout+st.slack)
 	}
-	return st.armed
+	return time.Unix(0, st.armed)
 }
 
 // isGone reports whether the client has gone.
