@@ -83,8 +83,9 @@ type shared struct {
 	// writes to directly, and the chunks it writes them.
 	directs              []*subscriber
 	sseChunk, plainChunk []byte
-	// writing: a writer goroutine (writeDirect) writes a result to the
-	// sockets of some subscribers; guarded by mu. The next result is left
+	// writing: writeDirect writes a result to the sockets of some
+	// subscribers, in a goroutine of its own or, for one socket, in the
+	// publisher's; guarded by mu. The next result is left
 	// to the streams' goroutines until it is done: they take several
 	// results in one write when results come faster than it writes them.
 	writing bool
@@ -604,9 +605,8 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 	sh.next++
 	sh.events = append(sh.events, ev)
 	low := sh.next
-	// A lone subscriber's goroutine is woken either way.
 	var directs []*subscriber
-	direct := !sh.writing && len(sh.subs) > 1
+	direct := !sh.writing
 	if direct {
 		directs = sh.directs[:0]
 	}
@@ -636,10 +636,19 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 	sh.advanceWindow()
 	sh.trimTo(low)
 	if len(directs) > 0 {
-		// Written by a goroutine of their own: the source's reader goes
-		// back to its upstream at once, whatever the clients.
 		sh.writing = true
 		sh.h.writers.Add(1)
+		if len(directs) == 1 {
+			// One write that does not wait costs the source's reader
+			// less than waking the stream's goroutine would: written
+			// here, as a subscription of one client's results mostly
+			// are.
+			sh.mu.Unlock()
+			sh.writeDirect(directs, ev)
+			return nil
+		}
+		// Written by a goroutine of their own: the source's reader goes
+		// back to its upstream at once, whatever the clients.
 		go sh.writeDirect(directs, ev)
 	}
 	sh.mu.Unlock()
@@ -670,7 +679,7 @@ func (s *subscriber) takeDirect(ev *event) bool {
 // writeDirect writes ev to the sockets of directs, whose locks it holds,
 // one non-blocking write each, and lets each lock go. A subscriber whose
 // socket did not take it all is woken, for its goroutine to write the
-// rest. The hub's writers count it.
+// rest. The hub's writers count it; sh.mu is not held.
 func (sh *shared) writeDirect(directs []*subscriber, ev *event) {
 	defer sh.h.writers.Done()
 	now := time.Now()
