@@ -95,13 +95,11 @@ func execute(ctx context.Context, cfg config, command string, log io.Writer) (re
 		}
 	}
 	switch cfg.base() {
-	case "fanout":
-		err = e.steady(ctx, false)
+	case "fanout", "distinct":
+		err = e.steady(ctx, cfg.base() == "distinct")
 		if e.rep.Floor != nil && len(e.rep.Windows) > 0 {
 			e.rep.Floor.compare(e.rep.Windows[0])
 		}
-	case "distinct":
-		err = e.steady(ctx, true)
 	case "saturate":
 		err = e.saturate(ctx)
 	case "idle":

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,27 +37,50 @@ import (
 //
 // A round is one frame to every connection: its time, from the tick to the
 // last write's return, is recorded and served (and reset) at latencyPath,
-// as the gateway serves its own latency.
+// as the gateway serves its own latency. An own-mode connection whose
+// goroutine still writes an earlier round misses the round: a drop, counted
+// at floorStatsPath.
+//
+// With -upstream, the floor is the distinct scenario's instead: see
+// floorup.go.
 
 const (
-	floorModePath = "/debug/floor-mode"
-	floorTurn     = "turn"
-	floorOwn      = "own"
-	floorToken    = "floorfloorfloor0" // as long as gqlpush's tokens
+	floorModePath  = "/debug/floor-mode"
+	floorStatsPath = "/debug/floor-stats"
+	floorTurn      = "turn"
+	floorOwn       = "own"
+	floorToken     = "floorfloorfloor0" // as long as gqlpush's tokens
 )
 
 // floorModes are the modes a floor phase measures, in order.
 var floorModes = [...]string{floorTurn, floorOwn}
 
-// A floorServer writes each round's frame to its connections.
+// A floorServer writes each round's frame to its connections or, with an
+// upstream (the distinct floor), each upstream event to its subscription's
+// connection.
 type floorServer struct {
 	mode   atomic.Pointer[string]
-	rounds atomic.Pointer[histSet]
+	rounds atomic.Pointer[histSet] // round times; the distinct floor's write times
+
+	up *floorUpstream // the distinct floor's; nil for the fanout floor
 
 	mu    sync.Mutex
 	conns map[*floorConn]struct{}
+	subs  map[string]*floorConn // the distinct floor's connections, by subscription id
 
-	wg sync.WaitGroup // the connections' goroutines
+	wg sync.WaitGroup // the connections' goroutines (and watchers), the upstream's reader
+
+	dropped atomic.Int64 // own mode: frames a connection missed, its slot still full
+	skipped atomic.Int64 // upstream messages of another shape than next
+	late    atomic.Int64 // next messages of a subscription already ended
+}
+
+// floorStats are a floor server's counts since it started, served at
+// floorStatsPath.
+type floorStats struct {
+	Dropped int64 `json:"dropped"`
+	Skipped int64 `json:"skipped"`
+	Late    int64 `json:"late"`
 }
 
 // A floorRound is one frame, chunked, for every connection.
@@ -67,15 +91,18 @@ type floorRound struct {
 }
 
 // A floorConn is one client's connection; its goroutine waits on wake for
-// the round to write.
+// the round (the distinct floor: the event) to write.
 type floorConn struct {
 	conn net.Conn
 	wake chan *floorRound // buffered 1
 	dead atomic.Bool
+
+	sub    string // the distinct floor: its subscription's id
+	events uint64 // the distinct floor: events so far, under the server's mu
 }
 
 func newFloorServer() *floorServer {
-	s := &floorServer{conns: map[*floorConn]struct{}{}}
+	s := &floorServer{conns: map[*floorConn]struct{}{}, subs: map[string]*floorConn{}}
 	m := floorTurn
 	s.mode.Store(&m)
 	s.rounds.Store(newHistSet())
@@ -91,8 +118,15 @@ func floorHead() []byte {
 }
 
 // ServeHTTP takes the connection over, and then writes its frames when
-// woken until the server closes or a write fails.
+// woken until the server closes or a write fails. On the distinct floor, it
+// first subscribes to the request's room upstream, and a goroutine of the
+// connection's watches for its client to go.
 func (s *floorServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	room := r.URL.Query().Get("room")
+	if s.up != nil && room == "" {
+		http.Error(w, "the distinct floor needs a room query parameter", http.StatusBadRequest)
+		return
+	}
 	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		http.Error(w, "HTTP/1.1 only", http.StatusHTTPVersionNotSupported)
@@ -111,8 +145,21 @@ func (s *floorServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.conns[c] = struct{}{}
+	if s.up != nil {
+		c.sub = strconv.FormatUint(s.up.nextID.Add(1), 10)
+		s.subs[c.sub] = c
+		s.wg.Add(1) // the watcher's
+	}
 	s.wg.Add(1)
 	s.mu.Unlock()
+	if s.up != nil {
+		// Subscribed before the watcher starts: a complete never goes
+		// out before its subscribe.
+		if err := s.up.subscribe(c.sub, room); err != nil && s.up.ctx.Err() == nil {
+			fmt.Fprintf(s.up.log, "subscribe %s: %v\n", c.sub, err)
+		}
+		go s.watch(c)
+	}
 	// The handler's goroutine is the connection's: net/http forgets a
 	// hijacked connection, the floor server waits for it.
 	s.writeWhenWoken(c)
@@ -126,7 +173,7 @@ func (s *floorServer) writeWhenWoken(c *floorConn) {
 	for r := range c.wake {
 		if !c.dead.Load() {
 			if _, err := c.conn.Write(r.chunk); err != nil {
-				s.drop(c)
+				s.end(c)
 			}
 		}
 		s.done(r)
@@ -141,15 +188,22 @@ func (s *floorServer) done(r *floorRound) {
 	}
 }
 
-// drop forgets a connection whose write failed; its goroutine ends.
-func (s *floorServer) drop(c *floorConn) {
+// drop forgets a connection whose write failed, or whose client went; its
+// goroutine ends. It reports whether the connection was still known: false
+// once the server has closed.
+func (s *floorServer) drop(c *floorConn) bool {
 	c.dead.Store(true)
 	s.mu.Lock()
-	if _, ok := s.conns[c]; ok {
-		delete(s.conns, c)
-		close(c.wake)
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c]; !ok {
+		return false
 	}
-	s.mu.Unlock()
+	delete(s.conns, c)
+	if c.sub != "" {
+		delete(s.subs, c.sub)
+	}
+	close(c.wake)
+	return true
 }
 
 // snapshot returns the connections of this round.
@@ -213,6 +267,7 @@ func (s *floorServer) run(ctx context.Context, interval time.Duration) {
 			default:
 				// An earlier round still waits for this connection:
 				// it misses this one, which then counts it as done.
+				s.dropped.Add(1)
 				s.done(r)
 			}
 		}
@@ -233,7 +288,9 @@ func appendFloorFrame(b []byte, seq uint64, sent time.Time) []byte {
 	return append(b, "\"}}}\n\n"...)
 }
 
-// close ends every connection's goroutine and waits for them.
+// close ends every connection's goroutine and, on the distinct floor, the
+// upstream's WebSocket (which ends the subscriptions), and waits for every
+// goroutine of the server's.
 func (s *floorServer) close() {
 	s.mu.Lock()
 	for c := range s.conns {
@@ -241,16 +298,24 @@ func (s *floorServer) close() {
 		c.conn.Close()
 		close(c.wake)
 	}
-	s.conns = nil
+	s.conns, s.subs = nil, nil
 	s.mu.Unlock()
+	if s.up != nil {
+		s.up.close()
+	}
 	s.wg.Wait()
 }
 
-// count is the connections being written to.
-func (s *floorServer) count() int {
+// count is the connections being written to, and the distinct floor's
+// subscriptions.
+func (s *floorServer) count() (conns, subs int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.conns)
+	return len(s.conns), len(s.subs)
+}
+
+func (s *floorServer) stats() floorStats {
+	return floorStats{Dropped: s.dropped.Load(), Skipped: s.skipped.Load(), Late: s.late.Load()}
 }
 
 // runFloor serves the floor and its debug endpoints on one loopback
@@ -260,14 +325,28 @@ func runFloor(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs := flag.NewFlagSet("loadgen floor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "listen `address` (loopback)")
-	rate := fs.Float64("rate", 10, "rounds per second: a frame to every connection each")
-	mode := fs.String("mode", floorTurn, "turn (one goroutine writes to each connection in turn) or own (each connection's goroutine writes its frame when woken); "+floorModePath+"?mode= switches it")
+	rate := fs.Float64("rate", 10, "rounds per second: a frame to every connection each (not with -upstream)")
+	mode := fs.String("mode", floorTurn, "turn (one goroutine writes to each connection in turn; with -upstream, the upstream's reader writes each event) or own (each connection's goroutine writes its frame when woken); "+floorModePath+"?mode= switches it")
+	upstream := fs.String("upstream", "", "the distinct scenario's floor: no rounds; for each SSE request, subscribe to Room with its room query parameter on this graphql-transport-ws `URL` (ws://…, loopback), one WebSocket for all, and write each event to its connection")
 	exitOnEOF := fs.Bool("exit-on-eof", true, "exit when stdin reaches EOF")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	rateSet := false
+	fs.Visit(func(f *flag.Flag) { rateSet = rateSet || f.Name == "rate" })
+	if *upstream != "" {
+		if rateSet {
+			return errors.New("-rate and -upstream exclude each other: with -upstream, the upstream's events set the pace")
+		}
+		if !strings.HasPrefix(*upstream, "ws://") {
+			return errors.New("-upstream must be a ws:// URL")
+		}
+		if err := checkLoopbackURL(ctx, *upstream); err != nil {
+			return fmt.Errorf("-upstream: %w", err)
+		}
 	}
 	if *rate <= 0 {
 		return errors.New("-rate must be positive")
@@ -280,17 +359,33 @@ func runFloor(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	s := newFloorServer()
 	s.mode.Store(mode)
+	if *upstream != "" {
+		up, err := dialFloorUpstream(ctx, *upstream, stderr)
+		if err != nil {
+			return fmt.Errorf("-upstream: %w", err)
+		}
+		s.up = up
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
+		if s.up != nil {
+			s.up.close()
+		}
 		return err
 	}
 	mux := http.NewServeMux()
 	mux.Handle(opsPrefix, s)
 	mux.HandleFunc("GET "+debugPath, func(w http.ResponseWriter, r *http.Request) {
-		n := s.count()
-		di := debugInfo{PID: os.Getpid(), Goroutines: runtime.NumGoroutine(), Streams: n}
+		n, subs := s.count()
+		di := debugInfo{PID: os.Getpid(), Goroutines: runtime.NumGoroutine(), Streams: n, Subscriptions: subs, DroppedSlow: s.dropped.Load()}
+		if s.up != nil {
+			di.UpstreamConns = 1
+		}
 		di.readMemory()
 		writeJSON(w, di)
+	})
+	mux.HandleFunc("GET "+floorStatsPath, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, s.stats())
 	})
 	mux.HandleFunc("POST "+latencyPath, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, s.rounds.Swap(newHistSet()).summary())
@@ -305,6 +400,11 @@ func runFloor(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		w.WriteHeader(http.StatusNoContent)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if s.up != nil {
+		s.wg.Add(1)
+		go s.readUpstream()
+		return serveChild(ctx, srv, ln, stdin, *exitOnEOF, stdout, func(context.Context) { s.close() })
+	}
 	rctx, stopRounds := context.WithCancel(ctx)
 	defer stopRounds()
 	ran := make(chan struct{})
@@ -335,14 +435,33 @@ type floorInfo struct {
 	Clients    *clientsInfo `json:"clients"`
 	Modes      []*floorMode `json:"modes"`
 	Against    string       `json:"against,omitempty"` // the scenario's window the ratios are of
+	// The distinct floor's: the upstream it subscribed to, its
+	// subscriptions there after its windows, and what was left of them
+	// once its clients had gone (before the scenario's clients open).
+	Upstream           string `json:"upstream,omitempty"`
+	Subscriptions      *int   `json:"upstream_subscriptions,omitempty"`
+	SubscriptionsAfter *int   `json:"upstream_subscriptions_after,omitempty"`
 }
 
 // floorMode is one mode's window. Its gateway CPU per event is the floor
 // server's CPU per delivered frame.
 type floorMode struct {
-	Mode      string   `json:"mode"`
-	Window    *window  `json:"window"`
-	RoundTime *latency `json:"round_time"` // a frame to every connection, from the tick to the last write's return
+	Mode   string  `json:"mode"`
+	Window *window `json:"window"`
+	// The fanout floor's: a frame to every connection, from the tick to
+	// the last write's return.
+	RoundTime *latency `json:"round_time,omitempty"`
+	// The distinct floor's: an event, from the upstream message read to
+	// its write's return.
+	WriteTime *latency `json:"write_time,omitempty"`
+	// Clients that received a frame in the window; frames a connection
+	// missed because its goroutine still wrote an earlier one (own mode);
+	// upstream messages skipped as not of a next's shape, and next
+	// messages of a subscription already ended (the distinct floor).
+	Reached *int   `json:"clients_reached"`
+	Dropped *int64 `json:"dropped"`
+	Skipped *int64 `json:"skipped,omitempty"`
+	Late    *int64 `json:"late,omitempty"`
 	// The scenario's CPU per delivered event, p50 and p99 over this
 	// mode's.
 	CPURatio *float64 `json:"cpu_per_event_ratio,omitempty"`
@@ -353,10 +472,27 @@ type floorMode struct {
 // floorPhase starts the floor server, opens the scenario's clients on it,
 // measures a window in each mode, and stops it. Its windows go in
 // e.rep.Floor, not in e.rep.Windows: the scenario's checks read those.
+//
+// The distinct floor's clients are distinct's, each on Room with its own
+// room, and the floor subscribes to each room on the in-process upstream.
+// Once the upstream runs every subscription, the publisher posts at the
+// scenario's rate; after the windows it pauses, its rooms' sequence numbers
+// start again from 0, the clients close, and the phase waits until the
+// upstream runs no subscription: the scenario then starts as it would have
+// without the floor.
 func (e *env) floorPhase(ctx context.Context) (err error) {
+	distinct := e.cfg.base() == "distinct"
 	info := &floorInfo{FrameBytes: len(appendFloorFrame(nil, 0, time.Now()))}
 	e.rep.Floor = info
 	flags := []string{"-rate", strconv.FormatFloat(e.cfg.rate, 'g', -1, 64)}
+	if distinct {
+		up, ok := e.up.(*inProcessUpstream)
+		if !ok || e.pub == nil {
+			return errors.New("the distinct floor subscribes to the in-process GraphQL upstream that loadgen publishes into")
+		}
+		info.Upstream = up.url
+		flags = []string{"-upstream", up.url}
+	}
 	g, err := startChild(ctx, "floor", "floor", flags, e.log)
 	if err != nil {
 		return err
@@ -369,19 +505,32 @@ func (e *env) floorPhase(ctx context.Context) (err error) {
 	}()
 	e.logf("floor server (child, pid %d) at http://%s", g.pid, g.addr)
 	// A run of its own: the floor's process and clients, the report's
-	// scratch; only its windows and notes are kept.
+	// scratch; only its windows and notes are kept. The distinct floor's
+	// shares the upstream and the publisher.
 	cfg := e.cfg
 	cfg.gatewayLatency = false // the rounds are read at latencyPath here
 	fe := &env{cfg: cfg, log: e.log, rep: &report{}, ticks: e.ticks, gw: g, addr: g.addr, pid: g.pid,
 		dbg: newDebugClient("http://"+g.addr, nil)}
+	if distinct {
+		fe.up, fe.pub = e.up, e.pub
+	}
 	defer func() { e.rep.Notes = append(e.rep.Notes, fe.rep.Notes...) }()
 	if lim, err := procFileLimit(g.pid); err == nil {
 		info.Server.FileLimit = &lim
 	}
 	n := e.cfg.clients
 	targets := make([]string, n)
+	var rooms []int
+	if distinct {
+		rooms = make([]int, n)
+	}
+	_, roomOp := e.cfg.operations()
 	for i := range targets {
 		targets[i] = opsPrefix + "Sub?wg_sse=true"
+		if distinct {
+			targets[i] = opsPrefix + roomOp + "?wg_sse=true&room=" + roomName(i)
+			rooms[i] = i
+		}
 	}
 	f := fe.newFleet(ctx, false) // a client may join between two rounds: no sequence to check
 	defer f.close()
@@ -389,8 +538,22 @@ func (e *env) floorPhase(ctx context.Context) (err error) {
 		fe.recordClients(f)
 		info.Clients = fe.rep.Clients
 	}()
-	if err := fe.openFleet(ctx, f, targets, nil); err != nil {
+	if err := fe.openFleet(ctx, f, targets, rooms); err != nil {
 		return err
+	}
+	if distinct {
+		if err := fe.waitSubscribed(ctx, n); err != nil {
+			return err
+		}
+		if err := e.pub.set(ctx, e.cfg.rate); err != nil {
+			return err
+		}
+		// Deferred after the fleet's close and record: it runs first.
+		defer func() {
+			if err == nil {
+				err = e.floorUnsubscribe(ctx, f, info)
+			}
+		}()
 	}
 	for _, m := range floorModes {
 		if err := fe.dbg.floorMode(ctx, m); err != nil {
@@ -399,19 +562,76 @@ func (e *env) floorPhase(ctx context.Context) (err error) {
 		if err := fe.sleep(ctx, e.cfg.warmup, nil); err != nil {
 			return err
 		}
-		fe.dbg.latency(ctx) // starts a new record of round times
+		fe.dbg.latency(ctx) // starts a new record of round (write) times
+		st0, serr := fe.dbg.floorStats(ctx)
+		before := deliveredEach(f)
 		w, err := fe.measure(ctx, f, "floor: "+m, e.cfg.duration, float64(n)*e.cfg.rate, nil)
 		if err != nil {
 			return err
 		}
-		rt, err := fe.dbg.latency(ctx)
-		if err != nil {
-			fe.rep.note("floor %s: no round times: %v", m, err)
+		fm := &floorMode{Mode: m, Window: w, Reached: ptr(reachedSince(f, before))}
+		if st1, err := fe.dbg.floorStats(ctx); err == nil && serr == nil {
+			fm.Dropped = ptr(st1.Dropped - st0.Dropped)
+			if distinct {
+				fm.Skipped, fm.Late = ptr(st1.Skipped-st0.Skipped), ptr(st1.Late-st0.Late)
+			}
+		} else {
+			fe.rep.note("floor %s: no drop counts: %v", m, errors.Join(serr, err))
 		}
-		info.Modes = append(info.Modes, &floorMode{Mode: m, Window: w, RoundTime: rt})
-		e.logf("floor %s: round time p50 %s µs, p99 %s µs", m, ptrText(latP50(rt), "%.0f"), ptrText(latP99(rt), "%.0f"))
+		lt, err := fe.dbg.latency(ctx)
+		if err != nil {
+			fe.rep.note("floor %s: no round or write times: %v", m, err)
+		}
+		what := "round time"
+		if distinct {
+			fm.WriteTime, what = lt, "write time"
+		} else {
+			fm.RoundTime = lt
+		}
+		info.Modes = append(info.Modes, fm)
+		e.logf("floor %s: %s p50 %s µs, p99 %s µs; %d of %d clients reached", m, what, ptrText(latP50(lt), "%.0f"), ptrText(latP99(lt), "%.0f"), *fm.Reached, n)
+	}
+	if distinct {
+		info.Subscriptions = e.upstreamSubs()
 	}
 	return nil
+}
+
+// floorUnsubscribe ends the distinct floor's part: the publisher paused,
+// its rooms' sequence numbers back at 0, the floor's clients closed, and
+// no subscription left on the upstream.
+func (e *env) floorUnsubscribe(ctx context.Context, f *fleet, info *floorInfo) error {
+	if err := e.pub.set(ctx, 0); err != nil {
+		return err
+	}
+	e.pub.rewind()
+	f.close()
+	err := waitUntil(ctx, e.cfg.settle, 20*time.Millisecond, func() bool { return e.up.subscriptions() == 0 })
+	info.SubscriptionsAfter = e.upstreamSubs()
+	if err != nil {
+		return fmt.Errorf("waiting for the floor's upstream subscriptions to end (%d left): %w", *info.SubscriptionsAfter, err)
+	}
+	return nil
+}
+
+// deliveredEach returns each client's deliveries so far.
+func deliveredEach(f *fleet) []int64 {
+	d := make([]int64, len(f.clients))
+	for i, c := range f.clients {
+		d[i] = c.delivered.Load()
+	}
+	return d
+}
+
+// reachedSince counts the clients that received a frame since before.
+func reachedSince(f *fleet, before []int64) int {
+	n := 0
+	for i, c := range f.clients {
+		if i < len(before) && c.delivered.Load() > before[i] {
+			n++
+		}
+	}
+	return n
 }
 
 func latP50(l *latency) *float64 {
@@ -439,11 +659,18 @@ func (info *floorInfo) compare(w *window) {
 	}
 }
 
-// writeFloor writes the floor's windows, round times and ratios.
+// writeFloor writes the floor's windows, round (or write) times and
+// ratios.
 func (r *report) writeFloor(w io.Writer, info *floorInfo) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, "  "+format+"\n", args...) }
-	p("floor: a bare loop writing a %d-byte frame to every connection; server %s, pid %s, open files limit %s, exit %s",
-		info.FrameBytes, info.Server.URL, intText(info.Server.PID), ptrText(info.Server.FileLimit, "%d"), info.Server.Exit)
+	if info.Upstream != "" {
+		p("floor: a bare loop reading one upstream WebSocket (%s), a subscription per connection, and writing each event to its connection (first frame %d bytes); server %s, pid %s, open files limit %s, exit %s",
+			info.Upstream, info.FrameBytes, info.Server.URL, intText(info.Server.PID), ptrText(info.Server.FileLimit, "%d"), info.Server.Exit)
+		p("  upstream subscriptions: %s after the windows, %s once its clients closed", ptrText(info.Subscriptions, "%d"), ptrText(info.SubscriptionsAfter, "%d"))
+	} else {
+		p("floor: a bare loop writing a %d-byte frame to every connection; server %s, pid %s, open files limit %s, exit %s",
+			info.FrameBytes, info.Server.URL, intText(info.Server.PID), ptrText(info.Server.FileLimit, "%d"), info.Server.Exit)
+	}
 	if c := info.Clients; c != nil {
 		p("  clients:  %d started, %d opened, %d failed, %d ended early, ramp %.1fs%s",
 			c.Started, c.Opened, c.Failed, c.Ended, c.Ramp, reasonsText(c.Reasons))
@@ -451,11 +678,23 @@ func (r *report) writeFloor(w io.Writer, info *floorInfo) {
 	for _, m := range info.Modes {
 		fmt.Fprintln(w)
 		r.writeWindow(w, m.Window)
-		if l := m.RoundTime; l != nil {
+		switch l := m.WriteTime; {
+		case info.Upstream != "" && l != nil:
+			p("  write time: p50 %.0f µs, p99 %.0f µs, max %.0f µs (%d events; from the upstream message read to its write's return)", l.P50us, l.P99us, l.MaxUs, l.Samples)
+		case info.Upstream != "":
+			p("  write time: no events recorded")
+		case m.RoundTime != nil:
+			l = m.RoundTime
 			p("  round time: p50 %.0f µs, p99 %.0f µs, max %.0f µs (%d rounds; a frame to every connection)", l.P50us, l.P99us, l.MaxUs, l.Samples)
-		} else {
+		default:
 			p("  round time: no rounds recorded")
 		}
+		line := fmt.Sprintf("reached:    %s of %d clients; %s frames dropped (a connection's goroutine still writing)",
+			ptrText(m.Reached, "%d"), m.Window.Clients, ptrText(m.Dropped, "%d"))
+		if info.Upstream != "" {
+			line += fmt.Sprintf("; upstream messages skipped %s, late %s", ptrText(m.Skipped, "%d"), ptrText(m.Late, "%d"))
+		}
+		p("  %s", line)
 	}
 }
 

@@ -636,6 +636,13 @@ func (d *debugClient) floorMode(ctx context.Context, mode string) error {
 	return d.call(ctx, http.MethodPost, floorModePath+"?mode="+mode, http.StatusNoContent, nil)
 }
 
+// floorStats returns the floor server's counts since it started.
+func (d *debugClient) floorStats(ctx context.Context) (floorStats, error) {
+	var st floorStats
+	err := d.call(ctx, http.MethodGet, floorStatsPath, http.StatusOK, &st)
+	return st, err
+}
+
 // heapProfile has the gateway write its heap profile to its -heapprofile
 // file.
 func (d *debugClient) heapProfile(ctx context.Context) error {

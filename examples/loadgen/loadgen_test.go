@@ -2,14 +2,22 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gqlpush/gqlpush"
+	"github.com/gqlpush/gqlpush/gqlpushtest"
 	"go.uber.org/goleak"
 )
 
@@ -625,20 +633,21 @@ func runReport(t *testing.T, args ...string) (report, string) {
 	return rep, stderr.String()
 }
 
-// TestFloorEndToEnd runs the floor scenario, and fanout with -floor, at a
-// tiny size: the floor server as a child process, five clients, a window in
-// each mode. As TestSteadyEndToEnd, it asserts what the report says, never
-// how fast.
+// TestFloorEndToEnd runs the floor scenario, and fanout and distinct with
+// -floor, at a tiny size: the floor server as a child process, five
+// clients, a window in each mode. As TestSteadyEndToEnd, it asserts what
+// the report says, never how fast.
 func TestFloorEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes and runs for seconds")
 	}
-	for _, scenario := range []string{"floor", "fanout"} {
+	for _, scenario := range []string{"floor", "fanout", "distinct"} {
 		t.Run(scenario, func(t *testing.T) {
 			args := []string{"-scenario", scenario, "-clients", "5", "-rate", "20", "-warmup", "500ms", "-duration", "1s", "-json"}
-			if scenario == "fanout" {
+			if scenario != "floor" {
 				args = append(args, "-floor")
 			}
+			distinct := scenario == "distinct"
 			rep, stderr := runReport(t, args...)
 			fl := rep.Floor
 			if fl == nil {
@@ -662,8 +671,43 @@ func TestFloorEndToEnd(t *testing.T) {
 				if w.GatewayCPU == nil || w.CPUPerEvent == nil {
 					t.Errorf("%s: no CPU figure for the floor server", m.Mode)
 				}
-				if m.RoundTime == nil || m.RoundTime.Samples == 0 {
-					t.Errorf("%s: no round times", m.Mode)
+				if m.Reached == nil || *m.Reached != 5 {
+					t.Errorf("%s: %s clients reached in the window, want all 5", m.Mode, ptrText(m.Reached, "%d"))
+				}
+				if m.Dropped == nil {
+					t.Errorf("%s: no drop count", m.Mode)
+				}
+				if !distinct {
+					if m.RoundTime == nil || m.RoundTime.Samples == 0 || m.WriteTime != nil {
+						t.Errorf("%s: round times %+v, write times %+v; want round times only", m.Mode, m.RoundTime, m.WriteTime)
+					}
+					continue
+				}
+				// Every client's room, at 20 events/s for a second.
+				if w.Posted == nil || *w.Posted == 0 {
+					t.Errorf("%s: the publisher posted nothing in the floor's window", m.Mode)
+				}
+				if m.WriteTime == nil || m.WriteTime.Samples == 0 || m.RoundTime != nil {
+					t.Errorf("%s: write times %+v, round times %+v; want write times only", m.Mode, m.WriteTime, m.RoundTime)
+				}
+				if m.Skipped == nil || *m.Skipped != 0 {
+					t.Errorf("%s: %s upstream messages skipped, want 0: every message is a next", m.Mode, ptrText(m.Skipped, "%d"))
+				}
+			}
+			if distinct {
+				if !strings.HasPrefix(fl.Upstream, "ws://") || fl.Upstream != rep.Upstream.URL {
+					t.Errorf("the floor's upstream %q, want the in-process one %q", fl.Upstream, rep.Upstream.URL)
+				}
+				if s := fl.Subscriptions; s == nil || *s != 5 {
+					t.Errorf("the floor ran %s upstream subscriptions, want 5: one per client", ptrText(s, "%d"))
+				}
+				if s := fl.SubscriptionsAfter; s == nil || *s != 0 {
+					t.Errorf("%s upstream subscriptions left after the floor, want 0", ptrText(s, "%d"))
+				}
+				// The gateway's own, during distinct's window: none of the
+				// floor's is left.
+				if s := rep.Upstream.Subscriptions; s == nil || *s != 5 {
+					t.Errorf("upstream subscriptions %s at distinct's window, want the gateway's 5", ptrText(s, "%d"))
 				}
 			}
 			if len(rep.Notes) > 0 {
@@ -678,13 +722,15 @@ func TestFloorEndToEnd(t *testing.T) {
 				}
 				return
 			}
-			// fanout -floor: fanout's window, then its figures over the floor's.
+			// -floor: the scenario's window, then its figures over the
+			// floor's. Nothing is lost: the scenario's rooms start from 0
+			// after the floor's posts.
 			if len(rep.Windows) != 1 || fl.Against != rep.Windows[0].Name {
-				t.Fatalf("windows %+v, ratios against %q; want fanout's one window", rep.Windows, fl.Against)
+				t.Fatalf("windows %+v, ratios against %q; want %s's one window", rep.Windows, fl.Against, scenario)
 			}
 			w := rep.Windows[0]
-			if w.Delivered == 0 || w.Latency == nil || rep.Lost == nil || *rep.Lost != 0 {
-				t.Fatalf("fanout: nothing delivered, no latency, or lost:\n%+v", rep)
+			if w.Delivered == 0 || w.Latency == nil || rep.Lost == nil || *rep.Lost != 0 || rep.OOO == nil || *rep.OOO != 0 {
+				t.Fatalf("%s: nothing delivered, no latency, or lost:\n%+v", scenario, rep)
 			}
 			for _, m := range fl.Modes {
 				fw := m.Window
@@ -706,8 +752,9 @@ func TestFloorEndToEnd(t *testing.T) {
 	}
 }
 
-// The floor takes fanout's sizes; -floor is for the fanout scenarios, and
-// the floor speaks HTTP/1.1 only, to clients of its own.
+// The floor takes fanout's sizes; -floor is for the fanout scenarios and
+// for distinct on the in-process graphql-transport-ws upstream, and the
+// floor speaks HTTP/1.1 only, to clients of its own.
 func TestFloorConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -717,7 +764,12 @@ func TestFloorConfig(t *testing.T) {
 		{"floor", []string{"-scenario", "floor"}, ""},
 		{"fanout", []string{"-scenario", "fanout", "-floor"}, ""},
 		{"nats-fanout", []string{"-scenario", "nats-fanout", "-floor"}, ""},
-		{"distinct", []string{"-scenario", "distinct", "-floor"}, "-floor is for fanout and nats-fanout"},
+		{"distinct", []string{"-scenario", "distinct", "-floor"}, ""},
+		{"distinct on a gateway", []string{"-scenario", "distinct", "-floor", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, ""},
+		{"nats-distinct", []string{"-scenario", "nats-distinct", "-floor"}, "distinct's floor reads a graphql-transport-ws upstream, not NATS"},
+		{"distinct external upstream", []string{"-scenario", "distinct", "-floor", "-upstream", "ws://127.0.0.1:1/graphql"}, "not with -upstream (an external upstream)"},
+		{"distinct graphql-sse", []string{"-scenario", "distinct", "-floor", "-upstream-protocol", "graphql-sse"}, "not with -upstream-protocol graphql-sse"},
+		{"saturate", []string{"-scenario", "saturate", "-floor"}, "-floor is for fanout, nats-fanout and distinct"},
 		{"h2", []string{"-scenario", "floor", "-proto", "h2"}, "the floor speaks HTTP/1.1 only"},
 		{"fanout h2c", []string{"-scenario", "fanout", "-floor", "-proto", "h2c"}, "the floor speaks HTTP/1.1 only"},
 		{"gateway", []string{"-scenario", "floor", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, "floor runs no gateway"},
@@ -1093,4 +1145,136 @@ func checkScaleReport(t *testing.T, rep report, n, gateways, procs int) *scaleIn
 		t.Errorf("notes %q, error %q", rep.Notes, rep.Error)
 	}
 	return s
+}
+
+// The distinct floor's subscribe is the one gqlpush sends upstream for
+// Room: the same query (the root field aliased back to gql_messageCreated),
+// variables and operation name, byte for byte, so the upstream's results
+// are the gateway's.
+func TestFloorSubscribeIsTheGateways(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	defer up.Close()
+	op, err := gqlpush.ParseOperation("Room", roomOperation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := gqlpush.NewHandler(gqlpush.Config{
+		Operations: []*gqlpush.Operation{op},
+		Upstreams:  []gqlpush.Upstream{{Name: "gql", Schema: gqlpushtest.ChatSchema, URL: up.URL}},
+		Prefix:     opsPrefix,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	defer h.Close(context.Background())
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, srv.URL+opsPrefix+"Room?wg_sse=true&room=r7", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := tr.RoundTrip(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	defer func() { stop(); <-done }()
+	m, err := up.WaitFor(ctx, func(m gqlpushtest.Message) bool { return m.Type == "subscribe" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var floor struct{ Payload json.RawMessage }
+	if err := json.Unmarshal(floorSubscribe(m.ID, "r7"), &floor); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(floor.Payload, m.Payload) {
+		t.Errorf("the floor subscribes with\n%s\nthe gateway with\n%s", floor.Payload, m.Payload)
+	}
+}
+
+// scanNext takes id and payload from a next message as gqlpushtest sends
+// it, read off a subscription of the floor's own; any other shape is no
+// event, and no panic.
+func TestFloorScanNext(t *testing.T) {
+	up := gqlpushtest.NewServer(nil)
+	defer up.Close()
+	fu, err := dialFloorUpstream(t.Context(), up.URL, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fu.close()
+	if err := fu.subscribe("12", "r3"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := up.WaitSubscriptions(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	sent := up.Chat.Post("r3", "41")
+	_, msg, err := fu.ws.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, payload, ok := scanNext(msg)
+	if !ok || string(id) != "12" {
+		t.Fatalf("scanNext(%s) = %q, %v; want id 12", msg, id, ok)
+	}
+	want := `{"data":{"gql_messageCreated":{"id":"` + sent.ID + `","content":"41","sentAt":"` + strconv.FormatInt(sent.SentAt.UnixNano(), 10) + `"}}}`
+	if string(payload) != want {
+		t.Errorf("payload %s, want %s", payload, want)
+	}
+	// The chunk carries it as a frame clients parse.
+	chunk := appendFloorChunk(nil, 3, payload)
+	body, err := io.ReadAll(httputil.NewChunkedReader(bytes.NewReader(append(chunk, "0\r\n\r\n"...))))
+	if err != nil {
+		t.Fatalf("chunk %q: %v", chunk, err)
+	}
+	if wantBody := "id: " + floorToken + ".3\ndata: " + want + "\n\n"; string(body) != wantBody {
+		t.Errorf("chunk's body %q, want %q", body, wantBody)
+	}
+	if kind, data := classify(body[:len(body)-1]); kind != frameData || string(data) != want {
+		t.Errorf("the frame is of kind %d with data %s", kind, data)
+	}
+	if seq, ok := stringField(payload, contentKey); !ok || seq != 41 {
+		t.Errorf("content %d (%v), want 41", seq, ok)
+	}
+	if err := fu.complete("12"); err != nil {
+		t.Fatal(err)
+	}
+	if err := up.WaitSubscriptions(ctx, 0); err != nil {
+		t.Errorf("the floor's complete did not end its subscription: %v", err)
+	}
+	for _, other := range []string{
+		`{"type":"ping"}`,
+		`{"type":"connection_ack"}`,
+		`{"id":"12","type":"complete"}`,
+		`{"id":"12","type":"error","payload":[{"message":"x"}]}`,
+		`{"type":"next","id":"12","payload":{"data":{}}}`, // keys in another order
+		`{"id":"12","type":"next","payload":}`,
+		`{"id":"12","type":"next"}`,
+		`{"id":"","type":"next","payload":{"data":{}}}`,
+		`{"id":"12`,
+		`{"id":"`,
+		``,
+		`null`,
+	} {
+		if id, payload, ok := scanNext([]byte(other)); ok {
+			t.Errorf("scanNext(%s) = %q, %q: want no event", other, id, payload)
+		}
+	}
+	for msg, typ := range map[string]string{`{"type":"ping"}`: "ping", `{"id":"1","type":"complete"}`: "complete", `{"id":"1"}`: "", `{"type":"pi`: ""} {
+		if got := messageType([]byte(msg)); got != typ {
+			t.Errorf("messageType(%s) = %q, want %q", msg, got, typ)
+		}
+	}
 }

@@ -31,7 +31,8 @@
 //	fanout-100k    100,000 clients over 6 gateway processes, on Room with
 //	               100 rooms, a result every 2 s in each (50,000 delivered/s)
 //
-// -floor (fanout, nats-fanout) runs floor first in the same invocation.
+// -floor (fanout, nats-fanout, distinct) runs a floor first in the same
+// invocation: floor's, or for distinct the distinct floor (below).
 //
 // # What runs where
 //
@@ -143,6 +144,26 @@
 // with its own clients, then its own window, and reports its CPU per
 // delivered event, p50 and p99 also as ratios to each mode's: the gateway's
 // cost over the machine's floor, measured minutes apart.
+//
+// distinct -floor runs the distinct floor first: the same child process
+// (loadgen floor -upstream URL) that also reads one upstream WebSocket
+// message per event, the least any gateway must do per event. It ticks no
+// rounds: for each SSE request it subscribes to the request's room on the
+// in-process upstream, over graphql-transport-ws, on one WebSocket for all
+// (as the gateway has), with the very subscribe gqlpush sends for Room, and
+// writes each next message's payload to its connection as one chunk. In
+// turn mode the WebSocket's reader writes each event itself; in own mode it
+// hands it to the connection's goroutine, and a connection whose goroutine
+// still writes the last one drops it (counted). Its clients are distinct's,
+// each on its own room; once the upstream runs their subscriptions, the
+// publisher posts at distinct's rate. Each window has the write time, from
+// the upstream message read to its write's return, in place of the round
+// time. Then the publisher pauses, its rooms' sequence numbers start again
+// from 0, the floor's clients close and the floor completes their
+// subscriptions, and distinct starts once the upstream runs none: as it
+// would have without the floor. It needs the in-process upstream over
+// graphql-transport-ws: no nats-distinct, no -upstream, no
+// -upstream-protocol graphql-sse.
 //
 // # A graphql-sse upstream
 //
@@ -271,7 +292,7 @@ type config struct {
 
 	liveInterval time.Duration // live
 
-	floor bool // fanout, nats-fanout: run the floor first, and compare
+	floor bool // fanout, nats-fanout, distinct: run the floor first, and compare
 
 	// idle-max, idle-100k, fanout-100k: several gateway processes and
 	// several clients processes (scale.go).
@@ -381,8 +402,11 @@ Scenarios (defaults in brackets; 0 for a flag means the scenario's default):
   (127.0.0.2, …), opening at -ramp per -ramp-every each, with at most
   -ramp-inflight opens in flight each [100]. Their -timeout is 15m.
 
--floor (fanout, nats-fanout) runs the floor first, and reports the scenario's
-CPU per event, p50 and p99 also as ratios to the floor's.
+-floor (fanout, nats-fanout, distinct) runs the floor first, and reports the
+scenario's CPU per event, p50 and p99 also as ratios to the floor's. distinct's
+floor also reads the upstream: one WebSocket to the in-process upstream (not
+with -upstream or -upstream-protocol graphql-sse), a subscription per client,
+each event written to its client.
 
 -proto h2 or h2c runs a scenario over HTTP/2 (not stall, churn, cluster):
 -h2-streams clients share each connection [100].
@@ -433,7 +457,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 0, "churn: cycles at once")
 	fs.StringVar(&c.churnVars, "churn-vars", "", "churn: distinct (a room per cycle: an upstream subscribe and complete each) or shared (one operation)")
 	fs.IntVar(&c.clusterSize, "cluster-size", 0, "cluster: gateways in the cluster")
-	fs.BoolVar(&c.floor, "floor", false, "fanout, nats-fanout: first run the floor scenario's two windows, with the same clients and rate, and report the scenario's CPU per event, p50 and p99 also as ratios to each")
+	fs.BoolVar(&c.floor, "floor", false, "fanout, nats-fanout, distinct: first run a floor's two windows, with the same clients and rate, and report the scenario's CPU per event, p50 and p99 also as ratios to each (distinct's floor also reads each event from one upstream WebSocket, as the gateway does)")
 	fs.DurationVar(&c.liveInterval, "live-interval", 0, "live: the child gateway's Config.LivePollInterval (with -gateway: the interval that gateway polls at, for -check)")
 	fs.IntVar(&c.gateways, "gateways", 0, "idle-max, idle-100k, fanout-100k: gateway processes, independent instances; client i connects to gateway i mod n")
 	fs.IntVar(&c.clientProcs, "client-procs", 0, "idle-max, idle-100k, fanout-100k: clients processes (0: as few as -clients-per-proc allows)")
@@ -572,8 +596,19 @@ func (c *config) validate() error {
 				posts, maxLivePosts, gqlpushtest.MaxHistory)
 		}
 	}
-	if c.floor && c.base() != "fanout" {
-		bad("-floor is for fanout and nats-fanout")
+	if c.floor {
+		switch {
+		case c.base() == "fanout":
+		case c.scenario == "nats-distinct":
+			bad("-floor: distinct's floor reads a graphql-transport-ws upstream, not NATS: not for nats-distinct")
+		case c.scenario == "distinct" && c.upstreamURL != "":
+			bad("-floor: distinct's floor subscribes on the in-process upstream, which loadgen publishes into: not with -upstream (an external upstream)")
+		case c.scenario == "distinct" && c.upstreamSSE:
+			bad("-floor: distinct's floor reads one upstream WebSocket (graphql-transport-ws): not with -upstream-protocol graphql-sse")
+		case c.scenario == "distinct":
+		default:
+			bad("-floor is for fanout, nats-fanout and distinct")
+		}
 	}
 	if c.scenario == "floor" || c.floor {
 		if c.proto != protoH1 {

@@ -162,6 +162,12 @@ func (p *publisher) set(ctx context.Context, rate float64) error {
 // set(ctx, 0).
 func (p *publisher) finalSeq() []int64 { return p.seq }
 
+// rewind starts every room's sequence numbers again from 0, as a new
+// publisher's; call it after set(ctx, 0), before the rate is set again. The
+// distinct floor posts before the scenario does, whose clients expect each
+// room's first result to be 0.
+func (p *publisher) rewind() { clear(p.seq) }
+
 // failures returns how many posts the source refused, and the first error
 // of a post or a flush; call it after set(ctx, 0).
 func (p *publisher) failures() (int64, error) { return p.failed, p.err }
