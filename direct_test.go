@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,3 +96,104 @@ func bigGateway(t *testing.T, obs *gqlpush.Observer) (*gqlpushtest.Server, *gqlp
 	t.Cleanup(func() { h.Close(waitCtx(t)) })
 	return up, h, srv
 }
+
+// TestDirectWritesShared: a result for many idle streams of one
+// subscription is written to their sockets by several writers at once, each
+// the frame its stream takes: SSE or plain, chunked over HTTP/1.1, as it is
+// over HTTP/1.0. Every client gets the same results, in order, byte for
+// byte as its kind frames them.
+func TestDirectWritesShared(t *testing.T) {
+	const (
+		clients = 120 // more than one writer's share on two cores and more
+		events  = 20
+	)
+	g := newGateway(t, nil)
+	addr := g.srv.Listener.Addr().String()
+	type result struct {
+		contents []string
+		err      error
+	}
+	results := make(chan result, clients)
+	for i := range clients {
+		sse, proto := i%2 == 0, "HTTP/1.1"
+		if i%4 >= 2 {
+			proto = "HTTP/1.0"
+		}
+		path := "/operations/Sub"
+		if sse {
+			path += "?wg_sse"
+		}
+		conn := dialSmallWindow(t, addr)
+		fmt.Fprintf(conn, "GET %s %s\r\nHost: gqlpush\r\n\r\n", path, proto)
+		conn.SetReadDeadline(time.Now().Add(waitTime))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := bufio.NewReader(resp.Body)
+		if sse {
+			if f, err := gqlpushtest.NewSSEReader(body).Next(); err != nil || f.Raw != ":\n\n" {
+				t.Fatalf("client %d: first frame %q, %v", i, f.Raw, err)
+			}
+		}
+		go func() {
+			r := result{}
+			defer func() { results <- r }()
+			frames := gqlpushtest.NewSSEReader(body)
+			for len(r.contents) == 0 || r.contents[len(r.contents)-1] != fmt.Sprint("m", events-1) {
+				var data string
+				if sse {
+					f, err := frames.NextEvent()
+					if err != nil {
+						r.err = err
+						return
+					}
+					if f.Raw != "id: "+f.ID+"\ndata: "+f.Data+"\n\n" {
+						r.err = fmt.Errorf("after %q: frame %q", r.contents, f.Raw)
+						return
+					}
+					data = f.Data
+				} else {
+					line, err := body.ReadString('\n')
+					if err != nil {
+						r.err = err
+						return
+					}
+					if line == "\n" {
+						continue // the blank line after a result
+					}
+					data = strings.TrimSuffix(line, "\n")
+				}
+				m := sharedResult.FindStringSubmatch(data)
+				if m == nil {
+					r.err = fmt.Errorf("after %q: %q", r.contents, data)
+					return
+				}
+				r.contents = append(r.contents, m[1])
+			}
+		}()
+	}
+	g.waitSubscriptions(t, 1)
+	g.waitStreams(t, clients)
+	for i := range events {
+		g.up.Chat.Post("", fmt.Sprint("m", i))
+	}
+	// The test upstream may drop a result its resolver could not hand over
+	// within a second, on a very slow machine: every client must have the
+	// same results, the last among them.
+	var first []string
+	for range clients {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if first == nil {
+			first = r.contents
+		}
+		if !slices.Equal(r.contents, first) {
+			t.Fatalf("one client got %q, another %q", r.contents, first)
+		}
+	}
+}
+
+var sharedResult = regexp.MustCompile(`^\{"data":\{"gql_messageCreated":\{"content":"(m[0-9]+)","id":"[0-9]+"\}\}\}$`)

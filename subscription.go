@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,9 @@ type hub struct {
 	// (writeDirect): Handler.Close waits for them once its sources, which
 	// start them, are closed.
 	writers sync.WaitGroup
+	// procs is GOMAXPROCS when the hub was made: a result's writes are
+	// shared among at most as many writers.
+	procs int
 
 	mu     sync.Mutex
 	subs   map[subKey]*shared
@@ -80,15 +84,18 @@ type shared struct {
 	begun   bool        // its source delivers all that follows; see receiver.begin
 
 	// The publisher's own, reused by each publish: the subscribers it
-	// writes to directly, and the chunks it writes them.
+	// writes to directly, the result it writes them, and its chunks'
+	// buffers.
 	directs              []*subscriber
+	dw                   directWrite
 	sseChunk, plainChunk []byte
-	// writing: writeDirect writes a result to the sockets of some
-	// subscribers, in a goroutine of its own or, for one socket, in the
-	// publisher's; guarded by mu. The next result is left
-	// to the streams' goroutines until it is done: they take several
-	// results in one write when results come faster than it writes them.
-	writing bool
+	// writing counts the writeDirect calls under way, each writing dw to
+	// the sockets of some subscribers, in a goroutine of its own or, for
+	// one socket, in the publisher's; guarded by mu. The next result is
+	// left to the streams' goroutines until they are done: they take
+	// several results in one write when results come faster than the
+	// writers write them.
+	writing int
 
 	// While kept by ResumeGrace (guarded by h.mu): its place in the hub's
 	// list, the caller charged for it and how to undo the charge.
@@ -125,7 +132,7 @@ type subscriber struct {
 }
 
 func newHub(cfg *Config, l *limits) *hub {
-	return &hub{cfg: cfg, limits: l, subs: make(map[subKey]*shared)}
+	return &hub{cfg: cfg, limits: l, subs: make(map[subKey]*shared), procs: runtime.GOMAXPROCS(0)}
 }
 
 // join adds a subscriber to the shared subscription for key, starting one
@@ -606,7 +613,7 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 	sh.events = append(sh.events, ev)
 	low := sh.next
 	var directs []*subscriber
-	direct := !sh.writing
+	direct := sh.writing == 0
 	if direct {
 		directs = sh.directs[:0]
 	}
@@ -635,24 +642,76 @@ func (sh *shared) publish(raw []byte, pos uint64) error {
 	}
 	sh.advanceWindow()
 	sh.trimTo(low)
-	if len(directs) > 0 {
-		sh.writing = true
+	if len(directs) == 0 {
+		sh.mu.Unlock()
+		return nil
+	}
+	sh.directs = directs[:0] // its array, kept for the next result
+	w := &sh.dw
+	*w = directWrite{ev: ev}
+	w.chunks(sh, directs)
+	if len(directs) == 1 {
+		// One write that does not wait costs the source's reader less
+		// than waking the stream's goroutine would: written here, as a
+		// subscription of one client's results mostly are.
+		sh.writing = 1
 		sh.h.writers.Add(1)
-		if len(directs) == 1 {
-			// One write that does not wait costs the source's reader
-			// less than waking the stream's goroutine would: written
-			// here, as a subscription of one client's results mostly
-			// are.
-			sh.mu.Unlock()
-			sh.writeDirect(directs, ev)
-			return nil
-		}
-		// Written by a goroutine of their own: the source's reader goes
-		// back to its upstream at once, whatever the clients.
-		go sh.writeDirect(directs, ev)
+		sh.mu.Unlock()
+		sh.writeDirect(directs, w)
+		return nil
+	}
+	// Written by goroutines of their own, a share of the sockets each:
+	// the source's reader goes back to its upstream at once, whatever the
+	// clients, and the writes take every core.
+	per := max(directShard, (len(directs)+sh.h.procs-1)/sh.h.procs)
+	for i := 0; i < len(directs); i += per {
+		sh.writing++
+		sh.h.writers.Add(1)
+		go sh.writeDirect(directs[i:min(i+per, len(directs))], w)
 	}
 	sh.mu.Unlock()
 	return nil
+}
+
+// directShard is the fewest sockets a writer goroutine of a result is given:
+// below it, another goroutine costs more than it saves.
+const directShard = 32
+
+// A directWrite is a result as the publisher writes it: its frames as
+// chunks of the chunked coding, built once for every socket.
+type directWrite struct {
+	ev         *event
+	sse, plain []byte // the chunks, for the SSE and the plain streams
+}
+
+// chunks builds w's chunks for the directs that take them, in buffers of
+// sh's: no other result is written directly until w's writes are done.
+// Called with sh.mu held.
+func (w *directWrite) chunks(sh *shared, directs []*subscriber) {
+	for _, s := range directs {
+		switch d := s.direct; {
+		case d.unframed: // HTTP/1.0: the frame as it is
+		case d.sse && w.sse == nil:
+			w.sse = appendChunk(sh.sseChunk[:0], w.ev.sse)
+			sh.sseChunk = w.sse
+		case !d.sse && w.plain == nil:
+			w.plain = appendChunk(sh.plainChunk[:0], w.ev.plain)
+			sh.plainChunk = w.plain
+		}
+	}
+}
+
+// frame is what w writes to d's socket.
+func (w *directWrite) frame(d *direct) []byte {
+	switch {
+	case d.unframed && d.sse:
+		return w.ev.sse
+	case d.unframed:
+		return w.ev.plain
+	case d.sse:
+		return w.sse
+	}
+	return w.plain
 }
 
 // takeDirect reports whether the publisher writes ev to s's socket itself,
@@ -680,25 +739,14 @@ func (s *subscriber) takeDirect(ev *event) bool {
 // one non-blocking write each, and lets each lock go. A subscriber whose
 // socket did not take it all is woken, for its goroutine to write the
 // rest. The hub's writers count it; sh.mu is not held.
-func (sh *shared) writeDirect(directs []*subscriber, ev *event) {
+func (sh *shared) writeDirect(directs []*subscriber, w *directWrite) {
 	defer sh.h.writers.Done()
+	ev := w.ev
 	now := time.Now()
-	var sseChunk, plainChunk []byte
 	delivered := 0
 	for i, s := range directs {
 		d := s.direct
-		b, chunk, reuse := ev.plain, &plainChunk, &sh.plainChunk
-		if d.sse {
-			b, chunk, reuse = ev.sse, &sseChunk, &sh.sseChunk
-		}
-		if !d.unframed { // HTTP/1.1: the frame as a chunk, built once for all
-			if *chunk == nil {
-				*chunk = appendChunk((*reuse)[:0], b)
-				*reuse = *chunk
-			}
-			b = *chunk
-		}
-		ok := d.try(b, now, ev.at)
+		ok := d.try(w.frame(d), now, ev.at)
 		d.mu.Unlock()
 		if ok {
 			delivered++
@@ -711,8 +759,9 @@ func (sh *shared) writeDirect(directs []*subscriber, ev *event) {
 		sh.h.cfg.Observer.framesDelivered(sh.key.ep.op.name, delivered, time.Since(ev.at))
 	}
 	sh.mu.Lock()
-	sh.writing = false
-	sh.directs = directs[:0]
+	if sh.writing--; sh.writing == 0 {
+		sh.dw = directWrite{} // the log alone keeps the result
+	}
 	sh.mu.Unlock()
 }
 
