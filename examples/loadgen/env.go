@@ -110,6 +110,11 @@ func execute(ctx context.Context, cfg config, command string, log io.Writer) (re
 		err = e.churn(ctx)
 	case "cluster":
 		err = e.cluster(ctx)
+		// Both phases over the floor: fanout on one gateway, and the
+		// cluster, whose CPU per event is its gateways' summed.
+		if e.rep.Floor != nil && len(e.rep.Windows) > 0 {
+			e.rep.Floor.compare(e.rep.Windows...)
+		}
 	case "live":
 		err = e.live(ctx)
 	}

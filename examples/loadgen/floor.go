@@ -428,13 +428,19 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // floorInfo is the floor phase's: the floor server, its clients, and a
 // window for each mode. With -floor, each mode also has the scenario's
-// figures as ratios to its own.
+// figures as ratios to its own: those of the scenario's first window
+// (Against) in Modes, those of its other windows (the cluster scenario's
+// second) in Also, one entry each.
 type floorInfo struct {
 	Server     gatewayInfo  `json:"server"`
 	FrameBytes int          `json:"frame_bytes"` // of the first frame, its chunk's framing aside
 	Clients    *clientsInfo `json:"clients"`
-	Modes      []*floorMode `json:"modes"`
-	Against    string       `json:"against,omitempty"` // the scenario's window the ratios are of
+	// How the floor's clients reached it: HTTP/1.1, whatever the
+	// scenario's -proto, since the floor speaks nothing else.
+	Protocol protocolInfo       `json:"protocol"`
+	Modes    []*floorMode       `json:"modes"`
+	Against  string             `json:"against,omitempty"` // the scenario's window the ratios in Modes are of
+	Also     []*floorComparison `json:"also,omitempty"`    // the scenario's further windows' ratios
 	// The distinct floor's: the upstream it subscribed to, its
 	// subscriptions there after its windows, and what was left of them
 	// once its clients had gone (before the scenario's clients open).
@@ -462,16 +468,37 @@ type floorMode struct {
 	Dropped *int64 `json:"dropped"`
 	Skipped *int64 `json:"skipped,omitempty"`
 	Late    *int64 `json:"late,omitempty"`
-	// The scenario's CPU per delivered event, p50 and p99 over this
-	// mode's.
+	// The ratios of the scenario's first window (floorInfo.Against) to
+	// this mode's.
+	floorRatios
+}
+
+// floorRatios are a scenario window's CPU per delivered event, p50 and p99
+// over a floor mode's.
+type floorRatios struct {
 	CPURatio *float64 `json:"cpu_per_event_ratio,omitempty"`
 	P50Ratio *float64 `json:"p50_ratio,omitempty"`
 	P99Ratio *float64 `json:"p99_ratio,omitempty"`
 }
 
+// A floorComparison is one of the scenario's windows over each floor mode.
+type floorComparison struct {
+	Against string            `json:"against"` // the scenario's window
+	Modes   []*floorModeRatio `json:"modes"`   // in floorInfo.Modes' order
+}
+
+// A floorModeRatio is a window's ratios to one floor mode's.
+type floorModeRatio struct {
+	Mode string `json:"mode"`
+	floorRatios
+}
+
 // floorPhase starts the floor server, opens the scenario's clients on it,
 // measures a window in each mode, and stops it. Its windows go in
 // e.rep.Floor, not in e.rep.Windows: the scenario's checks read those.
+// fanout's, nats-fanout's and cluster's floor is the same: their clients
+// and rate, all on one operation. Its clients speak HTTP/1.1 whatever the
+// scenario's -proto.
 //
 // The distinct floor's clients are distinct's, each on Room with its own
 // room, and the floor subscribes to each room on the in-process upstream.
@@ -482,7 +509,7 @@ type floorMode struct {
 // without the floor.
 func (e *env) floorPhase(ctx context.Context) (err error) {
 	distinct := e.cfg.base() == "distinct"
-	info := &floorInfo{FrameBytes: len(appendFloorFrame(nil, 0, time.Now()))}
+	info := &floorInfo{FrameBytes: len(appendFloorFrame(nil, 0, time.Now())), Protocol: protocolInfo{Name: protoName(protoH1)}}
 	e.rep.Floor = info
 	flags := []string{"-rate", strconv.FormatFloat(e.cfg.rate, 'g', -1, 64)}
 	if distinct {
@@ -503,11 +530,14 @@ func (e *env) floorPhase(ctx context.Context) (err error) {
 		info.Server.Exit = exit
 		err = errors.Join(err, crashed)
 	}()
-	e.logf("floor server (child, pid %d) at http://%s", g.pid, g.addr)
+	e.logf("floor server (child, pid %d) at http://%s, clients over %s", g.pid, g.addr, info.Protocol.Name)
 	// A run of its own: the floor's process and clients, the report's
 	// scratch; only its windows and notes are kept. The distinct floor's
-	// shares the upstream and the publisher.
+	// shares the upstream and the publisher. Its clients speak HTTP/1.1,
+	// the floor's one protocol, whatever the scenario's: with -proto h2 or
+	// h2c, the ratios then include what HTTP/2 costs over HTTP/1.1.
 	cfg := e.cfg
+	cfg.proto = protoH1
 	cfg.gatewayLatency = false // the rounds are read at latencyPath here
 	fe := &env{cfg: cfg, log: e.log, rep: &report{}, ticks: e.ticks, gw: g, addr: g.addr, pid: g.pid,
 		dbg: newDebugClient("http://"+g.addr, nil)}
@@ -641,22 +671,63 @@ func latP50(l *latency) *float64 {
 	return &l.P50us
 }
 
-// compare sets the ratios of the scenario's window w to each mode's.
-func (info *floorInfo) compare(w *window) {
-	info.Against = w.Name
+// compare sets the ratios of the scenario's windows ws to each mode's: the
+// first's in Against and Modes, the others' in Also. A call replaces the
+// ratios of an earlier one.
+func (info *floorInfo) compare(ws ...*window) {
+	info.Against, info.Also = "", nil
+	for _, m := range info.Modes {
+		m.floorRatios = floorRatios{}
+	}
+	for i, w := range ws {
+		if i == 0 {
+			info.Against = w.Name
+			for _, m := range info.Modes {
+				m.floorRatios = ratiosOf(w, m.Window)
+			}
+			continue
+		}
+		c := &floorComparison{Against: w.Name}
+		for _, m := range info.Modes {
+			c.Modes = append(c.Modes, &floorModeRatio{Mode: m.Mode, floorRatios: ratiosOf(w, m.Window)})
+		}
+		info.Also = append(info.Also, c)
+	}
+}
+
+// ratiosOf returns the ratios of the scenario's window w to a floor mode's
+// window fw; a ratio whose figures are missing, or whose floor figure is 0,
+// is nil.
+func ratiosOf(w, fw *window) floorRatios {
 	ratio := func(a, b *float64) *float64 {
 		if a == nil || b == nil || *b == 0 {
 			return nil
 		}
 		return ptr(*a / *b)
 	}
-	for _, m := range info.Modes {
-		m.CPURatio = ratio(w.CPUPerEvent, m.Window.CPUPerEvent)
-		if w.Latency != nil && m.Window.Latency != nil {
-			m.P50Ratio = ratio(&w.Latency.P50us, &m.Window.Latency.P50us)
-			m.P99Ratio = ratio(&w.Latency.P99us, &m.Window.Latency.P99us)
-		}
+	var r floorRatios
+	if fw == nil {
+		return r
 	}
+	r.CPURatio = ratio(w.CPUPerEvent, fw.CPUPerEvent)
+	if w.Latency != nil && fw.Latency != nil {
+		r.P50Ratio = ratio(&w.Latency.P50us, &fw.Latency.P50us)
+		r.P99Ratio = ratio(&w.Latency.P99us, &fw.Latency.P99us)
+	}
+	return r
+}
+
+// comparisons returns every compared window's ratios, the first
+// (Against's) first; none before compare.
+func (info *floorInfo) comparisons() []*floorComparison {
+	if info.Against == "" {
+		return nil
+	}
+	first := &floorComparison{Against: info.Against}
+	for _, m := range info.Modes {
+		first.Modes = append(first.Modes, &floorModeRatio{Mode: m.Mode, floorRatios: m.floorRatios})
+	}
+	return append([]*floorComparison{first}, info.Also...)
 }
 
 // writeFloor writes the floor's windows, round (or write) times and
@@ -674,6 +745,9 @@ func (r *report) writeFloor(w io.Writer, info *floorInfo) {
 	if c := info.Clients; c != nil {
 		p("  clients:  %d started, %d opened, %d failed, %d ended early, ramp %.1fs%s",
 			c.Started, c.Opened, c.Failed, c.Ended, c.Ramp, reasonsText(c.Reasons))
+	}
+	if fp, sp := info.Protocol.Name, r.Protocol.Name; fp != sp {
+		p("  protocol: clients over %s (the floor speaks nothing else); the scenario's over %s", fp, sp)
 	}
 	for _, m := range info.Modes {
 		fmt.Fprintln(w)
@@ -698,12 +772,28 @@ func (r *report) writeFloor(w io.Writer, info *floorInfo) {
 	}
 }
 
-// writeRatios writes the scenario's figures over the floor's, each mode's.
+// writeRatios writes the scenario's figures over the floor's, each mode's:
+// a block for each window compared.
 func (r *report) writeRatios(w io.Writer, info *floorInfo) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, "  "+format+"\n", args...) }
-	p("[%s] over the floor's:", info.Against)
-	p("  %-16s %-18s %-10s %s", "mode", "CPU per event", "p50", "p99")
-	for _, m := range info.Modes {
-		p("  %-16s %-18s %-10s %s", m.Mode, ptrText(m.CPURatio, "×%.2f"), ptrText(m.P50Ratio, "×%.2f"), ptrText(m.P99Ratio, "×%.2f"))
+	over := ""
+	if fp, sp := info.Protocol.Name, r.Protocol.Name; fp != sp {
+		over = fmt.Sprintf(" (the scenario's clients over %s, the floor's over %s: the ratios include what %s costs over %s)", sp, fp, sp, fp)
+	}
+	for i, c := range info.comparisons() {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		p("[%s] over the floor's%s:", c.Against, over)
+		p("  %-16s %-18s %-10s %s", "mode", "CPU per event", "p50", "p99")
+		for _, m := range c.Modes {
+			p("  %-16s %-18s %-10s %s", m.Mode, ptrText(m.CPURatio, "×%.2f"), ptrText(m.P50Ratio, "×%.2f"), ptrText(m.P99Ratio, "×%.2f"))
+		}
+		for _, wd := range r.Windows {
+			if wd.Name == c.Against && len(wd.Gateways) > 0 {
+				p("  (its CPU per event is its %d gateways' summed; the cluster's NATS server runs in loadgen's process, not counted)", len(wd.Gateways))
+				break
+			}
+		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -633,20 +634,42 @@ func runReport(t *testing.T, args ...string) (report, string) {
 	return rep, stderr.String()
 }
 
-// TestFloorEndToEnd runs the floor scenario, and fanout and distinct with
-// -floor, at a tiny size: the floor server as a child process, five
-// clients, a window in each mode. As TestSteadyEndToEnd, it asserts what
-// the report says, never how fast.
+// TestFloorEndToEnd runs the floor scenario, and fanout, distinct, cluster
+// and fanout over HTTP/2 with -floor, at a tiny size: the floor server as a
+// child process, five clients, a window in each mode. As
+// TestSteadyEndToEnd, it asserts what the report says, never how fast.
 func TestFloorEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes and runs for seconds")
 	}
-	for _, scenario := range []string{"floor", "fanout", "distinct"} {
-		t.Run(scenario, func(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		scenario string
+		args     []string // beyond the sizes and -floor
+		windows  []string // the scenario's windows, all compared with the floor's; nil: its one window
+		proto    string   // the scenario's clients' protocol
+	}{
+		{name: "floor", scenario: "floor"},
+		{name: "fanout", scenario: "fanout"},
+		{name: "distinct", scenario: "distinct"},
+		// Both phases, each over the floor; five clients over three
+		// gateways.
+		{name: "cluster", scenario: "cluster", windows: []string{"fanout: 1 gateway", "cluster: 3 gateways"}},
+		// The floor's clients over HTTP/1.1, the scenario's over HTTP/2:
+		// five on three connections.
+		{name: "fanout h2", scenario: "fanout", args: []string{"-proto", "h2", "-h2-streams", "2"}, proto: "HTTP/2 over TLS (h2)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			scenario := tc.scenario
+			// The certificate (h2) and JetStream's store (cluster) go in a
+			// temporary directory, removed at the end.
+			tmp := t.TempDir()
+			t.Setenv("TMPDIR", tmp)
 			args := []string{"-scenario", scenario, "-clients", "5", "-rate", "20", "-warmup", "500ms", "-duration", "1s", "-json"}
 			if scenario != "floor" {
 				args = append(args, "-floor")
 			}
+			args = append(args, tc.args...)
 			distinct := scenario == "distinct"
 			rep, stderr := runReport(t, args...)
 			fl := rep.Floor
@@ -656,8 +679,14 @@ func TestFloorEndToEnd(t *testing.T) {
 			if fl.Server.Exit != "0" || !fl.Server.Child || fl.Server.PID == 0 || fl.FrameBytes == 0 {
 				t.Errorf("floor server %+v, frame %d bytes; want a child that exited with 0, and a frame", fl.Server, fl.FrameBytes)
 			}
-			if c := fl.Clients; c == nil || c.Opened != 5 || c.Ended != 0 || c.Failed != 0 {
-				t.Errorf("floor clients: %+v, want 5 opened, none ended", fl.Clients)
+			if c := fl.Clients; c == nil || c.Opened != 5 || c.Ended != 0 || c.Failed != 0 || c.Connections != nil {
+				t.Errorf("floor clients: %+v, want 5 opened over HTTP/1.1 (no HTTP/2 connections), none ended", fl.Clients)
+			}
+			if fl.Protocol.Name != "HTTP/1.1" || fl.Protocol.StreamsPerConn != 0 {
+				t.Errorf("the floor's clients over %+v, want HTTP/1.1", fl.Protocol)
+			}
+			if want := cmp.Or(tc.proto, "HTTP/1.1"); rep.Protocol.Name != want {
+				t.Errorf("the scenario's clients over %q, want %q", rep.Protocol.Name, want)
 			}
 			if len(fl.Modes) != 2 || fl.Modes[0].Mode != floorTurn || fl.Modes[1].Mode != floorOwn {
 				t.Fatalf("floor modes %+v, want turn then own", fl.Modes)
@@ -713,48 +742,165 @@ func TestFloorEndToEnd(t *testing.T) {
 			if len(rep.Notes) > 0 {
 				t.Errorf("notes: %q", rep.Notes)
 			}
-			if !strings.Contains(stderr, "floor server (child, pid") {
-				t.Errorf("stderr does not tell of the floor server:\n%s", stderr)
+			if !strings.Contains(stderr, "floor server (child, pid") || !strings.Contains(stderr, "clients over HTTP/1.1") {
+				t.Errorf("stderr does not tell of the floor server and its clients' protocol:\n%s", stderr)
+			}
+			if left, err := os.ReadDir(tmp); err != nil || len(left) > 0 {
+				t.Errorf("left in the temporary directory: %v %v", left, err)
 			}
 			if scenario == "floor" {
-				if len(rep.Windows) != 0 || fl.Against != "" {
-					t.Errorf("floor: windows %+v, ratios against %q; want the floor's windows only", rep.Windows, fl.Against)
+				if len(rep.Windows) != 0 || fl.Against != "" || fl.Also != nil {
+					t.Errorf("floor: windows %+v, ratios against %q and %+v; want the floor's windows only", rep.Windows, fl.Against, fl.Also)
 				}
 				return
 			}
-			// -floor: the scenario's window, then its figures over the
-			// floor's. Nothing is lost: the scenario's rooms start from 0
-			// after the floor's posts.
-			if len(rep.Windows) != 1 || fl.Against != rep.Windows[0].Name {
-				t.Fatalf("windows %+v, ratios against %q; want %s's one window", rep.Windows, fl.Against, scenario)
+			// -floor: the scenario's windows, then their figures over the
+			// floor's, each. Nothing is lost: the scenario's rooms start
+			// from 0 after the floor's posts.
+			names := tc.windows
+			if names == nil {
+				names = []string{"measure"}
 			}
-			w := rep.Windows[0]
-			if w.Delivered == 0 || w.Latency == nil || rep.Lost == nil || *rep.Lost != 0 || rep.OOO == nil || *rep.OOO != 0 {
-				t.Fatalf("%s: nothing delivered, no latency, or lost:\n%+v", scenario, rep)
+			if len(rep.Windows) != len(names) {
+				t.Fatalf("windows %+v, want %q", rep.Windows, names)
 			}
-			for _, m := range fl.Modes {
-				fw := m.Window
-				if want := w.Latency.P50us / fw.Latency.P50us; m.P50Ratio == nil || *m.P50Ratio != want {
-					t.Errorf("%s: p50 ratio %s, want %.3f", m.Mode, ptrText(m.P50Ratio, "%.3f"), want)
+			comps := fl.comparisons()
+			if len(comps) != len(names) || len(fl.Also) != len(names)-1 {
+				t.Fatalf("ratios against %q, also %+v; want %q, each once", fl.Against, fl.Also, names)
+			}
+			for i, w := range rep.Windows {
+				c := comps[i]
+				if w.Name != names[i] || c.Against != w.Name {
+					t.Errorf("window %d %q, ratios against %q; want %q", i, w.Name, c.Against, names[i])
 				}
-				if want := w.Latency.P99us / fw.Latency.P99us; m.P99Ratio == nil || *m.P99Ratio != want {
-					t.Errorf("%s: p99 ratio %s, want %.3f", m.Mode, ptrText(m.P99Ratio, "%.3f"), want)
+				if w.Delivered == 0 || w.Latency == nil {
+					t.Fatalf("%s: nothing delivered, or no latency:\n%+v", w.Name, rep)
 				}
-				// CPU is read in clock ticks: a tiny window may have
-				// none, and then no ratio.
-				if w.CPUPerEvent != nil && fw.CPUPerEvent != nil && *fw.CPUPerEvent > 0 {
-					if want := *w.CPUPerEvent / *fw.CPUPerEvent; m.CPURatio == nil || *m.CPURatio != want {
-						t.Errorf("%s: CPU ratio %s, want %.3f", m.Mode, ptrText(m.CPURatio, "%.3f"), want)
+				if len(c.Modes) != len(fl.Modes) {
+					t.Fatalf("%s: ratios to %d modes, want %d", w.Name, len(c.Modes), len(fl.Modes))
+				}
+				for j, m := range c.Modes {
+					if m.Mode != fl.Modes[j].Mode {
+						t.Errorf("%s: ratios to mode %q, want %q", w.Name, m.Mode, fl.Modes[j].Mode)
 					}
+					checkFloorRatios(t, w.Name+" over "+m.Mode, w, fl.Modes[j].Window, m.floorRatios)
 				}
+			}
+			if rep.Lost == nil || *rep.Lost != 0 || rep.OOO == nil || *rep.OOO != 0 {
+				t.Errorf("lost %s, out of order %s; want 0 and 0", ptrText(rep.Lost, "%d"), ptrText(rep.OOO, "%d"))
+			}
+			if tc.proto != "" {
+				if c := rep.Clients; c == nil || c.Connections == nil || *c.Connections != 3 {
+					t.Errorf("the scenario's clients %+v, want 5 on 3 HTTP/2 connections", rep.Clients)
+				}
+			}
+			// The text report: a block of ratios per window, and the
+			// protocols when they differ.
+			var text bytes.Buffer
+			rep.writeText(&text, false)
+			for _, n := range names {
+				if !strings.Contains(text.String(), "["+n+"] over the floor's") {
+					t.Errorf("the text report has no ratios of %q:\n%s", n, &text)
+				}
+			}
+			switch over := strings.Contains(text.String(), "the scenario's over "); {
+			case tc.proto != "" && !strings.Contains(text.String(), "the scenario's over "+tc.proto):
+				t.Errorf("the text report does not tell that the scenario's clients ran over %s, the floor's over HTTP/1.1:\n%s", tc.proto, &text)
+			case tc.proto == "" && over:
+				t.Errorf("the text report tells of another protocol than the floor's:\n%s", &text)
 			}
 		})
 	}
 }
 
-// The floor takes fanout's sizes; -floor is for the fanout scenarios and
-// for distinct on the in-process graphql-transport-ws upstream, and the
-// floor speaks HTTP/1.1 only, to clients of its own.
+// checkFloorRatios checks a window's ratios r to a floor mode's window fw.
+func checkFloorRatios(t *testing.T, what string, w, fw *window, r floorRatios) {
+	t.Helper()
+	if want := w.Latency.P50us / fw.Latency.P50us; r.P50Ratio == nil || *r.P50Ratio != want {
+		t.Errorf("%s: p50 ratio %s, want %.3f", what, ptrText(r.P50Ratio, "%.3f"), want)
+	}
+	if want := w.Latency.P99us / fw.Latency.P99us; r.P99Ratio == nil || *r.P99Ratio != want {
+		t.Errorf("%s: p99 ratio %s, want %.3f", what, ptrText(r.P99Ratio, "%.3f"), want)
+	}
+	// CPU is read in clock ticks: a tiny window may have none, and then
+	// no ratio.
+	if w.CPUPerEvent != nil && fw.CPUPerEvent != nil && *fw.CPUPerEvent > 0 {
+		if want := *w.CPUPerEvent / *fw.CPUPerEvent; r.CPURatio == nil || *r.CPURatio != want {
+			t.Errorf("%s: CPU ratio %s, want %.3f", what, ptrText(r.CPURatio, "%.3f"), want)
+		}
+	}
+}
+
+// The ratios of -floor in JSON: the first window's in the modes, as they
+// were before there could be more, each further window's in also.
+func TestFloorRatiosJSON(t *testing.T) {
+	win := func(name string, cpu, p50, p99 float64) *window {
+		return &window{Name: name, CPUPerEvent: &cpu, Latency: &latency{P50us: p50, P99us: p99}}
+	}
+	info := &floorInfo{Modes: []*floorMode{
+		{Mode: floorTurn, Window: win("floor: turn", 2, 100, 200)},
+		{Mode: floorOwn, Window: win("floor: own", 4, 200, 400)},
+	}}
+	for _, ws := range [][]*window{
+		{win("measure", 8, 400, 800)},
+		{win("fanout: 1 gateway", 8, 400, 800), win("cluster: 3 gateways", 16, 800, 1600)},
+	} {
+		info.compare(ws...)
+		b, err := json.Marshal(info)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			Against string
+			Modes   []map[string]any
+			Also    []struct {
+				Against string
+				Modes   []map[string]any
+			}
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Against != ws[0].Name || len(got.Also) != len(ws)-1 {
+			t.Fatalf("against %q, also %+v; want %q, then the rest of %d windows\n%s", got.Against, got.Also, ws[0].Name, len(ws), b)
+		}
+		// Every figure of the scenario's is 4× turn's and 2× own's; the
+		// cluster's twice fanout's.
+		check := func(where string, modes []map[string]any, k float64) {
+			t.Helper()
+			if len(modes) != 2 {
+				t.Fatalf("%s: %d modes, want 2\n%s", where, len(modes), b)
+			}
+			for i, want := range []float64{4 * k, 2 * k} {
+				m := modes[i]
+				if m["mode"] != floorModes[i] {
+					t.Errorf("%s: mode %v, want %s", where, m["mode"], floorModes[i])
+				}
+				for _, key := range []string{"cpu_per_event_ratio", "p50_ratio", "p99_ratio"} {
+					if v, ok := m[key].(float64); !ok || v != want {
+						t.Errorf("%s %s: %s %v, want %v\n%s", where, floorModes[i], key, m[key], want, b)
+					}
+				}
+			}
+		}
+		check("modes", got.Modes, 1)
+		for i, a := range got.Also {
+			if a.Against != ws[i+1].Name {
+				t.Errorf("also[%d] against %q, want %q", i, a.Against, ws[i+1].Name)
+			}
+			check("also", a.Modes, 2)
+		}
+		if len(ws) == 1 && bytes.Contains(b, []byte(`"also"`)) {
+			t.Errorf("one window compared, and also in the JSON:\n%s", b)
+		}
+	}
+}
+
+// The floor takes fanout's sizes; -floor is for the fanout scenarios, for
+// cluster and for distinct on the in-process graphql-transport-ws upstream.
+// The floor speaks HTTP/1.1 only, to clients of its own: fanout over
+// HTTP/2 compares with it, distinct and the floor scenario do not run over
+// HTTP/2 with it.
 func TestFloorConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -769,9 +915,18 @@ func TestFloorConfig(t *testing.T) {
 		{"nats-distinct", []string{"-scenario", "nats-distinct", "-floor"}, "distinct's floor reads a graphql-transport-ws upstream, not NATS"},
 		{"distinct external upstream", []string{"-scenario", "distinct", "-floor", "-upstream", "ws://127.0.0.1:1/graphql"}, "not with -upstream (an external upstream)"},
 		{"distinct graphql-sse", []string{"-scenario", "distinct", "-floor", "-upstream-protocol", "graphql-sse"}, "not with -upstream-protocol graphql-sse"},
-		{"saturate", []string{"-scenario", "saturate", "-floor"}, "-floor is for fanout, nats-fanout and distinct"},
-		{"h2", []string{"-scenario", "floor", "-proto", "h2"}, "the floor speaks HTTP/1.1 only"},
-		{"fanout h2c", []string{"-scenario", "fanout", "-floor", "-proto", "h2c"}, "the floor speaks HTTP/1.1 only"},
+		{"cluster", []string{"-scenario", "cluster", "-floor"}, ""},
+		{"cluster h2", []string{"-scenario", "cluster", "-floor", "-proto", "h2"}, "cluster runs HTTP/1.1 clients only"},
+		{"cluster gateway", []string{"-scenario", "cluster", "-floor", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, "cluster starts its own gateways"},
+		{"saturate", []string{"-scenario", "saturate", "-floor"}, "-floor is for fanout, nats-fanout, distinct and cluster, not saturate"},
+		{"live", []string{"-scenario", "live", "-floor"}, "-floor is for fanout, nats-fanout, distinct and cluster, not live"},
+		{"h2", []string{"-scenario", "floor", "-proto", "h2"}, "the floor speaks HTTP/1.1 only: no -proto h2 with -scenario floor"},
+		{"fanout h2", []string{"-scenario", "fanout", "-floor", "-proto", "h2"}, ""},
+		{"fanout h2c", []string{"-scenario", "fanout", "-floor", "-proto", "h2c", "-h2-streams", "250"}, ""},
+		{"nats-fanout h2", []string{"-scenario", "nats-fanout", "-floor", "-proto", "h2"}, ""},
+		{"fanout h2 streams", []string{"-scenario", "fanout", "-floor", "-proto", "h2", "-h2-streams", "0"}, "-h2-streams must be 1 to 250"},
+		{"fanout h2 gateway", []string{"-scenario", "fanout", "-floor", "-proto", "h2", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, "-proto h2 starts its own gateway"},
+		{"distinct h2", []string{"-scenario", "distinct", "-floor", "-proto", "h2"}, "-floor with -proto h2 is for fanout and nats-fanout"},
 		{"gateway", []string{"-scenario", "floor", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, "floor runs no gateway"},
 		{"rate", []string{"-scenario", "floor", "-rate", "-1"}, "-rate must be positive"},
 	} {
@@ -788,6 +943,10 @@ func TestFloorConfig(t *testing.T) {
 				t.Errorf("floor has checks; it has no target")
 			}
 		})
+	}
+	usage := strings.Join(strings.Fields(usageHead), " ")
+	if !strings.Contains(usage, "-floor (fanout, nats-fanout, distinct, cluster)") || !strings.Contains(usage, "with fanout -proto h2 or h2c, its clients run over HTTP/1.1") {
+		t.Errorf("the usage does not name every scenario -floor is for, and HTTP/2 for fanout:\n%s", usageHead)
 	}
 }
 

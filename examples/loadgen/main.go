@@ -31,8 +31,8 @@
 //	fanout-100k    100,000 clients over 6 gateway processes, on Room with
 //	               100 rooms, a result every 2 s in each (50,000 delivered/s)
 //
-// -floor (fanout, nats-fanout, distinct) runs a floor first in the same
-// invocation: floor's, or for distinct the distinct floor (below).
+// -floor (fanout, nats-fanout, distinct, cluster) runs a floor first in the
+// same invocation: floor's, or for distinct the distinct floor (below).
 //
 // # What runs where
 //
@@ -145,6 +145,21 @@
 // delivered event, p50 and p99 also as ratios to each mode's: the gateway's
 // cost over the machine's floor, measured minutes apart.
 //
+// cluster -floor runs the same floor (fanout's clients and rate) first, and
+// reports the ratios of both its windows: fanout on one gateway, and the
+// cluster, whose CPU per delivered event is its gateways' summed over every
+// client's events (the NATS server's CPU, in loadgen's process, is not in
+// it). In JSON the first window's ratios are in the floor's modes, as for
+// fanout (against names the window), and the cluster's in also: one entry
+// per further window, {against, modes: [{mode, cpu_per_event_ratio,
+// p50_ratio, p99_ratio}]}.
+//
+// fanout -proto h2 (or h2c) -floor runs the floor with HTTP/1.1 clients, its
+// one protocol, and the scenario with HTTP/2 ones: the ratios then tell what
+// HTTP/2 fan-out costs over the machine's HTTP/1.1 floor. The report's floor
+// records its clients' protocol (protocol.name, HTTP/1.1) beside the
+// scenario's.
+//
 // distinct -floor runs the distinct floor first: the same child process
 // (loadgen floor -upstream URL) that also reads one upstream WebSocket
 // message per event, the least any gateway must do per event. It ticks no
@@ -190,7 +205,8 @@
 // gateway's SETTINGS announced. Over HTTP/1.x gqlpush takes each
 // connection over from net/http; over HTTP/2 its streams run through the
 // ResponseWriter, which is what these runs measure. stall, churn and
-// cluster run over HTTP/1.1 only.
+// cluster run over HTTP/1.1 only. With -floor (fanout, nats-fanout), the
+// floor's clients still run over HTTP/1.1 (see The floor).
 //
 // # What is measured
 //
@@ -292,7 +308,7 @@ type config struct {
 
 	liveInterval time.Duration // live
 
-	floor bool // fanout, nats-fanout, distinct: run the floor first, and compare
+	floor bool // fanout, nats-fanout, distinct, cluster: run the floor first, and compare
 
 	// idle-max, idle-100k, fanout-100k: several gateway processes and
 	// several clients processes (scale.go).
@@ -402,11 +418,14 @@ Scenarios (defaults in brackets; 0 for a flag means the scenario's default):
   (127.0.0.2, …), opening at -ramp per -ramp-every each, with at most
   -ramp-inflight opens in flight each [100]. Their -timeout is 15m.
 
--floor (fanout, nats-fanout, distinct) runs the floor first, and reports the
-scenario's CPU per event, p50 and p99 also as ratios to the floor's. distinct's
-floor also reads the upstream: one WebSocket to the in-process upstream (not
-with -upstream or -upstream-protocol graphql-sse), a subscription per client,
-each event written to its client.
+-floor (fanout, nats-fanout, distinct, cluster) runs the floor first, and
+reports the scenario's CPU per event, p50 and p99 also as ratios to the
+floor's; cluster's both windows, fanout's and the cluster's. distinct's floor
+also reads the upstream: one WebSocket to the in-process upstream (not with
+-upstream or -upstream-protocol graphql-sse), a subscription per client, each
+event written to its client. The floor speaks HTTP/1.1 only: with fanout
+-proto h2 or h2c, its clients run over HTTP/1.1 and the scenario's over
+HTTP/2 (not for distinct, nor for -scenario floor itself).
 
 -proto h2 or h2c runs a scenario over HTTP/2 (not stall, churn, cluster):
 -h2-streams clients share each connection [100].
@@ -457,7 +476,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 0, "churn: cycles at once")
 	fs.StringVar(&c.churnVars, "churn-vars", "", "churn: distinct (a room per cycle: an upstream subscribe and complete each) or shared (one operation)")
 	fs.IntVar(&c.clusterSize, "cluster-size", 0, "cluster: gateways in the cluster")
-	fs.BoolVar(&c.floor, "floor", false, "fanout, nats-fanout, distinct: first run a floor's two windows, with the same clients and rate, and report the scenario's CPU per event, p50 and p99 also as ratios to each (distinct's floor also reads each event from one upstream WebSocket, as the gateway does)")
+	fs.BoolVar(&c.floor, "floor", false, "fanout, nats-fanout, distinct, cluster: first run a floor's two windows, with the same clients and rate, and report the scenario's CPU per event, p50 and p99 also as ratios to each (cluster: both its windows; distinct's floor also reads each event from one upstream WebSocket, as the gateway does; with -proto h2 or h2c, fanout's floor still runs its clients over HTTP/1.1)")
 	fs.DurationVar(&c.liveInterval, "live-interval", 0, "live: the child gateway's Config.LivePollInterval (with -gateway: the interval that gateway polls at, for -check)")
 	fs.IntVar(&c.gateways, "gateways", 0, "idle-max, idle-100k, fanout-100k: gateway processes, independent instances; client i connects to gateway i mod n")
 	fs.IntVar(&c.clientProcs, "client-procs", 0, "idle-max, idle-100k, fanout-100k: clients processes (0: as few as -clients-per-proc allows)")
@@ -598,7 +617,7 @@ func (c *config) validate() error {
 	}
 	if c.floor {
 		switch {
-		case c.base() == "fanout":
+		case c.base() == "fanout", c.scenario == "cluster":
 		case c.scenario == "nats-distinct":
 			bad("-floor: distinct's floor reads a graphql-transport-ws upstream, not NATS: not for nats-distinct")
 		case c.scenario == "distinct" && c.upstreamURL != "":
@@ -607,14 +626,20 @@ func (c *config) validate() error {
 			bad("-floor: distinct's floor reads one upstream WebSocket (graphql-transport-ws): not with -upstream-protocol graphql-sse")
 		case c.scenario == "distinct":
 		default:
-			bad("-floor is for fanout, nats-fanout and distinct")
+			bad("-floor is for fanout, nats-fanout, distinct and cluster, not %s", c.scenario)
+		}
+		// fanout's floor runs its clients over HTTP/1.1 whatever -proto:
+		// its ratios then tell what HTTP/2 costs over the machine's
+		// HTTP/1.1 floor. cluster's -proto is refused below.
+		if c.h2() && c.scenario == "distinct" {
+			bad("-floor with -proto %s is for fanout and nats-fanout (their floor's clients run over HTTP/1.1): not for distinct", c.proto)
 		}
 	}
-	if c.scenario == "floor" || c.floor {
+	if c.scenario == "floor" {
 		if c.proto != protoH1 {
-			bad("the floor speaks HTTP/1.1 only: no -proto %s with the floor", c.proto)
+			bad("the floor speaks HTTP/1.1 only: no -proto %s with -scenario floor (fanout -floor -proto %s compares HTTP/2 fan-out with it)", c.proto, c.proto)
 		}
-		if c.scenario == "floor" && (c.gatewayURL != "" || c.upstreamURL != "" || c.upstreamListen != "") {
+		if c.gatewayURL != "" || c.upstreamURL != "" || c.upstreamListen != "" {
 			bad("floor runs no gateway and no upstream: no -gateway, -upstream or -upstream-listen")
 		}
 	}
