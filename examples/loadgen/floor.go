@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // The floor is what fan-out costs at the least on this machine: a server
@@ -42,7 +44,7 @@ import (
 // at floorStatsPath.
 //
 // With -upstream, the floor is the distinct scenario's instead: see
-// floorup.go.
+// floorup.go; with -nats, nats-distinct's: see floornats.go.
 
 const (
 	floorModePath  = "/debug/floor-mode"
@@ -62,17 +64,22 @@ type floorServer struct {
 	mode   atomic.Pointer[string]
 	rounds atomic.Pointer[histSet] // round times; the distinct floor's write times
 
-	up *floorUpstream // the distinct floor's; nil for the fanout floor
+	up   *floorUpstream // the distinct floor's; nil for the others
+	nats *floorNATS     // nats-distinct's floor's; nil for the others
 
 	mu    sync.Mutex
 	conns map[*floorConn]struct{}
-	subs  map[string]*floorConn // the distinct floor's connections, by subscription id
+	subs  map[string]*floorConn             // the distinct floor's connections, by subscription id
+	nsubs map[*nats.Subscription]*floorConn // the NATS floor's, by subscription
+	// Messages nats.go dropped (the NATS floor's channel full) on the
+	// subscriptions that ended.
+	natsDroppedEnded int64
 
 	wg sync.WaitGroup // the connections' goroutines (and watchers), the upstream's reader
 
 	dropped atomic.Int64 // own mode: frames a connection missed, its slot still full
 	skipped atomic.Int64 // upstream messages of another shape than next
-	late    atomic.Int64 // next messages of a subscription already ended
+	late    atomic.Int64 // next messages (NATS messages) of a subscription already ended
 }
 
 // floorStats are a floor server's counts since it started, served at
@@ -97,12 +104,13 @@ type floorConn struct {
 	wake chan *floorRound // buffered 1
 	dead atomic.Bool
 
-	sub    string // the distinct floor: its subscription's id
-	events uint64 // the distinct floor: events so far, under the server's mu
+	sub    string             // the distinct floor: its subscription's id
+	nsub   *nats.Subscription // the NATS floor: its subscription, nil if it failed
+	events uint64             // the distinct floors: events so far, under the server's mu
 }
 
 func newFloorServer() *floorServer {
-	s := &floorServer{conns: map[*floorConn]struct{}{}, subs: map[string]*floorConn{}}
+	s := &floorServer{conns: map[*floorConn]struct{}{}, subs: map[string]*floorConn{}, nsubs: map[*nats.Subscription]*floorConn{}}
 	m := floorTurn
 	s.mode.Store(&m)
 	s.rounds.Store(newHistSet())
@@ -118,12 +126,13 @@ func floorHead() []byte {
 }
 
 // ServeHTTP takes the connection over, and then writes its frames when
-// woken until the server closes or a write fails. On the distinct floor, it
-// first subscribes to the request's room upstream, and a goroutine of the
-// connection's watches for its client to go.
+// woken until the server closes or a write fails. On the distinct floors,
+// it first subscribes to the request's room upstream, and a goroutine of
+// the connection's watches for its client to go.
 func (s *floorServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	room := r.URL.Query().Get("room")
-	if s.up != nil && room == "" {
+	upstream := s.up != nil || s.nats != nil
+	if upstream && room == "" {
 		http.Error(w, "the distinct floor needs a room query parameter", http.StatusBadRequest)
 		return
 	}
@@ -145,9 +154,22 @@ func (s *floorServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.conns[c] = struct{}{}
-	if s.up != nil {
+	switch {
+	case s.up != nil:
 		c.sub = strconv.FormatUint(s.up.nextID.Add(1), 10)
 		s.subs[c.sub] = c
+	case s.nats != nil:
+		// Under the lock, which the reader takes to find a message's
+		// connection: no message of this subscription is looked up
+		// before it is known. nats.go only buffers the SUB here.
+		if sub, err := s.nats.subscribe(room); err != nil {
+			fmt.Fprintf(s.nats.log, "subscribe to room %q: %v\n", room, err)
+		} else {
+			c.nsub = sub
+			s.nsubs[sub] = c
+		}
+	}
+	if upstream {
 		s.wg.Add(1) // the watcher's
 	}
 	s.wg.Add(1)
@@ -158,6 +180,8 @@ func (s *floorServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err := s.up.subscribe(c.sub, room); err != nil && s.up.ctx.Err() == nil {
 			fmt.Fprintf(s.up.log, "subscribe %s: %v\n", c.sub, err)
 		}
+	}
+	if upstream {
 		go s.watch(c)
 	}
 	// The handler's goroutine is the connection's: net/http forgets a
@@ -201,6 +225,12 @@ func (s *floorServer) drop(c *floorConn) bool {
 	delete(s.conns, c)
 	if c.sub != "" {
 		delete(s.subs, c.sub)
+	}
+	if c.nsub != nil {
+		if d, err := c.nsub.Dropped(); err == nil {
+			s.natsDroppedEnded += int64(d)
+		}
+		delete(s.nsubs, c.nsub)
 	}
 	close(c.wake)
 	return true
@@ -288,9 +318,9 @@ func appendFloorFrame(b []byte, seq uint64, sent time.Time) []byte {
 	return append(b, "\"}}}\n\n"...)
 }
 
-// close ends every connection's goroutine and, on the distinct floor, the
-// upstream's WebSocket (which ends the subscriptions), and waits for every
-// goroutine of the server's.
+// close ends every connection's goroutine and, on the distinct floors, the
+// upstream's WebSocket or the NATS connection (which ends the
+// subscriptions), and waits for every goroutine of the server's.
 func (s *floorServer) close() {
 	s.mu.Lock()
 	for c := range s.conns {
@@ -298,24 +328,33 @@ func (s *floorServer) close() {
 		c.conn.Close()
 		close(c.wake)
 	}
-	s.conns, s.subs = nil, nil
+	s.conns, s.subs, s.nsubs = nil, nil, nil
 	s.mu.Unlock()
 	if s.up != nil {
 		s.up.close()
 	}
+	if s.nats != nil {
+		s.nats.close()
+	}
 	s.wg.Wait()
 }
 
-// count is the connections being written to, and the distinct floor's
+// count is the connections being written to, and the distinct floors'
 // subscriptions.
 func (s *floorServer) count() (conns, subs int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.conns), len(s.subs)
+	return len(s.conns), len(s.subs) + len(s.nsubs)
 }
 
+// stats are the floor's counts; the NATS floor's skipped messages are
+// those nats.go dropped, its channel full (a slow consumer).
 func (s *floorServer) stats() floorStats {
-	return floorStats{Dropped: s.dropped.Load(), Skipped: s.skipped.Load(), Late: s.late.Load()}
+	st := floorStats{Dropped: s.dropped.Load(), Skipped: s.skipped.Load(), Late: s.late.Load()}
+	if s.nats != nil {
+		st.Skipped += s.natsDropped()
+	}
+	return st
 }
 
 // runFloor serves the floor and its debug endpoints on one loopback
@@ -326,8 +365,9 @@ func runFloor(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "listen `address` (loopback)")
 	rate := fs.Float64("rate", 10, "rounds per second: a frame to every connection each (not with -upstream)")
-	mode := fs.String("mode", floorTurn, "turn (one goroutine writes to each connection in turn; with -upstream, the upstream's reader writes each event) or own (each connection's goroutine writes its frame when woken); "+floorModePath+"?mode= switches it")
+	mode := fs.String("mode", floorTurn, "turn (one goroutine writes to each connection in turn; with -upstream or -nats, the upstream's reader writes each event) or own (each connection's goroutine writes its frame when woken); "+floorModePath+"?mode= switches it")
 	upstream := fs.String("upstream", "", "the distinct scenario's floor: no rounds; for each SSE request, subscribe to Room with its room query parameter on this graphql-transport-ws `URL` (ws://…, loopback), one WebSocket for all, and write each event to its connection")
+	natsURL := fs.String("nats", "", "the nats-distinct scenario's floor: no rounds; for each SSE request, subscribe to the subject of its room query parameter ("+natsSubjectPrefix+"<room>) on the NATS server at this `URL` (nats://…, loopback), one connection for all, and write each message, wrapped as NatsRoom's result, to its connection")
 	exitOnEOF := fs.Bool("exit-on-eof", true, "exit when stdin reaches EOF")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -337,6 +377,20 @@ func runFloor(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	}
 	rateSet := false
 	fs.Visit(func(f *flag.Flag) { rateSet = rateSet || f.Name == "rate" })
+	if *upstream != "" && *natsURL != "" {
+		return errors.New("-upstream and -nats exclude each other")
+	}
+	if *natsURL != "" {
+		if rateSet {
+			return errors.New("-rate and -nats exclude each other: with -nats, the upstream's messages set the pace")
+		}
+		if !strings.HasPrefix(*natsURL, "nats://") {
+			return errors.New("-nats must be a nats:// URL")
+		}
+		if err := checkLoopbackURL(ctx, *natsURL); err != nil {
+			return fmt.Errorf("-nats: %w", err)
+		}
+	}
 	if *upstream != "" {
 		if rateSet {
 			return errors.New("-rate and -upstream exclude each other: with -upstream, the upstream's events set the pace")
@@ -366,10 +420,20 @@ func runFloor(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		s.up = up
 	}
+	if *natsURL != "" {
+		u, err := dialFloorNATS(*natsURL, stderr)
+		if err != nil {
+			return fmt.Errorf("-nats: %w", err)
+		}
+		s.nats = u
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		if s.up != nil {
 			s.up.close()
+		}
+		if s.nats != nil {
+			s.nats.close()
 		}
 		return err
 	}
@@ -378,7 +442,7 @@ func runFloor(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	mux.HandleFunc("GET "+debugPath, func(w http.ResponseWriter, r *http.Request) {
 		n, subs := s.count()
 		di := debugInfo{PID: os.Getpid(), Goroutines: runtime.NumGoroutine(), Streams: n, Subscriptions: subs, DroppedSlow: s.dropped.Load()}
-		if s.up != nil {
+		if s.up != nil || s.nats != nil {
 			di.UpstreamConns = 1
 		}
 		di.readMemory()
@@ -400,9 +464,13 @@ func runFloor(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		w.WriteHeader(http.StatusNoContent)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	if s.up != nil {
+	if s.up != nil || s.nats != nil {
 		s.wg.Add(1)
-		go s.readUpstream()
+		if s.up != nil {
+			go s.readUpstream()
+		} else {
+			go s.readNATS()
+		}
 		return serveChild(ctx, srv, ln, stdin, *exitOnEOF, stdout, func(context.Context) { s.close() })
 	}
 	rctx, stopRounds := context.WithCancel(ctx)
@@ -441,9 +509,10 @@ type floorInfo struct {
 	Modes    []*floorMode       `json:"modes"`
 	Against  string             `json:"against,omitempty"` // the scenario's window the ratios in Modes are of
 	Also     []*floorComparison `json:"also,omitempty"`    // the scenario's further windows' ratios
-	// The distinct floor's: the upstream it subscribed to, its
-	// subscriptions there after its windows, and what was left of them
-	// once its clients had gone (before the scenario's clients open).
+	// The distinct floors': the upstream it subscribed to (ws://… or,
+	// nats-distinct's, nats://…), its subscriptions there after its
+	// windows, and what was left of them once its clients had gone
+	// (before the scenario's clients open).
 	Upstream           string `json:"upstream,omitempty"`
 	Subscriptions      *int   `json:"upstream_subscriptions,omitempty"`
 	SubscriptionsAfter *int   `json:"upstream_subscriptions_after,omitempty"`
@@ -457,13 +526,14 @@ type floorMode struct {
 	// The fanout floor's: a frame to every connection, from the tick to
 	// the last write's return.
 	RoundTime *latency `json:"round_time,omitempty"`
-	// The distinct floor's: an event, from the upstream message read to
+	// The distinct floors': an event, from the upstream message read to
 	// its write's return.
 	WriteTime *latency `json:"write_time,omitempty"`
 	// Clients that received a frame in the window; frames a connection
 	// missed because its goroutine still wrote an earlier one (own mode);
-	// upstream messages skipped as not of a next's shape, and next
-	// messages of a subscription already ended (the distinct floor).
+	// upstream messages skipped as not of a next's shape (on the NATS
+	// floor: dropped by nats.go, its channel full), and messages of a
+	// subscription already ended (the distinct floors).
 	Reached *int   `json:"clients_reached"`
 	Dropped *int64 `json:"dropped"`
 	Skipped *int64 `json:"skipped,omitempty"`
@@ -501,24 +571,31 @@ type floorModeRatio struct {
 // scenario's -proto.
 //
 // The distinct floor's clients are distinct's, each on Room with its own
-// room, and the floor subscribes to each room on the in-process upstream.
-// Once the upstream runs every subscription, the publisher posts at the
-// scenario's rate; after the windows it pauses, its rooms' sequence numbers
-// start again from 0, the clients close, and the phase waits until the
-// upstream runs no subscription: the scenario then starts as it would have
-// without the floor.
+// room, and the floor subscribes to each room on the in-process upstream;
+// nats-distinct's are on NatsRoom, and its floor subscribes to each room's
+// subject on the in-process NATS server. Once the upstream runs every
+// subscription (the NATS server counts them as it counts the gateway's),
+// the publisher posts at the scenario's rate; after the windows it pauses,
+// its rooms' sequence numbers start again from 0, the clients close, and
+// the phase waits until the upstream runs no subscription: the scenario
+// then starts as it would have without the floor.
 func (e *env) floorPhase(ctx context.Context) (err error) {
 	distinct := e.cfg.base() == "distinct"
 	info := &floorInfo{FrameBytes: len(appendFloorFrame(nil, 0, time.Now())), Protocol: protocolInfo{Name: protoName(protoH1)}}
 	e.rep.Floor = info
 	flags := []string{"-rate", strconv.FormatFloat(e.cfg.rate, 'g', -1, 64)}
 	if distinct {
-		up, ok := e.up.(*inProcessUpstream)
-		if !ok || e.pub == nil {
-			return errors.New("the distinct floor subscribes to the in-process GraphQL upstream that loadgen publishes into")
+		switch up := e.up.(type) {
+		case *inProcessUpstream:
+			info.Upstream = up.url
+			flags = []string{"-upstream", up.url}
+		case *natsUpstream:
+			info.Upstream = up.url
+			flags = []string{"-nats", up.url}
 		}
-		info.Upstream = up.url
-		flags = []string{"-upstream", up.url}
+		if info.Upstream == "" || e.pub == nil {
+			return errors.New("the distinct floors subscribe to the in-process upstream (GraphQL or NATS) that loadgen publishes into")
+		}
 	}
 	g, err := startChild(ctx, "floor", "floor", flags, e.log)
 	if err != nil {
@@ -734,11 +811,17 @@ func (info *floorInfo) comparisons() []*floorComparison {
 // ratios.
 func (r *report) writeFloor(w io.Writer, info *floorInfo) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, "  "+format+"\n", args...) }
-	if info.Upstream != "" {
+	natsFloor := strings.HasPrefix(info.Upstream, "nats://")
+	switch {
+	case natsFloor:
+		p("floor: a bare loop reading one NATS connection (%s), a core subscription per connection, and writing each message's payload, wrapped as NatsRoom's result but not completed, to its connection; server %s, pid %s, open files limit %s, exit %s",
+			info.Upstream, info.Server.URL, intText(info.Server.PID), ptrText(info.Server.FileLimit, "%d"), info.Server.Exit)
+		p("  upstream subscriptions: %s after the windows, %s once its clients closed", ptrText(info.Subscriptions, "%d"), ptrText(info.SubscriptionsAfter, "%d"))
+	case info.Upstream != "":
 		p("floor: a bare loop reading one upstream WebSocket (%s), a subscription per connection, and writing each event to its connection (first frame %d bytes); server %s, pid %s, open files limit %s, exit %s",
 			info.Upstream, info.FrameBytes, info.Server.URL, intText(info.Server.PID), ptrText(info.Server.FileLimit, "%d"), info.Server.Exit)
 		p("  upstream subscriptions: %s after the windows, %s once its clients closed", ptrText(info.Subscriptions, "%d"), ptrText(info.SubscriptionsAfter, "%d"))
-	} else {
+	default:
 		p("floor: a bare loop writing a %d-byte frame to every connection; server %s, pid %s, open files limit %s, exit %s",
 			info.FrameBytes, info.Server.URL, intText(info.Server.PID), ptrText(info.Server.FileLimit, "%d"), info.Server.Exit)
 	}
@@ -765,7 +848,10 @@ func (r *report) writeFloor(w io.Writer, info *floorInfo) {
 		}
 		line := fmt.Sprintf("reached:    %s of %d clients; %s frames dropped (a connection's goroutine still writing)",
 			ptrText(m.Reached, "%d"), m.Window.Clients, ptrText(m.Dropped, "%d"))
-		if info.Upstream != "" {
+		switch {
+		case natsFloor:
+			line += fmt.Sprintf("; NATS messages dropped by nats.go (slow consumer) %s, late %s", ptrText(m.Skipped, "%d"), ptrText(m.Late, "%d"))
+		case info.Upstream != "":
 			line += fmt.Sprintf("; upstream messages skipped %s, late %s", ptrText(m.Skipped, "%d"), ptrText(m.Late, "%d"))
 		}
 		p("  %s", line)

@@ -187,16 +187,22 @@ func messageType(msg []byte) string {
 }
 
 // appendFloorChunk appends the chunk of an SSE frame: an id line with
-// floorToken and the event's number n, and payload as data.
-func appendFloorChunk(b []byte, n uint64, payload []byte) []byte {
+// floorToken and the event's number n, and the concatenation of data as
+// data.
+func appendFloorChunk(b []byte, n uint64, data ...[]byte) []byte {
 	var num [20]byte
 	digits := strconv.AppendUint(num[:0], n, 10)
-	size := len("id: "+floorToken+".") + len(digits) + len("\ndata: ") + len(payload) + len("\n\n")
+	size := len("id: "+floorToken+".") + len(digits) + len("\ndata: ") + len("\n\n")
+	for _, d := range data {
+		size += len(d)
+	}
 	b = strconv.AppendUint(b, uint64(size), 16)
 	b = append(b, "\r\nid: "+floorToken+"."...)
 	b = append(b, digits...)
 	b = append(b, "\ndata: "...)
-	b = append(b, payload...)
+	for _, d := range data {
+		b = append(b, d...)
+	}
 	return append(b, "\n\n\r\n"...)
 }
 
@@ -243,21 +249,31 @@ func (s *floorServer) readUpstream() {
 // subscription id (turn), or hands it to the connection's goroutine (own).
 // chunk is turn mode's buffer, returned for the next event.
 func (s *floorServer) event(id, payload []byte, read time.Time, chunk []byte) []byte {
-	own := *s.mode.Load() == floorOwn
 	s.mu.Lock()
-	c := s.subs[string(id)]
+	return s.deliver(s.subs[string(id)], read, chunk, payload)
+}
+
+// deliver writes an event, whose data is the concatenation of data, to
+// connection c (turn), or hands it to c's goroutine (own); c is nil when
+// the event's subscription has ended. It is called with s.mu held, and
+// unlocks it. chunk is turn mode's buffer, returned for the next event.
+func (s *floorServer) deliver(c *floorConn, read time.Time, chunk []byte, data ...[]byte) []byte {
 	if c == nil {
 		// Its connection ended: the upstream sent it before it had
-		// our complete.
+		// our complete (our unsubscribe).
 		s.mu.Unlock()
 		s.late.Add(1)
 		return chunk
 	}
 	c.events++
 	n := c.events
-	if own {
+	if *s.mode.Load() == floorOwn {
+		size := 64
+		for _, d := range data {
+			size += len(d)
+		}
 		// Under the lock: a dropped connection's wake is closed.
-		r := &floorRound{chunk: appendFloorChunk(make([]byte, 0, len(payload)+64), n, payload), start: read}
+		r := &floorRound{chunk: appendFloorChunk(make([]byte, 0, size), n, data...), start: read}
 		r.left.Store(1)
 		select {
 		case c.wake <- r:
@@ -268,7 +284,7 @@ func (s *floorServer) event(id, payload []byte, read time.Time, chunk []byte) []
 		return chunk
 	}
 	s.mu.Unlock()
-	chunk = appendFloorChunk(chunk[:0], n, payload)
+	chunk = appendFloorChunk(chunk[:0], n, data...)
 	if _, err := c.conn.Write(chunk); err != nil {
 		s.end(c)
 		return chunk
@@ -291,15 +307,23 @@ func (s *floorServer) watch(c *floorConn) {
 	}
 }
 
-// end forgets a connection and, on the distinct floor, stops its
-// subscription upstream. Once the floor closes, it does neither: the
-// WebSocket's end stops every subscription.
+// end forgets a connection and, on the distinct floors, stops its
+// subscription upstream (complete, or unsubscribe on NATS). Once the floor
+// closes, it does neither: the end of the WebSocket (the NATS connection)
+// stops every subscription.
 func (s *floorServer) end(c *floorConn) {
-	if !s.drop(c) || c.sub == "" {
+	if !s.drop(c) {
 		return
 	}
-	if err := s.up.complete(c.sub); err != nil && s.up.ctx.Err() == nil {
-		fmt.Fprintf(s.up.log, "complete %s: %v\n", c.sub, err)
+	switch {
+	case c.nsub != nil:
+		if err := c.nsub.Unsubscribe(); err != nil && !s.nats.nc.IsClosed() {
+			fmt.Fprintf(s.nats.log, "unsubscribe %s: %v\n", c.nsub.Subject, err)
+		}
+	case c.sub != "":
+		if err := s.up.complete(c.sub); err != nil && s.up.ctx.Err() == nil {
+			fmt.Fprintf(s.up.log, "complete %s: %v\n", c.sub, err)
+		}
 	}
 }
 

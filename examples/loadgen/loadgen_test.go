@@ -634,8 +634,8 @@ func runReport(t *testing.T, args ...string) (report, string) {
 	return rep, stderr.String()
 }
 
-// TestFloorEndToEnd runs the floor scenario, and fanout, distinct, cluster
-// and fanout over HTTP/2 with -floor, at a tiny size: the floor server as a
+// TestFloorEndToEnd runs the floor scenario, and fanout, distinct,
+// nats-distinct, cluster and fanout over HTTP/2 with -floor, at a tiny size: the floor server as a
 // child process, five clients, a window in each mode. As
 // TestSteadyEndToEnd, it asserts what the report says, never how fast.
 func TestFloorEndToEnd(t *testing.T) {
@@ -652,6 +652,7 @@ func TestFloorEndToEnd(t *testing.T) {
 		{name: "floor", scenario: "floor"},
 		{name: "fanout", scenario: "fanout"},
 		{name: "distinct", scenario: "distinct"},
+		{name: "nats-distinct", scenario: "nats-distinct"},
 		// Both phases, each over the floor; five clients over three
 		// gateways.
 		{name: "cluster", scenario: "cluster", windows: []string{"fanout: 1 gateway", "cluster: 3 gateways"}},
@@ -670,7 +671,7 @@ func TestFloorEndToEnd(t *testing.T) {
 				args = append(args, "-floor")
 			}
 			args = append(args, tc.args...)
-			distinct := scenario == "distinct"
+			distinct := scenario == "distinct" || scenario == "nats-distinct"
 			rep, stderr := runReport(t, args...)
 			fl := rep.Floor
 			if fl == nil {
@@ -720,11 +721,15 @@ func TestFloorEndToEnd(t *testing.T) {
 					t.Errorf("%s: write times %+v, round times %+v; want write times only", m.Mode, m.WriteTime, m.RoundTime)
 				}
 				if m.Skipped == nil || *m.Skipped != 0 {
-					t.Errorf("%s: %s upstream messages skipped, want 0: every message is a next", m.Mode, ptrText(m.Skipped, "%d"))
+					t.Errorf("%s: %s upstream messages skipped, want 0: every message is a next (on NATS: none dropped as a slow consumer)", m.Mode, ptrText(m.Skipped, "%d"))
 				}
 			}
 			if distinct {
-				if !strings.HasPrefix(fl.Upstream, "ws://") || fl.Upstream != rep.Upstream.URL {
+				scheme := "ws://"
+				if scenario == "nats-distinct" {
+					scheme = "nats://"
+				}
+				if !strings.HasPrefix(fl.Upstream, scheme) || fl.Upstream != rep.Upstream.URL {
 					t.Errorf("the floor's upstream %q, want the in-process one %q", fl.Upstream, rep.Upstream.URL)
 				}
 				if s := fl.Subscriptions; s == nil || *s != 5 {
@@ -897,7 +902,8 @@ func TestFloorRatiosJSON(t *testing.T) {
 }
 
 // The floor takes fanout's sizes; -floor is for the fanout scenarios, for
-// cluster and for distinct on the in-process graphql-transport-ws upstream.
+// cluster, for distinct on the in-process graphql-transport-ws upstream and
+// for nats-distinct.
 // The floor speaks HTTP/1.1 only, to clients of its own: fanout over
 // HTTP/2 compares with it, distinct and the floor scenario do not run over
 // HTTP/2 with it.
@@ -912,14 +918,16 @@ func TestFloorConfig(t *testing.T) {
 		{"nats-fanout", []string{"-scenario", "nats-fanout", "-floor"}, ""},
 		{"distinct", []string{"-scenario", "distinct", "-floor"}, ""},
 		{"distinct on a gateway", []string{"-scenario", "distinct", "-floor", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, ""},
-		{"nats-distinct", []string{"-scenario", "nats-distinct", "-floor"}, "distinct's floor reads a graphql-transport-ws upstream, not NATS"},
+		{"nats-distinct", []string{"-scenario", "nats-distinct", "-floor"}, ""},
+		{"nats-distinct on a gateway", []string{"-scenario", "nats-distinct", "-floor", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, ""},
+		{"nats-distinct h2", []string{"-scenario", "nats-distinct", "-floor", "-proto", "h2c"}, "-floor with -proto h2c is for fanout and nats-fanout (their floor's clients run over HTTP/1.1): not for nats-distinct"},
 		{"distinct external upstream", []string{"-scenario", "distinct", "-floor", "-upstream", "ws://127.0.0.1:1/graphql"}, "not with -upstream (an external upstream)"},
 		{"distinct graphql-sse", []string{"-scenario", "distinct", "-floor", "-upstream-protocol", "graphql-sse"}, "not with -upstream-protocol graphql-sse"},
 		{"cluster", []string{"-scenario", "cluster", "-floor"}, ""},
 		{"cluster h2", []string{"-scenario", "cluster", "-floor", "-proto", "h2"}, "cluster runs HTTP/1.1 clients only"},
 		{"cluster gateway", []string{"-scenario", "cluster", "-floor", "-gateway", "http://127.0.0.1:1", "-upstream-listen", "127.0.0.1:0"}, "cluster starts its own gateways"},
-		{"saturate", []string{"-scenario", "saturate", "-floor"}, "-floor is for fanout, nats-fanout, distinct and cluster, not saturate"},
-		{"live", []string{"-scenario", "live", "-floor"}, "-floor is for fanout, nats-fanout, distinct and cluster, not live"},
+		{"saturate", []string{"-scenario", "saturate", "-floor"}, "-floor is for fanout, nats-fanout, distinct, nats-distinct and cluster, not saturate"},
+		{"live", []string{"-scenario", "live", "-floor"}, "-floor is for fanout, nats-fanout, distinct, nats-distinct and cluster, not live"},
 		{"h2", []string{"-scenario", "floor", "-proto", "h2"}, "the floor speaks HTTP/1.1 only: no -proto h2 with -scenario floor"},
 		{"fanout h2", []string{"-scenario", "fanout", "-floor", "-proto", "h2"}, ""},
 		{"fanout h2c", []string{"-scenario", "fanout", "-floor", "-proto", "h2c", "-h2-streams", "250"}, ""},
@@ -945,7 +953,7 @@ func TestFloorConfig(t *testing.T) {
 		})
 	}
 	usage := strings.Join(strings.Fields(usageHead), " ")
-	if !strings.Contains(usage, "-floor (fanout, nats-fanout, distinct, cluster)") || !strings.Contains(usage, "with fanout -proto h2 or h2c, its clients run over HTTP/1.1") {
+	if !strings.Contains(usage, "-floor (fanout, nats-fanout, distinct, nats-distinct, cluster)") || !strings.Contains(usage, "with fanout -proto h2 or h2c, its clients run over HTTP/1.1") {
 		t.Errorf("the usage does not name every scenario -floor is for, and HTTP/2 for fanout:\n%s", usageHead)
 	}
 }

@@ -31,8 +31,9 @@
 //	fanout-100k    100,000 clients over 6 gateway processes, on Room with
 //	               100 rooms, a result every 2 s in each (50,000 delivered/s)
 //
-// -floor (fanout, nats-fanout, distinct, cluster) runs a floor first in the
-// same invocation: floor's, or for distinct the distinct floor (below).
+// -floor (fanout, nats-fanout, distinct, nats-distinct, cluster) runs a
+// floor first in the same invocation: floor's, or for distinct and
+// nats-distinct the distinct floors (below).
 //
 // # What runs where
 //
@@ -177,8 +178,22 @@
 // from 0, the floor's clients close and the floor completes their
 // subscriptions, and distinct starts once the upstream runs none: as it
 // would have without the floor. It needs the in-process upstream over
-// graphql-transport-ws: no nats-distinct, no -upstream, no
-// -upstream-protocol graphql-sse.
+// graphql-transport-ws: no -upstream, no -upstream-protocol graphql-sse.
+//
+// nats-distinct -floor runs its NATS twin first (loadgen floor -nats URL,
+// on the in-process NATS server the gateway is given): for each SSE request
+// it subscribes to the room's subject (rooms.<room>, as the gateway does
+// for NatsRoom), a core subscription on one NATS connection for all, every
+// subscription delivering into one channel that one goroutine reads, and
+// writes each message as one chunk whose data is
+// {"data":{"nats_messageCreated":<the message's payload>}}. The payload
+// goes out as it came: the floor does not complete it through NatsRoom's
+// selection set as the gateway does, and loadgen's payloads carry room
+// besides id, content and sentAt, which the floor's frames keep and the
+// gateway's drop. Its modes, windows, write times and the wait for its
+// subscriptions to end (counted on the NATS server) are the distinct
+// floor's; messages nats.go drops, its channel full (a slow consumer), are
+// counted as skipped.
 //
 // # A graphql-sse upstream
 //
@@ -308,7 +323,7 @@ type config struct {
 
 	liveInterval time.Duration // live
 
-	floor bool // fanout, nats-fanout, distinct, cluster: run the floor first, and compare
+	floor bool // fanout, nats-fanout, distinct, nats-distinct, cluster: run the floor first, and compare
 
 	// idle-max, idle-100k, fanout-100k: several gateway processes and
 	// several clients processes (scale.go).
@@ -418,14 +433,17 @@ Scenarios (defaults in brackets; 0 for a flag means the scenario's default):
   (127.0.0.2, …), opening at -ramp per -ramp-every each, with at most
   -ramp-inflight opens in flight each [100]. Their -timeout is 15m.
 
--floor (fanout, nats-fanout, distinct, cluster) runs the floor first, and
-reports the scenario's CPU per event, p50 and p99 also as ratios to the
-floor's; cluster's both windows, fanout's and the cluster's. distinct's floor
-also reads the upstream: one WebSocket to the in-process upstream (not with
--upstream or -upstream-protocol graphql-sse), a subscription per client, each
-event written to its client. The floor speaks HTTP/1.1 only: with fanout
--proto h2 or h2c, its clients run over HTTP/1.1 and the scenario's over
-HTTP/2 (not for distinct, nor for -scenario floor itself).
+-floor (fanout, nats-fanout, distinct, nats-distinct, cluster) runs the
+floor first, and reports the scenario's CPU per event, p50 and p99 also as
+ratios to the floor's; cluster's both windows, fanout's and the cluster's.
+distinct's floor also reads the upstream: one WebSocket to the in-process
+upstream (not with -upstream or -upstream-protocol graphql-sse), a
+subscription per client, each event written to its client; nats-distinct's,
+one connection to the in-process NATS server, a subject's subscription per
+client, each message written to its client, wrapped but not completed. The
+floor speaks HTTP/1.1 only: with fanout -proto h2 or h2c, its clients run
+over HTTP/1.1 and the scenario's over HTTP/2 (not for distinct or
+nats-distinct, nor for -scenario floor itself).
 
 -proto h2 or h2c runs a scenario over HTTP/2 (not stall, churn, cluster):
 -h2-streams clients share each connection [100].
@@ -476,7 +494,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 0, "churn: cycles at once")
 	fs.StringVar(&c.churnVars, "churn-vars", "", "churn: distinct (a room per cycle: an upstream subscribe and complete each) or shared (one operation)")
 	fs.IntVar(&c.clusterSize, "cluster-size", 0, "cluster: gateways in the cluster")
-	fs.BoolVar(&c.floor, "floor", false, "fanout, nats-fanout, distinct, cluster: first run a floor's two windows, with the same clients and rate, and report the scenario's CPU per event, p50 and p99 also as ratios to each (cluster: both its windows; distinct's floor also reads each event from one upstream WebSocket, as the gateway does; with -proto h2 or h2c, fanout's floor still runs its clients over HTTP/1.1)")
+	fs.BoolVar(&c.floor, "floor", false, "fanout, nats-fanout, distinct, nats-distinct, cluster: first run a floor's two windows, with the same clients and rate, and report the scenario's CPU per event, p50 and p99 also as ratios to each (cluster: both its windows; distinct's floor also reads each event from one upstream WebSocket, as the gateway does, and nats-distinct's each message from one NATS connection; with -proto h2 or h2c, fanout's floor still runs its clients over HTTP/1.1)")
 	fs.DurationVar(&c.liveInterval, "live-interval", 0, "live: the child gateway's Config.LivePollInterval (with -gateway: the interval that gateway polls at, for -check)")
 	fs.IntVar(&c.gateways, "gateways", 0, "idle-max, idle-100k, fanout-100k: gateway processes, independent instances; client i connects to gateway i mod n")
 	fs.IntVar(&c.clientProcs, "client-procs", 0, "idle-max, idle-100k, fanout-100k: clients processes (0: as few as -clients-per-proc allows)")
@@ -617,22 +635,20 @@ func (c *config) validate() error {
 	}
 	if c.floor {
 		switch {
-		case c.base() == "fanout", c.scenario == "cluster":
-		case c.scenario == "nats-distinct":
-			bad("-floor: distinct's floor reads a graphql-transport-ws upstream, not NATS: not for nats-distinct")
+		case c.base() == "fanout", c.scenario == "cluster", c.scenario == "nats-distinct":
 		case c.scenario == "distinct" && c.upstreamURL != "":
 			bad("-floor: distinct's floor subscribes on the in-process upstream, which loadgen publishes into: not with -upstream (an external upstream)")
 		case c.scenario == "distinct" && c.upstreamSSE:
 			bad("-floor: distinct's floor reads one upstream WebSocket (graphql-transport-ws): not with -upstream-protocol graphql-sse")
 		case c.scenario == "distinct":
 		default:
-			bad("-floor is for fanout, nats-fanout, distinct and cluster, not %s", c.scenario)
+			bad("-floor is for fanout, nats-fanout, distinct, nats-distinct and cluster, not %s", c.scenario)
 		}
 		// fanout's floor runs its clients over HTTP/1.1 whatever -proto:
 		// its ratios then tell what HTTP/2 costs over the machine's
 		// HTTP/1.1 floor. cluster's -proto is refused below.
-		if c.h2() && c.scenario == "distinct" {
-			bad("-floor with -proto %s is for fanout and nats-fanout (their floor's clients run over HTTP/1.1): not for distinct", c.proto)
+		if c.h2() && c.base() == "distinct" {
+			bad("-floor with -proto %s is for fanout and nats-fanout (their floor's clients run over HTTP/1.1): not for %s", c.proto, c.scenario)
 		}
 	}
 	if c.scenario == "floor" {
