@@ -57,7 +57,7 @@ type httpSink struct {
 	w     http.ResponseWriter
 	rc    *http.ResponseController
 	done  <-chan struct{}
-	armed int64 // Unix nanoseconds of the write deadline in force; 0: none
+	armed time.Time
 	// idleDeadline: a write deadline passes whether a write is under way
 	// or not, and then ends the response. So it is over HTTP/2, where
 	// net/http resets a stream whose deadline passed: a stream idle
@@ -69,8 +69,8 @@ type httpSink struct {
 }
 
 func (s *httpSink) writev(frames [][]byte, deadline time.Time) error {
-	if n := deadline.UnixNano(); n != s.armed {
-		s.armed = n
+	if !deadline.Equal(s.armed) {
+		s.armed = deadline
 		s.rc.SetWriteDeadline(deadline) // ErrNotSupported is fine: no deadline then
 	}
 	if s.idleDeadline {
@@ -89,7 +89,7 @@ func (s *httpSink) writev(frames [][]byte, deadline time.Time) error {
 
 // lift takes the write deadline off.
 func (s *httpSink) lift() {
-	s.armed = 0
+	s.armed = time.Time{}
 	s.rc.SetWriteDeadline(time.Time{})
 }
 
@@ -114,7 +114,7 @@ type rawSink struct {
 	bufs     net.Buffers   // a large batch, with the chunk's size line and end; reused
 	buf      []byte        // a small batch, copied for one write; reused
 	size     []byte        // the chunk's size line; reused
-	armed    int64         // Unix nanoseconds of the write deadline in force
+	armed    time.Time     // the write deadline in force
 }
 
 var (
@@ -190,8 +190,8 @@ func (s *rawSink) writev(frames [][]byte, deadline time.Time) error {
 // writeRaw writes b as it is, within the deadline: the rest of a chunk a
 // direct write began.
 func (s *rawSink) writeRaw(b []byte, deadline time.Time) error {
-	if n := deadline.UnixNano(); n != s.armed {
-		s.armed = n
+	if !deadline.Equal(s.armed) {
+		s.armed = deadline
 		s.conn.SetWriteDeadline(deadline)
 	}
 	_, err := s.conn.Write(b)
@@ -211,8 +211,8 @@ func (s *rawSink) write(deadline time.Time, head []byte, frames ...[]byte) error
 	for _, f := range frames {
 		n += len(f)
 	}
-	if n := deadline.UnixNano(); n != s.armed {
-		s.armed = n
+	if !deadline.Equal(s.armed) {
+		s.armed = deadline
 		s.conn.SetWriteDeadline(deadline)
 	}
 	var err error

@@ -265,11 +265,11 @@ type stream struct {
 	timeout   time.Duration
 	beat      *time.Timer
 	beatEvery time.Duration
-	// Unix nanoseconds, not time.Time, which is three words: of the last
-	// write, and the write deadline in force. An idle stream is mostly
-	// this struct and its goroutines.
-	lastWrite int64
-	armed     int64
+	// Of the last write, and the write deadline in force: times with the
+	// monotonic clock's reading, so that a step of the wall clock moves
+	// neither a deadline nor a heartbeat.
+	lastWrite time.Time
+	armed     time.Time
 	// slack lengthens the write deadline over HTTP/2 by a heartbeat
 	// interval. There net/http resets a stream once its write deadline
 	// passes, whether a write is under way or not: the deadline must not
@@ -311,7 +311,7 @@ func (st *stream) begin(w http.ResponseWriter, r *http.Request, hijack bool, res
 		return false
 	}
 	st.sink = sk
-	st.lastWrite = time.Now().UnixNano()
+	st.lastWrite = time.Now()
 	return true
 }
 
@@ -410,7 +410,7 @@ func (st *stream) write(frames [][]byte) bool {
 		st.failed, st.err = true, err
 		return false
 	}
-	st.lastWrite = now.UnixNano()
+	st.lastWrite = now
 	return true
 }
 
@@ -437,7 +437,7 @@ func (st *stream) flushPending() bool {
 		return false
 	}
 	d.pending = nil
-	st.lastWrite = now.UnixNano()
+	st.lastWrite = now
 	if st.obs != nil {
 		st.obs.framesDelivered(st.req.ep.op.name, 1, now.Sub(time.Unix(0, d.lastWrite.Load())))
 	}
@@ -447,11 +447,12 @@ func (st *stream) flushPending() bool {
 // lastWritten is when the stream was last written to, by its goroutine or
 // by a publisher.
 func (st *stream) lastWritten() time.Time {
-	t := st.lastWrite
 	if d := st.direct; d != nil {
-		t = max(t, d.lastWrite.Load())
+		if t := d.lastWrite.Load(); t > st.lastWrite.UnixNano() {
+			return time.Unix(0, t)
+		}
 	}
-	return time.Unix(0, t)
+	return st.lastWrite
 }
 
 // deadline bounds the next write: a client that does not take it within the
@@ -460,10 +461,10 @@ func (st *stream) lastWritten() time.Time {
 // write always has at least half the timeout, and a busy stream spares the
 // poller most updates.
 func (st *stream) deadline(now time.Time) time.Time {
-	if n := now.UnixNano(); st.armed-n <= int64(st.timeout/2+st.slack) {
-		st.armed = n + int64(st.timeout+st.slack)
+	if st.armed.Sub(now) <= st.timeout/2+st.slack {
+		st.armed = now.Add(st.timeout + st.slack)
 	}
-	return time.Unix(0, st.armed)
+	return st.armed
 }
 
 // isGone reports whether the client has gone.
