@@ -761,6 +761,14 @@ func (sh *shared) writeDirect(directs []*subscriber, w *directWrite) {
 	sh.mu.Lock()
 	if sh.writing--; sh.writing == 0 {
 		sh.dw = directWrite{} // the log alone keeps the result
+		// One large result does not keep its chunk's buffer, as a
+		// stream's batch buffer is not kept (rawSink.write).
+		if cap(sh.sseChunk) > copyBelow {
+			sh.sseChunk = nil
+		}
+		if cap(sh.plainChunk) > copyBelow {
+			sh.plainChunk = nil
+		}
 	}
 	sh.mu.Unlock()
 }
