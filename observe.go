@@ -4,8 +4,9 @@ import "time"
 
 // An Observer is told what a [Handler] does, for metrics and tracing. Every
 // field may be nil. The functions are called from gqlpush's own goroutines,
-// FramesDelivered on the hot path: they must be quick, must not block, and
-// must be safe for concurrent use. The gqlpushprom package provides one
+// FramesDelivered on the hot path, most of them where nothing recovers a
+// panic (an upstream connection's reader, say): they must be quick, must not
+// block, must not panic, and must be safe for concurrent use. The gqlpushprom package provides one
 // that exports Prometheus metrics.
 type Observer struct {
 	// StreamOpened is called when a client's stream starts.
