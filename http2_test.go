@@ -62,8 +62,12 @@ func openH2(t *testing.T, srv *httptest.Server, c *http.Client, path string) (*h
 func TestHTTP2SlowClientAlone(t *testing.T) {
 	dropped := make(chan gqlpush.Reason, 2)
 	srv, c, h, up := http2Gateway(t, func(cfg *gqlpush.Config) {
-		cfg.WriteTimeout = 500 * time.Millisecond
-		cfg.Heartbeat = time.Second // a blocked write is bounded by both
+		// A blocked write is bounded by both. The reading client's
+		// idle stream has its deadline moved by each heartbeat, a
+		// WriteTimeout ahead: a heartbeat late by less than that on a
+		// loaded machine must not let net/http reset it.
+		cfg.WriteTimeout = 2 * time.Second
+		cfg.Heartbeat = time.Second
 		// Room for a reader behind a burst: a client is dropped here
 		// only for a write that does not end.
 		cfg.QueueSize, cfg.QueueBytes = 1024, 64<<20
