@@ -98,27 +98,9 @@ func setArmed(rs *rawSink, d time.Time) { rs.armed = d }
 // and sets nothing, and the write fails at once with ErrDeadlineExceeded,
 // which runStream reports as a slow consumer.
 func TestWriteAfterWallClockStepBack(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	go io.Copy(io.Discard, client)
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sk, err := newRawSink(server, http.Header{}, false, []byte(":\n\n"), time.Now().Add(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs, server := loopbackRawSink(t)
+	sk := sink(rs)
 	defer sk.close()
-	rs := sk.(*rawSink)
 
 	const timeout = 10 * time.Second
 	st := &stream{timeout: timeout, sink: sk}
@@ -147,25 +129,8 @@ func TestWriteAfterWallClockStepBack(t *testing.T) {
 func TestLoneSubscriptionKeepsNoLargeChunk(t *testing.T) {
 	th := newTestHub(nil)
 	s := th.mustJoin(t, "", "")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	go io.Copy(io.Discard, client)
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sk, err := newRawSink(server, http.Header{}, false, []byte(":\n\n"), time.Now().Add(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs, _ := loopbackRawSink(t)
+	sk := sink(rs)
 	d := newDirect(sk, true)
 	if d == nil {
 		t.Fatal("no direct on a loopback TCP socket")
@@ -187,4 +152,31 @@ func TestLoneSubscriptionKeepsNoLargeChunk(t *testing.T) {
 	if keep > copyBelow {
 		t.Fatalf("the subscription keeps %d bytes of chunk buffer after one result of %d bytes", keep, len(big))
 	}
+}
+
+// loopbackRawSink returns a rawSink on the server's end of a loopback TCP
+// connection, and that end; the client's end reads and discards everything,
+// and closes with the test.
+func loopbackRawSink(t *testing.T) (*rawSink, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	go io.Copy(io.Discard, client)
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := newRawSink(server, http.Header{}, false, []byte(":\n\n"), time.Now().Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sk.(*rawSink), server
 }

@@ -1,7 +1,6 @@
 package gqlpush_test
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -50,16 +49,7 @@ func TestLoneClientCutShort(t *testing.T) {
 	const events = 60
 	up, h, srv := bigGateway(t, nil)
 	conn := dialSmallWindow(t, srv.Listener.Addr().String())
-	fmt.Fprintf(conn, "GET /Big?wg_sse HTTP/1.1\r\nHost: gqlpush\r\n\r\n")
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	frames := gqlpushtest.NewSSEReader(resp.Body)
-	if f, err := frames.Next(); err != nil || f.Raw != ":\n\n" {
-		t.Fatalf("first frame %q, %v", f.Raw, err)
-	}
+	_, frames := openRawSSE(t, conn, "/Big?wg_sse")
 	g := &gateway{up: up, h: h, srv: srv}
 	g.waitSubscriptions(t, 1)
 	g.waitStreams(t, 1)
@@ -104,23 +94,8 @@ func TestMixedClientsChurn(t *testing.T) {
 	conns := make([]net.Conn, clients)
 	var posted atomic.Int64
 	for i := range clients {
-		sse, proto := i%2 == 0, "HTTP/1.1"
-		if i%4 >= 2 {
-			proto = "HTTP/1.0"
-		}
-		path := "/operations/Sub"
-		if sse {
-			path += "?wg_sse"
-		}
-		conn := dialSmallWindow(t, addr)
+		conn, sse, body := openMixedClient(t, addr, i)
 		conns[i] = conn
-		fmt.Fprintf(conn, "GET %s %s\r\nHost: gqlpush\r\n\r\n", path, proto)
-		conn.SetReadDeadline(time.Now().Add(waitTime))
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body := bufio.NewReader(resp.Body)
 		leaver := i%3 == 0
 		go func() {
 			r := result{}
@@ -217,16 +192,7 @@ func TestHalfClosedClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /operations/Sub?wg_sse HTTP/1.1\r\nHost: gqlpush\r\n\r\n")
-	conn.SetReadDeadline(time.Now().Add(waitTime))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	frames := gqlpushtest.NewSSEReader(resp.Body)
-	if f, err := frames.Next(); err != nil || f.Raw != ":\n\n" {
-		t.Fatalf("first frame %q, %v", f.Raw, err)
-	}
+	resp, _ := openRawSSE(t, conn, "/operations/Sub?wg_sse")
 	g.waitStreams(t, 1)
 	conn.(*net.TCPConn).CloseWrite()
 	rest, err := io.ReadAll(resp.Body)
@@ -247,16 +213,7 @@ func TestClientBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /operations/Sub?wg_sse HTTP/1.1\r\nHost: gqlpush\r\n\r\n")
-	conn.SetReadDeadline(time.Now().Add(waitTime))
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	frames := gqlpushtest.NewSSEReader(resp.Body)
-	if f, err := frames.Next(); err != nil || f.Raw != ":\n\n" {
-		t.Fatalf("first frame %q, %v", f.Raw, err)
-	}
+	_, frames := openRawSSE(t, conn, "/operations/Sub?wg_sse")
 	g.waitStreams(t, 1)
 	g.waitSubscriptions(t, 1)
 	// 4096 bytes in odd pieces: still served.
@@ -277,15 +234,18 @@ func TestClientBytes(t *testing.T) {
 	g.waitStreams(t, 0)
 }
 
-// TestFramesCounted: Observer.FramesDelivered counts every result a
-// client read once, for a lone client whose results are written inline and
-// cut short, and for 80 clients whose results are shared among writers.
+// TestFramesCounted: Observer.FramesDelivered is called after frames were
+// written to a client, and counts every result a client read once: for a
+// lone client whose results are written by the publisher and cut short
+// (larger than its socket takes at once), finished by its stream's
+// goroutine; for two clients whose results are cut short the same way; and
+// for 80 clients whose results are shared among writers.
 func TestFramesCounted(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		clients int
 		size    int
-	}{{"lone-cut-short", 1, 64 << 10}, {"many-writers", 80, 100}} {
+	}{{"lone-cut-short", 1, 64 << 10}, {"two-cut-short", 2, 64 << 10}, {"many-writers", 80, 100}} {
 		t.Run(tc.name, func(t *testing.T) {
 			const events = 20
 			rec := newDropRecorder()
@@ -296,15 +256,7 @@ func TestFramesCounted(t *testing.T) {
 			done := make(chan error, tc.clients)
 			for i := range tc.clients {
 				conn := dialSmallWindow(t, srv.Listener.Addr().String())
-				fmt.Fprintf(conn, "GET /Big?wg_sse HTTP/1.1\r\nHost: gqlpush\r\n\r\n")
-				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				frames := gqlpushtest.NewSSEReader(resp.Body)
-				if f, err := frames.Next(); err != nil || f.Raw != ":\n\n" {
-					t.Fatalf("first frame %q, %v", f.Raw, err)
-				}
+				_, frames := openRawSSE(t, conn, "/Big?wg_sse")
 				conn.SetReadDeadline(time.Now().Add(waitTime))
 				go func() {
 					for {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -26,16 +27,7 @@ func TestDirectWritesCutShort(t *testing.T) {
 	up, h, srv := bigGateway(t, nil)
 
 	conn := dialSmallWindow(t, srv.Listener.Addr().String())
-	fmt.Fprintf(conn, "GET /Big?wg_sse HTTP/1.1\r\nHost: gqlpush\r\n\r\n")
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	frames := gqlpushtest.NewSSEReader(resp.Body)
-	if f, err := frames.Next(); err != nil || f.Raw != ":\n\n" {
-		t.Fatalf("first frame %q, %v", f.Raw, err)
-	}
+	_, frames := openRawSSE(t, conn, "/Big?wg_sse")
 	g := &gateway{up: up, h: h, srv: srv}
 	// A second client, which reads all the while: results are written to
 	// the sockets of a subscription's clients directly only when it has
@@ -115,22 +107,7 @@ func TestDirectWritesShared(t *testing.T) {
 	}
 	results := make(chan result, clients)
 	for i := range clients {
-		sse, proto := i%2 == 0, "HTTP/1.1"
-		if i%4 >= 2 {
-			proto = "HTTP/1.0"
-		}
-		path := "/operations/Sub"
-		if sse {
-			path += "?wg_sse"
-		}
-		conn := dialSmallWindow(t, addr)
-		fmt.Fprintf(conn, "GET %s %s\r\nHost: gqlpush\r\n\r\n", path, proto)
-		conn.SetReadDeadline(time.Now().Add(waitTime))
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body := bufio.NewReader(resp.Body)
+		_, sse, body := openMixedClient(t, addr, i)
 		if sse {
 			if f, err := gqlpushtest.NewSSEReader(body).Next(); err != nil || f.Raw != ":\n\n" {
 				t.Fatalf("client %d: first frame %q, %v", i, f.Raw, err)
@@ -197,3 +174,46 @@ func TestDirectWritesShared(t *testing.T) {
 }
 
 var sharedResult = regexp.MustCompile(`^\{"data":\{"gql_messageCreated":\{"content":"(m[0-9]+)","id":"[0-9]+"\}\}\}$`)
+
+// openRawSSE asks for path's SSE stream on conn, as an HTTP/1.1 client
+// would, and reads the response's head and the opening comment: the stream
+// has begun. conn's reads are bounded by waitTime from now.
+func openRawSSE(t *testing.T, conn net.Conn, path string) (*http.Response, *gqlpushtest.SSEReader) {
+	t.Helper()
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: gqlpush\r\n\r\n", path)
+	conn.SetReadDeadline(time.Now().Add(waitTime))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := gqlpushtest.NewSSEReader(resp.Body)
+	if f, err := frames.Next(); err != nil || f.Raw != ":\n\n" {
+		t.Fatalf("first frame %q, %v", f.Raw, err)
+	}
+	return resp, frames
+}
+
+// openMixedClient opens the i-th of a mix of clients of Sub, on a socket
+// with a small receive window: SSE for an even i, plain for an odd one; over
+// HTTP/1.0 when i%4 is 2 or 3, HTTP/1.1 otherwise. It returns the
+// connection, whether the client is SSE, and the response's body, whose
+// reads are bounded by waitTime from now.
+func openMixedClient(t *testing.T, addr string, i int) (net.Conn, bool, *bufio.Reader) {
+	t.Helper()
+	sse, proto := i%2 == 0, "HTTP/1.1"
+	if i%4 >= 2 {
+		proto = "HTTP/1.0"
+	}
+	path := "/operations/Sub"
+	if sse {
+		path += "?wg_sse"
+	}
+	conn := dialSmallWindow(t, addr)
+	fmt.Fprintf(conn, "GET %s %s\r\nHost: gqlpush\r\n\r\n", path, proto)
+	conn.SetReadDeadline(time.Now().Add(waitTime))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn, sse, bufio.NewReader(resp.Body)
+}
