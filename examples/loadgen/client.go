@@ -578,32 +578,30 @@ type totals struct {
 	delivered, heartbeats, gaps, ooo int64
 }
 
-func (f *fleet) totals() totals {
-	var t totals
-	for _, c := range f.clients {
-		t.delivered += c.delivered.Load()
-		t.heartbeats += c.heartbeats.Load()
-		t.gaps += c.gaps.Load()
-		t.ooo += c.ooo.Load()
-	}
-	return t
+// add adds u's counters to t's.
+func (t *totals) add(u totals) {
+	t.delivered += u.delivered
+	t.heartbeats += u.heartbeats
+	t.gaps += u.gaps
+	t.ooo += u.ooo
 }
 
-// totalsByGateway sums the counters of the clients of each of the fleet's
-// gateways; nil for a fleet on one gateway.
-func (f *fleet) totalsByGateway() []totals {
-	if len(f.addrs) == 0 {
-		return nil
+// totals sums the counters of the fleet's clients and, for a fleet on
+// several gateways, those of each gateway's clients (nil otherwise), read
+// once each, so that the gateways' sums add up to the whole while results
+// still come.
+func (f *fleet) totals() (all totals, byGW []totals) {
+	if len(f.addrs) > 0 {
+		byGW = make([]totals, len(f.addrs))
 	}
-	ts := make([]totals, len(f.addrs))
 	for _, c := range f.clients {
-		t := &ts[c.gw]
-		t.delivered += c.delivered.Load()
-		t.heartbeats += c.heartbeats.Load()
-		t.gaps += c.gaps.Load()
-		t.ooo += c.ooo.Load()
+		t := totals{delivered: c.delivered.Load(), heartbeats: c.heartbeats.Load(), gaps: c.gaps.Load(), ooo: c.ooo.Load()}
+		all.add(t)
+		if byGW != nil {
+			byGW[c.gw].add(t)
+		}
 	}
-	return ts
+	return all, byGW
 }
 
 // clientsByGateway counts the fleet's clients on each of its gateways;

@@ -274,9 +274,10 @@ func (s *clientsServer) state() clientsState {
 		Failed:  f.failed.Load(),
 		Ended:   f.ended.Load(),
 		Reasons: f.reasonList(),
-		Totals:  f.totals().json(),
 	}
-	for _, t := range f.totalsByGateway() {
+	all, byGW := f.totals()
+	st.Totals = all.json()
+	for _, t := range byGW {
 		st.ByGateway = append(st.ByGateway, t.json())
 	}
 	return st

@@ -508,8 +508,7 @@ type procSnap struct {
 func (e *env) snap(f *fleet) snap {
 	s := snap{at: time.Now()}
 	if f != nil {
-		s.t = f.totals()
-		s.byGW = f.totalsByGateway()
+		s.t, s.byGW = f.totals()
 		s.ended = f.ended.Load()
 	}
 	if e.pub != nil {
