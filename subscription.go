@@ -362,9 +362,6 @@ func (h *hub) start(key subKey, owner string, header http.Header, init json.RawM
 	return s, nil
 }
 
-// leave removes a subscriber. When the last one leaves, the upstream
-// subscription stops at once, or after the resume grace, charged meanwhile
-// to the caller who left it.
 // setDirect lets the publisher of s's subscription write to its stream's
 // socket through d.
 func (h *hub) setDirect(s *subscriber, d *direct) {
@@ -373,6 +370,9 @@ func (h *hub) setDirect(s *subscriber, d *direct) {
 	s.sh.mu.Unlock()
 }
 
+// leave removes a subscriber. When the last one leaves, the upstream
+// subscription stops at once, or after the resume grace, charged meanwhile
+// to the caller who left it.
 func (h *hub) leave(s *subscriber) {
 	if s.replay != nil {
 		s.replay.close()
