@@ -412,9 +412,9 @@ func (l *lineEnds) Read(p []byte) (int, error) {
 }
 
 // parseEvent reads the fields of one event, by the rules of the HTML
-// standard's event stream interpretation: lines end with LF (eventStream
-// made every line end one); a line starting with a colon is a comment; "field: value" loses one
-// space after the colon; data lines join with LF. It returns the event's
+// standard's event stream interpretation: lines end with LF (lineEnds made
+// every line end one); a line starting with a colon is a comment; "field:
+// value" loses one space after the colon; data lines join with LF. It returns the event's
 // type and data (valid until the next call), and false for an event with
 // neither data nor a type.
 func (sub *sseSub) parseEvent(ev []byte) (typ string, data []byte, ok bool) {
