@@ -182,6 +182,15 @@ func watch(r io.Reader, gone chan<- struct{}) {
 	}
 }
 
+// arm sets the connection's write deadline, unless it is in force: a busy
+// stream spares the poller most updates (see stream.deadline).
+func (s *rawSink) arm(deadline time.Time) {
+	if !deadline.Equal(s.armed) {
+		s.armed = deadline
+		s.conn.SetWriteDeadline(deadline)
+	}
+}
+
 // writev writes frames as one chunk.
 func (s *rawSink) writev(frames [][]byte, deadline time.Time) error {
 	return s.write(deadline, nil, frames...)
@@ -190,10 +199,7 @@ func (s *rawSink) writev(frames [][]byte, deadline time.Time) error {
 // writeRaw writes b as it is, within the deadline: the rest of a chunk a
 // direct write began.
 func (s *rawSink) writeRaw(b []byte, deadline time.Time) error {
-	if !deadline.Equal(s.armed) {
-		s.armed = deadline
-		s.conn.SetWriteDeadline(deadline)
-	}
+	s.arm(deadline)
 	_, err := s.conn.Write(b)
 	s.failed = s.failed || err != nil
 	return err
@@ -211,10 +217,7 @@ func (s *rawSink) write(deadline time.Time, head []byte, frames ...[]byte) error
 	for _, f := range frames {
 		n += len(f)
 	}
-	if !deadline.Equal(s.armed) {
-		s.armed = deadline
-		s.conn.SetWriteDeadline(deadline)
-	}
+	s.arm(deadline)
 	var err error
 	if !s.vector || len(head)+n < copyBelow {
 		// TLS and others would write each buffer of a writev on its own,
