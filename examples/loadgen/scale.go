@@ -506,18 +506,10 @@ func (e *env) clientsTotals(ctx context.Context) (clientsTotals, error) {
 		for k, v := range st.Reasons {
 			ct.reasons[k] += v
 		}
-		t := st.Totals.totals()
-		ct.t.delivered += t.delivered
-		ct.t.heartbeats += t.heartbeats
-		ct.t.gaps += t.gaps
-		ct.t.ooo += t.ooo
+		ct.t.add(st.Totals.totals())
 		for g, bt := range st.ByGateway {
 			if g < len(ct.byGW) {
-				b := &ct.byGW[g]
-				b.delivered += bt.Delivered
-				b.heartbeats += bt.Heartbeats
-				b.gaps += bt.Gaps
-				b.ooo += bt.OOO
+				ct.byGW[g].add(bt.totals())
 			}
 		}
 	}
