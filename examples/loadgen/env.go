@@ -667,13 +667,20 @@ func (e *env) measure(ctx context.Context, f *fleet, name string, d time.Duratio
 		w.GatewayLatency, _ = e.dbg.latency(ctx)
 	}
 	e.rep.Windows = append(e.rep.Windows, w)
-	if w.Delivered > 0 {
-		e.logf("%s: %.0f delivered/s, p99 %s µs, gateway %s µs CPU per event", name, w.DeliveredPerSec,
-			ptrText(latP99(w.Latency), "%.0f"), ptrText(w.CPUPerEvent, "%.2f"))
-	} else {
-		e.logf("%s: %d heartbeats, gateway %s s CPU", name, w.Heartbeats, ptrText(w.GatewayCPU, "%.2f"))
-	}
+	e.logWindow(w, "gateway")
 	return w, nil
+}
+
+// logWindow logs a window's deliveries, their p99 and the CPU per event of
+// gw (the gateway, or the gateways summed); with nothing delivered, its
+// heartbeats and gw's CPU.
+func (e *env) logWindow(w *window, gw string) {
+	if w.Delivered > 0 {
+		e.logf("%s: %.0f delivered/s, p99 %s µs, %s %s µs CPU per event", w.Name, w.DeliveredPerSec,
+			ptrText(latP99(w.Latency), "%.0f"), gw, ptrText(w.CPUPerEvent, "%.2f"))
+	} else {
+		e.logf("%s: %d heartbeats, %s %s s CPU", w.Name, w.Heartbeats, gw, ptrText(w.GatewayCPU, "%.2f"))
+	}
 }
 
 func latP99(l *latency) *float64 {

@@ -780,12 +780,7 @@ func (e *env) measureScale(ctx context.Context, name string, d time.Duration, of
 		g.Clients = clientsOfGateway(e.cfg.clients, len(w.Gateways), i)
 	}
 	e.rep.Windows = append(e.rep.Windows, w)
-	if w.Delivered > 0 {
-		e.logf("%s: %.0f delivered/s, p99 %s µs, gateways %s µs CPU per event", name, w.DeliveredPerSec,
-			ptrText(latP99(w.Latency), "%.0f"), ptrText(w.CPUPerEvent, "%.2f"))
-	} else {
-		e.logf("%s: %d heartbeats, gateways %s s CPU", name, w.Heartbeats, ptrText(w.GatewayCPU, "%.2f"))
-	}
+	e.logWindow(w, "gateways")
 	return w, nil
 }
 
