@@ -357,6 +357,22 @@ func (s *floorServer) stats() floorStats {
 	return st
 }
 
+// checkFloorUpstream checks the floor's -name upstream: a URL of scheme, on
+// loopback, and not with -rate, since the upstream's own messages (what)
+// set the pace.
+func checkFloorUpstream(ctx context.Context, name, url, scheme, what string, rateSet bool) error {
+	if rateSet {
+		return fmt.Errorf("-rate and -%s exclude each other: with -%[1]s, the upstream's %s set the pace", name, what)
+	}
+	if !strings.HasPrefix(url, scheme) {
+		return fmt.Errorf("-%s must be a %s URL", name, scheme)
+	}
+	if err := checkLoopbackURL(ctx, url); err != nil {
+		return fmt.Errorf("-%s: %w", name, err)
+	}
+	return nil
+}
+
 // runFloor serves the floor and its debug endpoints on one loopback
 // listener, prints "LISTENING <addr>", and serves until ctx ends or stdin
 // reaches EOF.
@@ -381,25 +397,13 @@ func runFloor(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return errors.New("-upstream and -nats exclude each other")
 	}
 	if *natsURL != "" {
-		if rateSet {
-			return errors.New("-rate and -nats exclude each other: with -nats, the upstream's messages set the pace")
-		}
-		if !strings.HasPrefix(*natsURL, "nats://") {
-			return errors.New("-nats must be a nats:// URL")
-		}
-		if err := checkLoopbackURL(ctx, *natsURL); err != nil {
-			return fmt.Errorf("-nats: %w", err)
+		if err := checkFloorUpstream(ctx, "nats", *natsURL, "nats://", "messages", rateSet); err != nil {
+			return err
 		}
 	}
 	if *upstream != "" {
-		if rateSet {
-			return errors.New("-rate and -upstream exclude each other: with -upstream, the upstream's events set the pace")
-		}
-		if !strings.HasPrefix(*upstream, "ws://") {
-			return errors.New("-upstream must be a ws:// URL")
-		}
-		if err := checkLoopbackURL(ctx, *upstream); err != nil {
-			return fmt.Errorf("-upstream: %w", err)
+		if err := checkFloorUpstream(ctx, "upstream", *upstream, "ws://", "events", rateSet); err != nil {
+			return err
 		}
 	}
 	if *rate <= 0 {
