@@ -811,6 +811,7 @@ func (e *env) scaleRun(ctx context.Context) error {
 	steps := slices.DeleteFunc(slices.Clone(cfg.steps), func(s int) bool { return s >= n })
 	steps = append(steps, n)
 	var opening float64
+	prev := 0 // the step before
 	for _, s := range steps {
 		e.logf("step: %d streams over %d gateways", s, len(e.members))
 		t0 := time.Now()
@@ -830,8 +831,9 @@ func (e *env) scaleRun(ctx context.Context) error {
 		st := &scaleStep{memPoint: *e.memPoint(ctx, s), OpenSeconds: took, Failed: ct.failed}
 		st.perStream(info.Before)
 		info.Steps = append(info.Steps, st)
-		info.ConnectSeconds, info.ConnectPerSec = ptr(took), ptr(float64(s-prevStep(steps, s))/took)
+		info.ConnectSeconds, info.ConnectPerSec = ptr(took), ptr(float64(s-prev)/took)
 		e.logf("%d streams: RSS %s, %s KiB per stream", s, bytesText(st.RSS), ptrText(st.RSSPerStreamKiB, "%.2f"))
+		prev = s
 	}
 	e.rep.Clients.Ramp = opening
 
@@ -875,15 +877,6 @@ func (e *env) scaleRun(ctx context.Context) error {
 		return e.probeLimit(ctx)
 	}
 	return nil
-}
-
-// prevStep is the step before s in steps, or 0.
-func prevStep(steps []int, s int) int {
-	i := slices.Index(steps, s)
-	if i <= 0 {
-		return 0
-	}
-	return steps[i-1]
 }
 
 // scaleLoss stops publishing, lets every client receive its room's last
